@@ -1,0 +1,13 @@
+//! Railyard's sans-IO replication core.
+//!
+//! Every partition is a raft group (tikv/raft-rs) whose log *is* the Kafka partition log. This
+//! crate holds the state machines only: it reads no clock, opens no socket or file, spawns no
+//! thread and draws no unseeded randomness. Disk and network are the [`disk::Disk`] and
+//! [`network::Network`] traits; the simulator (`railyard-sim`) and the real node
+//! (`railyard-node`) implement them, and the shared [`driver`] pumps a [`node::Node`]'s outputs
+//! into them in the order raft-rs requires.
+
+pub mod batch;
+pub mod disk;
+pub mod log;
+pub mod types;
