@@ -222,7 +222,10 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// Writes `baseOffset` and `partitionLeaderEpoch` into a batch. Both lie outside the CRC-covered
 /// region, so a valid batch stays valid.
 pub fn stamp(buf: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    assert!(buf.len() >= BATCH_HEADER_LEN, "stamp on a buffer shorter than a batch header");
+    assert!(
+        buf.len() >= BATCH_HEADER_LEN,
+        "stamp on a buffer shorter than a batch header"
+    );
     buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
     buf[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
@@ -364,7 +367,11 @@ impl BatchBuilder {
         header.crc = crc32c::crc32c(&out[CRC_START..]);
         out[17..21].copy_from_slice(&header.crc.to_be_bytes());
         let out = out.freeze();
-        assert_eq!(validate(&out), Ok(header), "builder produced an invalid batch");
+        assert_eq!(
+            validate(&out),
+            Ok(header),
+            "builder produced an invalid batch"
+        );
         out
     }
 }
@@ -440,9 +447,7 @@ fn walk_records(
         }
         let mut headers = Vec::with_capacity((n_headers as usize).min(rr.remaining()));
         for _ in 0..n_headers {
-            let k = rr
-                .bytes()?
-                .ok_or(BatchError::Invalid("null header key"))?;
+            let k = rr.bytes()?.ok_or(BatchError::Invalid("null header key"))?;
             let k = String::from_utf8(k.to_vec())
                 .map_err(|_| BatchError::Invalid("header key not utf-8"))?;
             let v = rr.bytes()?.map(<[u8]>::to_vec);
@@ -628,7 +633,9 @@ mod tests {
     #[test]
     fn test_stamp_keeps_crc_valid() {
         // baseOffset and partitionLeaderEpoch are outside the CRC region.
-        let b = BatchBuilder::new(0).record(None, Some(b"x"), &[], 0).build();
+        let b = BatchBuilder::new(0)
+            .record(None, Some(b"x"), &[], 0)
+            .build();
         let mut m = b.to_vec();
         stamp(&mut m, 12345, 7);
         let h = validate(&m).unwrap();
@@ -639,7 +646,9 @@ mod tests {
     #[test]
     fn test_malformed_batches_get_typed_errors() {
         // Each class of damage maps to its own error variant.
-        let b = BatchBuilder::new(0).record(None, Some(b"x"), &[], 0).build();
+        let b = BatchBuilder::new(0)
+            .record(None, Some(b"x"), &[], 0)
+            .build();
         assert_eq!(validate(&b[..10]), Err(BatchError::TooShort));
         let mut m = b.to_vec();
         m[16] = 1;
