@@ -4,10 +4,16 @@
 //! crate holds the state machines only: it reads no clock, opens no socket or file, spawns no
 //! thread and draws no unseeded randomness. Disk and network are the [`disk::Disk`] and
 //! [`network::Network`] traits; the simulator (`railyard-sim`) and the real node
-//! (`railyard-node`) implement them, and the shared [`driver`] pumps a [`node::Node`]'s outputs
+//! (`railyard-node`) implement them, and the shared driver ([`node::Node::step`]) pumps a [`node::Node`]'s outputs
 //! into them in the order raft-rs requires.
 
+pub mod api;
 pub mod batch;
 pub mod disk;
 pub mod log;
+pub mod network;
+pub mod node;
+pub mod replica;
+pub mod storage;
 pub mod types;
+

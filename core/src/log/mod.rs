@@ -151,6 +151,10 @@ pub struct RecoveryReport {
     pub entries: u64,
     /// Leftover segments at or below the meta's index that were deleted.
     pub stale_segments_removed: usize,
+    /// The bad frame was followed by a valid frame (in the same segment or a later one), so it
+    /// was corruption of data that had been durable, not a torn tail of unsynced writes. Segment
+    /// rolls sync the previous segment, so a torn tail never precedes durable data.
+    pub corruption: bool,
 }
 
 /// The answer to a Kafka fetch: whole stored batches, zero-copy slices of one disk read per
@@ -683,6 +687,7 @@ impl PartitionLog {
             let (seg, stop) = segment::scan_segment(&*self.disk, &path, base, &mut expect, ii)?;
             if let Some(stop) = stop {
                 let file_len = self.disk.len(&path)?;
+                report.corruption = self.valid_data_after(&path, stop.pos, expect.index);
                 report.truncated_from_index = Some(expect.index);
                 report.bytes_dropped += file_len - stop.pos;
                 self.disk.truncate(&path, stop.pos)?;
@@ -698,6 +703,42 @@ impl PartitionLog {
         }
         report.segments = self.segments.len();
         Ok(report)
+    }
+
+    /// Whether a valid frame follows the bad frame at `pos` of `path`: the frame right after it
+    /// (when its length field is plausible) or the first frame of any later segment.
+    fn valid_data_after(&self, path: &str, pos: u64, bad_index: u64) -> bool {
+        let disk = &*self.disk;
+        let frame_at = |path: &str, pos: u64| -> Option<FrameHeader> {
+            let mut head = [0u8; FRAME_HEADER_LEN];
+            disk.read_exact_at(path, pos, &mut head).ok()?;
+            let len = segment::frame_len(&head)? as usize;
+            if len < FRAME_HEADER_LEN || pos + len as u64 > disk.len(path).ok()? {
+                return None;
+            }
+            let mut frame = vec![0u8; len];
+            disk.read_exact_at(path, pos, &mut frame).ok()?;
+            decode_frame(&frame).ok()
+        };
+        let mut head = [0u8; FRAME_HEADER_LEN];
+        if disk.read_exact_at(path, pos, &mut head).is_ok() {
+            if let Some(len) = segment::frame_len(&head) {
+                if let Some(h) = frame_at(path, pos + len as u64) {
+                    if h.index == bad_index + 1 {
+                        return true;
+                    }
+                }
+            }
+        }
+        let Ok(names) = disk.list(&self.dir) else {
+            return false;
+        };
+        let this_base = split_base(path);
+        names
+            .iter()
+            .filter_map(|n| parse_segment_name(n).map(|b| (b, join_path(&self.dir, n))))
+            .filter(|(b, _)| Some(*b) > this_base)
+            .any(|(_, p)| frame_at(&p, 0).is_some_and(|h| h.index > bad_index))
     }
 
     /// Checks the entries to append before anything is written; returns each one's batch header
@@ -811,6 +852,14 @@ impl PartitionLog {
 
     /// Starts a new, empty segment whose first entry will be `base_index`.
     fn create_segment(&mut self, base_index: u64) -> Result<(), LogError> {
+        // Sync the segment being sealed first, so that after a crash a torn (unsynced) tail can
+        // only be the tail of the newest segment; recovery tells corruption from tears by this.
+        if let Some(prev) = self.segments.last() {
+            if self.dirty.contains(&prev.path) {
+                self.disk.sync(&prev.path)?;
+                self.dirty.remove(&prev.path.clone());
+            }
+        }
         let path = join_path(&self.dir, &segment_name(base_index));
         match self.disk.create(&path) {
             Ok(()) => {}
@@ -1045,3 +1094,8 @@ fn decode_meta(p: &[u8]) -> Option<SnapshotMeta> {
 
 #[cfg(test)]
 mod tests;
+
+/// The base index of a segment path, from its file name.
+fn split_base(path: &str) -> Option<u64> {
+    parse_segment_name(crate::disk::split_path(path).1)
+}

@@ -433,7 +433,7 @@ fn test_malformed_batch_is_rejected_and_nothing_written() {
     *bad_crc.last_mut().unwrap() ^= 0xff;
     let mut bad_len = good.to_vec();
     bad_len.push(0);
-    let cases: Vec<(Vec<u8>, fn(&LogError) -> bool)> = vec![
+    let cases: Vec<(Vec<u8>, ErrorCheck)> = vec![
         (bad_magic, |e| {
             matches!(e, LogError::Batch(BatchError::BadMagic(1)))
         }),
@@ -459,6 +459,9 @@ fn test_malformed_batch_is_rejected_and_nothing_written() {
         assert_eq!(now, sizes);
     }
 }
+
+/// Recognises the expected error of a malformed-append case.
+type ErrorCheck = fn(&LogError) -> bool;
 
 /// A MemDisk that runs out of space after `budget` more bytes of writes.
 struct FullDisk {

@@ -1,0 +1,114 @@
+//! Client-facing requests and replies of the core, independent of any wire format.
+//!
+//! The Kafka listener (node) and the simulator's clients translate to and from these. Errors are
+//! typed and map one-to-one onto Kafka error codes; each variant says whether the write may
+//! still have happened, because a client must record that honestly (Jepsen's `info`).
+
+use bytes::Bytes;
+
+use crate::batch::BatchError;
+use crate::types::{Millis, NodeId, Offset, Term, TopicPartition};
+
+/// Identifies a request so its reply can be matched; chosen by the caller.
+pub type RequestId = u64;
+
+/// Kafka's `acks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Acks {
+    /// No reply at all.
+    None,
+    /// Reply once the leader has the batch durably in its own log. Not fault tolerant: a leader
+    /// failover can lose it.
+    Leader,
+    /// Reply once the batch is committed: fsynced on a majority of the replicas.
+    All,
+}
+
+/// ListOffsets targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    /// The high watermark (Kafka's "latest" for read_uncommitted consumers).
+    Latest,
+    /// The earliest offset whose record timestamp is >= this.
+    Timestamp(Millis),
+}
+
+#[derive(Clone, Debug)]
+pub enum Request {
+    Produce {
+        tp: TopicPartition,
+        acks: Acks,
+        /// Exactly one Kafka RecordBatch v2.
+        batch: Bytes,
+    },
+    Fetch {
+        tp: TopicPartition,
+        offset: Offset,
+        max_bytes: u64,
+    },
+    ListOffsets {
+        tp: TopicPartition,
+        spec: OffsetSpec,
+    },
+    OffsetForLeaderEpoch {
+        tp: TopicPartition,
+        epoch: Term,
+    },
+}
+
+/// Errors a client can get. Each maps onto one Kafka error code (in parentheses).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// This node does not lead the partition (NOT_LEADER_OR_FOLLOWER). The write did not happen.
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader { leader: Option<NodeId> },
+    /// No such partition on this node (UNKNOWN_TOPIC_OR_PARTITION).
+    #[error("unknown topic or partition {0}")]
+    UnknownPartition(TopicPartition),
+    /// The batch is malformed (CORRUPT_MESSAGE). Nothing was written.
+    #[error("corrupt batch: {0}")]
+    CorruptBatch(BatchError),
+    /// The batch exceeds the size limit (MESSAGE_TOO_LARGE). Nothing was written.
+    #[error("batch of {size} bytes exceeds the limit of {max}")]
+    MessageTooLarge { size: u64, max: u64 },
+    /// Fetch offset outside [log start, log end] (OFFSET_OUT_OF_RANGE).
+    #[error("offset {offset} out of range [{start}, {end}]")]
+    OffsetOutOfRange {
+        offset: Offset,
+        start: Offset,
+        end: Offset,
+    },
+    /// The write was proposed but its outcome is unknown: leadership moved or the request timed
+    /// out (REQUEST_TIMED_OUT). It may still commit.
+    #[error("outcome unknown: {reason}")]
+    Indeterminate { reason: &'static str },
+    /// The partition's storage failed (KAFKA_STORAGE_ERROR).
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl ClientError {
+    /// Whether the write certainly did not happen (Jepsen `fail`) rather than maybe (`info`).
+    pub fn definitely_not_written(&self) -> bool {
+        !matches!(self, ClientError::Indeterminate { .. })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchReply {
+    /// Whole stored batches, verbatim (baseOffset and leader epoch stamped at append).
+    pub batches: Vec<Bytes>,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    Produce(Result<Offset, ClientError>),
+    Fetch(Result<FetchReply, ClientError>),
+    /// (offset, timestamp); offset -1 when no record matches a timestamp query.
+    ListOffsets(Result<(Offset, Millis), ClientError>),
+    /// (epoch, end offset) as in Kafka's OffsetForLeaderEpoch; (-1, -1) when unknown.
+    OffsetForLeaderEpoch(Result<(i64, Offset), ClientError>),
+}

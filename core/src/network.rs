@@ -1,0 +1,120 @@
+//! The `Network` trait and the node-to-node frame.
+//!
+//! Every raft message a node produces for one peer during one step travels in a single
+//! [`Envelope`] (prost-encoded), so a peer with many partitions gets one frame per step instead
+//! of one per partition. The raft messages themselves are raft-rs's protobuf `Message`s, carried
+//! as opaque bytes per partition. Transports (the simulator's in-memory network, the node's TCP
+//! connections) implement [`Network`]; they may drop an envelope under pressure, because raft
+//! retransmits.
+
+use bytes::Bytes;
+use protobuf::Message as _;
+use raft::eraftpb::Message as RaftMessage;
+
+use crate::types::{NodeId, PartitionId, TopicPartition};
+
+/// One raft message for one partition.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GroupMessage {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(int32, tag = "2")]
+    pub partition: PartitionId,
+    /// A raft-rs `eraftpb::Message`, protobuf-encoded.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub raft: Bytes,
+}
+
+/// Everything one node sends one peer in one step.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    #[prost(uint64, tag = "1")]
+    pub from: NodeId,
+    #[prost(uint64, tag = "2")]
+    pub to: NodeId,
+    #[prost(message, repeated, tag = "3")]
+    pub messages: Vec<GroupMessage>,
+}
+
+/// Why an incoming group message was rejected (the envelope's other messages still count).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("raft message for {tp} does not decode: {reason}")]
+    BadRaftMessage { tp: TopicPartition, reason: String },
+}
+
+impl GroupMessage {
+    pub fn encode(tp: &TopicPartition, msg: &RaftMessage) -> GroupMessage {
+        // Encoding into a Vec cannot fail for a well-formed in-memory message.
+        let bytes = msg
+            .write_to_bytes()
+            .expect("encoding an in-memory raft message cannot fail");
+        GroupMessage {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            raft: Bytes::from(bytes),
+        }
+    }
+
+    pub fn tp(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.clone(), self.partition)
+    }
+
+    /// Decodes the raft message; bytes from the network never panic here.
+    pub fn decode(&self) -> Result<RaftMessage, DecodeError> {
+        RaftMessage::parse_from_bytes(&self.raft).map_err(|e| DecodeError::BadRaftMessage {
+            tp: self.tp(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Where a node's envelopes go. Implemented by the simulator and by the TCP transport.
+pub trait Network {
+    /// Queues an envelope for delivery to `envelope.to`. Never blocks: a transport under
+    /// pressure drops, and raft retransmits.
+    fn send(&mut self, envelope: Envelope);
+}
+
+/// A `Network` that collects envelopes, for tests and for callers that route them later.
+#[derive(Default, Debug)]
+pub struct Outbox {
+    pub sent: Vec<Envelope>,
+}
+
+impl Network for Outbox {
+    fn send(&mut self, envelope: Envelope) {
+        self.sent.push(envelope);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    #[test]
+    fn test_envelope_round_trip_and_garbage() {
+        let mut m = RaftMessage::default();
+        m.term = 7;
+        m.from = 1;
+        m.to = 2;
+        let tp = TopicPartition::new("t", 1);
+        let env = Envelope {
+            from: 1,
+            to: 2,
+            messages: vec![GroupMessage::encode(&tp, &m)],
+        };
+        let bytes = env.encode_to_vec();
+        let back = Envelope::decode(bytes.as_slice()).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.messages[0].decode().unwrap().term, 7);
+        let bad = GroupMessage {
+            topic: "t".into(),
+            partition: 1,
+            raft: Bytes::from_static(&[0xff, 0xff, 0xff]),
+        };
+        assert!(bad.decode().is_err());
+        assert!(Envelope::decode(&[0xffu8, 0xff, 0xff][..]).is_err());
+    }
+}

@@ -1,0 +1,394 @@
+//! raft-rs `Storage` over the partition log: the raft log *is* the Kafka partition log.
+//!
+//! [`PartitionStorage`] pairs a [`PartitionLog`] (segments of raft entries whose payloads are
+//! Kafka batches) with a small crash-safe state file holding raft's `HardState` and `ConfState`.
+//! raft-rs reads through `&self` (`entries`, `term`, ...) and the replica writes through
+//! `RawNode::mut_store()` while handling a `Ready`.
+//!
+//! ## Repair after corruption
+//! A replica whose recovery found *corruption* (a bad frame followed by valid data, i.e. not a
+//! torn tail) may have lost entries it had acknowledged to a leader. Such a replica must not help
+//! elect a leader that lacks those entries, so it enters **repair mode**, persisted in the state
+//! file: it refuses votes until it has caught up with the commit index of the first leader that
+//! replicates to it. Its commit index is clamped to its last index so raft-rs accepts the log.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use prost::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
+
+use crate::disk::{join_path, Disk, DiskError};
+use crate::log::slot::SlotFile;
+use crate::log::{EntryKind, LogConfig, LogError, NewEntry, PartitionLog, SnapshotMeta};
+use crate::types::{NodeId, RaftIndex};
+
+/// File name of the raft state (hard state + conf state) inside a partition directory.
+pub const STATE_FILE: &str = "raft.state";
+
+/// How often a transient read error is retried before the read is reported as failed. Read
+/// errors in the simulator are transient; a persistent one is a failed disk.
+const READ_RETRIES_MAX: usize = 8;
+
+/// raft's durable state, encoded with prost into the state [`SlotFile`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PersistedState {
+    #[prost(uint64, tag = "1")]
+    pub term: u64,
+    #[prost(uint64, tag = "2")]
+    pub vote: u64,
+    #[prost(uint64, tag = "3")]
+    pub commit: u64,
+    #[prost(uint64, repeated, tag = "4")]
+    pub voters: Vec<u64>,
+    #[prost(uint64, repeated, tag = "5")]
+    pub learners: Vec<u64>,
+    /// Set when recovery found corruption; cleared once caught up (see module docs).
+    #[prost(bool, tag = "6")]
+    pub repairing: bool,
+}
+
+/// Why opening or writing a partition's storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("disk: {0}")]
+    Disk(#[from] DiskError),
+    /// The state file exists but no slot decodes: the partition cannot be trusted.
+    #[error("raft state file {path} is unreadable: {reason}")]
+    BadState { path: String, reason: String },
+}
+
+/// What recovery found when a partition was opened.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// First raft index dropped by log recovery (torn tail or corruption), if any.
+    pub truncated_from_index: Option<RaftIndex>,
+    /// Recovery found corruption (not a torn tail): the replica is in repair mode.
+    pub corruption: bool,
+    /// The persisted commit index was above the recovered log and was clamped.
+    pub commit_clamped_from: Option<RaftIndex>,
+}
+
+/// raft-rs storage for one partition. See the module docs.
+pub struct PartitionStorage {
+    log: PartitionLog,
+    state_file: SlotFile,
+    state: PersistedState,
+    state_dirty: bool,
+    /// The commit index as of the last successful `sync` of the state file. The high watermark is
+    /// derived from it so that it never goes backwards across a crash.
+    durable_commit: RaftIndex,
+}
+
+impl PartitionStorage {
+    /// Opens (or creates, with `voters` as the initial configuration) a partition's storage.
+    pub fn open(
+        disk: Rc<dyn Disk>,
+        dir: &str,
+        config: LogConfig,
+        voters: &[NodeId],
+    ) -> Result<(PartitionStorage, OpenReport), StorageError> {
+        let state_path = join_path(dir, STATE_FILE);
+        let (mut state_file, payload) = SlotFile::open(disk.clone(), &state_path)?;
+        let (log, recovery) = PartitionLog::open(disk, dir, config)?;
+        let mut report = OpenReport {
+            truncated_from_index: recovery.truncated_from_index,
+            corruption: recovery.corruption,
+            commit_clamped_from: None,
+        };
+        let mut state_dirty = false;
+        let mut state = match payload {
+            Some(bytes) => {
+                PersistedState::decode(bytes.as_slice()).map_err(|e| StorageError::BadState {
+                    path: state_path.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => {
+                state_dirty = true;
+                PersistedState {
+                    voters: voters.to_vec(),
+                    ..Default::default()
+                }
+            }
+        };
+        if report.corruption && !state.repairing {
+            state.repairing = true;
+            state_dirty = true;
+        }
+        // raft-rs refuses a commit index above the last index; corruption can cause exactly
+        // that, and repair mode (set above) keeps the clamp safe.
+        if state.commit > log.last_index() {
+            report.commit_clamped_from = Some(state.commit);
+            assert!(
+                report.corruption || state.repairing || report.truncated_from_index.is_some(),
+                "commit {} above last index {} with no recovery truncation",
+                state.commit,
+                log.last_index()
+            );
+            if !state.repairing {
+                state.repairing = true;
+            }
+            state.commit = log.last_index();
+            state_dirty = true;
+        }
+        if state.commit < log.snapshot_meta().index {
+            state.commit = log.snapshot_meta().index;
+            state_dirty = true;
+        }
+        if state_dirty {
+            state_file.write(&state.encode_to_vec())?;
+            state_file.sync()?;
+        }
+        let durable_commit = state.commit;
+        Ok((
+            PartitionStorage {
+                log,
+                state_file,
+                state,
+                state_dirty: false,
+                durable_commit,
+            },
+            report,
+        ))
+    }
+
+    pub fn log(&self) -> &PartitionLog {
+        &self.log
+    }
+
+    pub fn log_mut(&mut self) -> &mut PartitionLog {
+        &mut self.log
+    }
+
+    pub fn state(&self) -> &PersistedState {
+        &self.state
+    }
+
+    /// Commit index as of the last sync of the state file.
+    pub fn durable_commit(&self) -> RaftIndex {
+        self.durable_commit
+    }
+
+    pub fn is_repairing(&self) -> bool {
+        self.state.repairing
+    }
+
+    /// Leaves repair mode (durable at the next sync).
+    pub fn finish_repair(&mut self) {
+        if self.state.repairing {
+            self.state.repairing = false;
+            self.state_dirty = true;
+        }
+    }
+
+    /// Appends entries from a `Ready` (not synced).
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let new: Vec<NewEntry> = entries
+            .iter()
+            .map(|e| NewEntry {
+                index: e.index,
+                term: e.term,
+                kind: entry_kind(e.get_entry_type()),
+                data: e.data.clone(),
+            })
+            .collect();
+        self.log.append(&new)?;
+        assert_eq!(self.log.last_index(), entries[entries.len() - 1].index);
+        Ok(())
+    }
+
+    /// Records a new hard state (not synced).
+    pub fn set_hard_state(&mut self, hs: &HardState) {
+        assert!(hs.term >= self.state.term, "term went backwards");
+        if hs.commit < self.state.commit {
+            // raft-rs never lowers commit; a lower value would mean a bug above us.
+            panic!(
+                "commit went backwards: {} -> {}",
+                self.state.commit, hs.commit
+            );
+        }
+        self.state.term = hs.term;
+        self.state.vote = hs.vote;
+        self.state.commit = hs.commit;
+        self.state_dirty = true;
+    }
+
+    /// Records a new commit index from a `LightReady` (not synced).
+    pub fn set_commit(&mut self, commit: RaftIndex) {
+        assert!(commit >= self.state.commit, "commit went backwards");
+        if commit != self.state.commit {
+            self.state.commit = commit;
+            self.state_dirty = true;
+        }
+    }
+
+    /// Installs a metadata-only snapshot received from the leader: the log restarts after it.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        let meta = snap.get_metadata();
+        let next_offset = decode_snapshot_data(&snap.data).ok_or_else(|| StorageError::BadState {
+            path: "snapshot".into(),
+            reason: "snapshot data is not an 8-byte next offset".into(),
+        })?;
+        self.log.install_snapshot(SnapshotMeta {
+            index: meta.index,
+            term: meta.term,
+            next_offset,
+        })?;
+        let cs = meta.get_conf_state();
+        self.state.voters = cs.voters.clone();
+        self.state.learners = cs.learners.clone();
+        if self.state.commit < meta.index {
+            self.state.commit = meta.index;
+        }
+        if self.state.term < meta.term {
+            self.state.term = meta.term;
+        }
+        self.state_dirty = true;
+        Ok(())
+    }
+
+    /// Whether anything awaits a sync.
+    pub fn is_dirty(&self) -> bool {
+        self.state_dirty || self.log.is_dirty()
+    }
+
+    /// Makes every append and the hard state durable: one sync per dirty file. The log is synced
+    /// first so the state file never names a commit index whose entries are not durable here.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.log.sync()?;
+        if self.state_dirty {
+            self.state_file.write(&self.state.encode_to_vec())?;
+            self.state_file.sync()?;
+            self.state_dirty = false;
+            self.durable_commit = self.state.commit;
+        }
+        Ok(())
+    }
+
+    fn conf_state(&self) -> ConfState {
+        let mut cs = ConfState::default();
+        cs.voters = self.state.voters.clone();
+        cs.learners = self.state.learners.clone();
+        cs
+    }
+}
+
+/// Encodes the Kafka next offset carried by a metadata-only snapshot.
+pub fn encode_snapshot_data(next_offset: i64) -> Bytes {
+    Bytes::copy_from_slice(&next_offset.to_be_bytes())
+}
+
+fn decode_snapshot_data(data: &[u8]) -> Option<i64> {
+    let arr: [u8; 8] = data.try_into().ok()?;
+    Some(i64::from_be_bytes(arr))
+}
+
+fn entry_kind(t: EntryType) -> EntryKind {
+    match t {
+        EntryType::EntryNormal => EntryKind::Normal,
+        EntryType::EntryConfChange => EntryKind::ConfChange,
+        EntryType::EntryConfChangeV2 => EntryKind::ConfChangeV2,
+    }
+}
+
+fn entry_type(k: EntryKind) -> EntryType {
+    match k {
+        EntryKind::Normal => EntryType::EntryNormal,
+        EntryKind::ConfChange => EntryType::EntryConfChange,
+        EntryKind::ConfChangeV2 => EntryType::EntryConfChangeV2,
+    }
+}
+
+fn to_raft_error(e: LogError) -> raft::Error {
+    match e {
+        LogError::Compacted { .. } => raft::Error::Store(RaftStorageError::Compacted),
+        LogError::Unavailable { .. } => raft::Error::Store(RaftStorageError::Unavailable),
+        other => raft::Error::Store(RaftStorageError::Other(Box::new(other))),
+    }
+}
+
+/// Retries transient disk read errors; everything else is returned at once.
+pub(crate) fn with_retries<T>(mut f: impl FnMut() -> Result<T, LogError>) -> Result<T, LogError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(LogError::Disk(DiskError::Io(_))) if tries + 1 < READ_RETRIES_MAX => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+impl raft::Storage for PartitionStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let mut hs = HardState::default();
+        hs.term = self.state.term;
+        hs.vote = self.state.vote;
+        hs.commit = self.state.commit;
+        Ok(RaftState {
+            hard_state: hs,
+            conf_state: self.conf_state(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into();
+        let stored = with_retries(|| self.log.entries(low, high, max_size)).map_err(to_raft_error)?;
+        assert!(!stored.is_empty() || low == high);
+        let mut out = Vec::with_capacity(stored.len());
+        for (i, s) in stored.into_iter().enumerate() {
+            assert_eq!(s.index, low + i as u64, "log returned a non-contiguous range");
+            let mut e = Entry::default();
+            e.index = s.index;
+            e.term = s.term;
+            e.set_entry_type(entry_type(s.kind));
+            e.data = s.data;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        with_retries(|| self.log.term(idx)).map_err(to_raft_error)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.log.first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.log.last_index())
+    }
+
+    /// Retention deletes whole segments; the entries below the log's first index are gone, so
+    /// the only snapshot we can offer is metadata: where the log starts and the Kafka offset it
+    /// starts at. A follower that installs it resumes from there.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let meta = self.log.snapshot_meta();
+        if meta.index == 0 || meta.index < request_index {
+            return Err(raft::Error::Store(
+                RaftStorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snap = Snapshot::default();
+        let mut sm = SnapshotMetadata::default();
+        sm.index = meta.index;
+        sm.term = meta.term;
+        sm.set_conf_state(self.conf_state());
+        snap.set_metadata(sm);
+        snap.data = encode_snapshot_data(meta.next_offset);
+        Ok(snap)
+    }
+}

@@ -1,0 +1,368 @@
+//! Simulated Kafka clients: producers (acks=all and acks=1) and assign-mode consumers writing
+//! and reading unique integer values, recording every operation in the Jepsen queue history
+//! (`railyard_jepsen::History`, the JSONL format of CHECKER.md).
+//!
+//! Clients talk to nodes through the core's [`Request`]/[`Response`] API with simulated latency.
+//! They behave like real Kafka clients: they cache the leader per partition, follow
+//! NOT_LEADER hints, time out, and record outcomes honestly — `fail` only when the write surely
+//! did not happen, `info` when it may have (after which the process is replaced by a new one, as
+//! Jepsen requires). An acks=1 acknowledgement is recorded as `info`: acks=1 promises nothing
+//! about surviving a leader failover, so the checker must not count it as committed.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use railyard_core::api::{Acks, ClientError, Request, Response};
+use railyard_core::batch::{decode_records, BatchBuilder};
+use railyard_core::types::{NodeId, Offset, TopicPartition};
+use railyard_jepsen::{Event, History, Op};
+
+/// What a client does.
+#[derive(Clone, Debug)]
+pub enum Role {
+    Producer { acks: Acks },
+    Consumer,
+}
+
+/// An operation in flight.
+#[derive(Clone, Debug)]
+pub struct InFlight {
+    pub request_id: u64,
+    pub node: NodeId,
+    pub deadline_us: u64,
+    pub op: PendingOp,
+}
+
+#[derive(Clone, Debug)]
+pub enum PendingOp {
+    Send { tp: TopicPartition, value: u64 },
+    Poll { tp: TopicPartition, from: Offset },
+}
+
+pub struct Client {
+    pub id: usize,
+    pub role: Role,
+    /// Jepsen process id; replaced after an `info`.
+    pub process: u64,
+    pub keys: Vec<TopicPartition>,
+    pub leader_hint: BTreeMap<TopicPartition, NodeId>,
+    /// Consumer positions (next offset to read).
+    pub positions: BTreeMap<TopicPartition, Offset>,
+    pub in_flight: Option<InFlight>,
+    pub next_key: usize,
+    /// Whether an assign must be recorded before the next poll (new process).
+    pub needs_assign: bool,
+    /// Stop issuing new operations (end of run).
+    pub stopped: bool,
+    /// Final catch-up reader: polls its keys until each reaches `final_targets`.
+    pub final_targets: Option<BTreeMap<TopicPartition, Offset>>,
+}
+
+/// Shared state of the workload: the history and the allocators for processes and values.
+pub struct Workload {
+    pub history: History,
+    pub clients: Vec<Client>,
+    pub next_process: u64,
+    pub next_value: u64,
+    pub next_request: u64,
+    pub nodes: Vec<NodeId>,
+    /// Every value any producer ever tried to send, for the "no record nobody sent" check.
+    pub sent_values: BTreeMap<u64, TopicPartition>,
+    pub acked_all: u64,
+    pub acked_leader: u64,
+    pub send_fail: u64,
+    pub send_info: u64,
+    pub polls_ok: u64,
+    pub values_read: u64,
+    /// Per tp, (time_us) of the last acks=all ok send, for the liveness check.
+    pub last_ok_send_us: BTreeMap<TopicPartition, u64>,
+}
+
+/// How long a client waits for a reply before giving up (simulated µs).
+pub const CLIENT_TIMEOUT_US: u64 = 2_000_000;
+/// Largest fetch response a consumer asks for.
+pub const FETCH_MAX_BYTES: u64 = 16 * 1024;
+
+impl Workload {
+    pub fn new(nodes: Vec<NodeId>) -> Self {
+        Workload {
+            history: History::new(),
+            clients: Vec::new(),
+            next_process: 0,
+            next_value: 1,
+            next_request: 1,
+            nodes,
+            sent_values: BTreeMap::new(),
+            acked_all: 0,
+            acked_leader: 0,
+            send_fail: 0,
+            send_info: 0,
+            polls_ok: 0,
+            values_read: 0,
+            last_ok_send_us: BTreeMap::new(),
+        }
+    }
+
+    pub fn add_client(&mut self, role: Role, keys: Vec<TopicPartition>) -> usize {
+        let id = self.clients.len();
+        let process = self.new_process();
+        let positions = keys.iter().map(|k| (k.clone(), 0)).collect();
+        self.clients.push(Client {
+            id,
+            role,
+            process,
+            keys,
+            leader_hint: BTreeMap::new(),
+            positions,
+            in_flight: None,
+            next_key: 0,
+            needs_assign: true,
+            stopped: false,
+            final_targets: None,
+        });
+        id
+    }
+
+    fn new_process(&mut self) -> u64 {
+        let p = self.next_process;
+        self.next_process += 1;
+        p
+    }
+
+    /// Starts the client's next operation, returning the request to send to a node.
+    pub fn next_request(
+        &mut self,
+        client: usize,
+        now_us: u64,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<(NodeId, u64, Request)> {
+        let nodes = self.nodes.clone();
+        let request_id = self.next_request;
+        let c = &mut self.clients[client];
+        if c.stopped || c.in_flight.is_some() {
+            return None;
+        }
+        let tp = match (&c.role, &c.final_targets) {
+            // Producers spread writes over their keys at random.
+            (Role::Producer { .. }, _) => c.keys[rng.gen_range(0..c.keys.len())].clone(),
+            (Role::Consumer, Some(targets)) => {
+                let pending: Vec<&TopicPartition> = targets
+                    .iter()
+                    .filter(|(tp, end)| c.positions[*tp] < **end)
+                    .map(|(tp, _)| tp)
+                    .collect();
+                if pending.is_empty() {
+                    c.stopped = true;
+                    return None;
+                }
+                pending[c.next_key % pending.len()].clone()
+            }
+            (Role::Consumer, None) => c.keys[c.next_key % c.keys.len()].clone(),
+        };
+        c.next_key = c.next_key.wrapping_add(1);
+        let node = match c.leader_hint.get(&tp) {
+            Some(n) if rng.gen_bool(0.95) => *n,
+            _ => nodes[rng.gen_range(0..nodes.len())],
+        };
+        let t = now_us;
+        let (request, op) = match c.role {
+            Role::Producer { acks } => {
+                let value = self.next_value;
+                self.next_value += 1;
+                self.sent_values.insert(value, tp.clone());
+                let batch = BatchBuilder::new((t / 1000) as i64)
+                    .record(None, Some(value.to_string().as_bytes()), &[], (t / 1000) as i64)
+                    .build();
+                self.history.push(Event::invoke(
+                    c.process,
+                    Op::send(tp.to_string(), value),
+                    t,
+                ));
+                (
+                    Request::Produce {
+                        tp: tp.clone(),
+                        acks,
+                        batch,
+                    },
+                    PendingOp::Send { tp, value },
+                )
+            }
+            Role::Consumer => {
+                if c.needs_assign {
+                    c.needs_assign = false;
+                    let keys: Vec<String> = c.keys.iter().map(|k| k.to_string()).collect();
+                    self.history
+                        .push(Event::invoke(c.process, Op::assign(keys.clone(), true), t));
+                    self.history
+                        .push(Event::ok(c.process, Op::assign(keys, true), t));
+                }
+                let from = c.positions[&tp];
+                self.history.push(Event::invoke(c.process, Op::poll(), t));
+                (
+                    Request::Fetch {
+                        tp: tp.clone(),
+                        offset: from,
+                        max_bytes: FETCH_MAX_BYTES,
+                    },
+                    PendingOp::Poll { tp, from },
+                )
+            }
+        };
+        self.next_request += 1;
+        c.in_flight = Some(InFlight {
+            request_id,
+            node,
+            deadline_us: now_us + CLIENT_TIMEOUT_US,
+            op,
+        });
+        Some((node, request_id, request))
+    }
+
+    /// Handles a reply. Returns false if it was stale (the client gave up on it).
+    pub fn handle_reply(
+        &mut self,
+        client: usize,
+        request_id: u64,
+        response: Response,
+        now_us: u64,
+    ) -> bool {
+        let c = &mut self.clients[client];
+        let Some(inf) = c.in_flight.take_if(|f| f.request_id == request_id) else {
+            return false;
+        };
+        let process = c.process;
+        match (inf.op, response) {
+            (PendingOp::Send { tp, value }, Response::Produce(result)) => {
+                let acks = match c.role {
+                    Role::Producer { acks } => acks,
+                    Role::Consumer => unreachable!("consumers do not send"),
+                };
+                match result {
+                    Ok(offset) if acks == Acks::All => {
+                        self.acked_all += 1;
+                        self.last_ok_send_us.insert(tp.clone(), now_us);
+                        self.history.push(Event::ok(
+                            process,
+                            Op::send_ok(tp.to_string(), offset, value),
+                            now_us,
+                        ));
+                    }
+                    Ok(_) => {
+                        // acks=1 does not promise durability: indeterminate for the checker.
+                        self.acked_leader += 1;
+                        self.record_info_send(client, &tp, value, now_us);
+                    }
+                    Err(e) => {
+                        if let ClientError::NotLeader { leader } = &e {
+                            match leader {
+                                Some(l) => {
+                                    self.clients[client].leader_hint.insert(tp.clone(), *l);
+                                }
+                                None => {
+                                    self.clients[client].leader_hint.remove(&tp);
+                                }
+                            }
+                        }
+                        if e.definitely_not_written() {
+                            self.send_fail += 1;
+                            self.history.push(Event::fail(
+                                process,
+                                Op::send(tp.to_string(), value),
+                                now_us,
+                            ));
+                        } else {
+                            self.record_info_send(client, &tp, value, now_us);
+                        }
+                    }
+                }
+            }
+            (PendingOp::Poll { tp, from }, Response::Fetch(result)) => match result {
+                Ok(reply) => {
+                    let mut reads = Vec::new();
+                    let mut decode_failed = false;
+                    for b in &reply.batches {
+                        match decode_records(b) {
+                            Ok(records) => {
+                                for r in records {
+                                    if r.offset < from {
+                                        continue;
+                                    }
+                                    let v = r
+                                        .value
+                                        .as_ref()
+                                        .and_then(|v| std::str::from_utf8(v).ok())
+                                        .and_then(|s| s.parse::<u64>().ok());
+                                    match v {
+                                        Some(v) => reads.push((r.offset, v)),
+                                        None => decode_failed = true,
+                                    }
+                                }
+                            }
+                            Err(_) => decode_failed = true,
+                        }
+                    }
+                    if decode_failed {
+                        // A record we cannot decode is served garbage: record it as a value
+                        // nobody sent so the checker flags it, never silently skip it.
+                        reads.push((from, u64::MAX));
+                    }
+                    let c = &mut self.clients[client];
+                    if let Some((last, _)) = reads.last() {
+                        c.positions.insert(tp.clone(), last + 1);
+                    }
+                    self.polls_ok += 1;
+                    self.values_read += reads.len() as u64;
+                    self.history.push(Event::ok(
+                        process,
+                        Op::poll_key(tp.to_string(), reads),
+                        now_us,
+                    ));
+                }
+                Err(e) => {
+                    let c = &mut self.clients[client];
+                    match &e {
+                        ClientError::NotLeader { leader: Some(l) } => {
+                            c.leader_hint.insert(tp.clone(), *l);
+                        }
+                        ClientError::NotLeader { leader: None } => {
+                            c.leader_hint.remove(&tp);
+                        }
+                        _ => {}
+                    }
+                    // A failed poll read nothing and changed nothing.
+                    self.history.push(Event::fail(process, Op::poll(), now_us));
+                }
+            },
+            (op, resp) => panic!("reply {resp:?} does not match operation {op:?}"),
+        }
+        true
+    }
+
+    /// The client's deadline passed with no reply: record the honest outcome.
+    pub fn handle_timeout(&mut self, client: usize, now_us: u64) -> bool {
+        let c = &mut self.clients[client];
+        let Some(inf) = c.in_flight.take_if(|f| f.deadline_us <= now_us) else {
+            return false;
+        };
+        c.leader_hint.clear();
+        match inf.op {
+            PendingOp::Send { tp, value } => self.record_info_send(client, &tp, value, now_us),
+            PendingOp::Poll { .. } => {
+                let p = self.clients[client].process;
+                self.history.push(Event::fail(p, Op::poll(), now_us));
+            }
+        }
+        true
+    }
+
+    fn record_info_send(&mut self, client: usize, tp: &TopicPartition, value: u64, now_us: u64) {
+        self.send_info += 1;
+        let p = self.clients[client].process;
+        self.history
+            .push(Event::info(p, Op::send(tp.to_string(), value), now_us));
+        // An `info` crashes the Jepsen process: continue as a fresh one.
+        let np = self.new_process();
+        self.clients[client].process = np;
+    }
+}

@@ -1,0 +1,1151 @@
+//! The discrete-event simulator: N core nodes, their simulated disks, a simulated network,
+//! clients, a fault schedule, white-box checks and the liveness phase.
+//!
+//! ## Fault model
+//! One `u64` seed derives everything through ChaCha8: which faults are on and at what rates
+//! (swarm testing, [`FaultConfig::draw`]), the schedule of crashes, pauses, partitions, clogs,
+//! disk-full periods and bit flips, message latencies, drops and duplicates, and the workload.
+//! Bit flips and read errors are confined to one "faulty disk" node (a minority of the replicas
+//! of any record); flips hit sealed segments at rest, so a crash-restart meets them in recovery.
+//!
+//! ## Phases
+//! 1. **Safety** (`fault_phase_us`): faults fire while producers and consumers run; white-box
+//!    checks run after every node step.
+//! 2. **Liveness**: the network heals, every node restarts or resumes, disk faults stop. Within a
+//!    bound every partition must commit new acks=all writes, and final readers must read every
+//!    partition up to its high watermark.
+//! 3. The Jepsen checker runs over the recorded history.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use railyard_core::api::{Acks, Request, Response};
+use railyard_core::batch::decode_records;
+use railyard_core::disk::{join_path, Disk};
+use railyard_core::log::LogConfig;
+use railyard_core::network::{Envelope, Network};
+use railyard_core::node::{Node, NodeConfig, PartitionSpec};
+use railyard_core::replica::ReplicaConfig;
+use railyard_core::types::{NodeId, Offset, RaftIndex, Term, TopicPartition};
+use railyard_jepsen::{check, CheckOptions, CheckReport, ConsumerMode, History};
+use raft::StateRole;
+
+use crate::disk::SimDisk;
+use crate::faults::{event_due, FaultConfig};
+use crate::net::{PartitionKind, SimNetwork};
+use crate::workload::{Role, Workload};
+
+/// Simulated time between two raft ticks of a node.
+pub const TICK_US: u64 = 10_000;
+/// How often the fault schedule is evaluated.
+const FAULT_TICK_US: u64 = 100_000;
+/// How often the committed-prefix check reads newly committed entries.
+const PREFIX_CHECK_US: u64 = 250_000;
+/// Latency between a client and a node (clients are not partitioned from nodes).
+const CLIENT_LATENCY_US: (u64, u64) = (100, 1_000);
+/// Most consecutive steps one input may trigger (each step is one raft `Ready`).
+const STEPS_PER_INPUT_MAX: usize = 8;
+
+/// A scripted scenario, or the swarm (random faults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Swarm,
+    LeaderCrashMidWrite,
+    PartitionedLeader,
+    TornWriteFollower,
+    CorruptReplica,
+    DiskFull,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub seed: u64,
+    pub node_count: u64,
+    pub topics: Vec<(String, i32)>,
+    pub faults: FaultConfig,
+    pub fault_phase_us: u64,
+    pub liveness_us: u64,
+    pub producers_all: usize,
+    pub producers_leader: usize,
+    pub consumers: usize,
+    pub scenario: Scenario,
+    pub log: LogConfig,
+    /// Keep the history in the report (for writing it out as JSONL).
+    pub keep_history: bool,
+}
+
+impl SimOptions {
+    /// Everything derived from the seed: the swarm's fault options and the cluster shape.
+    pub fn from_seed(seed: u64) -> SimOptions {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_fa_17);
+        let faults = FaultConfig::draw(&mut rng);
+        let node_count = if rng.gen_bool(0.25) { 5 } else { 3 };
+        // Small segments on some seeds so rolling, sealed-segment flips and retention run.
+        let segment_bytes = if rng.gen_bool(0.5) { 8 * 1024 } else { 1 << 20 };
+        SimOptions {
+            seed,
+            node_count,
+            topics: vec![("a".into(), 2), ("b".into(), 2)],
+            faults,
+            fault_phase_us: 10_000_000,
+            liveness_us: 10_000_000,
+            producers_all: 3,
+            producers_leader: 1,
+            consumers: 2,
+            scenario: Scenario::Swarm,
+            log: LogConfig {
+                segment_bytes,
+                ..LogConfig::default()
+            },
+            keep_history: false,
+        }
+    }
+
+    /// A scripted scenario: few random faults, one deliberate one.
+    pub fn scenario(seed: u64, scenario: Scenario) -> SimOptions {
+        let mut o = SimOptions::from_seed(seed);
+        o.scenario = scenario;
+        o.node_count = 3;
+        o.faults = FaultConfig::none();
+        o.log.segment_bytes = 8 * 1024;
+        if scenario == Scenario::TornWriteFollower || scenario == Scenario::LeaderCrashMidWrite {
+            o.faults.torn_writes = true;
+        }
+        o
+    }
+
+    /// The one-line command that replays this run.
+    pub fn replay_command(&self) -> String {
+        match self.scenario {
+            Scenario::Swarm => format!("cargo run -p railyard-sim --release -- --seed {}", self.seed),
+            s => format!(
+                "cargo run -p railyard-sim --release -- --seed {} --scenario {}",
+                self.seed,
+                clap::ValueEnum::to_possible_value(&s)
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Counters of what happened in a run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RunStats {
+    pub events: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub failed_restarts: u64,
+    pub fail_stops: u64,
+    pub pauses: u64,
+    pub partitions: u64,
+    pub clogs: u64,
+    pub bit_flips: u64,
+    pub disk_full_periods: u64,
+    pub corruption_recoveries: u64,
+    pub torn_recoveries: u64,
+    pub leader_changes: u64,
+    pub acked_all: u64,
+    pub acked_leader: u64,
+    pub send_fail: u64,
+    pub send_info: u64,
+    pub polls_ok: u64,
+    pub values_read: u64,
+    pub committed_entries_checked: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+}
+
+/// The outcome of one simulation.
+pub struct SimReport {
+    pub seed: u64,
+    pub options: SimOptions,
+    pub faults: String,
+    pub trace_hash: u64,
+    pub sim_us: u64,
+    pub violations: Vec<String>,
+    pub check: CheckReport,
+    pub stats: RunStats,
+    pub history: Option<History>,
+}
+
+impl SimReport {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// What a failing run prints: seed, drawn faults, replay command, violations.
+    pub fn failure_text(&self) -> String {
+        let mut s = format!(
+            "simulation FAILED seed={} scenario={:?} nodes={}\n  faults: {}\n  replay: {}\n",
+            self.seed,
+            self.options.scenario,
+            self.options.node_count,
+            self.faults,
+            self.options.replay_command()
+        );
+        for v in self.violations.iter().take(20) {
+            s.push_str(&format!("  violation: {v}\n"));
+        }
+        s
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick(NodeId),
+    Deliver(Envelope),
+    /// A client request reaches a node.
+    Arrive {
+        node: NodeId,
+        client: usize,
+        request_id: u64,
+        request: Request,
+    },
+    Reply {
+        client: usize,
+        request_id: u64,
+        response: Response,
+    },
+    ClientWake(usize),
+    FaultTick,
+    Restart(NodeId),
+    Resume(NodeId),
+    Heal,
+    DiskFullEnd(NodeId),
+    PrefixCheck,
+    Liveness,
+    StopProducers,
+    FinalReads,
+    End,
+    Script(ScriptStep),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ScriptStep {
+    CrashLeader,
+    IsolateLeader,
+    CrashFollower,
+    CorruptFollower,
+    FillFollowerDisk,
+    FillLeaderDisk,
+}
+
+struct NodeSlot {
+    node: Option<Node>,
+    disk: Rc<SimDisk>,
+    paused_until: Option<u64>,
+    incarnation: u64,
+    /// Deliveries held while paused (a paused process's socket buffers them).
+    held: Vec<Event>,
+}
+
+/// Collects envelopes during a node step.
+#[derive(Default)]
+struct Collect(Vec<Envelope>);
+
+impl Network for Collect {
+    fn send(&mut self, envelope: Envelope) {
+        self.0.push(envelope);
+    }
+}
+
+pub struct World {
+    opts: SimOptions,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    rng: ChaCha8Rng,
+    net: SimNetwork<Envelope>,
+    slots: BTreeMap<NodeId, NodeSlot>,
+    node_ids: Vec<NodeId>,
+    specs: Vec<PartitionSpec>,
+    workload: Workload,
+    /// Request id -> client, to route a node's replies.
+    route: BTreeMap<u64, usize>,
+    /// The one node whose disk gets bit flips and read errors.
+    faulty_disk_node: NodeId,
+    trace: u64,
+    violations: Vec<String>,
+    stats: RunStats,
+    // White-box state.
+    leaders: BTreeMap<(TopicPartition, Term), NodeId>,
+    hw_seen: BTreeMap<(NodeId, TopicPartition), Offset>,
+    committed: BTreeMap<TopicPartition, BTreeMap<RaftIndex, (Term, u32)>>,
+    committed_values: BTreeMap<(TopicPartition, Offset), u64>,
+    prefix_checked: BTreeMap<(NodeId, TopicPartition), RaftIndex>,
+    heal_us: Option<u64>,
+    in_liveness: bool,
+    final_started: bool,
+    partition_active: bool,
+}
+
+impl World {
+    pub fn new(opts: SimOptions) -> World {
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        let node_ids: Vec<NodeId> = (1..=opts.node_count).collect();
+        let mut specs = Vec::new();
+        let mut k = 0usize;
+        for (topic, parts) in &opts.topics {
+            for p in 0..*parts {
+                let voters = (0..3)
+                    .map(|j| node_ids[(k + j) % node_ids.len()])
+                    .collect();
+                specs.push(PartitionSpec {
+                    tp: TopicPartition::new(topic.clone(), p),
+                    voters,
+                });
+                k += 1;
+            }
+        }
+        let faulty_disk_node = node_ids[rng.gen_range(0..node_ids.len())];
+        let net = SimNetwork::new(&node_ids, &opts.faults, rng.gen());
+        let mut slots = BTreeMap::new();
+        for &id in &node_ids {
+            // Only the faulty-disk node gets bit flips and read errors: a minority of the
+            // replicas of any record.
+            let mut disk_faults = opts.faults.clone();
+            if id != faulty_disk_node {
+                disk_faults.read_error_p = 0.0;
+                disk_faults.bit_flip_per_s = 0.0;
+            }
+            let disk = Rc::new(SimDisk::new(&disk_faults, rng.gen()));
+            slots.insert(
+                id,
+                NodeSlot {
+                    node: None,
+                    disk,
+                    paused_until: None,
+                    incarnation: 0,
+                    held: Vec::new(),
+                },
+            );
+        }
+        let mut workload = Workload::new(node_ids.clone());
+        let all_keys: Vec<TopicPartition> = specs.iter().map(|s| s.tp.clone()).collect();
+        for _ in 0..opts.producers_all {
+            workload.add_client(Role::Producer { acks: Acks::All }, all_keys.clone());
+        }
+        for _ in 0..opts.producers_leader {
+            workload.add_client(Role::Producer { acks: Acks::Leader }, all_keys.clone());
+        }
+        for _ in 0..opts.consumers {
+            workload.add_client(Role::Consumer, all_keys.clone());
+        }
+        let mut w = World {
+            opts,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            rng,
+            net,
+            slots,
+            node_ids,
+            specs,
+            workload,
+            route: BTreeMap::new(),
+            faulty_disk_node,
+            trace: 0xcbf2_9ce4_8422_2325,
+            violations: Vec::new(),
+            stats: RunStats::default(),
+            leaders: BTreeMap::new(),
+            hw_seen: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            committed_values: BTreeMap::new(),
+            prefix_checked: BTreeMap::new(),
+            heal_us: None,
+            in_liveness: false,
+            final_started: false,
+            partition_active: false,
+        };
+        w.boot();
+        w
+    }
+
+    fn boot(&mut self) {
+        for id in self.node_ids.clone() {
+            self.start_node(id);
+            let phase = self.rng.gen_range(0..TICK_US);
+            self.schedule(phase, Event::Tick(id));
+        }
+        for c in 0..self.workload.clients.len() {
+            let t = self.rng.gen_range(0..50_000);
+            self.schedule(t, Event::ClientWake(c));
+        }
+        if self.opts.scenario == Scenario::Swarm {
+            self.schedule(FAULT_TICK_US, Event::FaultTick);
+        } else {
+            self.schedule_script();
+        }
+        self.schedule(PREFIX_CHECK_US, Event::PrefixCheck);
+        self.schedule(self.opts.fault_phase_us, Event::Liveness);
+        let end = self.opts.fault_phase_us + self.opts.liveness_us;
+        self.schedule(end, Event::End);
+    }
+
+    fn schedule_script(&mut self) {
+        let s = |w: &mut World, at: u64, step| w.schedule(at, Event::Script(step));
+        match self.opts.scenario {
+            Scenario::Swarm => {}
+            Scenario::LeaderCrashMidWrite => {
+                s(self, 3_000_000, ScriptStep::CrashLeader);
+                s(self, 6_000_000, ScriptStep::CrashLeader);
+            }
+            Scenario::PartitionedLeader => s(self, 3_000_000, ScriptStep::IsolateLeader),
+            Scenario::TornWriteFollower => {
+                s(self, 2_000_000, ScriptStep::CrashFollower);
+                s(self, 5_000_000, ScriptStep::CrashFollower);
+            }
+            Scenario::CorruptReplica => s(self, 4_000_000, ScriptStep::CorruptFollower),
+            Scenario::DiskFull => {
+                s(self, 2_000_000, ScriptStep::FillFollowerDisk);
+                s(self, 5_000_000, ScriptStep::FillLeaderDisk);
+            }
+        }
+    }
+
+    /// Runs to the end and checks everything.
+    pub fn run(mut self) -> SimReport {
+        while let Some(((t, _), ev)) = self.queue.pop_first() {
+            assert!(t >= self.now, "time went backwards");
+            self.now = t;
+            self.stats.events += 1;
+            if matches!(ev, Event::End) {
+                break;
+            }
+            self.handle(ev);
+        }
+        self.finish()
+    }
+
+    fn schedule(&mut self, at: u64, ev: Event) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    fn trace(&mut self, tag: u64, a: u64, b: u64) {
+        for x in [self.now, tag, a, b] {
+            for byte in x.to_le_bytes() {
+                self.trace ^= byte as u64;
+                self.trace = self.trace.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Tick(id) => {
+                self.trace(1, id, 0);
+                self.schedule(self.now + TICK_US, Event::Tick(id));
+                if self.is_paused(id) {
+                    return;
+                }
+                let now_ms = (self.now / 1000) as i64;
+                let res = match self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
+                    Some(node) => node.tick(now_ms),
+                    None => return,
+                };
+                if let Err(e) = res {
+                    self.fail_stop(id, &e.to_string());
+                    return;
+                }
+                self.pump(id);
+            }
+            Event::Deliver(env) => {
+                let (from, to) = (env.from, env.to);
+                self.trace(2, from, to);
+                if !self.net.on_deliver(from, to) {
+                    return;
+                }
+                if self.is_paused(to) {
+                    self.slots.get_mut(&to).unwrap().held.push(Event::Deliver(env));
+                    return;
+                }
+                let Some(node) = self.slots.get_mut(&to).and_then(|s| s.node.as_mut()) else {
+                    return;
+                };
+                node.handle_envelope(env);
+                self.pump(to);
+            }
+            Event::Arrive {
+                node,
+                client,
+                request_id,
+                request,
+            } => {
+                self.trace(3, node, request_id);
+                if self.is_paused(node) {
+                    let ev = Event::Arrive {
+                        node,
+                        client,
+                        request_id,
+                        request,
+                    };
+                    self.slots.get_mut(&node).unwrap().held.push(ev);
+                    return;
+                }
+                let now_ms = (self.now / 1000) as i64;
+                let Some(n) = self.slots.get_mut(&node).and_then(|s| s.node.as_mut()) else {
+                    return; // connection refused: the client times out
+                };
+                // Request ids are unique per run; the client is recovered from the reply map.
+                n.handle_request(now_ms, request_id, request);
+                self.route.insert(request_id, client);
+                self.pump(node);
+            }
+            Event::Reply {
+                client,
+                request_id,
+                response,
+            } => {
+                self.trace(4, client as u64, request_id);
+                self.workload
+                    .handle_reply(client, request_id, response, self.now);
+                self.client_next(client);
+            }
+            Event::ClientWake(c) => {
+                self.trace(5, c as u64, 0);
+                if self.workload.handle_timeout(c, self.now) {
+                    self.client_next(c);
+                } else if self.workload.clients[c].in_flight.is_none() {
+                    self.client_next(c);
+                }
+            }
+            Event::FaultTick => {
+                if !self.in_liveness {
+                    self.fault_tick();
+                    self.schedule(self.now + FAULT_TICK_US, Event::FaultTick);
+                }
+            }
+            Event::Restart(id) => {
+                self.trace(6, id, 0);
+                if self.slots[&id].node.is_none() {
+                    self.start_node(id);
+                }
+            }
+            Event::Resume(id) => {
+                self.trace(7, id, 0);
+                self.resume(id);
+            }
+            Event::Heal => {
+                self.trace(8, 0, 0);
+                self.net.heal();
+                self.partition_active = false;
+            }
+            Event::DiskFullEnd(id) => {
+                self.slots[&id].disk.set_capacity(None);
+            }
+            Event::PrefixCheck => {
+                self.check_committed_prefixes();
+                self.schedule(self.now + PREFIX_CHECK_US, Event::PrefixCheck);
+            }
+            Event::Liveness => self.start_liveness(),
+            Event::StopProducers => {
+                for c in self.workload.clients.iter_mut() {
+                    if matches!(c.role, Role::Producer { .. }) {
+                        c.stopped = true;
+                    }
+                }
+                self.check_liveness_writes();
+                self.schedule(self.now + 1_000_000, Event::FinalReads);
+            }
+            Event::FinalReads => self.start_final_reads(),
+            Event::Script(step) => self.script(step),
+            Event::End => unreachable!("handled by run"),
+        }
+    }
+}
+
+impl World {
+    fn is_paused(&self, id: NodeId) -> bool {
+        self.slots[&id].paused_until.is_some()
+    }
+
+    fn node_config(&self, id: NodeId, incarnation: u64) -> NodeConfig {
+        let partitions = self
+            .specs
+            .iter()
+            .filter(|s| s.voters.contains(&id))
+            .cloned()
+            .collect();
+        NodeConfig {
+            id,
+            seed: self.opts.seed ^ (id << 32) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            replica: ReplicaConfig {
+                produce_timeout_ms: 1_500,
+                ..ReplicaConfig::default()
+            },
+            log: self.opts.log.clone(),
+            partitions,
+            retention_check_ms: 1_000,
+        }
+    }
+
+    fn start_node(&mut self, id: NodeId) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        slot.incarnation += 1;
+        let inc = slot.incarnation;
+        let disk: Rc<dyn Disk> = slot.disk.clone();
+        let config = self.node_config(id, inc);
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        match Node::open(config, disk, &logger) {
+            Ok(node) => {
+                for (tp, report) in node.open_reports() {
+                    if report.corruption {
+                        self.stats.corruption_recoveries += 1;
+                    } else if report.truncated_from_index.is_some() {
+                        self.stats.torn_recoveries += 1;
+                    }
+                    let key = (id, tp.clone());
+                    let hw = node.replica(tp).unwrap().high_watermark();
+                    if report.corruption || report.commit_clamped_from.is_some() {
+                        // Repair legitimately lowers this replica's own watermark.
+                        self.hw_seen.insert(key.clone(), hw);
+                        let checked = node.replica(tp).unwrap().storage().durable_commit();
+                        if let Some(c) = self.prefix_checked.get_mut(&key) {
+                            *c = (*c).min(checked);
+                        }
+                    } else if let Some(prev) = self.hw_seen.get(&key) {
+                        if hw < *prev {
+                            self.violation(format!(
+                                "node {id} {tp}: high watermark went backwards across restart {prev} -> {hw}"
+                            ));
+                        }
+                    }
+                }
+                self.slots.get_mut(&id).unwrap().node = Some(node);
+                self.stats.restarts += 1;
+                self.pump(id);
+            }
+            Err(_) => {
+                // E.g. a read error during recovery: try again later, as a supervisor would.
+                self.stats.failed_restarts += 1;
+                self.schedule(self.now + 500_000, Event::Restart(id));
+            }
+        }
+    }
+
+    /// Crash: the process dies, unsynced writes are lost or torn.
+    fn crash(&mut self, id: NodeId, restart_after: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        if slot.node.is_none() {
+            return;
+        }
+        slot.node = None;
+        slot.paused_until = None;
+        slot.held.clear();
+        slot.disk.crash();
+        self.stats.crashes += 1;
+        self.trace(9, id, 0);
+        self.schedule(self.now + restart_after, Event::Restart(id));
+    }
+
+    fn fail_stop(&mut self, id: NodeId, _why: &str) {
+        self.stats.fail_stops += 1;
+        self.crash(id, 300_000);
+    }
+
+    fn pause(&mut self, id: NodeId, until: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        if slot.node.is_none() || slot.paused_until.is_some() {
+            return;
+        }
+        slot.paused_until = Some(until);
+        self.stats.pauses += 1;
+        self.schedule(until, Event::Resume(id));
+    }
+
+    fn resume(&mut self, id: NodeId) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        if slot.paused_until.take().is_none() {
+            return;
+        }
+        let held = std::mem::take(&mut slot.held);
+        for ev in held {
+            self.handle(ev);
+        }
+    }
+
+    /// Steps a node until it has nothing ready, then routes what it produced.
+    fn pump(&mut self, id: NodeId) {
+        let mut out = Collect::default();
+        let mut replies = Vec::new();
+        let mut failed = None;
+        {
+            let slot = self.slots.get_mut(&id).unwrap();
+            let Some(node) = slot.node.as_mut() else {
+                return;
+            };
+            for _ in 0..STEPS_PER_INPUT_MAX {
+                if !node.has_ready() {
+                    break;
+                }
+                if let Err(e) = node.step(&mut out) {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+            while let Some(r) = node.poll_reply() {
+                replies.push(r);
+            }
+        }
+        let busy = self.slots[&id].disk.take_busy_us();
+        let at = self.now + busy;
+        for env in out.0 {
+            let (from, to) = (env.from, env.to);
+            self.stats.messages_sent += 1;
+            let deliveries = self.net.send(at, from, to, env);
+            if deliveries.is_empty() {
+                self.stats.messages_dropped += 1;
+            }
+            for (t, env) in deliveries {
+                self.schedule(t, Event::Deliver(env));
+            }
+        }
+        for (request_id, response) in replies {
+            let Some(client) = self.route.remove(&request_id) else {
+                continue;
+            };
+            let lat = self.rng.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
+            self.schedule(
+                at + lat,
+                Event::Reply {
+                    client,
+                    request_id,
+                    response,
+                },
+            );
+        }
+        self.check_node(id);
+        if let Some(why) = failed {
+            self.fail_stop(id, &why);
+        }
+    }
+
+    fn client_next(&mut self, c: usize) {
+        if let Some((node, request_id, request)) =
+            self.workload.next_request(c, self.now, &mut self.rng)
+        {
+            let lat = self.rng.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
+            self.schedule(
+                self.now + lat,
+                Event::Arrive {
+                    node,
+                    client: c,
+                    request_id,
+                    request,
+                },
+            );
+            let deadline = self.workload.clients[c]
+                .in_flight
+                .as_ref()
+                .expect("just issued")
+                .deadline_us;
+            self.schedule(deadline, Event::ClientWake(c));
+        } else if !self.workload.clients[c].stopped && self.workload.clients[c].in_flight.is_none()
+        {
+            let think = self.rng.gen_range(1_000..30_000);
+            self.schedule(self.now + think, Event::ClientWake(c));
+        }
+    }
+
+    fn up_nodes(&self) -> Vec<NodeId> {
+        self.node_ids
+            .iter()
+            .copied()
+            .filter(|id| self.slots[id].node.is_some())
+            .collect()
+    }
+
+    fn fault_tick(&mut self) {
+        let f = self.opts.faults.clone();
+        let dt = FAULT_TICK_US;
+        let up = self.up_nodes();
+        if !up.is_empty() && event_due(&mut self.rng, f.crash_per_s, dt) {
+            let id = up[self.rng.gen_range(0..up.len())];
+            let down = f.crash_down_us.draw(&mut self.rng);
+            self.crash(id, down);
+        }
+        if !up.is_empty() && event_due(&mut self.rng, f.pause_per_s, dt) {
+            let id = up[self.rng.gen_range(0..up.len())];
+            let until = self.now + f.pause_us.draw(&mut self.rng);
+            self.pause(id, until);
+        }
+        if !self.partition_active && event_due(&mut self.rng, f.partition_per_s, dt) {
+            let kind = self.net.random_partition();
+            self.trace(10, 0, 0);
+            let _ = kind;
+            self.partition_active = true;
+            self.stats.partitions += 1;
+            let heal = self.now + f.partition_us.draw(&mut self.rng);
+            self.schedule(heal, Event::Heal);
+        }
+        if event_due(&mut self.rng, f.clog_per_s, dt) && self.net.random_clog(self.now).is_some()
+        {
+            self.stats.clogs += 1;
+        }
+        if event_due(&mut self.rng, f.bit_flip_per_s, dt) {
+            self.flip_sealed_segment(self.faulty_disk_node);
+        }
+        if !up.is_empty() && event_due(&mut self.rng, f.disk_full_per_s, dt) {
+            let id = up[self.rng.gen_range(0..up.len())];
+            let duration = f.disk_full_us.draw(&mut self.rng);
+            self.fill_disk(id, duration);
+        }
+    }
+
+    /// Flips one bit in a sealed (not the newest) segment of `id`'s disk. A flip in the newest
+    /// segment's synced tail is indistinguishable from a torn write without a durable record of
+    /// the synced position; see docs/architecture.md.
+    fn flip_sealed_segment(&mut self, id: NodeId) -> bool {
+        let disk = self.slots[&id].disk.clone();
+        let mut sealed: BTreeSet<String> = BTreeSet::new();
+        for dir in disk.list_dirs("").unwrap_or_default() {
+            let mut logs: Vec<String> = disk
+                .list(&dir)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.ends_with(".log"))
+                .collect();
+            logs.pop();
+            sealed.extend(logs.into_iter().map(|n| join_path(&dir, &n)));
+        }
+        if sealed.is_empty() {
+            return false;
+        }
+        let flipped = disk.flip_random_bit(|p| sealed.contains(p)).is_some();
+        if flipped {
+            self.stats.bit_flips += 1;
+            self.trace(11, id, 0);
+        }
+        flipped
+    }
+
+    fn fill_disk(&mut self, id: NodeId, duration_us: u64) {
+        let disk = &self.slots[&id].disk;
+        disk.set_capacity(Some(disk.used_bytes()));
+        self.stats.disk_full_periods += 1;
+        self.schedule(self.now + duration_us, Event::DiskFullEnd(id));
+    }
+
+    fn leader_of(&self, tp: &TopicPartition) -> Option<NodeId> {
+        self.up_nodes().into_iter().find(|id| {
+            self.slots[id]
+                .node
+                .as_ref()
+                .and_then(|n| n.replica(tp))
+                .is_some_and(|r| r.is_leader())
+        })
+    }
+
+    fn script(&mut self, step: ScriptStep) {
+        let tp = self.specs[0].tp.clone();
+        let leader = self.leader_of(&tp);
+        let follower = self.specs[0]
+            .voters
+            .iter()
+            .copied()
+            .find(|v| Some(*v) != leader && self.slots[v].node.is_some());
+        match step {
+            ScriptStep::CrashLeader => {
+                if let Some(l) = leader {
+                    self.crash(l, 1_500_000);
+                }
+            }
+            ScriptStep::IsolateLeader => {
+                if let Some(l) = leader {
+                    self.net.partition(&PartitionKind::IsolateOne(l));
+                    self.partition_active = true;
+                    self.stats.partitions += 1;
+                    self.schedule(self.now + 3_000_000, Event::Heal);
+                }
+            }
+            ScriptStep::CrashFollower => {
+                if let Some(f) = follower {
+                    self.crash(f, 1_000_000);
+                }
+            }
+            ScriptStep::CorruptFollower => {
+                if let Some(f) = follower {
+                    // Crash first so the flips land on the durable image the restart reads.
+                    self.crash(f, 1_000_000);
+                    for _ in 0..3 {
+                        self.flip_sealed_segment(f);
+                    }
+                }
+            }
+            ScriptStep::FillFollowerDisk => {
+                if let Some(f) = follower {
+                    self.fill_disk(f, 2_000_000);
+                }
+            }
+            ScriptStep::FillLeaderDisk => {
+                if let Some(l) = leader {
+                    self.fill_disk(l, 2_000_000);
+                }
+            }
+        }
+    }
+
+    fn start_liveness(&mut self) {
+        self.in_liveness = true;
+        self.heal_us = Some(self.now);
+        self.net.heal();
+        self.net.set_faults_enabled(false);
+        self.partition_active = false;
+        for id in self.node_ids.clone() {
+            let slot = &self.slots[&id];
+            slot.disk.set_faults_enabled(false);
+            slot.disk.set_capacity(None);
+            if slot.paused_until.is_some() {
+                self.resume(id);
+            }
+            if self.slots[&id].node.is_none() {
+                self.start_node(id);
+            }
+        }
+        let stop = self.now + self.opts.liveness_us / 2;
+        self.schedule(stop, Event::StopProducers);
+    }
+
+    /// Liveness, part 1: after the heal every partition committed new acks=all writes.
+    fn check_liveness_writes(&mut self) {
+        let heal = self.heal_us.expect("liveness started");
+        for spec in self.specs.clone() {
+            let last = self.workload.last_ok_send_us.get(&spec.tp).copied();
+            if last.is_none_or(|t| t <= heal) {
+                self.violation(format!(
+                    "liveness: no acks=all write to {} committed within {} ms after the heal",
+                    spec.tp,
+                    (self.now - heal) / 1000
+                ));
+            }
+        }
+    }
+
+    /// Liveness, part 2: fresh readers read every partition up to its high watermark.
+    fn start_final_reads(&mut self) {
+        self.final_started = true;
+        let mut targets = BTreeMap::new();
+        for spec in &self.specs {
+            let hw = self
+                .up_nodes()
+                .iter()
+                .filter_map(|id| self.slots[id].node.as_ref()?.replica(&spec.tp))
+                .map(|r| r.high_watermark())
+                .max()
+                .unwrap_or(0);
+            targets.insert(spec.tp.clone(), hw);
+        }
+        for c in self.workload.clients.iter_mut() {
+            if matches!(c.role, Role::Consumer) {
+                c.stopped = true;
+            }
+        }
+        let keys: Vec<TopicPartition> = self.specs.iter().map(|s| s.tp.clone()).collect();
+        let id = self.workload.add_client(Role::Consumer, keys);
+        self.workload.clients[id].final_targets = Some(targets);
+        self.client_next(id);
+    }
+
+    fn violation(&mut self, v: String) {
+        if self.violations.len() < 100 {
+            self.violations.push(format!("t={}ms {v}", self.now / 1000));
+        }
+    }
+
+    /// White-box checks after every step of a node: one leader per term, watermarks and commit
+    /// indexes never move backwards.
+    fn check_node(&mut self, id: NodeId) {
+        let Some(node) = self.slots[&id].node.as_ref() else {
+            return;
+        };
+        let mut found = Vec::new();
+        for r in node.replicas() {
+            let st = r.status();
+            found.push((r.tp().clone(), st));
+        }
+        for (tp, st) in found {
+            if st.role == StateRole::Leader {
+                match self.leaders.get(&(tp.clone(), st.term)) {
+                    Some(other) if *other != id => self.violation(format!(
+                        "two leaders for {tp} in term {}: {other} and {id}",
+                        st.term
+                    )),
+                    Some(_) => {}
+                    None => {
+                        self.stats.leader_changes += 1;
+                        self.leaders.insert((tp.clone(), st.term), id);
+                    }
+                }
+            }
+            if st.high_watermark > st.log_end_offset {
+                self.violation(format!(
+                    "node {id} {tp}: high watermark {} beyond log end {}",
+                    st.high_watermark, st.log_end_offset
+                ));
+            }
+            let key = (id, tp.clone());
+            if let Some(prev) = self.hw_seen.get(&key) {
+                if st.high_watermark < *prev {
+                    self.violation(format!(
+                        "node {id} {tp}: high watermark went backwards {prev} -> {}",
+                        st.high_watermark
+                    ));
+                }
+            }
+            self.hw_seen.insert(key, st.high_watermark);
+        }
+    }
+
+    /// Every replica's committed prefix agrees: same (term, checksum) at every committed index,
+    /// and every record in it was sent by some client, at one offset only.
+    fn check_committed_prefixes(&mut self) {
+        let mut new_violations = Vec::new();
+        for id in self.up_nodes() {
+            let node = self.slots[&id].node.as_ref().unwrap();
+            for r in node.replicas() {
+                let tp = r.tp().clone();
+                let log = r.storage().log();
+                let commit = r.storage().durable_commit().min(log.last_index());
+                let key = (id, tp.clone());
+                let from = self
+                    .prefix_checked
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(log.first_index() - 1);
+                if from >= commit {
+                    continue;
+                }
+                let Ok(entries) = log.entries(from + 1, commit + 1, None) else {
+                    continue; // an injected read error: check next time
+                };
+                let reference = self.committed.entry(tp.clone()).or_default();
+                for e in &entries {
+                    let sum = crc32c::crc32c(&e.data);
+                    match reference.get(&e.index) {
+                        Some(&(term, c)) if (term, c) != (e.term, sum) => new_violations.push(
+                            format!(
+                                "{tp}: committed entry {} differs on node {id}: term {} vs {term}",
+                                e.index, e.term
+                            ),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            reference.insert(e.index, (e.term, sum));
+                        }
+                    }
+                    if e.record_count == 0 {
+                        continue;
+                    }
+                    let Ok(records) = decode_records(&e.data) else {
+                        new_violations.push(format!("{tp}: committed batch at {} undecodable", e.index));
+                        continue;
+                    };
+                    for rec in records {
+                        let v = rec
+                            .value
+                            .as_ref()
+                            .and_then(|v| std::str::from_utf8(v).ok())
+                            .and_then(|s| s.parse::<u64>().ok());
+                        let Some(v) = v else {
+                            new_violations.push(format!("{tp}: record at {} not a value", rec.offset));
+                            continue;
+                        };
+                        if self.workload.sent_values.get(&v) != Some(&tp) {
+                            new_violations.push(format!(
+                                "{tp}: record {v} at {} was never sent to this partition",
+                                rec.offset
+                            ));
+                        }
+                        match self.committed_values.get(&(tp.clone(), rec.offset)) {
+                            Some(old) if *old != v => new_violations.push(format!(
+                                "{tp}: offset {} holds {v} on node {id} but {old} elsewhere",
+                                rec.offset
+                            )),
+                            Some(_) => {}
+                            None => {
+                                self.committed_values.insert((tp.clone(), rec.offset), v);
+                            }
+                        }
+                    }
+                }
+                self.stats.committed_entries_checked += entries.len() as u64;
+                self.prefix_checked.insert(key, commit);
+            }
+        }
+        for v in new_violations {
+            self.violation(v);
+        }
+    }
+
+    fn finish(mut self) -> SimReport {
+        self.check_committed_prefixes();
+        let final_done = self
+            .workload
+            .clients
+            .iter()
+            .filter(|c| c.final_targets.is_some())
+            .all(|c| c.stopped && c.in_flight.is_none());
+        if !self.final_started || !final_done {
+            self.violation("liveness: final reads did not reach the high watermark in time".into());
+        }
+        // Every acknowledged (acks=all) offset still holds its value in the committed log.
+        let acked: Vec<(TopicPartition, Offset, u64)> = self
+            .workload
+            .history
+            .events()
+            .iter()
+            .filter_map(|e| match (&e.kind, &e.op) {
+                (railyard_jepsen::EventType::Ok, railyard_jepsen::Op::Send { key, value, offset: Some(o) }) => {
+                    let tp = self.specs.iter().find(|s| s.tp.to_string() == *key)?.tp.clone();
+                    Some((tp, *o, *value))
+                }
+                _ => None,
+            })
+            .collect();
+        for (tp, off, v) in acked {
+            if let Some(c) = self.committed_values.get(&(tp.clone(), off)) {
+                if *c != v {
+                    self.violation(format!("{tp}: acked {v} at {off} but the log holds {c}"));
+                }
+            }
+        }
+        let check = check(
+            &self.workload.history,
+            &CheckOptions {
+                final_reads_done: final_done,
+                mode: ConsumerMode::Assign,
+            },
+        );
+        for name in check.errors() {
+            self.violation(format!("checker: {name}"));
+        }
+        let w = &self.workload;
+        self.stats.acked_all = w.acked_all;
+        self.stats.acked_leader = w.acked_leader;
+        self.stats.send_fail = w.send_fail;
+        self.stats.send_info = w.send_info;
+        self.stats.polls_ok = w.polls_ok;
+        self.stats.values_read = w.values_read;
+        SimReport {
+            seed: self.opts.seed,
+            faults: self.opts.faults.to_string(),
+            trace_hash: self.trace,
+            sim_us: self.now,
+            violations: self.violations,
+            check,
+            stats: self.stats,
+            history: self.opts.keep_history.then(|| self.workload.history.clone()),
+            options: self.opts,
+        }
+    }
+}
+
+/// Runs one simulation.
+pub fn run(opts: SimOptions) -> SimReport {
+    World::new(opts).run()
+}
