@@ -251,7 +251,19 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
         return Err(BatchError::Compressed(h.compression().id()));
     }
     let mut out = Vec::with_capacity((h.records_count as usize).min(batch.len()));
-    walk_records(batch, &h, |r| out.push(r))?;
+    walk_records(batch, &h, |r| {
+        out.push(DecodedRecord {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+                .collect(),
+        })
+    })?;
     Ok(out)
 }
 
@@ -409,11 +421,20 @@ fn check_envelope(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(h)
 }
 
+/// A record borrowed from its batch: validation walks records without copying them.
+struct RecordRef<'a> {
+    offset: i64,
+    timestamp: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
 /// Parses every record of an uncompressed batch whose envelope was checked, calling `f` on each.
-fn walk_records(
-    buf: &[u8],
+fn walk_records<'a>(
+    buf: &'a [u8],
     h: &BatchHeader,
-    mut f: impl FnMut(DecodedRecord),
+    mut f: impl FnMut(RecordRef<'a>),
 ) -> Result<(), BatchError> {
     let mut r = Reader {
         buf,
@@ -448,9 +469,9 @@ fn walk_records(
         let mut headers = Vec::with_capacity((n_headers as usize).min(rr.remaining()));
         for _ in 0..n_headers {
             let k = rr.bytes()?.ok_or(BatchError::Invalid("null header key"))?;
-            let k = String::from_utf8(k.to_vec())
-                .map_err(|_| BatchError::Invalid("header key not utf-8"))?;
-            let v = rr.bytes()?.map(<[u8]>::to_vec);
+            let k =
+                std::str::from_utf8(k).map_err(|_| BatchError::Invalid("header key not utf-8"))?;
+            let v = rr.bytes()?;
             headers.push((k, v));
         }
         if rr.pos != end {
@@ -462,11 +483,11 @@ fn walk_records(
         } else {
             h.base_timestamp.wrapping_add(ts_delta)
         };
-        f(DecodedRecord {
+        f(RecordRef {
             offset: h.base_offset.wrapping_add(offset_delta as i64),
             timestamp,
-            key: key.map(<[u8]>::to_vec),
-            value: value.map(<[u8]>::to_vec),
+            key,
+            value,
             headers,
         });
     }

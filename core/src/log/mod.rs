@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::batch::{self, BatchError, BatchHeader, Compression};
 use crate::disk::{join_path, Disk, DiskError};
@@ -770,7 +770,11 @@ impl PartitionLog {
         headers: &[Option<BatchHeader>],
     ) -> Result<(), LogError> {
         let mut next_offset = self.next_offset();
-        let mut buf: Vec<u8> = Vec::new();
+        let total: usize = entries
+            .iter()
+            .map(|e| FRAME_HEADER_LEN + e.data.len())
+            .sum();
+        let mut buf: Vec<u8> = Vec::with_capacity(total);
         let mut buf_pos = self.segments.last().map_or(0, |s| s.size);
         for (e, h) in entries.iter().zip(headers) {
             let record_count = h.map_or(0, |h| h.record_count());
@@ -790,14 +794,8 @@ impl PartitionLog {
                 record_count,
                 kind: e.kind,
             };
-            if record_count > 0 {
-                // Stamping writes outside the batch CRC, so the client's CRC stays valid.
-                let mut data = BytesMut::from(&e.data[..]);
-                batch::stamp(&mut data, next_offset, e.term as i32);
-                encode_frame(&mut buf, &fh, &data);
-            } else {
-                encode_frame(&mut buf, &fh, &e.data);
-            }
+            // Stamps the batch's base offset and epoch in the frame buffer.
+            encode_frame(&mut buf, &fh, &e.data);
             let seg = self.segments.last_mut().expect("a segment was created");
             seg.push(
                 EntryMeta {
