@@ -224,6 +224,16 @@ impl Replica {
                 self.repair_target = Some(msg.commit);
             }
         }
+        let mut msg = msg;
+        if msg.get_msg_type() == MessageType::MsgHeartbeat
+            && msg.commit > self.raw.raft.raft_log.last_index()
+        {
+            // The leader's progress for us predates a recovery that truncated our log
+            // (corruption): it believes we hold entries we lost. raft-rs would panic on the
+            // out-of-range commit; keep our commit instead. The next append is rejected and the
+            // leader probes back to what we really have.
+            msg.commit = self.raw.raft.raft_log.committed;
+        }
         // Errors here are messages for unknown peers or stale terms: raft ignores them.
         let _ = self.raw.step(msg);
         self.after_raft_call(rng);

@@ -115,8 +115,17 @@ impl SimDisk {
                 used: 0,
                 busy_us: 0,
                 stats: DiskStats::default(),
+                kill_after_ops: None,
             }),
         }
+    }
+
+    /// Makes the owning process die in the middle of its work: after `n` more mutating
+    /// operations every call fails with `Io`, as if the process had been killed between two
+    /// writes. The caller then crashes the disk, so the writes of the interrupted step are
+    /// unsynced and may be lost or torn. `crash` disarms it.
+    pub fn kill_after_ops(&self, n: Option<u64>) {
+        self.state.borrow_mut().kill_after_ops = n;
     }
 
     /// Simulates a power loss or kill -9: every file keeps its durable image plus a random prefix
@@ -125,6 +134,7 @@ impl SimDisk {
     pub fn crash(&self) {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
+        st.kill_after_ops = None;
         st.assert_invariants();
         let tear = self.faults.torn_writes && st.faults_enabled;
         for file in st.files.values_mut() {
@@ -219,6 +229,7 @@ impl SimDisk {
     fn write(&self, path: &str, offset: Option<u64>, data: &[u8]) -> Result<u64, DiskError> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
+        st.alive(true)?;
         let file = st
             .files
             .get_mut(path)
@@ -251,6 +262,7 @@ impl SimDisk {
 impl Disk for SimDisk {
     fn create(&self, path: &str) -> Result<(), DiskError> {
         let mut st = self.state.borrow_mut();
+        st.alive(true)?;
         if st.files.contains_key(path) {
             return Err(DiskError::AlreadyExists(path.to_string()));
         }
@@ -271,6 +283,7 @@ impl Disk for SimDisk {
 
     fn read_at(&self, path: &str, offset: u64, buf: &mut [u8]) -> Result<usize, DiskError> {
         let mut st = self.state.borrow_mut();
+        st.alive(false)?;
         let st = &mut *st;
         let file = st
             .files
@@ -304,6 +317,7 @@ impl Disk for SimDisk {
 
     fn sync(&self, path: &str) -> Result<(), DiskError> {
         let mut st = self.state.borrow_mut();
+        st.alive(true)?;
         let st = &mut *st;
         let file = st
             .files
@@ -322,6 +336,7 @@ impl Disk for SimDisk {
 
     fn truncate(&self, path: &str, len: u64) -> Result<(), DiskError> {
         let mut st = self.state.borrow_mut();
+        st.alive(true)?;
         let st = &mut *st;
         let file = st
             .files
@@ -342,6 +357,7 @@ impl Disk for SimDisk {
 
     fn remove(&self, path: &str) -> Result<(), DiskError> {
         let mut st = self.state.borrow_mut();
+        st.alive(true)?;
         let file = st
             .files
             .remove(path)
@@ -353,6 +369,7 @@ impl Disk for SimDisk {
 
     fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
         let mut st = self.state.borrow_mut();
+        st.alive(true)?;
         let file = st
             .files
             .remove(from)
@@ -413,9 +430,27 @@ struct State {
     used: u64,
     busy_us: u64,
     stats: DiskStats,
+    /// Mutating operations left before the owning process "dies" mid-step (see
+    /// [`SimDisk::kill_after_ops`]); `Some(0)` means dead: every call fails.
+    kill_after_ops: Option<u64>,
 }
 
 impl State {
+    /// Counts one operation against the kill switch; fails once the process is dead.
+    fn alive(&mut self, mutating: bool) -> Result<(), DiskError> {
+        match self.kill_after_ops {
+            // Reads still succeed: nothing a dead process reads is observable, and raft-rs
+            // treats a failed read as fatal, which would hide the interesting part (the torn
+            // writes) behind a panic.
+            Some(0) if mutating => Err(DiskError::Io("process killed mid-step".to_string())),
+            Some(n) if mutating => {
+                self.kill_after_ops = Some(n - 1);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn add_latency(&mut self, range: RangeUs) {
         self.busy_us += range.draw(&mut self.rng);
     }

@@ -88,8 +88,33 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut sim_us_total = 0u64;
+    // A panic inside a run (a failed assertion in core or the simulator) is a failing seed too.
+    std::panic::set_hook(Box::new(|_| {}));
     for seed in args.start..args.start + args.seeds {
-        let report = run(options(&args, seed));
+        let opts = options(&args, seed);
+        let replay = opts.replay_command();
+        let faults = opts.faults.to_string();
+        let report = match std::panic::catch_unwind(|| run(opts)) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                bar.suspend(|| {
+                    eprintln!(
+                        "simulation PANICKED seed={seed}: {msg}\n  faults: {faults}\n  replay: {replay}"
+                    )
+                });
+                failures.push(seed);
+                if args.fail_fast {
+                    break;
+                }
+                bar.inc(1);
+                continue;
+            }
+        };
         sim_us_total += report.sim_us;
         if !report.ok() {
             bar.suspend(|| eprintln!("{}", report.failure_text()));

@@ -32,9 +32,9 @@ use railyard_core::types::{NodeId, Offset, RaftIndex, Term, TopicPartition};
 use railyard_jepsen::{check, CheckOptions, CheckReport, ConsumerMode, History};
 use raft::StateRole;
 
-use crate::disk::SimDisk;
+use crate::disk::{DiskStats, SimDisk};
 use crate::faults::{event_due, FaultConfig};
-use crate::net::{PartitionKind, SimNetwork};
+use crate::net::{NetStats, PartitionKind, SimNetwork};
 use crate::workload::{Role, Workload};
 
 /// Simulated time between two raft ticks of a node.
@@ -156,6 +156,11 @@ pub struct RunStats {
     pub committed_entries_checked: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
+    /// Crashes that hit a node in the middle of a step (its writes unsynced, maybe torn).
+    pub mid_step_crashes: u64,
+    /// Disk counters summed over every node's disk.
+    pub disk: DiskStats,
+    pub net: NetStats,
 }
 
 /// The outcome of one simulation.
@@ -212,6 +217,8 @@ enum Event {
     ClientWake(usize),
     FaultTick,
     Restart(NodeId),
+    /// Crash the node now if the armed mid-step crash has not happened yet.
+    ForceCrash(NodeId, u64),
     Resume(NodeId),
     Heal,
     DiskFullEnd(NodeId),
@@ -240,6 +247,8 @@ struct NodeSlot {
     incarnation: u64,
     /// Deliveries held while paused (a paused process's socket buffers them).
     held: Vec<Event>,
+    /// Downtime to use when an armed mid-step crash fires.
+    restart_after: Option<u64>,
 }
 
 /// Collects envelopes during a node step.
@@ -320,6 +329,7 @@ impl World {
                     paused_until: None,
                     incarnation: 0,
                     held: Vec::new(),
+                    restart_after: None,
                 },
             );
         }
@@ -525,6 +535,13 @@ impl World {
                     self.start_node(id);
                 }
             }
+            Event::ForceCrash(id, incarnation) => {
+                let slot = &self.slots[&id];
+                if slot.node.is_some() && slot.incarnation == incarnation {
+                    let after = slot.restart_after.unwrap_or(300_000);
+                    self.crash_now(id, after);
+                }
+            }
             Event::Resume(id) => {
                 self.trace(7, id, 0);
                 self.resume(id);
@@ -627,14 +644,34 @@ impl World {
         }
     }
 
-    /// Crash: the process dies, unsynced writes are lost or torn.
+    /// Crash: the process dies. Half the time it dies right now, between two steps; otherwise it
+    /// dies in the middle of one of its next steps, after a few disk operations, so that the
+    /// step's writes are unsynced and may be lost or torn.
     fn crash(&mut self, id: NodeId, restart_after: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        if slot.node.is_none() || slot.restart_after.is_some() {
+            return;
+        }
+        if self.rng.gen_bool(0.5) {
+            self.crash_now(id, restart_after);
+            return;
+        }
+        let ops = self.rng.gen_range(1..16);
+        slot.disk.kill_after_ops(Some(ops));
+        slot.restart_after = Some(restart_after);
+        let inc = slot.incarnation;
+        self.schedule(self.now + 500_000, Event::ForceCrash(id, inc));
+    }
+
+    /// The process dies now; unsynced writes are lost or torn.
+    fn crash_now(&mut self, id: NodeId, restart_after: u64) {
         let slot = self.slots.get_mut(&id).unwrap();
         if slot.node.is_none() {
             return;
         }
         slot.node = None;
         slot.paused_until = None;
+        slot.restart_after = None;
         slot.held.clear();
         slot.disk.crash();
         self.stats.crashes += 1;
@@ -642,9 +679,18 @@ impl World {
         self.schedule(self.now + restart_after, Event::Restart(id));
     }
 
+    /// A node's step failed (disk full, or the armed mid-step crash): the process dies.
     fn fail_stop(&mut self, id: NodeId, _why: &str) {
-        self.stats.fail_stops += 1;
-        self.crash(id, 300_000);
+        match self.slots[&id].restart_after {
+            Some(after) => {
+                self.stats.mid_step_crashes += 1;
+                self.crash_now(id, after);
+            }
+            None => {
+                self.stats.fail_stops += 1;
+                self.crash_now(id, 300_000);
+            }
+        }
     }
 
     fn pause(&mut self, id: NodeId, until: u64) {
@@ -899,6 +945,11 @@ impl World {
             let slot = &self.slots[&id];
             slot.disk.set_faults_enabled(false);
             slot.disk.set_capacity(None);
+            if slot.restart_after.is_some() {
+                self.crash_now(id, 0);
+                self.start_node(id);
+            }
+            let slot = &self.slots[&id];
             if slot.paused_until.is_some() {
                 self.resume(id);
             }
@@ -1131,6 +1182,21 @@ impl World {
         self.stats.send_info = w.send_info;
         self.stats.polls_ok = w.polls_ok;
         self.stats.values_read = w.values_read;
+        self.stats.net = self.net.stats();
+        for slot in self.slots.values() {
+            let d = slot.disk.stats();
+            let t = &mut self.stats.disk;
+            t.writes += d.writes;
+            t.bytes_written += d.bytes_written;
+            t.syncs += d.syncs;
+            t.reads += d.reads;
+            t.read_errors += d.read_errors;
+            t.no_space += d.no_space;
+            t.crashes += d.crashes;
+            t.ops_lost += d.ops_lost;
+            t.torn_writes += d.torn_writes;
+            t.flips += d.flips;
+        }
         SimReport {
             seed: self.opts.seed,
             faults: self.opts.faults.to_string(),
