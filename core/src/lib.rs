@@ -16,4 +16,3 @@ pub mod node;
 pub mod replica;
 pub mod storage;
 pub mod types;
-

@@ -23,10 +23,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use raft::eraftpb::Message as RaftMessage;
 use raft::Ready;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
 
 use crate::api::{ClientError, Request, RequestId, Response};
@@ -91,20 +91,33 @@ pub struct Node {
 
 impl Node {
     /// Opens every configured partition from `disk` (recovering each log).
-    pub fn open(config: NodeConfig, disk: Rc<dyn Disk>, logger: &Logger) -> Result<Node, NodeError> {
+    pub fn open(
+        config: NodeConfig,
+        disk: Rc<dyn Disk>,
+        logger: &Logger,
+    ) -> Result<Node, NodeError> {
         let logger = logger.new(o!("node" => config.id));
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut replicas = BTreeMap::new();
         let mut open_reports = BTreeMap::new();
         for spec in &config.partitions {
-            assert!(spec.voters.contains(&config.id), "{} hosts {}", config.id, spec.tp);
+            assert!(
+                spec.voters.contains(&config.id),
+                "{} hosts {}",
+                config.id,
+                spec.tp
+            );
             let wrap = |source| NodeError::Storage {
                 tp: spec.tp.clone(),
                 source,
             };
-            let (storage, report) =
-                PartitionStorage::open(disk.clone(), &spec.tp.dir(), config.log.clone(), &spec.voters)
-                    .map_err(wrap)?;
+            let (storage, report) = PartitionStorage::open(
+                disk.clone(),
+                &spec.tp.dir(),
+                config.log.clone(),
+                &spec.voters,
+            )
+            .map_err(wrap)?;
             let replica = Replica::open(
                 config.id,
                 spec.tp.clone(),

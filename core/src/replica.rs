@@ -19,10 +19,10 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use raft::eraftpb::{Entry, Message as RaftMessage, MessageType};
 use raft::{Config as RaftConfig, RawNode, Ready, StateRole};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use slog::{info, o, warn, Logger};
 
 use crate::api::{Acks, ClientError, FetchReply, OffsetSpec, RequestId, Response};
@@ -133,12 +133,11 @@ impl Replica {
         raft_config
             .validate()
             .expect("replica raft config is built from validated tunables");
-        let raw = RawNode::new(&raft_config, storage, &logger).map_err(|e| {
-            StorageError::BadState {
+        let raw =
+            RawNode::new(&raft_config, storage, &logger).map_err(|e| StorageError::BadState {
                 path: tp.dir(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let mut replica = Replica {
             tp,
             id,
@@ -287,7 +286,11 @@ impl Replica {
             return reply(replies, Err(ClientError::NotLeader { leader: None }));
         }
         let index = self.raw.raft.raft_log.last_index();
-        assert_eq!(index, last_before + 1, "a proposal appends exactly one entry");
+        assert_eq!(
+            index,
+            last_before + 1,
+            "a proposal appends exactly one entry"
+        );
         if acks == Acks::None {
             return;
         }

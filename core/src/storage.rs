@@ -232,10 +232,11 @@ impl PartitionStorage {
     /// Installs a metadata-only snapshot received from the leader: the log restarts after it.
     pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
         let meta = snap.get_metadata();
-        let next_offset = decode_snapshot_data(&snap.data).ok_or_else(|| StorageError::BadState {
-            path: "snapshot".into(),
-            reason: "snapshot data is not an 8-byte next offset".into(),
-        })?;
+        let next_offset =
+            decode_snapshot_data(&snap.data).ok_or_else(|| StorageError::BadState {
+                path: "snapshot".into(),
+                reason: "snapshot data is not an 8-byte next offset".into(),
+            })?;
         self.log.install_snapshot(SnapshotMeta {
             index: meta.index,
             term: meta.term,
@@ -345,11 +346,16 @@ impl raft::Storage for PartitionStorage {
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max_size = max_size.into();
-        let stored = with_retries(|| self.log.entries(low, high, max_size)).map_err(to_raft_error)?;
+        let stored =
+            with_retries(|| self.log.entries(low, high, max_size)).map_err(to_raft_error)?;
         assert!(!stored.is_empty() || low == high);
         let mut out = Vec::with_capacity(stored.len());
         for (i, s) in stored.into_iter().enumerate() {
-            assert_eq!(s.index, low + i as u64, "log returned a non-contiguous range");
+            assert_eq!(
+                s.index,
+                low + i as u64,
+                "log returned a non-contiguous range"
+            );
             let mut e = Entry::default();
             e.index = s.index;
             e.term = s.term;

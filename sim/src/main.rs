@@ -12,7 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use railyard_sim::{run, Scenario, SimOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "railyard-sim", about = "Seeded fault-injection simulations of a Railyard cluster")]
+#[command(
+    name = "railyard-sim",
+    about = "Seeded fault-injection simulations of a Railyard cluster"
+)]
 struct Args {
     /// Replay one seed.
     #[arg(long)]

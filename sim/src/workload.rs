@@ -11,12 +11,12 @@
 
 use std::collections::BTreeMap;
 
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use railyard_core::api::{Acks, ClientError, Request, Response};
 use railyard_core::batch::{decode_records, BatchBuilder};
 use railyard_core::types::{NodeId, Offset, TopicPartition};
 use railyard_jepsen::{Event, History, Op};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
 /// What a client does.
 #[derive(Clone, Debug)]
@@ -172,13 +172,15 @@ impl Workload {
                 self.next_value += 1;
                 self.sent_values.insert(value, tp.clone());
                 let batch = BatchBuilder::new((t / 1000) as i64)
-                    .record(None, Some(value.to_string().as_bytes()), &[], (t / 1000) as i64)
+                    .record(
+                        None,
+                        Some(value.to_string().as_bytes()),
+                        &[],
+                        (t / 1000) as i64,
+                    )
                     .build();
-                self.history.push(Event::invoke(
-                    c.process,
-                    Op::send(tp.to_string(), value),
-                    t,
-                ));
+                self.history
+                    .push(Event::invoke(c.process, Op::send(tp.to_string(), value), t));
                 (
                     Request::Produce {
                         tp: tp.clone(),

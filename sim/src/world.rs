@@ -19,8 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use raft::StateRole;
 use railyard_core::api::{Acks, Request, Response};
 use railyard_core::batch::decode_records;
 use railyard_core::disk::{join_path, Disk};
@@ -30,7 +29,8 @@ use railyard_core::node::{Node, NodeConfig, PartitionSpec};
 use railyard_core::replica::ReplicaConfig;
 use railyard_core::types::{NodeId, Offset, RaftIndex, Term, TopicPartition};
 use railyard_jepsen::{check, CheckOptions, CheckReport, ConsumerMode, History};
-use raft::StateRole;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::disk::{DiskStats, SimDisk};
 use crate::faults::{event_due, FaultConfig};
@@ -119,7 +119,10 @@ impl SimOptions {
     /// The one-line command that replays this run.
     pub fn replay_command(&self) -> String {
         match self.scenario {
-            Scenario::Swarm => format!("cargo run -p railyard-sim --release -- --seed {}", self.seed),
+            Scenario::Swarm => format!(
+                "cargo run -p railyard-sim --release -- --seed {}",
+                self.seed
+            ),
             s => format!(
                 "cargo run -p railyard-sim --release -- --seed {} --scenario {}",
                 self.seed,
@@ -299,9 +302,7 @@ impl World {
         let mut k = 0usize;
         for (topic, parts) in &opts.topics {
             for p in 0..*parts {
-                let voters = (0..3)
-                    .map(|j| node_ids[(k + j) % node_ids.len()])
-                    .collect();
+                let voters = (0..3).map(|j| node_ids[(k + j) % node_ids.len()]).collect();
                 specs.push(PartitionSpec {
                     tp: TopicPartition::new(topic.clone(), p),
                     voters,
@@ -470,7 +471,11 @@ impl World {
                     return;
                 }
                 if self.is_paused(to) {
-                    self.slots.get_mut(&to).unwrap().held.push(Event::Deliver(env));
+                    self.slots
+                        .get_mut(&to)
+                        .unwrap()
+                        .held
+                        .push(Event::Deliver(env));
                     return;
                 }
                 let Some(node) = self.slots.get_mut(&to).and_then(|s| s.node.as_mut()) else {
@@ -828,12 +833,16 @@ impl World {
             let heal = self.now + f.partition_us.draw(&mut self.rng);
             self.schedule(heal, Event::Heal);
         }
-        if event_due(&mut self.rng, f.clog_per_s, dt) && self.net.random_clog(self.now).is_some()
-        {
+        if event_due(&mut self.rng, f.clog_per_s, dt) && self.net.random_clog(self.now).is_some() {
             self.stats.clogs += 1;
         }
-        if event_due(&mut self.rng, f.bit_flip_per_s, dt) {
-            self.flip_sealed_segment(self.faulty_disk_node);
+        if event_due(&mut self.rng, f.bit_flip_per_s, dt)
+            && self.flip_sealed_segment(self.faulty_disk_node)
+            && self.rng.gen_bool(0.5)
+        {
+            // A flip at rest is seen by the next cold start: often make that soon.
+            let down = f.crash_down_us.draw(&mut self.rng);
+            self.crash(self.faulty_disk_node, down);
         }
         if !up.is_empty() && event_due(&mut self.rng, f.disk_full_per_s, dt) {
             let id = up[self.rng.gen_range(0..up.len())];
@@ -862,6 +871,12 @@ impl World {
             return false;
         }
         let flipped = disk.flip_random_bit(|p| sealed.contains(p)).is_some();
+        if flipped && self.slots[&id].node.is_none() {
+            // The node is down: its next start reads the disk cold, so the flip must be visible
+            // then. A crash of a stopped disk loses nothing (nothing is unsynced) and drops the
+            // cached image.
+            disk.crash();
+        }
         if flipped {
             self.stats.bit_flips += 1;
             self.trace(11, id, 0);
@@ -915,8 +930,8 @@ impl World {
             }
             ScriptStep::CorruptFollower => {
                 if let Some(f) = follower {
-                    // Crash first so the flips land on the durable image the restart reads.
-                    self.crash(f, 1_000_000);
+                    // Crash first so the flips land on the image the restart reads.
+                    self.crash_now(f, 1_000_000);
                     for _ in 0..3 {
                         self.flip_sealed_segment(f);
                     }
@@ -1078,12 +1093,12 @@ impl World {
                 for e in &entries {
                     let sum = crc32c::crc32c(&e.data);
                     match reference.get(&e.index) {
-                        Some(&(term, c)) if (term, c) != (e.term, sum) => new_violations.push(
-                            format!(
+                        Some(&(term, c)) if (term, c) != (e.term, sum) => {
+                            new_violations.push(format!(
                                 "{tp}: committed entry {} differs on node {id}: term {} vs {term}",
                                 e.index, e.term
-                            ),
-                        ),
+                            ))
+                        }
                         Some(_) => {}
                         None => {
                             reference.insert(e.index, (e.term, sum));
@@ -1093,7 +1108,8 @@ impl World {
                         continue;
                     }
                     let Ok(records) = decode_records(&e.data) else {
-                        new_violations.push(format!("{tp}: committed batch at {} undecodable", e.index));
+                        new_violations
+                            .push(format!("{tp}: committed batch at {} undecodable", e.index));
                         continue;
                     };
                     for rec in records {
@@ -1103,7 +1119,8 @@ impl World {
                             .and_then(|v| std::str::from_utf8(v).ok())
                             .and_then(|s| s.parse::<u64>().ok());
                         let Some(v) = v else {
-                            new_violations.push(format!("{tp}: record at {} not a value", rec.offset));
+                            new_violations
+                                .push(format!("{tp}: record at {} not a value", rec.offset));
                             continue;
                         };
                         if self.workload.sent_values.get(&v) != Some(&tp) {
@@ -1151,8 +1168,20 @@ impl World {
             .events()
             .iter()
             .filter_map(|e| match (&e.kind, &e.op) {
-                (railyard_jepsen::EventType::Ok, railyard_jepsen::Op::Send { key, value, offset: Some(o) }) => {
-                    let tp = self.specs.iter().find(|s| s.tp.to_string() == *key)?.tp.clone();
+                (
+                    railyard_jepsen::EventType::Ok,
+                    railyard_jepsen::Op::Send {
+                        key,
+                        value,
+                        offset: Some(o),
+                    },
+                ) => {
+                    let tp = self
+                        .specs
+                        .iter()
+                        .find(|s| s.tp.to_string() == *key)?
+                        .tp
+                        .clone();
                     Some((tp, *o, *value))
                 }
                 _ => None,
@@ -1205,7 +1234,10 @@ impl World {
             violations: self.violations,
             check,
             stats: self.stats,
-            history: self.opts.keep_history.then(|| self.workload.history.clone()),
+            history: self
+                .opts
+                .keep_history
+                .then(|| self.workload.history.clone()),
             options: self.opts,
         }
     }

@@ -36,7 +36,11 @@ fn test_core_source_uses_no_io_clock_threads_or_unseeded_rng() {
     ];
     let mut files = Vec::new();
     rust_files(&core_dir().join("src"), &mut files);
-    assert!(files.len() >= 8, "found only {} core source files", files.len());
+    assert!(
+        files.len() >= 8,
+        "found only {} core source files",
+        files.len()
+    );
     let mut hits = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).expect("source is utf-8");
@@ -55,11 +59,23 @@ fn test_core_source_uses_no_io_clock_threads_or_unseeded_rng() {
 #[test]
 fn test_core_dependency_tree_has_no_io_runtime() {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "-p", "railyard-core", "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "-p",
+            "railyard-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .current_dir(core_dir())
         .output()
         .expect("cargo tree runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = String::from_utf8_lossy(&out.stdout);
     assert!(tree.contains("raft v0.7"), "unexpected tree:\n{tree}");
     for io_crate in ["tokio ", "mio ", "async-std ", "socket2 ", "madsim "] {
