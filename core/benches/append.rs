@@ -60,7 +60,7 @@ fn bench_append(c: &mut Criterion) {
                 .collect();
             log.append(&entries).expect("append");
             log.sync().expect("sync");
-            if index % 4096 == 0 {
+            if index.is_multiple_of(4096) {
                 log.apply_retention(0, index).expect("retention");
             }
         });

@@ -95,10 +95,12 @@ mod tests {
 
     #[test]
     fn test_envelope_round_trip_and_garbage() {
-        let mut m = RaftMessage::default();
-        m.term = 7;
-        m.from = 1;
-        m.to = 2;
+        let m = RaftMessage {
+            term: 7,
+            from: 1,
+            to: 2,
+            ..Default::default()
+        };
         let tp = TopicPartition::new("t", 1);
         let env = Envelope {
             from: 1,

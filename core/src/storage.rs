@@ -274,10 +274,11 @@ impl PartitionStorage {
     }
 
     fn conf_state(&self) -> ConfState {
-        let mut cs = ConfState::default();
-        cs.voters = self.state.voters.clone();
-        cs.learners = self.state.learners.clone();
-        cs
+        ConfState {
+            voters: self.state.voters.clone(),
+            learners: self.state.learners.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -328,10 +329,12 @@ pub(crate) fn with_retries<T>(mut f: impl FnMut() -> Result<T, LogError>) -> Res
 
 impl raft::Storage for PartitionStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let mut hs = HardState::default();
-        hs.term = self.state.term;
-        hs.vote = self.state.vote;
-        hs.commit = self.state.commit;
+        let hs = HardState {
+            term: self.state.term,
+            vote: self.state.vote,
+            commit: self.state.commit,
+            ..Default::default()
+        };
         Ok(RaftState {
             hard_state: hs,
             conf_state: self.conf_state(),
@@ -356,11 +359,13 @@ impl raft::Storage for PartitionStorage {
                 low + i as u64,
                 "log returned a non-contiguous range"
             );
-            let mut e = Entry::default();
-            e.index = s.index;
-            e.term = s.term;
+            let mut e = Entry {
+                index: s.index,
+                term: s.term,
+                data: s.data,
+                ..Default::default()
+            };
             e.set_entry_type(entry_type(s.kind));
-            e.data = s.data;
             out.push(e);
         }
         Ok(out)
@@ -389,9 +394,11 @@ impl raft::Storage for PartitionStorage {
             ));
         }
         let mut snap = Snapshot::default();
-        let mut sm = SnapshotMetadata::default();
-        sm.index = meta.index;
-        sm.term = meta.term;
+        let mut sm = SnapshotMetadata {
+            index: meta.index,
+            term: meta.term,
+            ..Default::default()
+        };
         sm.set_conf_state(self.conf_state());
         snap.set_metadata(sm);
         snap.data = encode_snapshot_data(meta.next_offset);

@@ -79,7 +79,7 @@ pub struct SimOptions {
 impl SimOptions {
     /// Everything derived from the seed: the swarm's fault options and the cluster shape.
     pub fn from_seed(seed: u64) -> SimOptions {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_fa_17);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_fa17);
         let faults = FaultConfig::draw(&mut rng);
         let node_count = if rng.gen_bool(0.25) { 5 } else { 3 };
         // Small segments on some seeds so rolling, sealed-segment flips and retention run.
@@ -522,9 +522,10 @@ impl World {
             }
             Event::ClientWake(c) => {
                 self.trace(5, c as u64, 0);
-                if self.workload.handle_timeout(c, self.now) {
-                    self.client_next(c);
-                } else if self.workload.clients[c].in_flight.is_none() {
+                // Either the in-flight request timed out or the client was idle: go on.
+                if self.workload.handle_timeout(c, self.now)
+                    || self.workload.clients[c].in_flight.is_none()
+                {
                     self.client_next(c);
                 }
             }
