@@ -38,6 +38,9 @@ struct Args {
     /// Stop a campaign at the first failing seed.
     #[arg(long)]
     fail_fast: bool,
+    /// Force the cluster size (default: drawn from the seed, 3 or 5).
+    #[arg(long)]
+    nodes: Option<u64>,
 }
 
 fn options(args: &Args, seed: u64) -> SimOptions {
@@ -45,6 +48,9 @@ fn options(args: &Args, seed: u64) -> SimOptions {
         Scenario::Swarm => SimOptions::from_seed(seed),
         s => SimOptions::scenario(seed, s),
     };
+    if let Some(n) = args.nodes {
+        o.node_count = n;
+    }
     if let Some(s) = args.fault_secs {
         o.fault_phase_us = s * 1_000_000;
         o.liveness_us = s * 1_000_000;

@@ -268,7 +268,8 @@ pub struct World {
     opts: SimOptions,
     now: u64,
     seq: u64,
-    queue: BTreeMap<(u64, u64), Event>,
+    /// Boxed so the queue's nodes move pointers, not ~100-byte events.
+    queue: BTreeMap<(u64, u64), Box<Event>>,
     rng: ChaCha8Rng,
     net: SimNetwork<Envelope>,
     slots: BTreeMap<NodeId, NodeSlot>,
@@ -283,8 +284,10 @@ pub struct World {
     violations: Vec<String>,
     stats: RunStats,
     // White-box state.
-    leaders: BTreeMap<(TopicPartition, Term), NodeId>,
-    hw_seen: BTreeMap<(NodeId, TopicPartition), Offset>,
+    /// Partition -> its index in `specs`, for cheap keys in the white-box maps.
+    tp_index: BTreeMap<TopicPartition, usize>,
+    leaders: BTreeMap<(usize, Term), NodeId>,
+    hw_seen: BTreeMap<(NodeId, usize), Offset>,
     committed: BTreeMap<TopicPartition, BTreeMap<RaftIndex, (Term, u32)>>,
     committed_values: BTreeMap<(TopicPartition, Offset), u64>,
     prefix_checked: BTreeMap<(NodeId, TopicPartition), RaftIndex>,
@@ -345,6 +348,11 @@ impl World {
         for _ in 0..opts.consumers {
             workload.add_client(Role::Consumer, all_keys.clone());
         }
+        let tp_index = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.tp.clone(), i))
+            .collect();
         let mut w = World {
             opts,
             now: 0,
@@ -361,6 +369,7 @@ impl World {
             trace: 0xcbf2_9ce4_8422_2325,
             violations: Vec::new(),
             stats: RunStats::default(),
+            tp_index,
             leaders: BTreeMap::new(),
             hw_seen: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -423,17 +432,17 @@ impl World {
             assert!(t >= self.now, "time went backwards");
             self.now = t;
             self.stats.events += 1;
-            if matches!(ev, Event::End) {
+            if matches!(*ev, Event::End) {
                 break;
             }
-            self.handle(ev);
+            self.handle(*ev);
         }
         self.finish()
     }
 
     fn schedule(&mut self, at: u64, ev: Event) {
         self.seq += 1;
-        self.queue.insert((at, self.seq), ev);
+        self.queue.insert((at, self.seq), Box::new(ev));
     }
 
     fn trace(&mut self, tag: u64, a: u64, b: u64) {
@@ -621,13 +630,13 @@ impl World {
                     } else if report.truncated_from_index.is_some() {
                         self.stats.torn_recoveries += 1;
                     }
-                    let key = (id, tp.clone());
+                    let key = (id, self.tp_index[tp]);
                     let hw = node.replica(tp).unwrap().high_watermark();
                     if report.corruption || report.commit_clamped_from.is_some() {
                         // Repair legitimately lowers this replica's own watermark.
-                        self.hw_seen.insert(key.clone(), hw);
+                        self.hw_seen.insert(key, hw);
                         let checked = node.replica(tp).unwrap().storage().durable_commit();
-                        if let Some(c) = self.prefix_checked.get_mut(&key) {
+                        if let Some(c) = self.prefix_checked.get_mut(&(id, tp.clone())) {
                             *c = (*c).min(checked);
                         }
                     } else if let Some(prev) = self.hw_seen.get(&key) {
@@ -1029,41 +1038,42 @@ impl World {
         let Some(node) = self.slots[&id].node.as_ref() else {
             return;
         };
-        let mut found = Vec::new();
+        let mut problems = Vec::new();
         for r in node.replicas() {
             let st = r.status();
-            found.push((r.tp().clone(), st));
-        }
-        for (tp, st) in found {
+            let tp = r.tp();
             if st.role == StateRole::Leader {
-                match self.leaders.get(&(tp.clone(), st.term)) {
-                    Some(other) if *other != id => self.violation(format!(
+                let key = (self.tp_index[tp], st.term);
+                match self.leaders.get(&key) {
+                    Some(other) if *other != id => problems.push(format!(
                         "two leaders for {tp} in term {}: {other} and {id}",
                         st.term
                     )),
                     Some(_) => {}
                     None => {
                         self.stats.leader_changes += 1;
-                        self.leaders.insert((tp.clone(), st.term), id);
+                        self.leaders.insert(key, id);
                     }
                 }
             }
             if st.high_watermark > st.log_end_offset {
-                self.violation(format!(
+                problems.push(format!(
                     "node {id} {tp}: high watermark {} beyond log end {}",
                     st.high_watermark, st.log_end_offset
                 ));
             }
-            let key = (id, tp.clone());
-            if let Some(prev) = self.hw_seen.get(&key) {
-                if st.high_watermark < *prev {
-                    self.violation(format!(
-                        "node {id} {tp}: high watermark went backwards {prev} -> {}",
-                        st.high_watermark
-                    ));
-                }
+            let prev = self
+                .hw_seen
+                .insert((id, self.tp_index[tp]), st.high_watermark);
+            if prev.is_some_and(|p| st.high_watermark < p) {
+                problems.push(format!(
+                    "node {id} {tp}: high watermark went backwards {:?} -> {}",
+                    prev, st.high_watermark
+                ));
             }
-            self.hw_seen.insert(key, st.high_watermark);
+        }
+        for p in problems {
+            self.violation(p);
         }
     }
 
