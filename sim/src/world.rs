@@ -632,8 +632,10 @@ impl World {
                     }
                     let key = (id, self.tp_index[tp]);
                     let hw = node.replica(tp).unwrap().high_watermark();
-                    if report.corruption || report.commit_clamped_from.is_some() {
-                        // Repair legitimately lowers this replica's own watermark.
+                    let repairing = node.replica(tp).unwrap().is_repairing();
+                    if report.corruption || report.commit_clamped_from.is_some() || repairing {
+                        // Repair legitimately lowers this replica's own watermark (also when an
+                        // earlier, failed start already truncated and persisted the repair).
                         self.hw_seen.insert(key, hw);
                         let checked = node.replica(tp).unwrap().storage().durable_commit();
                         if let Some(c) = self.prefix_checked.get_mut(&(id, tp.clone())) {
