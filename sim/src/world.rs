@@ -57,6 +57,10 @@ pub enum Scenario {
     TornWriteFollower,
     CorruptReplica,
     DiskFull,
+    /// A follower dies between writing and syncing, then the leader dies before the third
+    /// replica (cut off until then) has the latest entries: whatever the follower acknowledged
+    /// must have been durable.
+    FollowerThenLeaderCrash,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +226,9 @@ enum Event {
     Restart(NodeId),
     /// Crash the node now if the armed mid-step crash has not happened yet.
     ForceCrash(NodeId, u64),
+    /// A second crash shortly after a mid-step one (correlated failures, e.g. a power loss
+    /// that takes out two racks): crashes a partition leader if one is up.
+    CorrelatedCrash,
     Resume(NodeId),
     Heal,
     DiskFullEnd(NodeId),
@@ -241,6 +248,10 @@ enum ScriptStep {
     CorruptFollower,
     FillFollowerDisk,
     FillLeaderDisk,
+    /// Remember tp0's leader, a follower and the third replica; cut the third one off.
+    PickRolesIsolateThird,
+    KillFollowerMidWrite,
+    CrashPickedLeader,
 }
 
 struct NodeSlot {
@@ -295,6 +306,8 @@ pub struct World {
     in_liveness: bool,
     final_started: bool,
     partition_active: bool,
+    /// (leader, follower, third) picked by a scripted scenario.
+    script_roles: Option<(NodeId, NodeId, NodeId)>,
 }
 
 impl World {
@@ -379,6 +392,7 @@ impl World {
             in_liveness: false,
             final_started: false,
             partition_active: false,
+            script_roles: None,
         };
         w.boot();
         w
@@ -422,6 +436,12 @@ impl World {
             Scenario::DiskFull => {
                 s(self, 2_000_000, ScriptStep::FillFollowerDisk);
                 s(self, 5_000_000, ScriptStep::FillLeaderDisk);
+            }
+            Scenario::FollowerThenLeaderCrash => {
+                s(self, 2_000_000, ScriptStep::PickRolesIsolateThird);
+                s(self, 2_500_000, ScriptStep::KillFollowerMidWrite);
+                s(self, 3_200_000, ScriptStep::CrashPickedLeader);
+                self.schedule(3_300_000, Event::Heal);
             }
         }
     }
@@ -555,6 +575,26 @@ impl World {
                 if slot.node.is_some() && slot.incarnation == incarnation {
                     let after = slot.restart_after.unwrap_or(300_000);
                     self.crash_now(id, after);
+                }
+            }
+            Event::CorrelatedCrash => {
+                if self.in_liveness {
+                    return;
+                }
+                let up = self.up_nodes();
+                let leaders: Vec<NodeId> = up
+                    .iter()
+                    .copied()
+                    .filter(|id| {
+                        let n = self.slots[id].node.as_ref().expect("up");
+                        n.replicas().any(|r| r.is_leader())
+                    })
+                    .collect();
+                let pool = if leaders.is_empty() { up } else { leaders };
+                if !pool.is_empty() {
+                    let id = pool[self.rng.gen_range(0..pool.len())];
+                    let down = self.opts.faults.crash_down_us.draw(&mut self.rng);
+                    self.crash_now(id, down);
                 }
             }
             Event::Resume(id) => {
@@ -702,6 +742,10 @@ impl World {
             Some(after) => {
                 self.stats.mid_step_crashes += 1;
                 self.crash_now(id, after);
+                if self.opts.scenario == Scenario::Swarm && self.rng.gen_bool(0.5) {
+                    let at = self.now + self.rng.gen_range(50_000..700_000);
+                    self.schedule(at, Event::CorrelatedCrash);
+                }
             }
             None => {
                 self.stats.fail_stops += 1;
@@ -957,6 +1001,39 @@ impl World {
             ScriptStep::FillLeaderDisk => {
                 if let Some(l) = leader {
                     self.fill_disk(l, 2_000_000);
+                }
+            }
+            ScriptStep::PickRolesIsolateThird => {
+                let (Some(l), Some(f)) = (leader, follower) else {
+                    return;
+                };
+                let third = self.specs[0]
+                    .voters
+                    .iter()
+                    .copied()
+                    .find(|v| *v != l && *v != f)
+                    .expect("three voters");
+                self.script_roles = Some((l, f, third));
+                self.net.partition(&PartitionKind::IsolateOne(third));
+                self.partition_active = true;
+                self.stats.partitions += 1;
+            }
+            ScriptStep::KillFollowerMidWrite => {
+                let Some((_, f, _)) = self.script_roles else {
+                    return;
+                };
+                // Die within the next step that writes: after its first, second or third
+                // mutating disk operation, so between a write and its sync.
+                let ops = self.rng.gen_range(1..=3);
+                let slot = self.slots.get_mut(&f).unwrap();
+                slot.disk.kill_after_ops(Some(ops));
+                slot.restart_after = Some(1_500_000);
+                let inc = slot.incarnation;
+                self.schedule(self.now + 500_000, Event::ForceCrash(f, inc));
+            }
+            ScriptStep::CrashPickedLeader => {
+                if let Some((l, _, _)) = self.script_roles {
+                    self.crash_now(l, 5_000_000);
                 }
             }
         }
