@@ -212,6 +212,33 @@ impl Replica {
         }
     }
 
+    /// The replicas caught up with the leader (Kafka's ISR): the leader itself and every voter
+    /// recently active whose log matches up to the commit index. Known only on the leader;
+    /// empty elsewhere. Sorted, so the answer does not depend on raft-rs's map order.
+    pub fn in_sync_replicas(&self) -> Vec<NodeId> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let committed = self.raw.raft.raft_log.committed;
+        let mut isr: Vec<NodeId> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, p)| **id == self.id || (p.recent_active && p.matched >= committed))
+            .map(|(id, _)| *id)
+            .collect();
+        isr.sort_unstable();
+        isr
+    }
+
+    /// The replica set (raft voters), sorted.
+    pub fn voters(&self) -> Vec<NodeId> {
+        let mut v = self.raw.store().state().voters.clone();
+        v.sort_unstable();
+        v
+    }
+
     /// Feeds one raft message from a peer. Vote traffic is dropped in repair mode (module docs
     /// of [`crate::storage`]): dropping is always safe, raft treats it as loss.
     pub fn handle_raft_message(&mut self, msg: RaftMessage, rng: &mut ChaCha8Rng) {
