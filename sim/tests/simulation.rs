@@ -7,6 +7,26 @@ use railyard_sim::{run, Scenario, SimOptions, SimReport};
 /// How many swarm seeds `cargo test` runs; `RAILYARD_SIM_SEEDS` raises it.
 const SWARM_SEEDS_DEFAULT: u64 = 64;
 
+/// Runs one simulation; a panic inside it (a failed assertion in core or the simulator) comes
+/// back as a failure text that names the seed, the drawn faults and the replay command.
+fn run_catching(opts: SimOptions) -> Result<SimReport, String> {
+    let header = format!(
+        "seed={} scenario={:?}\n  faults: {}\n  replay: {}",
+        opts.seed,
+        opts.scenario,
+        opts.faults,
+        opts.replay_command()
+    );
+    std::panic::catch_unwind(|| run(opts)).map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        format!("simulation PANICKED {header}\n  panic: {msg}")
+    })
+}
+
 fn assert_ok(report: &SimReport) {
     assert!(report.ok(), "{}", report.failure_text());
 }
@@ -22,7 +42,13 @@ fn test_swarm_seeds_hold_every_invariant_and_cover_every_fault() {
     let mut failures = Vec::new();
     let mut total = railyard_sim::world::RunStats::default();
     for seed in 1..=n {
-        let r = run(SimOptions::from_seed(seed));
+        let r = match run_catching(SimOptions::from_seed(seed)) {
+            Ok(r) => r,
+            Err(text) => {
+                failures.push(text);
+                continue;
+            }
+        };
         if !r.ok() {
             failures.push(r.failure_text());
         }
@@ -83,7 +109,7 @@ fn test_swarm_seeds_hold_every_invariant_and_cover_every_fault() {
 }
 
 fn scenario(s: Scenario) -> SimReport {
-    let r = run(SimOptions::scenario(7, s));
+    let r = run_catching(SimOptions::scenario(7, s)).unwrap_or_else(|e| panic!("{e}"));
     assert_ok(&r);
     assert!(r.stats.acked_all > 100, "too little work: {:?}", r.stats);
     r
@@ -119,7 +145,8 @@ fn test_scenario_partitioned_leader() {
 fn test_scenario_torn_write_on_follower() {
     let mut torn = 0;
     for seed in 1..=8 {
-        let r = run(SimOptions::scenario(seed, Scenario::TornWriteFollower));
+        let r = run_catching(SimOptions::scenario(seed, Scenario::TornWriteFollower))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_ok(&r);
         torn += r.stats.disk.torn_writes + r.stats.disk.ops_lost;
     }
@@ -191,7 +218,11 @@ fn test_fixed_seed_summary_snapshot() {
 #[test]
 fn test_scenario_follower_then_leader_crash() {
     for seed in 1..=4 {
-        let r = run(SimOptions::scenario(seed, Scenario::FollowerThenLeaderCrash));
+        let r = run_catching(SimOptions::scenario(
+            seed,
+            Scenario::FollowerThenLeaderCrash,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_ok(&r);
         assert!(r.stats.mid_step_crashes >= 1, "{:?}", r.stats);
         assert!(r.stats.crashes >= 2, "{:?}", r.stats);
