@@ -1,0 +1,916 @@
+//! End-to-end tests of the Kafka listener: real kafka-protocol requests over loopback TCP against
+//! an in-memory [`FakeBroker`] that keeps each partition's log as a list of stamped batches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeClusterRequest,
+    FetchRequest, ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request as KafkaRequest};
+use kafka_protocol::ResponseError;
+use railyard_core::api::{Acks, ClientError, FetchReply, OffsetSpec, Request, Response};
+use railyard_core::batch::{decode_records, stamp, validate, BatchBuilder, BatchHeader};
+use railyard_core::types::{Offset, TopicPartition};
+use slog::{o, Logger};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Barrier;
+
+use super::codec::SUPPORTED_APIS;
+use super::{serve, KafkaConfig};
+use crate::broker::{Broker, BrokerInfo, ClusterView, PartitionView, TopicView};
+
+const TOPIC: &str = "orders";
+/// A partition this node does not lead; the fake answers NotLeader pointing at broker 2.
+const MOVED: &str = "moved";
+const EPOCH: i32 = 5;
+
+#[derive(Default)]
+struct FakeState {
+    view: ClusterView,
+    logs: BTreeMap<TopicPartition, Vec<Bytes>>,
+    /// Every core request seen, in arrival order.
+    requests: Vec<Request>,
+    not_leader: BTreeSet<TopicPartition>,
+    /// When set, every produce waits here: a barrier of n proves n produces run at once.
+    produce_barrier: Option<Arc<Barrier>>,
+}
+
+#[derive(Clone)]
+struct FakeBroker(Arc<Mutex<FakeState>>);
+
+impl FakeBroker {
+    fn new() -> FakeBroker {
+        let partition = |p, leader, epoch| PartitionView {
+            partition: p,
+            leader: Some(leader),
+            leader_epoch: epoch,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+        };
+        let view = ClusterView {
+            cluster_id: "railyard-test".into(),
+            controller: Some(3),
+            brokers: vec![
+                BrokerInfo {
+                    id: 1,
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                    rack: Some("rack-a".into()),
+                },
+                BrokerInfo {
+                    id: 2,
+                    host: "broker-2".into(),
+                    port: 9093,
+                    rack: None,
+                },
+            ],
+            topics: vec![
+                TopicView {
+                    name: TOPIC.into(),
+                    id: [0xAB; 16],
+                    partitions: vec![partition(0, 1, EPOCH), partition(1, 1, EPOCH)],
+                },
+                TopicView {
+                    name: MOVED.into(),
+                    id: [0xCD; 16],
+                    partitions: vec![partition(0, 2, 7)],
+                },
+            ],
+        };
+        let mut state = FakeState {
+            view,
+            ..FakeState::default()
+        };
+        for p in 0..2 {
+            state.logs.insert(TopicPartition::new(TOPIC, p), Vec::new());
+        }
+        state.not_leader.insert(TopicPartition::new(MOVED, 0));
+        FakeBroker(Arc::new(Mutex::new(state)))
+    }
+
+    fn log(&self, topic: &str, partition: i32) -> Vec<Bytes> {
+        let state = self.0.lock().unwrap();
+        state.logs[&TopicPartition::new(topic, partition)].clone()
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.0.lock().unwrap().requests.clone()
+    }
+
+    fn handle(&self, request: Request) -> Response {
+        let mut state = self.0.lock().unwrap();
+        state.requests.push(request.clone());
+        let tp = match &request {
+            Request::Produce { tp, .. }
+            | Request::Fetch { tp, .. }
+            | Request::ListOffsets { tp, .. }
+            | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
+        };
+        let not_leader = state.not_leader.contains(&tp);
+        let Some(log) = state.logs.get_mut(&tp) else {
+            let e = if not_leader {
+                ClientError::NotLeader { leader: Some(2) }
+            } else {
+                ClientError::UnknownPartition(tp)
+            };
+            return error_response(&request, e);
+        };
+        let end = log_end(log);
+        match request {
+            Request::Produce { batch, .. } => Response::Produce(match validate(&batch) {
+                Err(e) => Err(ClientError::CorruptBatch(e)),
+                Ok(_) => {
+                    let mut stored = BytesMut::from(&batch[..]);
+                    stamp(&mut stored, end, EPOCH);
+                    log.push(stored.freeze());
+                    Ok(end)
+                }
+            }),
+            Request::Fetch {
+                offset, max_bytes, ..
+            } => Response::Fetch(if offset < 0 || offset > end {
+                Err(ClientError::OffsetOutOfRange {
+                    offset,
+                    start: 0,
+                    end,
+                })
+            } else {
+                let mut batches = Vec::new();
+                let mut size = 0u64;
+                for b in log.iter().filter(|b| next_offset(b) > offset) {
+                    if !batches.is_empty() && size + b.len() as u64 > max_bytes {
+                        break;
+                    }
+                    size += b.len() as u64;
+                    batches.push(b.clone());
+                }
+                Ok(FetchReply {
+                    batches,
+                    high_watermark: end,
+                    log_start_offset: 0,
+                })
+            }),
+            Request::ListOffsets { spec, .. } => Response::ListOffsets(Ok(match spec {
+                OffsetSpec::Earliest => (0, -1),
+                OffsetSpec::Latest => (end, -1),
+                OffsetSpec::Timestamp(t) => log
+                    .iter()
+                    .flat_map(|b| decode_records(b).unwrap())
+                    .find(|r| r.timestamp >= t)
+                    .map_or((-1, -1), |r| (r.offset, r.timestamp)),
+            })),
+            Request::OffsetForLeaderEpoch { epoch, .. } => {
+                Response::OffsetForLeaderEpoch(Ok(if epoch <= EPOCH as u64 {
+                    (EPOCH as i64, end)
+                } else {
+                    (-1, -1)
+                }))
+            }
+        }
+    }
+}
+
+impl Broker for FakeBroker {
+    fn node_id(&self) -> u64 {
+        1
+    }
+
+    fn cluster(&self) -> ClusterView {
+        self.0.lock().unwrap().view.clone()
+    }
+
+    async fn request(&self, request: Request) -> Response {
+        let barrier = match request {
+            Request::Produce { .. } => self.0.lock().unwrap().produce_barrier.clone(),
+            _ => None,
+        };
+        if let Some(barrier) = barrier {
+            barrier.wait().await;
+        }
+        self.handle(request)
+    }
+}
+
+fn error_response(request: &Request, e: ClientError) -> Response {
+    match request {
+        Request::Produce { .. } => Response::Produce(Err(e)),
+        Request::Fetch { .. } => Response::Fetch(Err(e)),
+        Request::ListOffsets { .. } => Response::ListOffsets(Err(e)),
+        Request::OffsetForLeaderEpoch { .. } => Response::OffsetForLeaderEpoch(Err(e)),
+    }
+}
+
+fn next_offset(batch: &Bytes) -> Offset {
+    validate(batch).unwrap().next_offset()
+}
+
+fn log_end(log: &[Bytes]) -> Offset {
+    log.last().map_or(0, next_offset)
+}
+
+/// A raw Kafka client: frames requests and reads responses, checking correlation ids.
+struct Client {
+    stream: TcpStream,
+    next_correlation: i32,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            next_correlation: 1,
+        }
+    }
+
+    async fn send<R: KafkaRequest>(&mut self, req: &R, version: i16) -> i32 {
+        let correlation = self.next_correlation;
+        self.next_correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str("test-client")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        req.encode(&mut body, version).unwrap();
+        self.send_frame(&body).await;
+        correlation
+    }
+
+    async fn send_frame(&mut self, body: &[u8]) {
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(body);
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    async fn recv_frame(&mut self) -> Bytes {
+        let read = async {
+            let len = self.stream.read_i32().await.unwrap();
+            let mut buf = vec![0u8; len as usize];
+            self.stream.read_exact(&mut buf).await.unwrap();
+            Bytes::from(buf)
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("no response within 10 s")
+    }
+
+    async fn recv<R: Decodable + HeaderVersion>(&mut self, version: i16, correlation: i32) -> R {
+        let mut frame = self.recv_frame().await;
+        let header = ResponseHeader::decode(&mut frame, R::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, correlation, "responses out of order");
+        R::decode(&mut frame, version).unwrap()
+    }
+
+    async fn call<R: KafkaRequest>(&mut self, req: &R, version: i16) -> R::Response {
+        let correlation = self.send(req, version).await;
+        self.recv::<R::Response>(version, correlation).await
+    }
+
+    /// Whether the server closed the connection (EOF or reset) rather than answering.
+    async fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) => false,
+            Err(_) => panic!("connection neither answered nor closed within 10 s"),
+        }
+    }
+}
+
+async fn start(broker: FakeBroker, config: KafkaConfig) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let logger = Logger::root(slog::Discard, o!());
+    tokio::spawn(serve(listener, broker, config, logger));
+    addr
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_owned()))
+}
+
+fn batch(values: &[&str], timestamp_ms: i64) -> Bytes {
+    let mut b = BatchBuilder::new(timestamp_ms);
+    for (i, v) in values.iter().enumerate() {
+        b.push(Some(b"k"), Some(v.as_bytes()), &[], timestamp_ms + i as i64);
+    }
+    b.build()
+}
+
+fn produce_request(acks: i16, topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+fn fetch_request(topic: &str, partition: i32, offset: i64, wait_ms: i32, min: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(min)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+fn list_offsets_request(topic: &str, partition: i32, timestamp: i64) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])])
+}
+
+fn values(records: &Bytes) -> Vec<(i64, String)> {
+    // Fetched records are whole batches back to back; walk them by their lengths.
+    let mut out = Vec::new();
+    let mut rest = records.clone();
+    while !rest.is_empty() {
+        let len = BatchHeader::parse(&rest).unwrap().total_len();
+        let one = rest.split_to(len);
+        for r in decode_records(&one).unwrap() {
+            out.push((r.offset, String::from_utf8(r.value.unwrap()).unwrap()));
+        }
+    }
+    out
+}
+
+fn advertised(resp: &ApiVersionsResponse) -> Vec<(i16, i16, i16)> {
+    let mut got: Vec<_> = resp
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    got.sort();
+    got
+}
+
+fn expected_table() -> Vec<(i16, i16, i16)> {
+    let mut want: Vec<_> = SUPPORTED_APIS
+        .iter()
+        .map(|&(k, min, max)| (k as i16, min, max))
+        .collect();
+    want.sort();
+    want
+}
+
+#[tokio::test]
+async fn test_api_versions_v3_and_v0_list_exactly_the_table() {
+    // Both layouts advertise exactly the implemented APIs, with no error.
+    let addr = start(FakeBroker::new(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    for version in [3, 0, 4] {
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("test"))
+            .with_client_software_version(StrBytes::from_static_str("1.0"));
+        let resp = c.call(&req, version).await;
+        assert_eq!(resp.error_code, 0);
+        assert_eq!(advertised(&resp), expected_table());
+    }
+    let table = expected_table();
+    assert!(table.contains(&(ApiKey::Fetch as i16, 4, 12)));
+    assert!(table.contains(&(ApiKey::Produce as i16, 3, 12)));
+    assert!(!table.iter().any(|t| t.0 == ApiKey::CreateTopics as i16));
+}
+
+#[tokio::test]
+async fn test_api_versions_too_new_falls_back_to_v0() {
+    // KIP-511: ApiVersions v9 gets UNSUPPORTED_VERSION in the v0 layout, and the connection
+    // stays usable for the retry.
+    let addr = start(FakeBroker::new(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::ApiVersions as i16)
+        .with_request_api_version(9)
+        .with_correlation_id(77)
+        .with_client_id(Some(StrBytes::from_static_str("future-client")));
+    let mut frame = BytesMut::new();
+    header.encode(&mut frame, 2).unwrap();
+    ApiVersionsRequest::default().encode(&mut frame, 4).unwrap();
+    c.send_frame(&frame).await;
+    let resp: ApiVersionsResponse = c.recv(0, 77).await;
+    assert_eq!(resp.error_code, ResponseError::UnsupportedVersion.code());
+    assert_eq!(advertised(&resp), expected_table());
+
+    let retry = c.call(&ApiVersionsRequest::default(), 3).await;
+    assert_eq!(retry.error_code, 0);
+}
+
+#[tokio::test]
+async fn test_metadata_v12_and_v1() {
+    // Metadata reports brokers, cluster id, controller, leaders, epochs, replicas, ISR and
+    // topic ids; unknown topics get UNKNOWN_TOPIC_OR_PARTITION; v1 empty list means no topics.
+    let addr = start(FakeBroker::new(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+
+    let all = c
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert_eq!(all.cluster_id.as_deref(), Some("railyard-test"));
+    assert_eq!(all.controller_id, BrokerId(3));
+    let brokers: Vec<_> = all
+        .brokers
+        .iter()
+        .map(|b| {
+            (
+                b.node_id.0,
+                b.host.to_string(),
+                b.port,
+                b.rack.as_deref().map(String::from),
+            )
+        })
+        .collect();
+    assert_eq!(
+        brokers,
+        vec![
+            (1, "127.0.0.1".into(), 9092, Some("rack-a".into())),
+            (2, "broker-2".into(), 9093, None)
+        ]
+    );
+    assert_eq!(all.topics.len(), 2);
+    let orders = &all.topics[0];
+    assert_eq!(orders.name.as_deref().map(|n| n.as_str()), Some(TOPIC));
+    assert_eq!(orders.error_code, 0);
+    assert_eq!(*orders.topic_id.as_bytes(), [0xAB; 16]);
+    assert_eq!(orders.partitions.len(), 2);
+    let p = &orders.partitions[1];
+    assert_eq!(
+        (p.partition_index, p.leader_id, p.leader_epoch),
+        (1, BrokerId(1), EPOCH)
+    );
+    assert_eq!(p.replica_nodes, vec![BrokerId(1), BrokerId(2), BrokerId(3)]);
+    assert_eq!(p.isr_nodes, vec![BrokerId(1), BrokerId(2)]);
+    let moved = &all.topics[1];
+    assert_eq!(
+        (
+            moved.partitions[0].leader_id,
+            moved.partitions[0].leader_epoch
+        ),
+        (BrokerId(2), 7)
+    );
+
+    let topics = |names: &[&str]| {
+        Some(
+            names
+                .iter()
+                .map(|n| MetadataRequestTopic::default().with_name(Some(name(n))))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let some = c
+        .call(
+            &MetadataRequest::default().with_topics(topics(&["nope", TOPIC])),
+            1,
+        )
+        .await;
+    assert_eq!(some.controller_id, BrokerId(3));
+    assert_eq!(some.brokers[0].rack.as_deref(), Some("rack-a"));
+    let codes: Vec<_> = some
+        .topics
+        .iter()
+        .map(|t| (t.name.as_deref().unwrap().to_string(), t.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("nope".into(), ResponseError::UnknownTopicOrPartition.code()),
+            (TOPIC.into(), 0)
+        ]
+    );
+    assert_eq!(some.topics[1].partitions.len(), 2);
+
+    let none = c
+        .call(&MetadataRequest::default().with_topics(topics(&[])), 1)
+        .await;
+    assert!(none.topics.is_empty());
+    assert_eq!(none.brokers.len(), 2);
+}
+
+#[tokio::test]
+async fn test_produce_acks_all_then_fetch_returns_records() {
+    // acks=-1 reaches the core as Acks::All, and a fetch returns the same records at the
+    // offsets the produce answered, across old and flexible versions.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let mut expect = Vec::new();
+    for (i, (produce_v, fetch_v)) in [(3, 4), (9, 11), (12, 12)].into_iter().enumerate() {
+        let values_in = [format!("a{i}"), format!("b{i}")];
+        let refs: Vec<&str> = values_in.iter().map(String::as_str).collect();
+        let resp = c
+            .call(
+                &produce_request(-1, TOPIC, 0, batch(&refs, 1_000)),
+                produce_v,
+            )
+            .await;
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "produce v{produce_v}");
+        assert_eq!(p.base_offset, 2 * i as i64);
+        expect.push((2 * i as i64, values_in[0].clone()));
+        expect.push((2 * i as i64 + 1, values_in[1].clone()));
+
+        let fetched = c.call(&fetch_request(TOPIC, 0, 0, 0, 0), fetch_v).await;
+        assert_eq!(fetched.error_code, 0);
+        let part = &fetched.responses[0].partitions[0];
+        assert_eq!(part.error_code, 0, "fetch v{fetch_v}");
+        assert_eq!(part.high_watermark, 2 * (i as i64 + 1));
+        assert_eq!(part.last_stable_offset, part.high_watermark);
+        // log_start_offset exists from v5; older versions decode the default.
+        let log_start = if fetch_v >= 5 { 0 } else { -1 };
+        assert_eq!(part.log_start_offset, log_start);
+        assert_eq!(values(part.records.as_ref().unwrap()), expect);
+    }
+    let acks: Vec<_> = broker
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            Request::Produce { acks, .. } => Some(acks),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![Acks::All; 3]);
+
+    // A fetch from the middle returns the batch containing the offset, and nothing past it.
+    let mid = c.call(&fetch_request(TOPIC, 0, 4, 0, 0), 12).await;
+    let records = mid.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(values(&records), expect[4..].to_vec());
+}
+
+#[tokio::test]
+async fn test_acks_zero_gets_no_response() {
+    // acks=0 stores the batch but answers nothing: the next response on the connection is the
+    // next request's. acks=1 reaches the core as Acks::Leader.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    c.send(&produce_request(0, TOPIC, 0, batch(&["x"], 5)), 9)
+        .await;
+    let resp = c
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert_eq!(resp.topics.len(), 2);
+    assert_eq!(broker.log(TOPIC, 0).len(), 1);
+
+    let one = c
+        .call(&produce_request(1, TOPIC, 0, batch(&["y"], 5)), 9)
+        .await;
+    assert_eq!(one.responses[0].partition_responses[0].base_offset, 1);
+    let produces: Vec<_> = broker
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            Request::Produce { acks, .. } => Some(acks),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(produces, vec![Acks::Leader, Acks::Leader]);
+}
+
+#[tokio::test]
+async fn test_acks_zero_failure_closes_connection() {
+    // An acks=0 produce that fails closes the connection, Kafka's only way to tell the client.
+    let addr = start(FakeBroker::new(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    c.send(&produce_request(0, "nope", 0, batch(&["x"], 5)), 9)
+        .await;
+    assert!(c.is_closed().await);
+}
+
+#[tokio::test]
+async fn test_bad_crc_is_corrupt_message_and_stores_nothing() {
+    // A flipped record byte fails the CRC: CORRUPT_MESSAGE, and nothing is stored, also when
+    // the bad batch follows a good one in the same record set.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let mut bad = BytesMut::from(&batch(&["hello"], 1)[..]);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xFF;
+    let bad = bad.freeze();
+    let resp = c.call(&produce_request(-1, TOPIC, 0, bad.clone()), 9).await;
+    let code = resp.responses[0].partition_responses[0].error_code;
+    assert_eq!(code, ResponseError::CorruptMessage.code());
+
+    let mut set = BytesMut::from(&batch(&["good"], 1)[..]);
+    set.put_slice(&bad);
+    let resp = c
+        .call(&produce_request(-1, TOPIC, 0, set.freeze()), 3)
+        .await;
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::CorruptMessage.code());
+    assert_eq!(p.base_offset, -1);
+    assert!(broker.log(TOPIC, 0).is_empty());
+
+    // Trailing bytes that are not a whole batch are refused before the core sees them.
+    let mut torn = BytesMut::from(&batch(&["good"], 1)[..]);
+    torn.put_slice(&[0, 0, 0]);
+    let resp = c
+        .call(&produce_request(-1, TOPIC, 0, torn.freeze()), 3)
+        .await;
+    let code = resp.responses[0].partition_responses[0].error_code;
+    assert_eq!(code, ResponseError::CorruptMessage.code());
+    assert!(broker.log(TOPIC, 0).is_empty());
+}
+
+#[tokio::test]
+async fn test_concatenated_batches_become_one_core_produce_each() {
+    // Two v2 batches in one partition's records are stored as two batches, in order, and the
+    // answer is the first one's base offset.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    c.call(&produce_request(-1, TOPIC, 1, batch(&["pre"], 1)), 9)
+        .await;
+    let mut set = BytesMut::from(&batch(&["a", "b"], 1)[..]);
+    set.put_slice(&batch(&["c"], 2));
+    let resp = c
+        .call(&produce_request(-1, TOPIC, 1, set.freeze()), 9)
+        .await;
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 1));
+    let log = broker.log(TOPIC, 1);
+    assert_eq!(log.len(), 3);
+    assert_eq!(next_offset(&log[1]), 3);
+    assert_eq!(next_offset(&log[2]), 4);
+}
+
+#[tokio::test]
+async fn test_partitions_of_one_produce_run_concurrently() {
+    // With a two-party barrier inside the broker, the produce completes only if both
+    // partitions' core requests are in flight at the same time.
+    let broker = FakeBroker::new();
+    broker.0.lock().unwrap().produce_barrier = Some(Arc::new(Barrier::new(2)));
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let mut req = produce_request(-1, TOPIC, 0, batch(&["p0"], 1));
+    req.topic_data[0].partition_data.push(
+        PartitionProduceData::default()
+            .with_index(1)
+            .with_records(Some(batch(&["p1"], 1))),
+    );
+    let resp = c.call(&req, 9).await;
+    let codes: Vec<_> = resp.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.index, p.error_code))
+        .collect();
+    assert_eq!(codes, vec![(0, 0), (1, 0)]);
+}
+
+#[tokio::test]
+async fn test_unknown_topic_and_bad_acks_skip_the_core() {
+    // Unknown topics/partitions and invalid acks are answered by the listener alone.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let unknown = ResponseError::UnknownTopicOrPartition.code();
+    for (topic, partition) in [("nope", 0), (TOPIC, 9)] {
+        let resp = c
+            .call(&produce_request(-1, topic, partition, batch(&["x"], 1)), 9)
+            .await;
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, unknown);
+        let fetched = c.call(&fetch_request(topic, partition, 0, 0, 0), 12).await;
+        assert_eq!(fetched.responses[0].partitions[0].error_code, unknown);
+        let listed = c.call(&list_offsets_request(topic, partition, -1), 6).await;
+        assert_eq!(listed.topics[0].partitions[0].error_code, unknown);
+    }
+    let resp = c
+        .call(&produce_request(2, TOPIC, 0, batch(&["x"], 1)), 9)
+        .await;
+    let code = resp.responses[0].partition_responses[0].error_code;
+    assert_eq!(code, ResponseError::InvalidRequiredAcks.code());
+    assert!(broker.requests().is_empty(), "{:?}", broker.requests());
+}
+
+#[tokio::test]
+async fn test_not_leader_names_the_current_leader() {
+    // NOT_LEADER_OR_FOLLOWER carries the leader and its epoch (produce v10+, fetch v12), and
+    // produce adds the leader's endpoint.
+    let addr = start(FakeBroker::new(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let resp = c
+        .call(&produce_request(-1, MOVED, 0, batch(&["x"], 1)), 12)
+        .await;
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(
+        (p.current_leader.leader_id, p.current_leader.leader_epoch),
+        (BrokerId(2), 7)
+    );
+    assert_eq!(resp.node_endpoints.len(), 1);
+    assert_eq!(resp.node_endpoints[0].host.as_str(), "broker-2");
+
+    // v9 has no such fields; the error alone must still encode.
+    let old = c
+        .call(&produce_request(-1, MOVED, 0, batch(&["x"], 1)), 9)
+        .await;
+    let code = old.responses[0].partition_responses[0].error_code;
+    assert_eq!(code, ResponseError::NotLeaderOrFollower.code());
+
+    let fetched = c.call(&fetch_request(MOVED, 0, 0, 0, 0), 12).await;
+    let part = &fetched.responses[0].partitions[0];
+    assert_eq!(part.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(part.current_leader.leader_id, BrokerId(2));
+    assert_eq!(part.current_leader.leader_epoch, 7);
+}
+
+#[tokio::test]
+async fn test_fetch_out_of_range() {
+    // A fetch past the log end is OFFSET_OUT_OF_RANGE with an invalid high watermark.
+    let addr = start(FakeBroker::new(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let fetched = c.call(&fetch_request(TOPIC, 0, 100, 0, 0), 4).await;
+    let part = &fetched.responses[0].partitions[0];
+    assert_eq!(part.error_code, ResponseError::OffsetOutOfRange.code());
+    assert_eq!(part.high_watermark, -1);
+}
+
+#[tokio::test]
+async fn test_fetch_long_poll_waits_for_data_and_for_max_wait() {
+    // With min_bytes=1 an empty fetch waits: it answers as soon as a produce lands, and
+    // otherwise only after max_wait_ms.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let started = Instant::now();
+    let empty = c.call(&fetch_request(TOPIC, 0, 0, 200, 1), 12).await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let records = empty.responses[0].partitions[0].records.clone().unwrap();
+    assert!(records.is_empty());
+
+    let corr = c.send(&fetch_request(TOPIC, 0, 0, 20_000, 1), 12).await;
+    let mut producer = Client::connect(addr).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    producer
+        .call(&produce_request(-1, TOPIC, 0, batch(&["late"], 1)), 9)
+        .await;
+    let waited = Instant::now();
+    let got: kafka_protocol::messages::FetchResponse = c.recv(12, corr).await;
+    assert!(waited.elapsed() < Duration::from_secs(10));
+    let records = got.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(values(&records), vec![(0, "late".to_string())]);
+}
+
+#[tokio::test]
+async fn test_list_offsets_earliest_latest_and_timestamp() {
+    // -2 is the log start, -1 the high watermark, and a timestamp finds the first record at or
+    // after it, in v1 and flexible v6.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    c.call(&produce_request(-1, TOPIC, 0, batch(&["a", "b"], 100)), 9)
+        .await;
+    c.call(&produce_request(-1, TOPIC, 0, batch(&["c"], 200)), 9)
+        .await;
+    for version in [1, 6] {
+        let offset = |resp: kafka_protocol::messages::ListOffsetsResponse| {
+            let p = &resp.topics[0].partitions[0];
+            assert_eq!(p.error_code, 0);
+            (p.offset, p.timestamp)
+        };
+        let earliest = c.call(&list_offsets_request(TOPIC, 0, -2), version).await;
+        assert_eq!(offset(earliest).0, 0);
+        let latest = c.call(&list_offsets_request(TOPIC, 0, -1), version).await;
+        assert_eq!(offset(latest).0, 3);
+        let by_time = c.call(&list_offsets_request(TOPIC, 0, 101), version).await;
+        assert_eq!(offset(by_time), (1, 101));
+    }
+}
+
+#[tokio::test]
+async fn test_offset_for_leader_epoch_and_describe_cluster() {
+    // OffsetForLeaderEpoch returns the core's (epoch, end offset); DescribeCluster the brokers.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    c.call(&produce_request(-1, TOPIC, 0, batch(&["a", "b"], 1)), 9)
+        .await;
+    let req =
+        OffsetForLeaderEpochRequest::default().with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(name(TOPIC))
+            .with_partitions(vec![
+                OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_leader_epoch(EPOCH),
+                OffsetForLeaderPartition::default()
+                    .with_partition(7)
+                    .with_leader_epoch(EPOCH),
+            ])]);
+    for version in [2, 4] {
+        let resp = c.call(&req, version).await;
+        let parts = &resp.topics[0].partitions;
+        assert_eq!(
+            (
+                parts[0].error_code,
+                parts[0].leader_epoch,
+                parts[0].end_offset
+            ),
+            (0, EPOCH, 2)
+        );
+        assert_eq!(
+            parts[1].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+    }
+    for version in [0, 1] {
+        let resp = c.call(&DescribeClusterRequest::default(), version).await;
+        assert_eq!(resp.error_code, 0);
+        assert_eq!(resp.cluster_id.as_str(), "railyard-test");
+        assert_eq!(resp.controller_id, BrokerId(3));
+        let ids: Vec<_> = resp
+            .brokers
+            .iter()
+            .map(|b| (b.broker_id.0, b.port))
+            .collect();
+        assert_eq!(ids, vec![(1, 9092), (2, 9093)]);
+    }
+}
+
+#[tokio::test]
+async fn test_bad_frames_close_the_connection_and_the_server_keeps_serving() {
+    // Over-limit lengths, negative lengths, unknown api keys, unadvertised versions and
+    // undecodable bodies each close their connection; new connections are still served.
+    let config = KafkaConfig {
+        max_frame_bytes: 1024,
+        ..KafkaConfig::default()
+    };
+    let addr = start(FakeBroker::new(), config).await;
+
+    let mut over = Client::connect(addr).await;
+    over.stream.write_all(&2048i32.to_be_bytes()).await.unwrap();
+    assert!(over.is_closed().await);
+
+    let mut negative = Client::connect(addr).await;
+    negative
+        .stream
+        .write_all(&(-5i32).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(negative.is_closed().await);
+
+    let mut garbage = Client::connect(addr).await;
+    garbage
+        .send_frame(&[0x7F, 0x7F, 0, 1, 0, 0, 0, 1, 0xDE, 0xAD, 0xBE, 0xEF])
+        .await;
+    assert!(garbage.is_closed().await);
+
+    // Produce v2 is below the floor we advertise.
+    let mut frame = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(2)
+        .with_correlation_id(9)
+        .encode(&mut frame, 1)
+        .unwrap();
+    frame.put_slice(&[0; 16]);
+    let mut below_floor = Client::connect(addr).await;
+    below_floor.send_frame(&frame).await;
+    assert!(below_floor.is_closed().await);
+
+    let mut truncated = Client::connect(addr).await;
+    let mut frame = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Metadata as i16)
+        .with_request_api_version(12)
+        .with_correlation_id(1)
+        .encode(&mut frame, 2)
+        .unwrap();
+    // A compact array of three topics, then nothing. (A huge count here would hit
+    // kafka-protocol's unchecked preallocation; see the `codec` module docs.)
+    frame.put_u8(4);
+    truncated.send_frame(&frame).await;
+    assert!(truncated.is_closed().await);
+
+    let mut fresh = Client::connect(addr).await;
+    let resp = fresh.call(&ApiVersionsRequest::default(), 3).await;
+    assert_eq!(resp.error_code, 0);
+}
