@@ -3,10 +3,8 @@
 //! splitting of a produce's record set into single v2 batches.
 //!
 //! Every function here treats its input as untrusted bytes from the network and returns a
-//! [`CodecError`] instead of panicking. One known gap sits below us: kafka-protocol 0.18 calls
-//! `Vec::with_capacity` with array lengths read off the wire before checking them against the
-//! frame (upstream kafka-protocol-rs PRs #152/#200), so a tiny frame that declares a huge array
-//! can make the allocator abort the process. The frame limit does not bound that allocation.
+//! [`CodecError`] instead of panicking. kafka-protocol 0.18 preallocates arrays from counts read
+//! off the wire, so bodies pass [`super::guard`] before [`decode_body`] sees them.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -54,6 +52,13 @@ pub enum CodecError {
     /// A known API we do not implement, or a version outside what we advertise.
     #[error("unsupported api {api:?} version {version}")]
     Unsupported { api: ApiKey, version: i16 },
+    /// The body declares an array longer than the frame could hold (see [`super::guard`]).
+    #[error("refused {api:?} v{version}: {reason}")]
+    Refused {
+        api: ApiKey,
+        version: i16,
+        reason: super::guard::GuardError,
+    },
     /// The request header or body does not decode.
     #[error("cannot decode {api:?} v{version}: {reason}")]
     Decode {

@@ -10,9 +10,11 @@
 //! UNSUPPORTED_VERSION (KIP-511) so the client can retry with a version we list.
 //!
 //! - [`codec`]: frames, headers, response encoding, the advertised version table.
+//! - [`guard`]: refuses impossible array lengths before kafka-protocol allocates for them.
 //! - [`handlers`]: one function per API, from decoded request to typed response.
 
 pub mod codec;
+pub mod guard;
 pub mod handlers;
 #[cfg(test)]
 mod tests;
@@ -163,6 +165,11 @@ async fn dispatch<B: Broker>(
         return Err(CodecError::Unsupported { api, version }.into());
     }
     let header = decode_header(&mut frame, api, version)?;
+    guard::check_body(api, version, &frame).map_err(|e| CodecError::Refused {
+        api,
+        version,
+        reason: e,
+    })?;
     let corr = header.correlation_id;
     let body = &mut frame;
     let out = match api {

@@ -904,11 +904,23 @@ async fn test_bad_frames_close_the_connection_and_the_server_keeps_serving() {
         .with_correlation_id(1)
         .encode(&mut frame, 2)
         .unwrap();
-    // A compact array of three topics, then nothing. (A huge count here would hit
-    // kafka-protocol's unchecked preallocation; see the `codec` module docs.)
-    frame.put_u8(4);
+    frame.put_u8(4); // a compact array of three topics, then nothing
     truncated.send_frame(&frame).await;
     assert!(truncated.is_closed().await);
+
+    // Four billion topics in a 20-byte frame: refused by the guard, where kafka-protocol would
+    // have tried to preallocate hundreds of GiB and aborted the process.
+    let mut huge = Client::connect(addr).await;
+    let mut frame = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Metadata as i16)
+        .with_request_api_version(12)
+        .with_correlation_id(1)
+        .encode(&mut frame, 2)
+        .unwrap();
+    frame.put_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]);
+    huge.send_frame(&frame).await;
+    assert!(huge.is_closed().await);
 
     let mut fresh = Client::connect(addr).await;
     let resp = fresh.call(&ApiVersionsRequest::default(), 3).await;
