@@ -3,7 +3,15 @@
 //! - [`file_disk`]: the core's `Disk` over `std::fs` with `fdatasync`.
 //! - [`broker`]: the interface between the Kafka listener and the runtime.
 //! - [`kafka`]: the Kafka wire-protocol listener (kafka-protocol crate).
+//! - [`config`]: TOML config with CLI and environment overrides, static topic placement.
+//! - [`runtime`]: the core thread that owns the sans-IO node and does all disk IO.
+//! - [`transport`]: TCP between nodes (length-prefixed prost envelopes, bounded queues).
+//! - [`server`]: wires them together into a running node.
 
 pub mod broker;
+pub mod config;
 pub mod file_disk;
 pub mod kafka;
+pub mod runtime;
+pub mod server;
+pub mod transport;

@@ -1,11 +1,200 @@
-//! The `railyard` binary. A skeleton until issue 3 brings the file disk, TCP transport and the
-//! Kafka listener; today it only says so, so nobody mistakes it for a broker.
+//! The `railyard` binary: `railyard start --config node.toml` runs one node; `railyard dev`
+//! runs a local 3-node cluster in one process and prints the bootstrap string.
 
-fn main() {
-    eprintln!(
-        "railyard {}: the broker is not built yet; run a simulation campaign with \
-         `cargo run -p railyard-sim --release -- --seeds 1000`",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use railyard_node::config::{parse_topic_flag, LogFormat, NodeConfig, PeerConfig, TopicConfig};
+use railyard_node::server::start_node;
+use slog::{error, info, o, Drain, Logger};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "railyard",
+    version,
+    about = "Railyard: a Kafka-compatible event streaming platform"
+)]
+struct Cli {
+    /// Log level: trace, debug, info, warning, error.
+    #[arg(long, global = true, env = "RAILYARD_LOG", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, global = true, env = "RAILYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Term)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node from a TOML config file; flags and RAILYARD_* variables override it.
+    Start {
+        #[arg(long, env = "RAILYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long, env = "RAILYARD_ID")]
+        id: Option<u64>,
+        #[arg(long, env = "RAILYARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "RAILYARD_KAFKA_LISTEN")]
+        kafka_listen: Option<SocketAddr>,
+        #[arg(long, env = "RAILYARD_RAFT_LISTEN")]
+        raft_listen: Option<SocketAddr>,
+        /// Extra static topics, `name:partitions[:replication]`.
+        #[arg(long = "topic", value_parser = parse_topic_flag)]
+        topics: Vec<TopicConfig>,
+    },
+    /// Run a local cluster in this process (Kafka listeners on consecutive ports).
+    Dev {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value = "./railyard-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        #[arg(long, default_value_t = 9092)]
+        kafka_port: u16,
+        #[arg(long, default_value_t = 19092)]
+        raft_port: u16,
+        /// Static topics, `name:partitions[:replication]` (replication is capped at --nodes).
+        #[arg(long = "topic", value_parser = parse_topic_flag, default_values_t = default_dev_topics())]
+        topics: Vec<TopicConfig>,
+    },
+}
+
+fn default_dev_topics() -> Vec<TopicConfig> {
+    vec![TopicConfig {
+        name: "events".into(),
+        partitions: 3,
+        replication_factor: 3,
+    }]
+}
+
+fn logger(level: &str, format: LogFormat) -> Logger {
+    let level = level.parse::<slog::Level>().unwrap_or(slog::Level::Info);
+    match format {
+        LogFormat::Term => {
+            let decorator = slog_term::TermDecorator::new().stderr().build();
+            let drain = slog_term::FullFormat::new(decorator).build().fuse();
+            let drain = slog_async::Async::new(drain).build().fuse();
+            Logger::root(drain.filter_level(level).fuse(), o!())
+        }
+        LogFormat::Json => {
+            let drain = slog_json::Json::default(std::io::stderr()).fuse();
+            let drain = slog_async::Async::new(drain).build().fuse();
+            Logger::root(drain.filter_level(level).fuse(), o!())
+        }
+    }
+}
+
+fn dev_configs(
+    nodes: u64,
+    data_dir: PathBuf,
+    host: IpAddr,
+    kafka_port: u16,
+    raft_port: u16,
+    mut topics: Vec<TopicConfig>,
+) -> Vec<NodeConfig> {
+    for t in topics.iter_mut() {
+        t.replication_factor = t.replication_factor.min(nodes as u32);
+    }
+    let peers: Vec<PeerConfig> = (1..=nodes)
+        .map(|id| PeerConfig {
+            id,
+            raft_addr: SocketAddr::new(host, raft_port + id as u16 - 1),
+            kafka_addr: SocketAddr::new(host, kafka_port + id as u16 - 1),
+            rack: None,
+        })
+        .collect();
+    peers
+        .iter()
+        .map(|p| NodeConfig {
+            id: p.id,
+            data_dir: data_dir.join(format!("node-{}", p.id)),
+            kafka_listen: p.kafka_addr,
+            raft_listen: p.raft_addr,
+            peers: peers.clone(),
+            topics: topics.clone(),
+            tick_ms: 100,
+            log_format: LogFormat::Term,
+            log_level: "info".into(),
+        })
+        .collect()
+}
+
+async fn run(cli: Cli, log: Logger) -> Result<(), String> {
+    let configs = match cli.command {
+        Command::Start {
+            config,
+            id,
+            data_dir,
+            kafka_listen,
+            raft_listen,
+            topics,
+        } => {
+            let mut c = NodeConfig::from_file(&config).map_err(|e| e.to_string())?;
+            if let Some(v) = id {
+                c.id = v;
+            }
+            if let Some(v) = data_dir {
+                c.data_dir = v;
+            }
+            if let Some(v) = kafka_listen {
+                c.kafka_listen = v;
+            }
+            if let Some(v) = raft_listen {
+                c.raft_listen = v;
+            }
+            c.topics.extend(topics);
+            vec![c]
+        }
+        Command::Dev {
+            nodes,
+            data_dir,
+            host,
+            kafka_port,
+            raft_port,
+            topics,
+        } => dev_configs(nodes, data_dir, host, kafka_port, raft_port, topics),
+    };
+    let mut running = Vec::new();
+    for c in configs {
+        running.push(start_node(c, &log).await.map_err(|e| e.to_string())?);
+    }
+    let bootstrap: Vec<String> = running.iter().map(|n| n.kafka_addr.to_string()).collect();
+    info!(log, "railyard is up"; "bootstrap" => bootstrap.join(","));
+    println!("bootstrap.servers={}", bootstrap.join(","));
+    wait_for_signal().await;
+    info!(log, "shutting down");
+    for n in &running {
+        n.handle.shutdown();
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = logger(&cli.log_level, cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    match rt.block_on(run(cli, log.clone())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(log, "railyard failed to start"; "error" => %e);
+            eprintln!("railyard: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,270 @@
+//! Node configuration: a TOML file whose every field a CLI flag or a `RAILYARD_*` environment
+//! variable can override (flags win over the environment, which wins over the file).
+//!
+//! Topics are static for now: each is listed in the file (or given with `--topic
+//! name:partitions[:replication]`) and every node places replicas with the same deterministic
+//! function, so all nodes agree without a controller. The controller raft group that makes
+//! topics dynamic (CreateTopics/DeleteTopics) is the next step of issue 3.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use railyard_core::types::{valid_topic_name, NodeId, PartitionId, TopicPartition};
+use serde::Deserialize;
+
+/// One broker of the cluster, as every node's config names it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub id: NodeId,
+    /// Node-to-node (raft) address.
+    pub raft_addr: SocketAddr,
+    /// Address Kafka clients are told to connect to.
+    pub kafka_addr: SocketAddr,
+    #[serde(default)]
+    pub rack: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub name: String,
+    pub partitions: u32,
+    #[serde(default = "default_replication")]
+    pub replication_factor: u32,
+}
+
+fn default_replication() -> u32 {
+    3
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Term,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    /// Where this node listens for Kafka clients.
+    pub kafka_listen: SocketAddr,
+    /// Where this node listens for its peers.
+    pub raft_listen: SocketAddr,
+    /// Every broker of the cluster, this one included.
+    pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub topics: Vec<TopicConfig>,
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+fn default_tick_ms() -> u64 {
+    100
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    pub fn from_file(path: &std::path::Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(toml::from_str(&text)?)
+    }
+
+    /// Checks what the types cannot: ids, topic names, replication factors.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.id == 0 {
+            return bad("node id 0 is reserved (raft)".into());
+        }
+        if !self.peers.iter().any(|p| p.id == self.id) {
+            return bad(format!("peers do not list this node ({})", self.id));
+        }
+        let mut ids: Vec<NodeId> = self.peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.peers.len() || ids.contains(&0) {
+            return bad("peer ids must be unique and non-zero".into());
+        }
+        for t in &self.topics {
+            if !valid_topic_name(&t.name) {
+                return bad(format!("invalid topic name {:?}", t.name));
+            }
+            if t.partitions == 0 || t.replication_factor == 0 {
+                return bad(format!("topic {} needs partitions and replicas", t.name));
+            }
+            if t.replication_factor as usize > self.peers.len() {
+                return bad(format!(
+                    "topic {} wants {} replicas but the cluster has {} brokers",
+                    t.name,
+                    t.replication_factor,
+                    self.peers.len()
+                ));
+            }
+        }
+        if self.tick_ms == 0 {
+            return bad("tick_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Every partition of every topic and its replicas, the same on every node: partition `p` of
+    /// the `k`-th topic starts at broker `(k + p) % n` and takes the next `rf` brokers, so
+    /// replicas and first replicas (preferred leaders) spread evenly.
+    pub fn assignments(&self) -> BTreeMap<TopicPartition, Vec<NodeId>> {
+        let mut ids: Vec<NodeId> = self.peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        let mut out = BTreeMap::new();
+        for (k, t) in self.topics.iter().enumerate() {
+            for p in 0..t.partitions as usize {
+                let replicas = (0..t.replication_factor as usize)
+                    .map(|j| ids[(k + p + j) % n])
+                    .collect();
+                out.insert(
+                    TopicPartition::new(t.name.clone(), p as PartitionId),
+                    replicas,
+                );
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for TopicConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}",
+            self.name, self.partitions, self.replication_factor
+        )
+    }
+}
+
+/// Parses `name:partitions[:replication]`.
+pub fn parse_topic_flag(s: &str) -> Result<TopicConfig, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let num = |v: &str| v.parse::<u32>().map_err(|e| format!("{s}: {e}"));
+    match parts.as_slice() {
+        [name] => Ok(TopicConfig {
+            name: name.to_string(),
+            partitions: 1,
+            replication_factor: 3,
+        }),
+        [name, p] => Ok(TopicConfig {
+            name: name.to_string(),
+            partitions: num(p)?,
+            replication_factor: 3,
+        }),
+        [name, p, r] => Ok(TopicConfig {
+            name: name.to_string(),
+            partitions: num(p)?,
+            replication_factor: num(r)?,
+        }),
+        _ => Err(format!("expected name:partitions[:replication], got {s}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> NodeConfig {
+        let peers = (1..=3)
+            .map(|id| PeerConfig {
+                id,
+                raft_addr: format!("127.0.0.1:{}", 19000 + id).parse().unwrap(),
+                kafka_addr: format!("127.0.0.1:{}", 9091 + id).parse().unwrap(),
+                rack: None,
+            })
+            .collect();
+        NodeConfig {
+            id: 1,
+            data_dir: "/tmp/x".into(),
+            kafka_listen: "127.0.0.1:9092".parse().unwrap(),
+            raft_listen: "127.0.0.1:19001".parse().unwrap(),
+            peers,
+            topics: vec![TopicConfig {
+                name: "t".into(),
+                partitions: 3,
+                replication_factor: 3,
+            }],
+            tick_ms: 100,
+            log_format: LogFormat::Term,
+            log_level: "info".into(),
+        }
+    }
+
+    #[test]
+    fn test_assignment_spreads_preferred_leaders() {
+        let c = three();
+        c.validate().unwrap();
+        let a = c.assignments();
+        let firsts: Vec<NodeId> = a.values().map(|r| r[0]).collect();
+        assert_eq!(firsts, vec![1, 2, 3]);
+        assert!(a.values().all(|r| r.len() == 3));
+    }
+
+    #[test]
+    fn test_invalid_configs_are_refused() {
+        let mut c = three();
+        c.topics[0].replication_factor = 4;
+        assert!(c.validate().is_err());
+        let mut c = three();
+        c.topics[0].name = "a/b".into();
+        assert!(c.validate().is_err());
+        let mut c = three();
+        c.id = 9;
+        assert!(c.validate().is_err());
+        assert!(parse_topic_flag("x:2:1").unwrap().partitions == 2);
+        assert!(parse_topic_flag("x:y").is_err());
+    }
+
+    #[test]
+    fn test_toml_round_trip() {
+        let text = r#"
+            id = 2
+            data_dir = "/var/lib/railyard"
+            kafka_listen = "0.0.0.0:9092"
+            raft_listen = "0.0.0.0:19092"
+            [[peers]]
+            id = 2
+            raft_addr = "10.0.0.2:19092"
+            kafka_addr = "10.0.0.2:9092"
+            rack = "a"
+            [[topics]]
+            name = "orders"
+            partitions = 6
+        "#;
+        let c: NodeConfig = toml::from_str(text).unwrap();
+        assert_eq!(c.topics[0].replication_factor, 3);
+        assert_eq!(c.tick_ms, 100);
+        assert_eq!(c.peers[0].rack.as_deref(), Some("a"));
+    }
+}

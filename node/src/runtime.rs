@@ -1,0 +1,350 @@
+//! The node runtime: one dedicated thread owns the sans-IO core [`Node`] and does all its disk
+//! IO and fsyncs; tokio tasks own the sockets.
+//!
+//! The core thread waits on one channel of [`CoreCmd`]s (peer envelopes from the transport,
+//! client requests from the Kafka listener), drains everything queued, ticks raft when a tick
+//! is due, and runs [`Node::step`] until nothing is ready. Because it drains the queue before
+//! stepping, every request that arrived during the previous fsync is covered by the next one:
+//! group commit falls out of the loop. Envelopes leave through bounded per-peer queues
+//! ([`crate::transport`]); a full queue drops the envelope, which raft treats as loss.
+//!
+//! After each step the thread publishes a [`ClusterView`] (leaders, epochs, in-sync replicas of
+//! the partitions it hosts) that the Kafka listener answers Metadata from.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use railyard_core::api::{Request, Response};
+use railyard_core::disk::Disk;
+use railyard_core::log::LogConfig;
+use railyard_core::network::{Envelope, Network};
+use railyard_core::node::{Node, NodeConfig as CoreNodeConfig, PartitionSpec};
+use railyard_core::replica::ReplicaConfig;
+use railyard_core::types::NodeId;
+use slog::{error, info, Logger};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::broker::{Broker, BrokerInfo, ClusterView, PartitionView, TopicView};
+use crate::config::NodeConfig;
+use crate::file_disk::FileDisk;
+
+/// Most commands queued for the core thread before new peer envelopes are dropped.
+pub const CORE_QUEUE_MAX: usize = 16 * 1024;
+
+/// How often the core thread republishes the cluster view.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
+/// What the core thread is asked to do.
+pub enum CoreCmd {
+    /// An envelope from a peer.
+    Peer(Envelope),
+    /// A client request and where to send its reply.
+    Client(Request, oneshot::Sender<Response>),
+    /// Stop: answer what can be answered and exit.
+    Shutdown,
+}
+
+/// A cheap handle to a running node: implements [`Broker`] for the Kafka listener.
+#[derive(Clone)]
+pub struct NodeHandle {
+    id: NodeId,
+    cmds: SyncSender<CoreCmd>,
+    view: Arc<RwLock<ClusterView>>,
+}
+
+impl NodeHandle {
+    /// Queues an envelope from a peer; drops it if the core is saturated (raft retransmits).
+    pub fn deliver(&self, env: Envelope) {
+        match self.cmds.try_send(CoreCmd::Peer(env)) {
+            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.cmds.send(CoreCmd::Shutdown);
+    }
+}
+
+impl Broker for NodeHandle {
+    fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn cluster(&self) -> ClusterView {
+        self.view.read().expect("view lock poisoned").clone()
+    }
+
+    async fn request(&self, request: Request) -> Response {
+        let (tx, rx) = oneshot::channel();
+        let fallback = unavailable(&request);
+        // A blocking send would stall a tokio worker; the queue is large and a full queue means
+        // the node is overloaded, which the client sees as a timeout.
+        if self.cmds.try_send(CoreCmd::Client(request, tx)).is_err() {
+            return fallback;
+        }
+        rx.await.unwrap_or(fallback)
+    }
+}
+
+/// The answer when the core cannot take or finish a request.
+fn unavailable(request: &Request) -> Response {
+    use railyard_core::api::ClientError::Indeterminate;
+    let e = Indeterminate {
+        reason: "node overloaded or stopping",
+    };
+    match request {
+        Request::Produce { .. } => Response::Produce(Err(e)),
+        Request::Fetch { .. } => Response::Fetch(Err(e)),
+        Request::ListOffsets { .. } => Response::ListOffsets(Err(e)),
+        Request::OffsetForLeaderEpoch { .. } => Response::OffsetForLeaderEpoch(Err(e)),
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory: {0}")]
+    Disk(String),
+    #[error("opening partitions: {0}")]
+    Core(String),
+}
+
+/// Per-peer outbound queues, filled by the core thread.
+pub type PeerQueues = BTreeMap<NodeId, mpsc::Sender<Envelope>>;
+
+struct QueueNet<'a> {
+    peers: &'a PeerQueues,
+}
+
+impl Network for QueueNet<'_> {
+    fn send(&mut self, envelope: Envelope) {
+        if let Some(q) = self.peers.get(&envelope.to) {
+            // Full or closed: drop, raft retransmits.
+            let _ = q.try_send(envelope);
+        }
+    }
+}
+
+/// Opens the node's storage and starts its core thread. `peers` are the outbound queues the
+/// transport drains; the returned handle feeds the core.
+pub fn start_core(
+    config: &NodeConfig,
+    peers: PeerQueues,
+    logger: &Logger,
+) -> Result<NodeHandle, StartError> {
+    let disk = FileDisk::open(&config.data_dir).map_err(|e| StartError::Disk(e.to_string()))?;
+    let assignments = config.assignments();
+    let partitions: Vec<PartitionSpec> = assignments
+        .iter()
+        .filter(|(_, replicas)| replicas.contains(&config.id))
+        .map(|(tp, replicas)| PartitionSpec {
+            tp: tp.clone(),
+            voters: replicas.clone(),
+        })
+        .collect();
+    let core_config = CoreNodeConfig {
+        id: config.id,
+        seed: config.id ^ now_ms() as u64,
+        replica: ReplicaConfig::default(),
+        log: LogConfig::default(),
+        partitions,
+        retention_check_ms: 60_000,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(CORE_QUEUE_MAX);
+    let view = Arc::new(RwLock::new(static_view(config)));
+    let handle = NodeHandle {
+        id: config.id,
+        cmds: tx,
+        view: view.clone(),
+    };
+    let logger = logger.clone();
+    let tick = Duration::from_millis(config.tick_ms);
+    let static_view = static_view(config);
+    // Open in the core thread: the Node is single-threaded (Rc) and must live there.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
+    std::thread::Builder::new()
+        .name(format!("railyard-core-{}", config.id))
+        .spawn(move || {
+            let disk: Rc<dyn Disk> = Rc::new(disk);
+            let node = match Node::open(core_config, disk, &logger) {
+                Ok(n) => {
+                    let _ = ready_tx.send(Ok(()));
+                    n
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(StartError::Core(e.to_string())));
+                    return;
+                }
+            };
+            core_loop(node, rx, peers, view, static_view, tick, &logger);
+        })
+        .map_err(|e| StartError::Core(e.to_string()))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(StartError::Core("core thread died while opening".into())),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The view before any leader is known: brokers and topics from the config.
+fn static_view(config: &NodeConfig) -> ClusterView {
+    let brokers = config
+        .peers
+        .iter()
+        .map(|p| BrokerInfo {
+            id: p.id,
+            host: p.kafka_addr.ip().to_string(),
+            port: p.kafka_addr.port(),
+            rack: p.rack.clone(),
+        })
+        .collect();
+    let mut topics: BTreeMap<String, TopicView> = BTreeMap::new();
+    for (tp, replicas) in config.assignments() {
+        let t = topics.entry(tp.topic.clone()).or_insert_with(|| TopicView {
+            name: tp.topic.clone(),
+            id: topic_id(&tp.topic),
+            partitions: Vec::new(),
+        });
+        t.partitions.push(PartitionView {
+            partition: tp.partition,
+            leader: None,
+            leader_epoch: -1,
+            replicas,
+            isr: Vec::new(),
+        });
+    }
+    ClusterView {
+        cluster_id: "railyard".into(),
+        controller: None,
+        brokers,
+        topics: topics.into_values().collect(),
+    }
+}
+
+/// A stable 16-byte id for a static topic (FNV-1a of the name, twice).
+pub fn topic_id(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (half, seed) in [0xcbf2_9ce4_8422_2325u64, 0x8422_2325_cbf2_9ce4]
+        .iter()
+        .enumerate()
+    {
+        let mut h = *seed;
+        for b in name.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        out[half * 8..half * 8 + 8].copy_from_slice(&h.to_be_bytes());
+    }
+    out
+}
+
+fn core_loop(
+    mut node: Node,
+    rx: Receiver<CoreCmd>,
+    peers: PeerQueues,
+    view: Arc<RwLock<ClusterView>>,
+    base_view: ClusterView,
+    tick: Duration,
+    logger: &Logger,
+) {
+    let mut next_tick = Instant::now() + tick;
+    let mut waiting: BTreeMap<u64, oneshot::Sender<Response>> = BTreeMap::new();
+    let mut next_id: u64 = 1;
+    let mut last_publish = Instant::now() - PUBLISH_EVERY;
+    info!(logger, "core started"; "partitions" => node.replicas().count());
+    loop {
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        let first = match rx.recv_timeout(timeout) {
+            Ok(cmd) => Some(cmd),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut stop = false;
+        let mut handle = |cmd: CoreCmd, node: &mut Node| match cmd {
+            CoreCmd::Peer(env) => node.handle_envelope(env),
+            CoreCmd::Client(req, reply) => {
+                let id = next_id;
+                next_id += 1;
+                waiting.insert(id, reply);
+                node.handle_request(now_ms(), id, req);
+            }
+            CoreCmd::Shutdown => stop = true,
+        };
+        if let Some(cmd) = first {
+            handle(cmd, &mut node);
+            // Drain what queued meanwhile so one fsync covers all of it.
+            while let Ok(cmd) = rx.try_recv() {
+                handle(cmd, &mut node);
+            }
+        }
+        if Instant::now() >= next_tick {
+            next_tick += tick;
+            if let Err(e) = node.tick(now_ms()) {
+                error!(logger, "storage failed; stopping"; "error" => %e);
+                return;
+            }
+        }
+        let mut net = QueueNet { peers: &peers };
+        while node.has_ready() {
+            if let Err(e) = node.step(&mut net) {
+                // Fail-stop (see core::node): nothing from the failed step was acknowledged.
+                error!(logger, "storage failed; stopping"; "error" => %e);
+                return;
+            }
+        }
+        while let Some((id, resp)) = node.poll_reply() {
+            if let Some(tx) = waiting.remove(&id) {
+                let _ = tx.send(resp);
+            }
+        }
+        // Metadata may lag by a few milliseconds; rebuilding it after every step would cost more
+        // than the step itself with many partitions.
+        if last_publish.elapsed() >= PUBLISH_EVERY || stop {
+            publish(&node, &base_view, &view);
+            last_publish = Instant::now();
+        }
+        if stop {
+            node.abandon_pending();
+            while let Some((id, resp)) = node.poll_reply() {
+                if let Some(tx) = waiting.remove(&id) {
+                    let _ = tx.send(resp);
+                }
+            }
+            info!(logger, "core stopped");
+            return;
+        }
+    }
+}
+
+/// Fills leaders, epochs and ISRs of the locally hosted partitions into the shared view.
+fn publish(node: &Node, base: &ClusterView, view: &Arc<RwLock<ClusterView>>) {
+    let mut v = base.clone();
+    for t in v.topics.iter_mut() {
+        for p in t.partitions.iter_mut() {
+            let tp = railyard_core::types::TopicPartition::new(t.name.clone(), p.partition);
+            if let Some(r) = node.replica(&tp) {
+                let st = r.status();
+                p.leader = r.leader();
+                p.leader_epoch = st.term as i32;
+                // Only the leader knows who is caught up; elsewhere the ISR is reported empty
+                // (unknown) rather than guessed, until the controller publishes it.
+                p.isr = r.in_sync_replicas();
+            }
+        }
+    }
+    if let Ok(mut w) = view.write() {
+        if *w != v {
+            *w = v;
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Assembles a running node: binds the Kafka and raft listeners, starts the core thread, the
+//! per-peer transport tasks and the Kafka listener.
+
+use std::net::SocketAddr;
+
+use slog::{info, o, Logger};
+use tokio::net::TcpListener;
+
+use crate::config::NodeConfig;
+use crate::kafka::{self, KafkaConfig};
+use crate::runtime::{start_core, NodeHandle, PeerQueues};
+use crate::transport;
+
+/// A started node.
+pub struct RunningNode {
+    pub handle: NodeHandle,
+    pub kafka_addr: SocketAddr,
+    pub raft_addr: SocketAddr,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Start(#[from] crate::runtime::StartError),
+}
+
+/// Starts one node inside the current tokio runtime.
+pub async fn start_node(config: NodeConfig, logger: &Logger) -> Result<RunningNode, ServeError> {
+    config.validate()?;
+    let logger = logger.new(o!("node" => config.id));
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let kafka_listener = bind(config.kafka_listen).await?;
+    let raft_listener = bind(config.raft_listen).await?;
+    let kafka_addr = kafka_listener
+        .local_addr()
+        .expect("bound listener has an address");
+    let raft_addr = raft_listener
+        .local_addr()
+        .expect("bound listener has an address");
+    let mut queues = PeerQueues::new();
+    for peer in config.peers.iter().filter(|p| p.id != config.id) {
+        let (tx, rx) = transport::peer_queue();
+        queues.insert(peer.id, tx);
+        tokio::spawn(transport::run_outbound(
+            peer.id,
+            peer.raft_addr,
+            rx,
+            logger.clone(),
+        ));
+    }
+    let handle = start_core(&config, queues, &logger)?;
+    tokio::spawn(transport::run_inbound(
+        raft_listener,
+        handle.clone(),
+        config.id,
+        logger.clone(),
+    ));
+    tokio::spawn(kafka::serve(
+        kafka_listener,
+        handle.clone(),
+        KafkaConfig::default(),
+        logger.clone(),
+    ));
+    info!(logger, "node started"; "kafka" => %kafka_addr, "raft" => %raft_addr,
+        "data_dir" => %config.data_dir.display());
+    Ok(RunningNode {
+        handle,
+        kafka_addr,
+        raft_addr,
+    })
+}
