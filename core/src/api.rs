@@ -55,6 +55,18 @@ pub enum Request {
         tp: TopicPartition,
         epoch: Term,
     },
+    /// Create a topic through the controller (the metadata partition's leader).
+    CreateTopic {
+        name: String,
+        partitions: i64,
+        replication_factor: i64,
+        configs: std::collections::BTreeMap<String, String>,
+        /// Check everything, change nothing.
+        validate_only: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
 }
 
 /// Errors a client can get. Each maps onto one Kafka error code (in parentheses).
@@ -86,6 +98,27 @@ pub enum ClientError {
     /// The partition's storage failed (KAFKA_STORAGE_ERROR).
     #[error("storage error: {0}")]
     Storage(String),
+    /// This node is not the controller (NOT_CONTROLLER); the controller it knows, if any.
+    #[error("not the controller; controller is {controller:?}")]
+    NotController { controller: Option<NodeId> },
+    /// TOPIC_ALREADY_EXISTS.
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    /// UNKNOWN_TOPIC_OR_PARTITION, for admin requests on a topic that does not exist.
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    /// INVALID_TOPIC_EXCEPTION.
+    #[error("invalid topic name {0:?}")]
+    InvalidTopic(String),
+    /// INVALID_PARTITIONS.
+    #[error("invalid number of partitions {0}")]
+    InvalidPartitions(i64),
+    /// INVALID_REPLICATION_FACTOR.
+    #[error("replication factor {asked} is not in 1..={brokers}")]
+    InvalidReplicationFactor { asked: i64, brokers: usize },
+    /// INVALID_CONFIG.
+    #[error("invalid config {key}={value}")]
+    InvalidConfig { key: String, value: String },
 }
 
 impl ClientError {
@@ -111,4 +144,21 @@ pub enum Response {
     ListOffsets(Result<(Offset, Millis), ClientError>),
     /// (epoch, end offset) as in Kafka's OffsetForLeaderEpoch; (-1, -1) when unknown.
     OffsetForLeaderEpoch(Result<(i64, Offset), ClientError>),
+    /// The topic exists on every node that applied the record (or, validate_only, could).
+    CreateTopic(Result<(), ClientError>),
+    DeleteTopic(Result<(), ClientError>),
+}
+
+impl Response {
+    /// The reply carrying `err` for a request of the same kind as `request`.
+    pub fn error_for(request: &Request, err: ClientError) -> Response {
+        match request {
+            Request::Produce { .. } => Response::Produce(Err(err)),
+            Request::Fetch { .. } => Response::Fetch(Err(err)),
+            Request::ListOffsets { .. } => Response::ListOffsets(Err(err)),
+            Request::OffsetForLeaderEpoch { .. } => Response::OffsetForLeaderEpoch(Err(err)),
+            Request::CreateTopic { .. } => Response::CreateTopic(Err(err)),
+            Request::DeleteTopic { .. } => Response::DeleteTopic(Err(err)),
+        }
+    }
 }

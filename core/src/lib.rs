@@ -11,6 +11,7 @@ pub mod api;
 pub mod batch;
 pub mod disk;
 pub mod log;
+pub mod metadata;
 pub mod network;
 pub mod node;
 pub mod replica;

@@ -29,9 +29,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
 
-use crate::api::{ClientError, Request, RequestId, Response};
+use crate::api::{Acks, ClientError, Request, RequestId, Response};
 use crate::disk::Disk;
 use crate::log::LogConfig;
+use crate::metadata::{
+    is_internal_topic, metadata_tp, place_replicas, records_of_batch, topic_id, CreateTopic,
+    DeleteTopic, ImageChange, MetadataImage, MetadataRecord, PlacementError, RecordKind,
+};
 use crate::network::{Envelope, GroupMessage, Network};
 use crate::replica::{is_vote_request, Replica, ReplicaConfig, Replies};
 use crate::storage::{OpenReport, PartitionStorage, StorageError};
@@ -51,9 +55,15 @@ pub struct NodeConfig {
     pub seed: u64,
     pub replica: ReplicaConfig,
     pub log: LogConfig,
+    /// Partitions hosted regardless of the metadata log (the simulator's fixed layout).
     pub partitions: Vec<PartitionSpec>,
     /// How often retention runs.
     pub retention_check_ms: Millis,
+    /// Voters of the metadata partition (the controller quorum). Empty: no metadata group, only
+    /// the fixed `partitions`. A node hosts the metadata partition iff it is a voter.
+    pub metadata_voters: Vec<NodeId>,
+    /// Every broker of the cluster, for placing new topics' replicas.
+    pub brokers: Vec<NodeId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,60 +97,85 @@ pub struct Node {
     last_retention_ms: Millis,
     stats: NodeStats,
     open_reports: BTreeMap<TopicPartition, OpenReport>,
+    disk: Rc<dyn Disk>,
+    logger: Logger,
+    /// The metadata log applied so far (empty without a metadata group).
+    image: MetadataImage,
+    /// Admin requests proposed to the metadata log, by request id: their produce reply is
+    /// translated into the admin reply.
+    admin_pending: BTreeMap<RequestId, AdminPending>,
+}
+
+/// An admin request whose metadata record is being committed.
+#[derive(Debug, Clone)]
+enum AdminPending {
+    Create(String),
+    Delete(String),
 }
 
 impl Node {
-    /// Opens every configured partition from `disk` (recovering each log).
+    /// Opens the node: the metadata partition first (replaying its committed records into the
+    /// image), then every partition the fixed layout or the image assigns to this node.
     pub fn open(
         config: NodeConfig,
         disk: Rc<dyn Disk>,
         logger: &Logger,
     ) -> Result<Node, NodeError> {
         let logger = logger.new(o!("node" => config.id));
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let mut replicas = BTreeMap::new();
-        let mut open_reports = BTreeMap::new();
-        for spec in &config.partitions {
-            assert!(
-                spec.voters.contains(&config.id),
-                "{} hosts {}",
-                config.id,
-                spec.tp
-            );
-            let wrap = |source| NodeError::Storage {
-                tp: spec.tp.clone(),
-                source,
-            };
-            let (storage, report) = PartitionStorage::open(
-                disk.clone(),
-                &spec.tp.dir(),
-                config.log.clone(),
-                &spec.voters,
-            )
-            .map_err(wrap)?;
-            let replica = Replica::open(
-                config.id,
-                spec.tp.clone(),
-                storage,
-                &report,
-                config.replica.clone(),
-                &mut rng,
-                &logger,
-            )
-            .map_err(wrap)?;
-            replicas.insert(spec.tp.clone(), replica);
-            open_reports.insert(spec.tp.clone(), report);
-        }
-        Ok(Node {
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut node = Node {
             id: config.id,
             config,
-            replicas,
+            replicas: BTreeMap::new(),
             rng,
             replies: VecDeque::new(),
             last_retention_ms: 0,
             stats: NodeStats::default(),
-            open_reports,
-        })
+            open_reports: BTreeMap::new(),
+            disk,
+            logger,
+            image: MetadataImage::default(),
+            admin_pending: BTreeMap::new(),
+        };
+        if node.config.metadata_voters.contains(&node.config.id) {
+            let voters = node.config.metadata_voters.clone();
+            node.open_replica(metadata_tp(), &voters, &BTreeMap::new())?;
+            node.replay_metadata()?;
+        }
+        let mut wanted: BTreeMap<TopicPartition, (Vec<NodeId>, BTreeMap<String, String>)> =
+            BTreeMap::new();
+        for spec in &node.config.partitions {
+            assert!(
+                spec.voters.contains(&node.config.id),
+                "{} hosts {}",
+                node.config.id,
+                spec.tp
+            );
+            wanted.insert(spec.tp.clone(), (spec.voters.clone(), BTreeMap::new()));
+        }
+        for t in node.image.topics.values() {
+            for (p, replicas) in &t.partitions {
+                if replicas.contains(&node.config.id) {
+                    let tp = TopicPartition::new(t.name.clone(), *p);
+                    wanted.insert(tp, (replicas.clone(), t.configs.clone()));
+                }
+            }
+        }
+        for (tp, (voters, configs)) in wanted {
+            node.open_replica(tp, &voters, &configs)?;
+        }
+        node.remove_leftover_partitions();
+        Ok(node)
+    }
+
+    /// The metadata image (topics and assignments) this node has applied.
+    pub fn metadata(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    /// The controller: the leader of the metadata partition, if known here.
+    pub fn controller(&self) -> Option<NodeId> {
+        self.replicas.get(&metadata_tp()).and_then(|r| r.leader())
     }
 
     pub fn id(&self) -> NodeId {
@@ -193,23 +228,25 @@ impl Node {
             | Request::Fetch { tp, .. }
             | Request::ListOffsets { tp, .. }
             | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
+            Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
+                return self.handle_admin(now_ms, id, request);
+            }
         };
-        let Some(replica) = self.replicas.get_mut(&tp) else {
-            let err = ClientError::UnknownPartition(tp);
-            let reply = match request {
-                Request::Produce { .. } => Response::Produce(Err(err)),
-                Request::Fetch { .. } => Response::Fetch(Err(err)),
-                Request::ListOffsets { .. } => Response::ListOffsets(Err(err)),
-                Request::OffsetForLeaderEpoch { .. } => Response::OffsetForLeaderEpoch(Err(err)),
-            };
-            self.replies.push_back((id, reply));
-            return;
+        let replica = match self.replicas.get_mut(&tp) {
+            // The metadata log is not a client topic.
+            Some(r) if !is_internal_topic(&tp.topic) => r,
+            _ => {
+                let err = ClientError::UnknownPartition(tp);
+                self.replies
+                    .push_back((id, Response::error_for(&request, err)));
+                return;
+            }
         };
         let reply = match request {
             Request::Produce { acks, batch, .. } => {
                 let mut replies = Replies::new();
                 replica.produce(now_ms, id, acks, batch, &mut self.rng, &mut replies);
-                self.replies.extend(replies);
+                self.push_replies(replies);
                 return;
             }
             Request::Fetch {
@@ -218,6 +255,9 @@ impl Node {
             Request::ListOffsets { spec, .. } => Response::ListOffsets(replica.list_offsets(spec)),
             Request::OffsetForLeaderEpoch { epoch, .. } => {
                 Response::OffsetForLeaderEpoch(replica.offset_for_leader_epoch(epoch))
+            }
+            Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
+                unreachable!("handled above")
             }
         };
         self.replies.push_back((id, reply));
@@ -230,7 +270,7 @@ impl Node {
         for replica in self.replicas.values_mut() {
             replica.tick(now_ms, &mut self.rng, &mut replies);
         }
-        self.replies.extend(replies);
+        self.push_replies(replies);
         if now_ms - self.last_retention_ms >= self.config.retention_check_ms {
             self.last_retention_ms = now_ms;
             for (tp, replica) in self.replicas.iter_mut() {
@@ -294,7 +334,9 @@ impl Node {
             replica.ready_finish(rd, &mut send, &mut self.rng, &mut replies);
         }
         self.flush(id, &mut outbox, net);
-        self.replies.extend(replies);
+        // Apply metadata first, so a CreateTopic is answered only once its replicas exist here.
+        self.drain_metadata()?;
+        self.push_replies(replies);
         Ok(())
     }
 
@@ -311,7 +353,257 @@ impl Node {
         for r in self.replicas.values_mut() {
             r.abandon_pending(&mut replies);
         }
-        self.replies.extend(replies);
+        self.push_replies(replies);
+    }
+
+    fn open_replica(
+        &mut self,
+        tp: TopicPartition,
+        voters: &[NodeId],
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), NodeError> {
+        let wrap = |source| NodeError::Storage {
+            tp: tp.clone(),
+            source,
+        };
+        let log = log_config_for(&self.config.log, configs);
+        let (storage, report) =
+            PartitionStorage::open(self.disk.clone(), &tp.dir(), log, voters).map_err(wrap)?;
+        let mut replica = Replica::open(
+            self.config.id,
+            tp.clone(),
+            storage,
+            &report,
+            self.config.replica.clone(),
+            &mut self.rng,
+            &self.logger,
+        )
+        .map_err(wrap)?;
+        if tp == metadata_tp() {
+            replica.enable_tap();
+        }
+        self.replicas.insert(tp.clone(), replica);
+        self.open_reports.insert(tp, report);
+        Ok(())
+    }
+
+    /// Rebuilds the image from the metadata log's committed entries (raft will not re-apply
+    /// them: a replica restarts with `applied` = its commit index).
+    fn replay_metadata(&mut self) -> Result<(), NodeError> {
+        let tp = metadata_tp();
+        let replica = self.replicas.get(&tp).expect("metadata replica opened");
+        let log = replica.storage().log();
+        let commit = replica.storage().state().commit.min(log.last_index());
+        let mut next = log.first_index();
+        let mut batches = Vec::new();
+        while next <= commit {
+            let entries =
+                crate::storage::with_retries(|| log.entries(next, commit + 1, Some(1 << 20)))
+                    .map_err(|e| NodeError::Storage {
+                        tp: tp.clone(),
+                        source: e.into(),
+                    })?;
+            for e in &entries {
+                if e.record_count > 0 {
+                    batches.push(e.data.clone());
+                }
+            }
+            next = entries.last().map_or(commit + 1, |e| e.index + 1);
+        }
+        for b in batches {
+            self.apply_metadata_batch(&b, false)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one committed metadata batch to the image and, when `act`, creates or deletes
+    /// the local replicas it changes.
+    fn apply_metadata_batch(&mut self, batch: &[u8], act: bool) -> Result<(), NodeError> {
+        let records = match records_of_batch(batch) {
+            Ok(r) => r,
+            Err(e) => {
+                // Committed, checksummed and validated at append: a record that does not decode
+                // is a bug or a newer version; skip it loudly rather than stop the cluster.
+                slog::error!(self.logger, "undecodable metadata record"; "error" => %e);
+                return Ok(());
+            }
+        };
+        for r in &records {
+            for change in self.image.apply(r) {
+                if act {
+                    self.apply_change(change)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_change(&mut self, change: ImageChange) -> Result<(), NodeError> {
+        match change {
+            ImageChange::PartitionAdded {
+                tp,
+                replicas,
+                configs,
+            } => {
+                if replicas.contains(&self.id) && !self.replicas.contains_key(&tp) {
+                    slog::info!(self.logger, "creating replica"; "tp" => %tp);
+                    self.open_replica(tp, &replicas, &configs)?;
+                }
+            }
+            ImageChange::PartitionRemoved { tp } => {
+                if let Some(mut r) = self.replicas.remove(&tp) {
+                    slog::info!(self.logger, "deleting replica"; "tp" => %tp);
+                    let mut replies = Replies::new();
+                    r.abandon_pending(&mut replies);
+                    self.push_replies(replies);
+                    self.open_reports.remove(&tp);
+                    drop(r);
+                    remove_dir_files(&*self.disk, &tp.dir());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the files of partitions this node no longer hosts (a delete interrupted by a
+    /// crash, or a topic deleted while the node was down).
+    fn remove_leftover_partitions(&mut self) {
+        if self.config.metadata_voters.is_empty() {
+            return;
+        }
+        let dirs = self.disk.list_dirs("").unwrap_or_default();
+        for d in dirs {
+            if !self.replicas.keys().any(|tp| tp.dir() == d) && looks_like_partition_dir(&d) {
+                slog::info!(self.logger, "removing leftover partition files"; "dir" => &d);
+                remove_dir_files(&*self.disk, &d);
+            }
+        }
+    }
+
+    /// Handles CreateTopic / DeleteTopic: validated here, then proposed to the metadata log;
+    /// the reply comes when the record commits.
+    fn handle_admin(&mut self, now_ms: Millis, id: RequestId, request: Request) {
+        let meta_tp = metadata_tp();
+        let Some(meta) = self.replicas.get(&meta_tp) else {
+            let e = ClientError::NotController { controller: None };
+            self.replies
+                .push_back((id, Response::error_for(&request, e)));
+            return;
+        };
+        if !meta.is_leader() {
+            let e = ClientError::NotController {
+                controller: meta.leader(),
+            };
+            self.replies
+                .push_back((id, Response::error_for(&request, e)));
+            return;
+        }
+        let in_flight = |name: &str, pending: &BTreeMap<RequestId, AdminPending>| {
+            pending.values().any(|p| match p {
+                AdminPending::Create(n) | AdminPending::Delete(n) => n == name,
+            })
+        };
+        let (record, pending) = match &request {
+            Request::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+                validate_only,
+            } => {
+                if self.image.topics.contains_key(name) || in_flight(name, &self.admin_pending) {
+                    let e = ClientError::TopicAlreadyExists(name.clone());
+                    self.replies.push_back((id, Response::CreateTopic(Err(e))));
+                    return;
+                }
+                if let Err(e) = check_topic_configs(configs) {
+                    self.replies.push_back((id, Response::CreateTopic(Err(e))));
+                    return;
+                }
+                let placed = place_replicas(
+                    &self.image,
+                    &self.config.brokers,
+                    name,
+                    *partitions,
+                    *replication_factor,
+                );
+                let assignments = match placed {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let e = match e {
+                            PlacementError::InvalidTopic(n) => ClientError::InvalidTopic(n),
+                            PlacementError::InvalidPartitions(p) => {
+                                ClientError::InvalidPartitions(p)
+                            }
+                            PlacementError::InvalidReplicationFactor { asked, brokers } => {
+                                ClientError::InvalidReplicationFactor { asked, brokers }
+                            }
+                        };
+                        self.replies.push_back((id, Response::CreateTopic(Err(e))));
+                        return;
+                    }
+                };
+                if *validate_only {
+                    self.replies.push_back((id, Response::CreateTopic(Ok(()))));
+                    return;
+                }
+                let record = MetadataRecord {
+                    kind: Some(RecordKind::CreateTopic(CreateTopic {
+                        name: name.clone(),
+                        topic_id: topic_id(name, self.image.records_applied).to_vec(),
+                        partitions: assignments,
+                        configs: configs.clone(),
+                    })),
+                };
+                (record, AdminPending::Create(name.clone()))
+            }
+            Request::DeleteTopic { name } => {
+                if !self.image.topics.contains_key(name) || in_flight(name, &self.admin_pending) {
+                    let e = ClientError::UnknownTopic(name.clone());
+                    self.replies.push_back((id, Response::DeleteTopic(Err(e))));
+                    return;
+                }
+                let record = MetadataRecord {
+                    kind: Some(RecordKind::DeleteTopic(DeleteTopic { name: name.clone() })),
+                };
+                (record, AdminPending::Delete(name.clone()))
+            }
+            _ => unreachable!("handle_admin gets admin requests only"),
+        };
+        self.admin_pending.insert(id, pending);
+        let batch = record.to_batch(now_ms);
+        let mut replies = Replies::new();
+        let meta = self.replicas.get_mut(&meta_tp).expect("checked above");
+        meta.produce(now_ms, id, Acks::All, batch, &mut self.rng, &mut replies);
+        self.push_replies(replies);
+    }
+
+    /// Queues replies, turning the produce replies of admin proposals into admin replies.
+    fn push_replies(&mut self, replies: Replies) {
+        for (id, resp) in replies {
+            let resp = match (self.admin_pending.remove(&id), resp) {
+                (Some(AdminPending::Create(_)), Response::Produce(r)) => {
+                    Response::CreateTopic(r.map(|_| ()))
+                }
+                (Some(AdminPending::Delete(_)), Response::Produce(r)) => {
+                    Response::DeleteTopic(r.map(|_| ()))
+                }
+                (Some(p), other) => panic!("admin request {p:?} got {other:?}"),
+                (None, other) => other,
+            };
+            self.replies.push_back((id, resp));
+        }
+    }
+
+    /// Applies what the metadata replica committed since the last call.
+    fn drain_metadata(&mut self) -> Result<(), NodeError> {
+        let Some(meta) = self.replicas.get_mut(&metadata_tp()) else {
+            return Ok(());
+        };
+        for b in meta.take_applied() {
+            self.apply_metadata_batch(&b, true)?;
+        }
+        Ok(())
     }
 
     fn flush(
@@ -343,4 +635,63 @@ fn queue(
         .entry(m.to)
         .or_default()
         .push(GroupMessage::encode(tp, &m));
+}
+
+/// The log config of a partition: the node's defaults with the topic's overrides.
+pub fn log_config_for(base: &LogConfig, configs: &BTreeMap<String, String>) -> LogConfig {
+    let mut c = base.clone();
+    for (k, v) in configs {
+        match k.as_str() {
+            "retention.ms" => c.retention_ms = v.parse::<i64>().ok().filter(|x| *x >= 0),
+            "retention.bytes" => {
+                c.retention_bytes = v.parse::<i64>().ok().filter(|x| *x >= 0).map(|x| x as u64)
+            }
+            "segment.bytes" => {
+                if let Ok(x) = v.parse::<u64>() {
+                    c.segment_bytes = x;
+                }
+            }
+            "segment.ms" => {
+                if let Ok(x) = v.parse::<i64>() {
+                    c.segment_ms = x;
+                }
+            }
+            _ => {}
+        }
+    }
+    c
+}
+
+/// The topic configs a CreateTopic may set, with their checks.
+fn check_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), ClientError> {
+    for (k, v) in configs {
+        let ok = match k.as_str() {
+            "retention.ms" | "retention.bytes" => v.parse::<i64>().is_ok_and(|x| x >= -1),
+            "segment.bytes" => v.parse::<u64>().is_ok_and(|x| x >= 1024),
+            "segment.ms" => v.parse::<i64>().is_ok_and(|x| x >= 1),
+            "cleanup.policy" => v == "delete",
+            _ => false,
+        };
+        if !ok {
+            return Err(ClientError::InvalidConfig {
+                key: k.clone(),
+                value: v.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether a directory name is `<topic>-<partition>` (so cleanup never touches anything else).
+fn looks_like_partition_dir(d: &str) -> bool {
+    d.rsplit_once('-')
+        .is_some_and(|(t, p)| crate::types::valid_topic_name(t) && p.parse::<u32>().is_ok())
+}
+
+/// Removes every file of a partition directory (best effort: leftovers are retried at the
+/// next start).
+fn remove_dir_files(disk: &dyn Disk, dir: &str) {
+    for name in disk.list(dir).unwrap_or_default() {
+        let _ = disk.remove(&crate::disk::join_path(dir, &name));
+    }
 }

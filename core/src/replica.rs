@@ -96,6 +96,9 @@ pub struct Replica {
     repair_target: Option<RaftIndex>,
     /// Produces pending when leadership was lost; answered `Indeterminate` at the next drain.
     lost_pending: Vec<PendingProduce>,
+    /// When set (the metadata partition), the data of every applied entry, in log order, for
+    /// the node to apply to its metadata image.
+    tap: Option<Vec<Bytes>>,
     logger: Logger,
 }
 
@@ -147,6 +150,7 @@ impl Replica {
             pending: BTreeMap::new(),
             repair_target: None,
             lost_pending: Vec::new(),
+            tap: None,
             logger,
         };
         replica.redraw_election_timeout(rng);
@@ -169,6 +173,16 @@ impl Replica {
 
     pub fn is_repairing(&self) -> bool {
         self.raw.store().is_repairing()
+    }
+
+    /// Starts collecting the data of applied entries (see [`Replica::take_applied`]).
+    pub fn enable_tap(&mut self) {
+        self.tap.get_or_insert_with(Vec::new);
+    }
+
+    /// The data of the entries applied since the last call, in log order.
+    pub fn take_applied(&mut self) -> Vec<Bytes> {
+        self.tap.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     pub fn has_ready(&self) -> bool {
@@ -526,6 +540,12 @@ impl Replica {
 
     fn apply(&mut self, committed: &[Entry], replies: &mut Replies) {
         for e in committed {
+            if let Some(tap) = self.tap.as_mut() {
+                if e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal && !e.data.is_empty()
+                {
+                    tap.push(e.data.clone());
+                }
+            }
             let Some(p) = self.pending.remove(&e.index) else {
                 continue;
             };

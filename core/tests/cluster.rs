@@ -18,6 +18,9 @@ use railyard_core::types::{NodeId, TopicPartition};
 
 struct Cluster {
     nodes: Vec<Node>,
+    disks: Vec<Rc<MemDisk>>,
+    log: LogConfig,
+    metadata: bool,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
     in_flight: Vec<Envelope>,
@@ -29,36 +32,60 @@ fn tp() -> TopicPartition {
     TopicPartition::new("t", 0)
 }
 
-fn config(id: NodeId, log: LogConfig) -> NodeConfig {
+/// A node of the fixed layout (one partition `t-0`), or, with `metadata`, a node whose
+/// partitions come from the metadata log only.
+fn config(id: NodeId, log: LogConfig, metadata: bool) -> NodeConfig {
     NodeConfig {
         id,
         seed: id,
         replica: ReplicaConfig::default(),
         log,
-        partitions: vec![PartitionSpec {
-            tp: tp(),
-            voters: vec![1, 2, 3],
-        }],
+        partitions: if metadata {
+            vec![]
+        } else {
+            vec![PartitionSpec {
+                tp: tp(),
+                voters: vec![1, 2, 3],
+            }]
+        },
         retention_check_ms: 50,
+        metadata_voters: if metadata { vec![1, 2, 3] } else { vec![] },
+        brokers: vec![1, 2, 3],
     }
 }
 
 impl Cluster {
     fn new(log: LogConfig) -> Cluster {
+        Cluster::with(log, false)
+    }
+
+    fn with(log: LogConfig, metadata: bool) -> Cluster {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let disks: Vec<Rc<MemDisk>> = (0..3).map(|_| Rc::new(MemDisk::new())).collect();
         let nodes = (1..=3)
             .map(|id| {
-                let disk: Rc<dyn Disk> = Rc::new(MemDisk::new());
-                Node::open(config(id, log.clone()), disk, &logger).unwrap()
+                let disk: Rc<dyn Disk> = disks[id as usize - 1].clone();
+                Node::open(config(id, log.clone(), metadata), disk, &logger).unwrap()
             })
             .collect();
         Cluster {
             nodes,
+            disks,
+            log,
+            metadata,
             cut: BTreeSet::new(),
             in_flight: Vec::new(),
             now_ms: 0,
             next_request: 1,
         }
+    }
+
+    /// Drops node `id` and opens it again from its disk (a clean restart).
+    fn restart(&mut self, id: NodeId) {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let disk: Rc<dyn Disk> = self.disks[id as usize - 1].clone();
+        let node = Node::open(config(id, self.log.clone(), self.metadata), disk, &logger).unwrap();
+        self.nodes[id as usize - 1] = node;
     }
 
     fn node(&mut self, id: NodeId) -> &mut Node {
@@ -329,4 +356,143 @@ fn test_lagging_follower_installs_snapshot_after_retention() {
         r,
         Response::Fetch(Err(ClientError::OffsetOutOfRange { .. }))
     ));
+}
+
+fn create(c: &mut Cluster, node: NodeId, name: &str, partitions: i64, rf: i64) -> Response {
+    c.request(
+        node,
+        Request::CreateTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            configs: Default::default(),
+            validate_only: false,
+        },
+    )
+}
+
+/// Topics are created and deleted through the metadata log: every node creates (and removes)
+/// its replicas when the record commits, a restarted node rebuilds them from its log, and bad
+/// admin requests get typed errors.
+#[test]
+fn test_create_and_delete_topics_through_the_metadata_log() {
+    let mut c = Cluster::with(LogConfig::default(), true);
+    let mut controller = None;
+    for _ in 0..100 {
+        c.tick(1);
+        controller = c.nodes.iter().find_map(|n| n.controller());
+        if controller.is_some() {
+            break;
+        }
+    }
+    let ctl = controller.expect("a controller is elected");
+    let other = (1..=3).find(|n| *n != ctl).unwrap();
+    assert_eq!(
+        create(&mut c, other, "orders", 2, 3),
+        Response::CreateTopic(Err(ClientError::NotController {
+            controller: Some(ctl)
+        }))
+    );
+    assert_eq!(
+        create(&mut c, ctl, "orders", 2, 3),
+        Response::CreateTopic(Ok(()))
+    );
+    assert_eq!(
+        create(&mut c, ctl, "orders", 2, 3),
+        Response::CreateTopic(Err(ClientError::TopicAlreadyExists("orders".into())))
+    );
+    assert!(matches!(
+        create(&mut c, ctl, "wide", 1, 4),
+        Response::CreateTopic(Err(ClientError::InvalidReplicationFactor { asked: 4, .. }))
+    ));
+    assert!(matches!(
+        create(&mut c, ctl, "bad/name", 1, 1),
+        Response::CreateTopic(Err(ClientError::InvalidTopic(_)))
+    ));
+    c.tick(3);
+    let o0 = TopicPartition::new("orders", 0);
+    for id in 1..=3 {
+        assert!(
+            c.node(id).replica(&o0).is_some(),
+            "node {id} lacks orders-0"
+        );
+        assert!(c.node(id).metadata().topics.contains_key("orders"));
+    }
+    // The new partitions elect leaders and take writes.
+    let mut leader = None;
+    for _ in 0..100 {
+        c.tick(1);
+        leader = c
+            .nodes
+            .iter()
+            .find(|n| n.replica(&o0).unwrap().is_leader())
+            .map(|n| n.id());
+        if leader.is_some() {
+            break;
+        }
+    }
+    let l = leader.expect("orders-0 elects a leader");
+    let batch = BatchBuilder::new(0)
+        .record(None, Some(b"hello"), &[], 0)
+        .build();
+    let r = c.request(
+        l,
+        Request::Produce {
+            tp: o0.clone(),
+            acks: Acks::All,
+            batch,
+        },
+    );
+    assert_eq!(r, Response::Produce(Ok(0)));
+    // Clients cannot read the metadata log itself.
+    let r = c.request(
+        ctl,
+        Request::Fetch {
+            tp: railyard_core::metadata::metadata_tp(),
+            offset: 0,
+            max_bytes: 1024,
+        },
+    );
+    assert!(matches!(
+        r,
+        Response::Fetch(Err(ClientError::UnknownPartition(_)))
+    ));
+    // A restarted node rebuilds its replicas from the metadata log it replays.
+    let restarted = other;
+    c.restart(restarted);
+    assert!(c.node(restarted).replica(&o0).is_some());
+    assert!(c.node(restarted).metadata().topics.contains_key("orders"));
+    c.tick(20);
+    // Deleting removes the replicas and their files everywhere.
+    let ctl = c.nodes.iter().find_map(|n| n.controller()).unwrap();
+    assert_eq!(
+        c.request(
+            ctl,
+            Request::DeleteTopic {
+                name: "orders".into()
+            }
+        ),
+        Response::DeleteTopic(Ok(()))
+    );
+    c.tick(3);
+    for id in 1..=3 {
+        assert!(
+            c.node(id).replica(&o0).is_none(),
+            "node {id} still hosts orders-0"
+        );
+        let files = c.disks[id as usize - 1].paths();
+        assert!(
+            !files.iter().any(|p| p.starts_with("orders-")),
+            "node {id} kept files: {files:?}"
+        );
+    }
+    assert_eq!(
+        c.request(
+            ctl,
+            Request::DeleteTopic {
+                name: "orders".into()
+            }
+        ),
+        Response::DeleteTopic(Err(ClientError::UnknownTopic("orders".into())))
+    );
 }

@@ -652,6 +652,9 @@ impl World {
             log: self.opts.log.clone(),
             partitions,
             retention_check_ms: 1_000,
+            // The simulator uses the fixed layout; the metadata log has its own tests in core.
+            metadata_voters: Vec::new(),
+            brokers: self.node_ids.clone(),
         }
     }
 
