@@ -1,16 +1,15 @@
 //! Node configuration: a TOML file whose every field a CLI flag or a `RAILYARD_*` environment
 //! variable can override (flags win over the environment, which wins over the file).
 //!
-//! Topics are static for now: each is listed in the file (or given with `--topic
-//! name:partitions[:replication]`) and every node places replicas with the same deterministic
-//! function, so all nodes agree without a controller. The controller raft group that makes
-//! topics dynamic (CreateTopics/DeleteTopics) is the next step of issue 3.
+//! Topics live in the metadata log (the controller raft group, `__cluster_metadata-0`, whose
+//! voters are `controller_voters`, default every peer). Topics listed here (or given with
+//! `--topic name:partitions[:replication]`) are created at startup if missing, through the
+//! controller exactly as a CreateTopics request would.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use railyard_core::types::{valid_topic_name, NodeId, PartitionId, TopicPartition};
+use railyard_core::types::{valid_topic_name, NodeId};
 use serde::Deserialize;
 
 /// One broker of the cluster, as every node's config names it.
@@ -56,8 +55,12 @@ pub struct NodeConfig {
     pub raft_listen: SocketAddr,
     /// Every broker of the cluster, this one included.
     pub peers: Vec<PeerConfig>,
+    /// Topics to create at startup if missing (through the controller, like CreateTopics).
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
+    /// Voters of the metadata (controller) raft group; default: every peer.
+    #[serde(default)]
+    pub controller_voters: Vec<NodeId>,
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
     #[serde(default)]
@@ -128,32 +131,33 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some(v) = self
+            .controller_voters
+            .iter()
+            .find(|v| !self.peers.iter().any(|p| p.id == **v))
+        {
+            return bad(format!("controller voter {v} is not a peer"));
+        }
+        if !self.controller_voters().contains(&self.id) {
+            return bad(format!(
+                "node {} is not a controller voter; brokers outside the controller quorum \
+                 (metadata learners) are not supported yet",
+                self.id
+            ));
+        }
         if self.tick_ms == 0 {
             return bad("tick_ms must be positive".into());
         }
         Ok(())
     }
 
-    /// Every partition of every topic and its replicas, the same on every node: partition `p` of
-    /// the `k`-th topic starts at broker `(k + p) % n` and takes the next `rf` brokers, so
-    /// replicas and first replicas (preferred leaders) spread evenly.
-    pub fn assignments(&self) -> BTreeMap<TopicPartition, Vec<NodeId>> {
-        let mut ids: Vec<NodeId> = self.peers.iter().map(|p| p.id).collect();
-        ids.sort_unstable();
-        let n = ids.len();
-        let mut out = BTreeMap::new();
-        for (k, t) in self.topics.iter().enumerate() {
-            for p in 0..t.partitions as usize {
-                let replicas = (0..t.replication_factor as usize)
-                    .map(|j| ids[(k + p + j) % n])
-                    .collect();
-                out.insert(
-                    TopicPartition::new(t.name.clone(), p as PartitionId),
-                    replicas,
-                );
-            }
+    /// The controller quorum: `controller_voters`, or every peer when empty.
+    pub fn controller_voters(&self) -> Vec<NodeId> {
+        if self.controller_voters.is_empty() {
+            self.peers.iter().map(|p| p.id).collect()
+        } else {
+            self.controller_voters.clone()
         }
-        out
     }
 }
 
@@ -215,20 +219,11 @@ mod tests {
                 partitions: 3,
                 replication_factor: 3,
             }],
+            controller_voters: vec![],
             tick_ms: 100,
             log_format: LogFormat::Term,
             log_level: "info".into(),
         }
-    }
-
-    #[test]
-    fn test_assignment_spreads_preferred_leaders() {
-        let c = three();
-        c.validate().unwrap();
-        let a = c.assignments();
-        let firsts: Vec<NodeId> = a.values().map(|r| r[0]).collect();
-        assert_eq!(firsts, vec![1, 2, 3]);
-        assert!(a.values().all(|r| r.len() == 3));
     }
 
     #[test]

@@ -116,6 +116,7 @@ fn dev_configs(
             raft_listen: p.raft_addr,
             peers: peers.clone(),
             topics: topics.clone(),
+            controller_voters: Vec::new(),
             tick_ms: 100,
             log_format: LogFormat::Term,
             log_level: "info".into(),

@@ -21,7 +21,7 @@ use railyard_core::api::{Request, Response};
 use railyard_core::disk::Disk;
 use railyard_core::log::LogConfig;
 use railyard_core::network::{Envelope, Network};
-use railyard_core::node::{Node, NodeConfig as CoreNodeConfig, PartitionSpec};
+use railyard_core::node::{Node, NodeConfig as CoreNodeConfig};
 use railyard_core::replica::ReplicaConfig;
 use railyard_core::types::NodeId;
 use slog::{error, info, Logger};
@@ -91,16 +91,12 @@ impl Broker for NodeHandle {
 
 /// The answer when the core cannot take or finish a request.
 fn unavailable(request: &Request) -> Response {
-    use railyard_core::api::ClientError::Indeterminate;
-    let e = Indeterminate {
-        reason: "node overloaded or stopping",
-    };
-    match request {
-        Request::Produce { .. } => Response::Produce(Err(e)),
-        Request::Fetch { .. } => Response::Fetch(Err(e)),
-        Request::ListOffsets { .. } => Response::ListOffsets(Err(e)),
-        Request::OffsetForLeaderEpoch { .. } => Response::OffsetForLeaderEpoch(Err(e)),
-    }
+    Response::error_for(
+        request,
+        railyard_core::api::ClientError::Indeterminate {
+            reason: "node overloaded or stopping",
+        },
+    )
 }
 
 /// Why a node could not start.
@@ -136,25 +132,20 @@ pub fn start_core(
     logger: &Logger,
 ) -> Result<NodeHandle, StartError> {
     let disk = FileDisk::open(&config.data_dir).map_err(|e| StartError::Disk(e.to_string()))?;
-    let assignments = config.assignments();
-    let partitions: Vec<PartitionSpec> = assignments
-        .iter()
-        .filter(|(_, replicas)| replicas.contains(&config.id))
-        .map(|(tp, replicas)| PartitionSpec {
-            tp: tp.clone(),
-            voters: replicas.clone(),
-        })
-        .collect();
+    let brokers: Vec<NodeId> = config.peers.iter().map(|p| p.id).collect();
     let core_config = CoreNodeConfig {
         id: config.id,
         seed: config.id ^ now_ms() as u64,
         replica: ReplicaConfig::default(),
         log: LogConfig::default(),
-        partitions,
+        // Every partition comes from the metadata log.
+        partitions: Vec::new(),
         retention_check_ms: 60_000,
+        metadata_voters: config.controller_voters(),
+        brokers,
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(CORE_QUEUE_MAX);
-    let view = Arc::new(RwLock::new(static_view(config)));
+    let view = Arc::new(RwLock::new(base_view(config)));
     let handle = NodeHandle {
         id: config.id,
         cmds: tx,
@@ -162,7 +153,7 @@ pub fn start_core(
     };
     let logger = logger.clone();
     let tick = Duration::from_millis(config.tick_ms);
-    let static_view = static_view(config);
+    let base = base_view(config);
     // Open in the core thread: the Node is single-threaded (Rc) and must live there.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
     std::thread::Builder::new()
@@ -179,7 +170,7 @@ pub fn start_core(
                     return;
                 }
             };
-            core_loop(node, rx, peers, view, static_view, tick, &logger);
+            core_loop(node, rx, peers, view, base, tick, &logger);
         })
         .map_err(|e| StartError::Core(e.to_string()))?;
     match ready_rx.recv() {
@@ -196,8 +187,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The view before any leader is known: brokers and topics from the config.
-fn static_view(config: &NodeConfig) -> ClusterView {
+/// The brokers, from the config; topics come from the metadata image.
+fn base_view(config: &NodeConfig) -> ClusterView {
     let brokers = config
         .peers
         .iter()
@@ -208,44 +199,12 @@ fn static_view(config: &NodeConfig) -> ClusterView {
             rack: p.rack.clone(),
         })
         .collect();
-    let mut topics: BTreeMap<String, TopicView> = BTreeMap::new();
-    for (tp, replicas) in config.assignments() {
-        let t = topics.entry(tp.topic.clone()).or_insert_with(|| TopicView {
-            name: tp.topic.clone(),
-            id: topic_id(&tp.topic),
-            partitions: Vec::new(),
-        });
-        t.partitions.push(PartitionView {
-            partition: tp.partition,
-            leader: None,
-            leader_epoch: -1,
-            replicas,
-            isr: Vec::new(),
-        });
-    }
     ClusterView {
         cluster_id: "railyard".into(),
         controller: None,
         brokers,
-        topics: topics.into_values().collect(),
+        topics: Vec::new(),
     }
-}
-
-/// A stable 16-byte id for a static topic (FNV-1a of the name, twice).
-pub fn topic_id(name: &str) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (half, seed) in [0xcbf2_9ce4_8422_2325u64, 0x8422_2325_cbf2_9ce4]
-        .iter()
-        .enumerate()
-    {
-        let mut h = *seed;
-        for b in name.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        out[half * 8..half * 8 + 8].copy_from_slice(&h.to_be_bytes());
-    }
-    out
 }
 
 fn core_loop(
@@ -326,21 +285,40 @@ fn core_loop(
     }
 }
 
-/// Fills leaders, epochs and ISRs of the locally hosted partitions into the shared view.
+/// Builds the view from the metadata image, with leaders, epochs and ISRs of the partitions
+/// hosted here (other partitions' leaders are unknown on this node until the controller
+/// publishes leadership; clients then ask another broker).
 fn publish(node: &Node, base: &ClusterView, view: &Arc<RwLock<ClusterView>>) {
     let mut v = base.clone();
-    for t in v.topics.iter_mut() {
-        for p in t.partitions.iter_mut() {
-            let tp = railyard_core::types::TopicPartition::new(t.name.clone(), p.partition);
-            if let Some(r) = node.replica(&tp) {
-                let st = r.status();
-                p.leader = r.leader();
-                p.leader_epoch = st.term as i32;
-                // Only the leader knows who is caught up; elsewhere the ISR is reported empty
-                // (unknown) rather than guessed, until the controller publishes it.
-                p.isr = r.in_sync_replicas();
-            }
-        }
+    v.controller = node.controller();
+    for t in node.metadata().topics.values() {
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|(p, replicas)| {
+                let tp = railyard_core::types::TopicPartition::new(t.name.clone(), *p);
+                let mut pv = PartitionView {
+                    partition: *p,
+                    leader: None,
+                    leader_epoch: -1,
+                    replicas: replicas.clone(),
+                    isr: Vec::new(),
+                };
+                if let Some(r) = node.replica(&tp) {
+                    pv.leader = r.leader();
+                    pv.leader_epoch = r.status().term as i32;
+                    // Only the leader knows who is caught up; elsewhere the ISR is reported
+                    // empty (unknown) rather than guessed.
+                    pv.isr = r.in_sync_replicas();
+                }
+                pv
+            })
+            .collect();
+        v.topics.push(TopicView {
+            name: t.name.clone(),
+            id: t.id,
+            partitions,
+        });
     }
     if let Ok(mut w) = view.write() {
         if *w != v {

@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 
-use slog::{info, o, Logger};
+use railyard_core::api::{ClientError, Request, Response};
+use slog::{info, o, warn, Logger};
 use tokio::net::TcpListener;
 
-use crate::config::NodeConfig;
+use crate::broker::Broker;
+use crate::config::{NodeConfig, TopicConfig};
 use crate::kafka::{self, KafkaConfig};
 use crate::runtime::{start_core, NodeHandle, PeerQueues};
 use crate::transport;
@@ -73,6 +75,11 @@ pub async fn start_node(config: NodeConfig, logger: &Logger) -> Result<RunningNo
         KafkaConfig::default(),
         logger.clone(),
     ));
+    tokio::spawn(ensure_topics(
+        handle.clone(),
+        config.topics.clone(),
+        logger.clone(),
+    ));
     info!(logger, "node started"; "kafka" => %kafka_addr, "raft" => %raft_addr,
         "data_dir" => %config.data_dir.display());
     Ok(RunningNode {
@@ -80,4 +87,44 @@ pub async fn start_node(config: NodeConfig, logger: &Logger) -> Result<RunningNo
         kafka_addr,
         raft_addr,
     })
+}
+
+/// Creates the configured topics that do not exist yet. Only the controller can; every node
+/// runs this and the others' attempts get NOT_CONTROLLER, so whichever node leads the metadata
+/// group creates them. Stops once all exist.
+async fn ensure_topics(handle: NodeHandle, topics: Vec<TopicConfig>, logger: Logger) {
+    let mut missing = topics;
+    while !missing.is_empty() {
+        let view = handle.cluster();
+        missing.retain(|t| !view.topics.iter().any(|v| v.name == t.name));
+        let mut i = 0;
+        while i < missing.len() {
+            let t = &missing[i];
+            let request = Request::CreateTopic {
+                name: t.name.clone(),
+                partitions: t.partitions as i64,
+                replication_factor: t.replication_factor as i64,
+                configs: Default::default(),
+                validate_only: false,
+            };
+            match handle.request(request).await {
+                Response::CreateTopic(Ok(())) => {
+                    info!(logger, "created topic"; "topic" => &t.name, "partitions" => t.partitions);
+                    missing.remove(i);
+                }
+                Response::CreateTopic(Err(ClientError::TopicAlreadyExists(_))) => {
+                    missing.remove(i);
+                }
+                Response::CreateTopic(Err(
+                    ClientError::NotController { .. } | ClientError::Indeterminate { .. },
+                )) => i += 1,
+                other => {
+                    warn!(logger, "cannot create configured topic"; "topic" => &t.name,
+                        "reply" => ?other);
+                    missing.remove(i);
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

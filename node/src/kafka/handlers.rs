@@ -85,6 +85,13 @@ pub fn client_error_code(e: &ClientError) -> i16 {
         ClientError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         ClientError::Indeterminate { .. } => ResponseError::RequestTimedOut,
         ClientError::Storage(_) => ResponseError::KafkaStorageError,
+        ClientError::NotController { .. } => ResponseError::NotController,
+        ClientError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ClientError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        ClientError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ClientError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ClientError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+        ClientError::InvalidConfig { .. } => ResponseError::InvalidConfig,
     };
     kafka.code()
 }
