@@ -7,11 +7,15 @@
 //! - [`runtime`]: the core thread that owns the sans-IO node and does all disk IO.
 //! - [`transport`]: TCP between nodes (length-prefixed prost envelopes, bounded queues).
 //! - [`server`]: wires them together into a running node.
+//! - [`metrics`]: request, fsync and partition metrics, rendered for Prometheus.
+//! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/health`, `/v1/cluster`).
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod file_disk;
 pub mod kafka;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod transport;

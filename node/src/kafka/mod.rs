@@ -12,15 +12,21 @@
 //! - [`codec`]: frames, headers, response encoding, the advertised version table.
 //! - [`guard`]: refuses impossible array lengths before kafka-protocol allocates for them.
 //! - [`handlers`]: one function per API, from decoded request to typed response.
+//! - [`observe`]: error codes of responses and reasons for closing, for [`Metrics`].
+//!
+//! With [`KafkaConfig::metrics`] set, every frame is counted: requests, bytes in and out and
+//! latency (frame read to response written) per API, each non-zero error code in a response, and
+//! each connection closed for a bad request, by reason.
 
 pub mod codec;
 pub mod guard;
 pub mod handlers;
+pub mod observe;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -37,10 +43,12 @@ use self::codec::{
     CodecError, DEFAULT_MAX_FRAME_BYTES,
 };
 use self::handlers::ProduceOutcome;
+use self::observe::ErrorCodes;
 use crate::broker::Broker;
+use crate::metrics::Metrics;
 
-/// Limits of the Kafka listener.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Limits of the Kafka listener, and where it reports metrics.
+#[derive(Clone, Debug)]
 pub struct KafkaConfig {
     /// The largest request frame accepted; a longer length prefix closes the connection before
     /// anything is allocated. Kafka's `socket.request.max.bytes` (100 MiB).
@@ -52,7 +60,27 @@ pub struct KafkaConfig {
     pub fetch_poll_interval_ms: u64,
     /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
     pub accept_backoff_ms: u64,
+    /// Where requests, bytes, latencies and error codes are counted; `None` counts nothing.
+    pub metrics: Option<Arc<Metrics>>,
 }
+
+/// Equal limits and the same metrics registry (by identity: a registry has no value to compare).
+impl PartialEq for KafkaConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let same_metrics = match (&self.metrics, &other.metrics) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.max_frame_bytes == other.max_frame_bytes
+            && self.fetch_max_wait_ms == other.fetch_max_wait_ms
+            && self.fetch_poll_interval_ms == other.fetch_poll_interval_ms
+            && self.accept_backoff_ms == other.accept_backoff_ms
+            && same_metrics
+    }
+}
+
+impl Eq for KafkaConfig {}
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -61,6 +89,7 @@ impl Default for KafkaConfig {
             fetch_max_wait_ms: 10_000,
             fetch_poll_interval_ms: 5,
             accept_backoff_ms: 100,
+            metrics: None,
         }
     }
 }
@@ -113,8 +142,11 @@ async fn connection<B: Broker>(
     if let Err(e) = stream.set_nodelay(true) {
         debug!(log, "set_nodelay failed"; "error" => %e);
     }
+    let metrics = config.metrics.as_deref();
+    let _open = OpenConnection::new(metrics);
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut codes = Vec::new();
     loop {
         let frame = match read_frame(&mut reader, config.max_frame_bytes).await {
             Ok(Some(frame)) => frame,
@@ -123,31 +155,72 @@ async fn connection<B: Broker>(
                 return;
             }
             Err(e) => {
-                info!(log, "closing kafka connection"; "reason" => %e);
+                close(metrics, &log, &e.into());
                 return;
             }
         };
-        match dispatch(&broker, &config, frame).await {
-            Ok(Some(out)) => {
-                if let Err(e) = write.write_all(&out).await {
-                    debug!(log, "write failed"; "error" => %e);
-                    return;
-                }
+        let started = Instant::now();
+        let bytes_in = frame.len() as u64 + 4;
+        let api = header_prefix(&frame)
+            .ok()
+            .and_then(|p| ApiKey::try_from(p.api_key).ok());
+        codes.clear();
+        let (bytes_out, result) = match dispatch(&broker, &config, frame, &mut codes).await {
+            Ok(Some(out)) => match write.write_all(&out).await {
+                Ok(()) => (out.len() as u64, Ok(())),
+                Err(e) => (0, Err(ConnectionError::Codec(e.into()))),
+            },
+            Ok(None) => (0, Ok(())),
+            Err(e) => (0, Err(e)),
+        };
+        if let (Some(m), Some(api)) = (metrics, api) {
+            m.record_request(api, started.elapsed(), bytes_in, bytes_out);
+            for &code in codes.iter().filter(|&&c| c != 0) {
+                m.record_error_code(api, code);
             }
-            Ok(None) => {}
-            Err(e) => {
-                info!(log, "closing kafka connection"; "reason" => %e);
-                return;
-            }
+        }
+        if let Err(e) = result {
+            close(metrics, &log, &e);
+            return;
+        }
+    }
+}
+
+/// Logs and counts why we are closing a connection.
+fn close(metrics: Option<&Metrics>, log: &Logger, e: &ConnectionError) {
+    if let Some(m) = metrics {
+        m.record_connection_error(e.kind());
+    }
+    info!(log, "closing kafka connection"; "reason" => %e);
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection<'a>(Option<&'a Metrics>);
+
+impl<'a> OpenConnection<'a> {
+    fn new(metrics: Option<&'a Metrics>) -> Self {
+        if let Some(m) = metrics {
+            m.connection_opened();
+        }
+        OpenConnection(metrics)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.0 {
+            m.connection_closed();
         }
     }
 }
 
 /// Decodes one request frame, runs it and encodes the response frame (`None`: send nothing).
+/// The error codes of the response are appended to `codes`.
 async fn dispatch<B: Broker>(
     broker: &B,
     config: &KafkaConfig,
     mut frame: Bytes,
+    codes: &mut Vec<i16>,
 ) -> Result<Option<BytesMut>, ConnectionError> {
     let prefix = header_prefix(&frame)?;
     let api =
@@ -160,6 +233,7 @@ async fn dispatch<B: Broker>(
             // KIP-511: a client newer than us learns our versions from a v0 answer (whose
             // header has no tagged fields, so any client can read it) and retries.
             let body = handlers::api_versions(Some(ResponseError::UnsupportedVersion));
+            body.error_codes(codes);
             return Ok(Some(encode_response(api, 0, prefix.correlation_id, &body)?));
         }
         return Err(CodecError::Unsupported { api, version }.into());
@@ -175,22 +249,29 @@ async fn dispatch<B: Broker>(
     let out = match api {
         ApiKey::ApiVersions => {
             let _: ApiVersionsRequest = decode_body(body, api, version)?;
-            encode_response(api, version, corr, &handlers::api_versions(None))?
+            let resp = handlers::api_versions(None);
+            resp.error_codes(codes);
+            encode_response(api, version, corr, &resp)?
         }
         ApiKey::Metadata => {
             let req: MetadataRequest = decode_body(body, api, version)?;
             let resp = handlers::metadata(&broker.cluster(), &req, version);
+            resp.error_codes(codes);
             encode_response(api, version, corr, &resp)?
         }
         ApiKey::DescribeCluster => {
             let req: DescribeClusterRequest = decode_body(body, api, version)?;
             let resp = handlers::describe_cluster(&broker.cluster(), &req, version);
+            resp.error_codes(codes);
             encode_response(api, version, corr, &resp)?
         }
         ApiKey::Produce => {
             let req: ProduceRequest = decode_body(body, api, version)?;
             match handlers::produce(broker, req, version).await {
-                ProduceOutcome::Reply(resp) => encode_response(api, version, corr, &resp)?,
+                ProduceOutcome::Reply(resp) => {
+                    resp.error_codes(codes);
+                    encode_response(api, version, corr, &resp)?
+                }
                 ProduceOutcome::NoReply => return Ok(None),
                 ProduceOutcome::Close => return Err(ConnectionError::AcksZeroProduceFailed),
             }
@@ -198,16 +279,19 @@ async fn dispatch<B: Broker>(
         ApiKey::Fetch => {
             let req: FetchRequest = decode_body(body, api, version)?;
             let resp = handlers::fetch(broker, config, &req, version).await;
+            resp.error_codes(codes);
             encode_response(api, version, corr, &resp)?
         }
         ApiKey::ListOffsets => {
             let req: ListOffsetsRequest = decode_body(body, api, version)?;
             let resp = handlers::list_offsets(broker, &req, version).await;
+            resp.error_codes(codes);
             encode_response(api, version, corr, &resp)?
         }
         ApiKey::OffsetForLeaderEpoch => {
             let req: OffsetForLeaderEpochRequest = decode_body(body, api, version)?;
             let resp = handlers::offset_for_leader_epoch(broker, &req).await;
+            resp.error_codes(codes);
             encode_response(api, version, corr, &resp)?
         }
         // Unreachable while SUPPORTED_APIS and this match agree; refusing keeps a table entry

@@ -33,6 +33,7 @@ use tokio::sync::Barrier;
 use super::codec::SUPPORTED_APIS;
 use super::{serve, KafkaConfig};
 use crate::broker::{Broker, BrokerInfo, ClusterView, PartitionView, TopicView};
+use crate::metrics::{ConnectionErrorKind, Metrics};
 
 const TOPIC: &str = "orders";
 /// A partition this node does not lead; the fake answers NotLeader pointing at broker 2.
@@ -120,6 +121,11 @@ impl FakeBroker {
             | Request::Fetch { tp, .. }
             | Request::ListOffsets { tp, .. }
             | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
+            // This fake is no controller: admin requests are refused the way a follower would.
+            Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
+                let e = ClientError::NotController { controller: None };
+                return Response::error_for(&request, e);
+            }
         };
         let not_leader = state.not_leader.contains(&tp);
         let Some(log) = state.logs.get_mut(&tp) else {
@@ -181,6 +187,9 @@ impl FakeBroker {
                     (-1, -1)
                 }))
             }
+            Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
+                unreachable!("admin requests are answered before the partition lookup")
+            }
         }
     }
 }
@@ -207,12 +216,7 @@ impl Broker for FakeBroker {
 }
 
 fn error_response(request: &Request, e: ClientError) -> Response {
-    match request {
-        Request::Produce { .. } => Response::Produce(Err(e)),
-        Request::Fetch { .. } => Response::Fetch(Err(e)),
-        Request::ListOffsets { .. } => Response::ListOffsets(Err(e)),
-        Request::OffsetForLeaderEpoch { .. } => Response::OffsetForLeaderEpoch(Err(e)),
-    }
+    Response::error_for(request, e)
 }
 
 fn next_offset(batch: &Bytes) -> Offset {
@@ -925,4 +929,74 @@ async fn test_bad_frames_close_the_connection_and_the_server_keeps_serving() {
     let mut fresh = Client::connect(addr).await;
     let resp = fresh.call(&ApiVersionsRequest::default(), 3).await;
     assert_eq!(resp.error_code, 0);
+}
+
+/// Waits up to 10 s for `check` to hold: the listener records a request just after writing its
+/// response, so a client can read the response before the counters move.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn test_metrics_count_requests_bytes_errors_and_refusals() {
+    // With a registry configured, the listener counts each request per API with its bytes and
+    // latency, every non-zero error code it answers, and each connection it closes, by reason.
+    let metrics = Arc::new(Metrics::new());
+    let config = KafkaConfig {
+        max_frame_bytes: 1024,
+        metrics: Some(metrics.clone()),
+        ..KafkaConfig::default()
+    };
+    let addr = start(FakeBroker::new(), config).await;
+    let mut c = Client::connect(addr).await;
+    c.call(&ApiVersionsRequest::default(), 3).await;
+    let resp = c
+        .call(&produce_request(-1, "nope", 0, batch(&["x"], 1)), 9)
+        .await;
+    let unknown = ResponseError::UnknownTopicOrPartition.code();
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, unknown);
+    c.call(&produce_request(-1, TOPIC, 0, batch(&["x"], 1)), 9)
+        .await;
+    eventually("two produces", || metrics.requests(ApiKey::Produce) == 2).await;
+    assert_eq!(metrics.requests(ApiKey::ApiVersions), 1);
+    assert_eq!(metrics.error_codes(ApiKey::Produce, unknown), 1);
+    assert_eq!(metrics.error_codes(ApiKey::ApiVersions, 0), 0);
+    assert!(metrics
+        .request_latency_quantile(ApiKey::Produce, 1.0)
+        .is_some());
+
+    let mut over = Client::connect(addr).await;
+    over.stream.write_all(&2048i32.to_be_bytes()).await.unwrap();
+    assert!(over.is_closed().await);
+    let too_large = ConnectionErrorKind::FrameTooLarge;
+    eventually("a refusal", || metrics.connection_errors(too_large) == 1).await;
+
+    let text = metrics.render_prometheus();
+    assert!(text.contains("railyard_kafka_requests_total{api=\"Produce\"} 2\n"));
+    assert!(text.contains(
+        "railyard_kafka_errors_total{api=\"Produce\",code=\"3\",error=\"UnknownTopicOrPartition\"} 1\n"
+    ));
+    assert!(text.contains("railyard_kafka_connection_errors_total{reason=\"frame_too_large\"} 1\n"));
+    assert!(text.contains("railyard_kafka_connections_total 2\n"));
+    // Request bytes are the frames as sent; response bytes are non-zero for answered calls.
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(line("railyard_kafka_request_bytes_total{api=\"Produce\"}") > 100);
+    assert!(line("railyard_kafka_response_bytes_total{api=\"ApiVersions\"}") > 20);
+    drop(c);
+    eventually("connections to close", || {
+        metrics
+            .render_prometheus()
+            .contains("railyard_kafka_connections 0\n")
+    })
+    .await;
 }
