@@ -53,6 +53,9 @@ pub struct NodeConfig {
     pub kafka_listen: SocketAddr,
     /// Where this node listens for its peers.
     pub raft_listen: SocketAddr,
+    /// Admin HTTP endpoint (`/metrics`, `/health`, `/v1/cluster`); off when absent.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     /// Every broker of the cluster, this one included.
     pub peers: Vec<PeerConfig>,
     /// Topics to create at startup if missing (through the controller, like CreateTopics).
@@ -213,6 +216,7 @@ mod tests {
             data_dir: "/tmp/x".into(),
             kafka_listen: "127.0.0.1:9092".parse().unwrap(),
             raft_listen: "127.0.0.1:19001".parse().unwrap(),
+            admin_listen: None,
             peers,
             topics: vec![TopicConfig {
                 name: "t".into(),

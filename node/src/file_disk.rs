@@ -143,6 +143,17 @@ impl Handles {
 pub struct FileDisk {
     root: PathBuf,
     handles: RefCell<Handles>,
+    /// Where fdatasync latencies go (the node's metrics), if anywhere.
+    fsync_observer: Option<FsyncObserver>,
+}
+
+/// A callback receiving each fdatasync's latency.
+struct FsyncObserver(Box<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for FsyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsyncObserver")
+    }
 }
 
 /// What [`FileDisk::fsync_probe`] measured: `write` + `fdatasync` of `block_bytes` appended to a
@@ -182,6 +193,15 @@ impl FileDisk {
     /// that it is a directory this process can list and create, write, sync and remove files in,
     /// so a bad data directory stops the node at startup with the path in the error rather than
     /// at its first write. Keeps at most `max_open_files` idle file handles open (at least 1).
+    /// Reports the latency of every `fdatasync` to `observe` (the node's metrics).
+    pub fn with_fsync_observer(
+        mut self,
+        observe: impl Fn(std::time::Duration) + Send + Sync + 'static,
+    ) -> FileDisk {
+        self.fsync_observer = Some(FsyncObserver(Box::new(observe)));
+        self
+    }
+
     pub fn with_max_open_files(
         root: impl Into<PathBuf>,
         max_open_files: usize,
@@ -239,6 +259,7 @@ impl FileDisk {
                 settled_dirs: BTreeSet::new(),
                 settle_syncs: 0,
             }),
+            fsync_observer: None,
         })
     }
 
@@ -533,7 +554,12 @@ impl Disk for FileDisk {
             }
             // Issued even with nothing written through this handle: cheap when clean, and the
             // dirty flag only tracks this handle, not writes made before an eviction reopened it.
-            match h.file.sync_data() {
+            let started = std::time::Instant::now();
+            let synced = h.file.sync_data();
+            if let Some(observe) = &self.fsync_observer {
+                (observe.0)(started.elapsed());
+            }
+            match synced {
                 Ok(()) => {
                     h.unsynced = false;
                     Ok(())

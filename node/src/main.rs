@@ -41,6 +41,9 @@ enum Command {
         kafka_listen: Option<SocketAddr>,
         #[arg(long, env = "RAILYARD_RAFT_LISTEN")]
         raft_listen: Option<SocketAddr>,
+        /// Admin HTTP endpoint (/metrics, /health, /v1/cluster).
+        #[arg(long, env = "RAILYARD_ADMIN_LISTEN")]
+        admin_listen: Option<SocketAddr>,
         /// Extra static topics, `name:partitions[:replication]`.
         #[arg(long = "topic", value_parser = parse_topic_flag)]
         topics: Vec<TopicConfig>,
@@ -57,6 +60,9 @@ enum Command {
         kafka_port: u16,
         #[arg(long, default_value_t = 19092)]
         raft_port: u16,
+        /// First admin HTTP port (/metrics, /health, /v1/cluster); 0 turns the endpoint off.
+        #[arg(long, default_value_t = 9644)]
+        admin_port: u16,
         /// Static topics, `name:partitions[:replication]` (replication is capped at --nodes).
         #[arg(long = "topic", value_parser = parse_topic_flag, default_values_t = default_dev_topics())]
         topics: Vec<TopicConfig>,
@@ -94,6 +100,7 @@ fn dev_configs(
     host: IpAddr,
     kafka_port: u16,
     raft_port: u16,
+    admin_port: u16,
     mut topics: Vec<TopicConfig>,
 ) -> Vec<NodeConfig> {
     for t in topics.iter_mut() {
@@ -114,6 +121,8 @@ fn dev_configs(
             data_dir: data_dir.join(format!("node-{}", p.id)),
             kafka_listen: p.kafka_addr,
             raft_listen: p.raft_addr,
+            admin_listen: (admin_port != 0)
+                .then(|| SocketAddr::new(host, admin_port + p.id as u16 - 1)),
             peers: peers.clone(),
             topics: topics.clone(),
             controller_voters: Vec::new(),
@@ -132,6 +141,7 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             data_dir,
             kafka_listen,
             raft_listen,
+            admin_listen,
             topics,
         } => {
             let mut c = NodeConfig::from_file(&config).map_err(|e| e.to_string())?;
@@ -147,6 +157,9 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             if let Some(v) = raft_listen {
                 c.raft_listen = v;
             }
+            if let Some(v) = admin_listen {
+                c.admin_listen = Some(v);
+            }
             c.topics.extend(topics);
             vec![c]
         }
@@ -156,8 +169,11 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             host,
             kafka_port,
             raft_port,
+            admin_port,
             topics,
-        } => dev_configs(nodes, data_dir, host, kafka_port, raft_port, topics),
+        } => dev_configs(
+            nodes, data_dir, host, kafka_port, raft_port, admin_port, topics,
+        ),
     };
     let mut running = Vec::new();
     for c in configs {
@@ -166,6 +182,11 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
     let bootstrap: Vec<String> = running.iter().map(|n| n.kafka_addr.to_string()).collect();
     info!(log, "railyard is up"; "bootstrap" => bootstrap.join(","));
     println!("bootstrap.servers={}", bootstrap.join(","));
+    for n in &running {
+        if let Some(a) = n.admin_addr {
+            println!("admin: http://{a}/metrics http://{a}/health http://{a}/v1/cluster");
+        }
+    }
     wait_for_signal().await;
     info!(log, "shutting down");
     for n in &running {

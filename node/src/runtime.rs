@@ -30,6 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::broker::{Broker, BrokerInfo, ClusterView, PartitionView, TopicView};
 use crate::config::NodeConfig;
 use crate::file_disk::FileDisk;
+use crate::metrics::{Metrics, PartitionStats};
+use railyard_core::metadata::is_internal_topic;
 
 /// Most commands queued for the core thread before new peer envelopes are dropped.
 pub const CORE_QUEUE_MAX: usize = 16 * 1024;
@@ -129,9 +131,13 @@ impl Network for QueueNet<'_> {
 pub fn start_core(
     config: &NodeConfig,
     peers: PeerQueues,
+    metrics: Arc<Metrics>,
     logger: &Logger,
 ) -> Result<NodeHandle, StartError> {
-    let disk = FileDisk::open(&config.data_dir).map_err(|e| StartError::Disk(e.to_string()))?;
+    let observer = metrics.clone();
+    let disk = FileDisk::open(&config.data_dir)
+        .map_err(|e| StartError::Disk(e.to_string()))?
+        .with_fsync_observer(move |d| observer.observe_fsync(d));
     let brokers: Vec<NodeId> = config.peers.iter().map(|p| p.id).collect();
     let core_config = CoreNodeConfig {
         id: config.id,
@@ -170,7 +176,7 @@ pub fn start_core(
                     return;
                 }
             };
-            core_loop(node, rx, peers, view, base, tick, &logger);
+            core_loop(node, rx, peers, view, base, metrics, tick, &logger);
         })
         .map_err(|e| StartError::Core(e.to_string()))?;
     match ready_rx.recv() {
@@ -207,12 +213,14 @@ fn base_view(config: &NodeConfig) -> ClusterView {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn core_loop(
     mut node: Node,
     rx: Receiver<CoreCmd>,
     peers: PeerQueues,
     view: Arc<RwLock<ClusterView>>,
     base_view: ClusterView,
+    metrics: Arc<Metrics>,
     tick: Duration,
     logger: &Logger,
 ) {
@@ -270,6 +278,7 @@ fn core_loop(
         // than the step itself with many partitions.
         if last_publish.elapsed() >= PUBLISH_EVERY || stop {
             publish(&node, &base_view, &view);
+            metrics.set_partitions(partition_stats(&node));
             last_publish = Instant::now();
         }
         if stop {
@@ -283,6 +292,27 @@ fn core_loop(
             return;
         }
     }
+}
+
+/// Per-partition gauges for `/metrics`.
+fn partition_stats(node: &Node) -> Vec<PartitionStats> {
+    node.replicas()
+        .filter(|r| !is_internal_topic(&r.tp().topic))
+        .map(|r| {
+            let st = r.status();
+            PartitionStats {
+                topic: r.tp().topic.clone(),
+                partition: r.tp().partition,
+                term: st.term,
+                commit_index: st.commit,
+                high_watermark: st.high_watermark,
+                log_end_offset: st.log_end_offset,
+                is_leader: r.is_leader(),
+                replicas: r.voters(),
+                isr: r.in_sync_replicas(),
+            }
+        })
+        .collect()
 }
 
 /// Builds the view from the metadata image, with leaders, epochs and ISRs of the partitions

@@ -2,14 +2,17 @@
 //! per-peer transport tasks and the Kafka listener.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use railyard_core::api::{ClientError, Request, Response};
 use slog::{info, o, warn, Logger};
 use tokio::net::TcpListener;
 
+use crate::admin::{serve_admin, AdminState};
 use crate::broker::Broker;
 use crate::config::{NodeConfig, TopicConfig};
 use crate::kafka::{self, KafkaConfig};
+use crate::metrics::Metrics;
 use crate::runtime::{start_core, NodeHandle, PeerQueues};
 use crate::transport;
 
@@ -18,6 +21,8 @@ pub struct RunningNode {
     pub handle: NodeHandle,
     pub kafka_addr: SocketAddr,
     pub raft_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a node could not start.
@@ -62,7 +67,15 @@ pub async fn start_node(config: NodeConfig, logger: &Logger) -> Result<RunningNo
             logger.clone(),
         ));
     }
-    let handle = start_core(&config, queues, &logger)?;
+    let admin_listener = match config.admin_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr().expect("bound listener has an address"));
+    let metrics = Arc::new(Metrics::new());
+    let handle = start_core(&config, queues, metrics.clone(), &logger)?;
     tokio::spawn(transport::run_inbound(
         raft_listener,
         handle.clone(),
@@ -72,20 +85,33 @@ pub async fn start_node(config: NodeConfig, logger: &Logger) -> Result<RunningNo
     tokio::spawn(kafka::serve(
         kafka_listener,
         handle.clone(),
-        KafkaConfig::default(),
+        KafkaConfig {
+            metrics: Some(metrics.clone()),
+            ..KafkaConfig::default()
+        },
         logger.clone(),
     ));
+    if let Some(l) = admin_listener {
+        tokio::spawn(serve_admin(
+            l,
+            AdminState::from_broker(handle.clone(), metrics.clone()),
+            logger.clone(),
+        ));
+    }
     tokio::spawn(ensure_topics(
         handle.clone(),
         config.topics.clone(),
         logger.clone(),
     ));
     info!(logger, "node started"; "kafka" => %kafka_addr, "raft" => %raft_addr,
+        "admin" => ?admin_addr,
         "data_dir" => %config.data_dir.display());
     Ok(RunningNode {
         handle,
         kafka_addr,
         raft_addr,
+        admin_addr,
+        metrics,
     })
 }
 
