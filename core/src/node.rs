@@ -64,6 +64,10 @@ pub struct NodeConfig {
     pub metadata_voters: Vec<NodeId>,
     /// Every broker of the cluster, for placing new topics' replicas.
     pub brokers: Vec<NodeId>,
+    /// How often a leader that is not its partition's preferred leader hands leadership back
+    /// to the preferred one once that one is in sync (a rejoined node regains its
+    /// leaderships). `None`: never.
+    pub preferred_leader_check_ms: Option<Millis>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +108,7 @@ pub struct Node {
     /// Admin requests proposed to the metadata log, by request id: their produce reply is
     /// translated into the admin reply.
     admin_pending: BTreeMap<RequestId, AdminPending>,
+    last_preferred_check_ms: Millis,
 }
 
 /// An admin request whose metadata record is being committed.
@@ -136,6 +141,7 @@ impl Node {
             logger,
             image: MetadataImage::default(),
             admin_pending: BTreeMap::new(),
+            last_preferred_check_ms: 0,
         };
         if node.config.metadata_voters.contains(&node.config.id) {
             let voters = node.config.metadata_voters.clone();
@@ -271,6 +277,12 @@ impl Node {
             replica.tick(now_ms, &mut self.rng, &mut replies);
         }
         self.push_replies(replies);
+        if let Some(every) = self.config.preferred_leader_check_ms {
+            if now_ms - self.last_preferred_check_ms >= every {
+                self.last_preferred_check_ms = now_ms;
+                self.restore_preferred_leaders();
+            }
+        }
         if now_ms - self.last_retention_ms >= self.config.retention_check_ms {
             self.last_retention_ms = now_ms;
             for (tp, replica) in self.replicas.iter_mut() {
@@ -283,6 +295,35 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Hands every leadership this node holds to the best caught-up follower: a graceful stop
+    /// (SIGTERM) calls this, keeps stepping until [`Node::leads_any`] is false or a deadline
+    /// passes, then exits, so clients see a new leader at once instead of after an election
+    /// timeout.
+    pub fn transfer_all_leaderships(&mut self) {
+        for r in self.replicas.values_mut() {
+            if let Some(to) = r.best_successor() {
+                r.transfer_leadership(to, &mut self.rng);
+            }
+        }
+    }
+
+    /// Whether this node leads any partition.
+    pub fn leads_any(&self) -> bool {
+        self.replicas.values().any(|r| r.is_leader())
+    }
+
+    /// Gives leadership back to each partition's preferred leader when it is in sync.
+    fn restore_preferred_leaders(&mut self) {
+        for r in self.replicas.values_mut() {
+            let Some(pref) = r.preferred_leader() else {
+                continue;
+            };
+            if r.is_leader() && pref != self.id && r.in_sync_replicas().contains(&pref) {
+                r.transfer_leadership(pref, &mut self.rng);
+            }
+        }
     }
 
     /// Whether [`Node::step`] has work to do.

@@ -246,6 +246,38 @@ impl Replica {
         isr
     }
 
+    /// The preferred leader: the first replica of the assignment.
+    pub fn preferred_leader(&self) -> Option<NodeId> {
+        self.raw.store().state().voters.first().copied()
+    }
+
+    /// Asks raft to hand leadership to `to` (a no-op unless we lead and `to` is a voter).
+    pub fn transfer_leadership(&mut self, to: NodeId, rng: &mut ChaCha8Rng) {
+        if self.is_leader() && to != self.id {
+            self.raw.transfer_leader(to);
+            self.after_raft_call(rng);
+        }
+    }
+
+    /// The caught-up voter other than us with the longest log, to hand leadership to.
+    pub fn best_successor(&self) -> Option<NodeId> {
+        if !self.is_leader() {
+            return None;
+        }
+        let mut best: Option<(u64, NodeId)> = None;
+        for (id, p) in self.raw.raft.prs().iter() {
+            if *id == self.id || !p.recent_active {
+                continue;
+            }
+            // Ties go to the lower id so the choice does not depend on map order.
+            let cand = (p.matched, *id);
+            if best.is_none_or(|b| cand.0 > b.0 || (cand.0 == b.0 && cand.1 < b.1)) {
+                best = Some(cand);
+            }
+        }
+        best.map(|b| b.1)
+    }
+
     /// The replica set (raft voters), sorted.
     pub fn voters(&self) -> Vec<NodeId> {
         let mut v = self.raw.store().state().voters.clone();

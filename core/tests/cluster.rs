@@ -51,6 +51,7 @@ fn config(id: NodeId, log: LogConfig, metadata: bool) -> NodeConfig {
         retention_check_ms: 50,
         metadata_voters: if metadata { vec![1, 2, 3] } else { vec![] },
         brokers: vec![1, 2, 3],
+        preferred_leader_check_ms: None,
     }
 }
 

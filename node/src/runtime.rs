@@ -36,6 +36,9 @@ use railyard_core::metadata::is_internal_topic;
 /// Most commands queued for the core thread before new peer envelopes are dropped.
 pub const CORE_QUEUE_MAX: usize = 16 * 1024;
 
+/// How long a stopping node waits for its leaderships to move before it exits anyway.
+const HANDOVER_MAX: Duration = Duration::from_secs(3);
+
 /// How often the core thread republishes the cluster view.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
@@ -55,6 +58,8 @@ pub struct NodeHandle {
     id: NodeId,
     cmds: SyncSender<CoreCmd>,
     view: Arc<RwLock<ClusterView>>,
+    /// Set by the core thread when it exits.
+    stopped: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl NodeHandle {
@@ -65,8 +70,20 @@ impl NodeHandle {
         }
     }
 
+    /// Asks the core to stop gracefully: hand its leaderships to caught-up followers, answer
+    /// what it can, exit. Returns at once; see [`NodeHandle::wait_stopped`].
     pub fn shutdown(&self) {
         let _ = self.cmds.send(CoreCmd::Shutdown);
+    }
+
+    /// Blocks until the core thread has exited or `timeout` passed; true if it exited.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let (lock, cv) = &*self.stopped;
+        let guard = lock.lock().expect("stop flag lock");
+        let (guard, _) = cv
+            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
+            .expect("stop flag lock");
+        *guard
     }
 }
 
@@ -149,13 +166,16 @@ pub fn start_core(
         retention_check_ms: 60_000,
         metadata_voters: config.controller_voters(),
         brokers,
+        preferred_leader_check_ms: Some(5_000),
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(CORE_QUEUE_MAX);
     let view = Arc::new(RwLock::new(base_view(config)));
+    let stopped = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     let handle = NodeHandle {
         id: config.id,
         cmds: tx,
         view: view.clone(),
+        stopped: stopped.clone(),
     };
     let logger = logger.clone();
     let tick = Duration::from_millis(config.tick_ms);
@@ -177,6 +197,9 @@ pub fn start_core(
                 }
             };
             core_loop(node, rx, peers, view, base, metrics, tick, &logger);
+            let (lock, cv) = &*stopped;
+            *lock.lock().expect("stop flag lock") = true;
+            cv.notify_all();
         })
         .map_err(|e| StartError::Core(e.to_string()))?;
     match ready_rx.recv() {
@@ -228,6 +251,7 @@ fn core_loop(
     let mut waiting: BTreeMap<u64, oneshot::Sender<Response>> = BTreeMap::new();
     let mut next_id: u64 = 1;
     let mut last_publish = Instant::now() - PUBLISH_EVERY;
+    let mut stopping_since: Option<Instant> = None;
     info!(logger, "core started"; "partitions" => node.replicas().count());
     loop {
         let timeout = next_tick.saturating_duration_since(Instant::now());
@@ -281,7 +305,14 @@ fn core_loop(
             metrics.set_partitions(partition_stats(&node));
             last_publish = Instant::now();
         }
-        if stop {
+        if stop && stopping_since.is_none() {
+            info!(logger, "stopping: handing over leaderships");
+            stopping_since = Some(Instant::now());
+            node.transfer_all_leaderships();
+            continue;
+        }
+        let handed_over = !node.leads_any();
+        if stopping_since.is_some_and(|t| handed_over || t.elapsed() >= HANDOVER_MAX) {
             node.abandon_pending();
             while let Some((id, resp)) = node.poll_reply() {
                 if let Some(tx) = waiting.remove(&id) {

@@ -655,6 +655,7 @@ impl World {
             // The simulator uses the fixed layout; the metadata log has its own tests in core.
             metadata_voters: Vec::new(),
             brokers: self.node_ids.clone(),
+            preferred_leader_check_ms: None,
         }
     }
 
