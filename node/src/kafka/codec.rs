@@ -32,6 +32,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::CreateTopics, 2, 7),
+    // v6 names topics by name or by id.
+    (ApiKey::DeleteTopics, 1, 6),
+    // TOPIC resources (defaults only, see `admin`) and BROKER resources (no configs).
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 /// Why a frame could not be read, decoded or answered. Every variant closes the connection.

@@ -45,6 +45,9 @@ fn walk(api: ApiKey, v: i16, body: &[u8]) -> Result<usize, GuardError> {
         ApiKey::OffsetForLeaderEpoch => v >= 4,
         ApiKey::ApiVersions => v >= 3,
         ApiKey::DescribeCluster => true,
+        ApiKey::CreateTopics => v >= 5,
+        ApiKey::DeleteTopics => v >= 4,
+        ApiKey::DescribeConfigs => v >= 4,
         _ => return Err(GuardError::UnknownLayout(api, v)),
     };
     let mut r = Reader {
@@ -73,6 +76,9 @@ fn walk(api: ApiKey, v: i16, body: &[u8]) -> Result<usize, GuardError> {
                 r.skip(1)?; // include_fenced_brokers
             }
         }
+        ApiKey::CreateTopics => create_topics(&mut r)?,
+        ApiKey::DeleteTopics => delete_topics(&mut r, v)?,
+        ApiKey::DescribeConfigs => describe_configs(&mut r, v)?,
         _ => return Err(GuardError::UnknownLayout(api, v)),
     }
     r.tags()?;
@@ -190,6 +196,55 @@ fn offset_for_leader_epoch(r: &mut Reader, v: i16) -> Result<(), GuardError> {
     })
 }
 
+/// CreateTopics v2..=7 (the layout is the same in all of them but for the flexible encoding).
+fn create_topics(r: &mut Reader) -> Result<(), GuardError> {
+    r.array(|r| {
+        r.string()?; // name
+        r.skip(4 + 2)?; // num_partitions, replication_factor
+        r.array(|r| {
+            r.skip(4)?; // partition_index
+            r.array(|r| r.skip(4))?; // broker_ids
+            r.tags()
+        })?;
+        r.array(|r| {
+            r.string()?; // config name
+            r.string()?; // config value (nullable)
+            r.tags()
+        })?;
+        r.tags()
+    })?;
+    r.skip(4 + 1) // timeout_ms, validate_only
+}
+
+/// DeleteTopics v1..=6: names up to v5, (name, id) pairs in v6.
+fn delete_topics(r: &mut Reader, v: i16) -> Result<(), GuardError> {
+    if v >= 6 {
+        r.array(|r| {
+            r.string()?; // name (nullable)
+            r.skip(16)?; // topic_id
+            r.tags()
+        })?;
+    } else {
+        r.array(|r| r.string())?; // topic_names
+    }
+    r.skip(4) // timeout_ms
+}
+
+/// DescribeConfigs v1..=4.
+fn describe_configs(r: &mut Reader, v: i16) -> Result<(), GuardError> {
+    r.array(|r| {
+        r.skip(1)?; // resource_type
+        r.string()?; // resource_name
+        r.array(|r| r.string())?; // configuration_keys (nullable)
+        r.tags()
+    })?;
+    r.skip(1)?; // include_synonyms
+    if v >= 3 {
+        r.skip(1)?; // include_documentation
+    }
+    Ok(())
+}
+
 /// A cursor that skips Kafka primitive types in the classic or the flexible (compact) encoding.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -294,6 +349,11 @@ impl Reader<'_> {
 mod tests {
     use super::*;
     use bytes::BytesMut;
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+    };
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -302,7 +362,8 @@ mod tests {
     };
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
-        ApiVersionsRequest, DescribeClusterRequest, FetchRequest, ListOffsetsRequest,
+        ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
+        DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, ListOffsetsRequest,
         MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, TopicName,
     };
     use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -362,6 +423,52 @@ mod tests {
                 .with_client_software_version(StrBytes::from_static_str("1.2"))
                 .encode(&mut buf, v),
             ApiKey::DescribeCluster => DescribeClusterRequest::default().encode(&mut buf, v),
+            ApiKey::CreateTopics => CreateTopicsRequest::default()
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(name())
+                        .with_assignments(vec![CreatableReplicaAssignment::default()
+                            .with_broker_ids(vec![BrokerId(1), BrokerId(2)])])
+                        .with_configs(vec![
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.ms"))
+                                .with_value(Some(StrBytes::from_static_str("1"))),
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_static_str("x"))
+                                .with_value(None),
+                        ]),
+                    CreatableTopic::default().with_name(name()),
+                ])
+                .with_validate_only(true)
+                .encode(&mut buf, v),
+            ApiKey::DeleteTopics => {
+                let req = if v >= 6 {
+                    DeleteTopicsRequest::default().with_topics(vec![
+                        DeleteTopicState::default().with_name(Some(name())),
+                        DeleteTopicState::default()
+                            .with_name(None)
+                            .with_topic_id(crate::kafka::codec::uuid_carrier([3; 16]).topic_id),
+                    ])
+                } else {
+                    DeleteTopicsRequest::default().with_topic_names(vec![name(), name()])
+                };
+                req.encode(&mut buf, v)
+            }
+            ApiKey::DescribeConfigs => DescribeConfigsRequest::default()
+                .with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("topic-a"))
+                        .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+                            "retention.ms",
+                        )])),
+                    DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_configuration_keys(None),
+                ])
+                .with_include_synonyms(true)
+                .with_include_documentation(v >= 3)
+                .encode(&mut buf, v),
             _ => panic!("no test request for {api:?}"),
         };
         result.unwrap_or_else(|e| panic!("encode {api:?} v{v}: {e}"));

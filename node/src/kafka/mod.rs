@@ -12,12 +12,14 @@
 //! - [`codec`]: frames, headers, response encoding, the advertised version table.
 //! - [`guard`]: refuses impossible array lengths before kafka-protocol allocates for them.
 //! - [`handlers`]: one function per API, from decoded request to typed response.
+//! - [`admin`]: CreateTopics, DeleteTopics and DescribeConfigs.
 //! - [`observe`]: error codes of responses and reasons for closing, for [`Metrics`].
 //!
 //! With [`KafkaConfig::metrics`] set, every frame is counted: requests, bytes in and out and
 //! latency (frame read to response written) per API, each non-zero error code in a response, and
 //! each connection closed for a bad request, by reason.
 
+pub mod admin;
 pub mod codec;
 pub mod guard;
 pub mod handlers;
@@ -30,8 +32,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, DescribeClusterRequest, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest,
 };
 use kafka_protocol::ResponseError;
 use slog::{debug, info, o, warn, Logger};
@@ -60,6 +63,10 @@ pub struct KafkaConfig {
     pub fetch_poll_interval_ms: u64,
     /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
     pub accept_backoff_ms: u64,
+    /// How long a successful CreateTopics/DeleteTopics waits for the change to show in this
+    /// broker's cluster view (for the new topic's id, and so that the client's next Metadata
+    /// here sees it). Further capped by the request's `timeout_ms`.
+    pub admin_visible_wait_ms: u64,
     /// Where requests, bytes, latencies and error codes are counted; `None` counts nothing.
     pub metrics: Option<Arc<Metrics>>,
 }
@@ -76,6 +83,7 @@ impl PartialEq for KafkaConfig {
             && self.fetch_max_wait_ms == other.fetch_max_wait_ms
             && self.fetch_poll_interval_ms == other.fetch_poll_interval_ms
             && self.accept_backoff_ms == other.accept_backoff_ms
+            && self.admin_visible_wait_ms == other.admin_visible_wait_ms
             && same_metrics
     }
 }
@@ -89,6 +97,7 @@ impl Default for KafkaConfig {
             fetch_max_wait_ms: 10_000,
             fetch_poll_interval_ms: 5,
             accept_backoff_ms: 100,
+            admin_visible_wait_ms: 2_000,
             metrics: None,
         }
     }
@@ -291,6 +300,24 @@ async fn dispatch<B: Broker>(
         ApiKey::OffsetForLeaderEpoch => {
             let req: OffsetForLeaderEpochRequest = decode_body(body, api, version)?;
             let resp = handlers::offset_for_leader_epoch(broker, &req).await;
+            resp.error_codes(codes);
+            encode_response(api, version, corr, &resp)?
+        }
+        ApiKey::CreateTopics => {
+            let req: CreateTopicsRequest = decode_body(body, api, version)?;
+            let resp = admin::create_topics(broker, config, req, version).await;
+            resp.error_codes(codes);
+            encode_response(api, version, corr, &resp)?
+        }
+        ApiKey::DeleteTopics => {
+            let req: DeleteTopicsRequest = decode_body(body, api, version)?;
+            let resp = admin::delete_topics(broker, config, req, version).await;
+            resp.error_codes(codes);
+            encode_response(api, version, corr, &resp)?
+        }
+        ApiKey::DescribeConfigs => {
+            let req: DescribeConfigsRequest = decode_body(body, api, version)?;
+            let resp = admin::describe_configs(&broker.cluster(), &req, version);
             resp.error_codes(codes);
             encode_response(api, version, corr, &resp)?
         }

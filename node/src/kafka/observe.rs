@@ -6,8 +6,9 @@
 //! what is counted.
 
 use kafka_protocol::messages::{
-    ApiVersionsResponse, DescribeClusterResponse, FetchResponse, ListOffsetsResponse,
-    MetadataResponse, OffsetForLeaderEpochResponse, ProduceResponse,
+    ApiVersionsResponse, CreateTopicsResponse, DeleteTopicsResponse, DescribeClusterResponse,
+    DescribeConfigsResponse, FetchResponse, ListOffsetsResponse, MetadataResponse,
+    OffsetForLeaderEpochResponse, ProduceResponse,
 };
 
 use super::codec::CodecError;
@@ -72,6 +73,24 @@ impl ErrorCodes for OffsetForLeaderEpochResponse {
         for t in &self.topics {
             out.extend(t.partitions.iter().map(|p| p.error_code));
         }
+    }
+}
+
+impl ErrorCodes for CreateTopicsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.extend(self.topics.iter().map(|t| t.error_code));
+    }
+}
+
+impl ErrorCodes for DeleteTopicsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.extend(self.responses.iter().map(|t| t.error_code));
+    }
+}
+
+impl ErrorCodes for DescribeConfigsResponse {
+    fn error_codes(&self, out: &mut Vec<i16>) {
+        out.extend(self.results.iter().map(|r| r.error_code));
     }
 }
 

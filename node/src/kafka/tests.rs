@@ -7,6 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -15,7 +20,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeClusterRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
     FetchRequest, ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
     RequestHeader, ResponseHeader, TopicName,
 };
@@ -24,7 +30,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request as K
 use kafka_protocol::ResponseError;
 use railyard_core::api::{Acks, ClientError, FetchReply, OffsetSpec, Request, Response};
 use railyard_core::batch::{decode_records, stamp, validate, BatchBuilder, BatchHeader};
-use railyard_core::types::{Offset, TopicPartition};
+use railyard_core::types::{valid_topic_name, Offset, TopicPartition};
 use slog::{o, Logger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,6 +55,12 @@ struct FakeState {
     not_leader: BTreeSet<TopicPartition>,
     /// When set, every produce waits here: a barrier of n proves n produces run at once.
     produce_barrier: Option<Arc<Barrier>>,
+    /// When set, every CreateTopic waits here, as `produce_barrier` does for produces.
+    create_barrier: Option<Arc<Barrier>>,
+    /// Answer admin requests as a broker that is not the controller (broker 3 is).
+    not_controller: bool,
+    /// Topics created so far, for ids that differ from the static topics'.
+    created: u8,
 }
 
 #[derive(Clone)]
@@ -121,11 +133,14 @@ impl FakeBroker {
             | Request::Fetch { tp, .. }
             | Request::ListOffsets { tp, .. }
             | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
-            // This fake is no controller: admin requests are refused the way a follower would.
-            Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
-                let e = ClientError::NotController { controller: None };
+            Request::CreateTopic { .. } | Request::DeleteTopic { .. } if state.not_controller => {
+                let e = ClientError::NotController {
+                    controller: Some(3),
+                };
                 return Response::error_for(&request, e);
             }
+            Request::CreateTopic { .. } => return Response::CreateTopic(state.create(&request)),
+            Request::DeleteTopic { name } => return Response::DeleteTopic(state.delete(name)),
         };
         let not_leader = state.not_leader.contains(&tp);
         let Some(log) = state.logs.get_mut(&tp) else {
@@ -194,6 +209,87 @@ impl FakeBroker {
     }
 }
 
+impl FakeState {
+    /// The controller's checks (as `core::node::handle_admin` makes them), then the topic
+    /// appears in the view with every partition led by broker 1.
+    fn create(&mut self, request: &Request) -> Result<(), ClientError> {
+        let Request::CreateTopic {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            validate_only,
+        } = request
+        else {
+            unreachable!("create gets CreateTopic requests only")
+        };
+        if self.view.topics.iter().any(|t| t.name == *name) {
+            return Err(ClientError::TopicAlreadyExists(name.clone()));
+        }
+        if let Some((key, value)) = configs.iter().find(|(k, _)| {
+            ![
+                "retention.ms",
+                "retention.bytes",
+                "segment.bytes",
+                "cleanup.policy",
+            ]
+            .contains(&k.as_str())
+        }) {
+            return Err(ClientError::InvalidConfig {
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
+        if !valid_topic_name(name) {
+            return Err(ClientError::InvalidTopic(name.clone()));
+        }
+        if !(1..=100).contains(partitions) {
+            return Err(ClientError::InvalidPartitions(*partitions));
+        }
+        let brokers = self.view.brokers.len();
+        if *replication_factor < 1 || *replication_factor as usize > brokers {
+            return Err(ClientError::InvalidReplicationFactor {
+                asked: *replication_factor,
+                brokers,
+            });
+        }
+        if *validate_only {
+            return Ok(());
+        }
+        self.created += 1;
+        let replicas: Vec<u64> = (1..=*replication_factor as u64).collect();
+        let partitions = (0..*partitions as i32)
+            .map(|p| PartitionView {
+                partition: p,
+                leader: Some(1),
+                leader_epoch: 1,
+                replicas: replicas.clone(),
+                isr: replicas.clone(),
+            })
+            .collect::<Vec<_>>();
+        for p in &partitions {
+            let tp = TopicPartition::new(name.as_str(), p.partition);
+            self.logs.insert(tp, Vec::new());
+        }
+        self.view.topics.push(TopicView {
+            name: name.clone(),
+            id: [self.created; 16],
+            partitions,
+        });
+        Ok(())
+    }
+
+    fn delete(&mut self, name: &str) -> Result<(), ClientError> {
+        let before = self.view.topics.len();
+        self.view.topics.retain(|t| t.name != name);
+        if self.view.topics.len() == before {
+            return Err(ClientError::UnknownTopic(name.to_string()));
+        }
+        self.logs.retain(|tp, _| tp.topic != name);
+        Ok(())
+    }
+}
+
 impl Broker for FakeBroker {
     fn node_id(&self) -> u64 {
         1
@@ -206,6 +302,7 @@ impl Broker for FakeBroker {
     async fn request(&self, request: Request) -> Response {
         let barrier = match request {
             Request::Produce { .. } => self.0.lock().unwrap().produce_barrier.clone(),
+            Request::CreateTopic { .. } => self.0.lock().unwrap().create_barrier.clone(),
             _ => None,
         };
         if let Some(barrier) = barrier {
@@ -403,7 +500,9 @@ async fn test_api_versions_v3_and_v0_list_exactly_the_table() {
     let table = expected_table();
     assert!(table.contains(&(ApiKey::Fetch as i16, 4, 12)));
     assert!(table.contains(&(ApiKey::Produce as i16, 3, 12)));
-    assert!(!table.iter().any(|t| t.0 == ApiKey::CreateTopics as i16));
+    assert!(table.contains(&(ApiKey::CreateTopics as i16, 2, 7)));
+    assert!(table.contains(&(ApiKey::DeleteTopics as i16, 1, 6)));
+    assert!(table.contains(&(ApiKey::DescribeConfigs as i16, 1, 4)));
 }
 
 #[tokio::test]
@@ -999,4 +1098,423 @@ async fn test_metrics_count_requests_bytes_errors_and_refusals() {
             .contains("railyard_kafka_connections 0\n")
     })
     .await;
+}
+
+fn creatable(topic: &str, partitions: i32, rf: i16) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(rf)
+}
+
+fn create_request(topics: Vec<CreatableTopic>) -> CreateTopicsRequest {
+    CreateTopicsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(5_000)
+}
+
+fn topic_config(key: &str, value: &str) -> CreatableTopicConfig {
+    CreatableTopicConfig::default()
+        .with_name(StrBytes::from_string(key.to_owned()))
+        .with_value(Some(StrBytes::from_string(value.to_owned())))
+}
+
+fn delete_request(names: &[&str]) -> DeleteTopicsRequest {
+    DeleteTopicsRequest::default()
+        .with_topic_names(names.iter().map(|n| name(n)).collect())
+        .with_timeout_ms(5_000)
+}
+
+/// (code, message) of each topic of a CreateTopics response.
+fn create_codes(resp: &CreateTopicsResponse) -> Vec<(String, i16)> {
+    resp.topics
+        .iter()
+        .map(|t| (t.name.to_string(), t.error_code))
+        .collect()
+}
+
+fn created_topic_names(broker: &FakeBroker) -> Vec<String> {
+    broker
+        .cluster()
+        .topics
+        .iter()
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn test_create_topics_then_duplicate_is_topic_already_exists() {
+    // A create reaches the core with the request's partitions, replication factor and configs;
+    // v7 answers with the resolved settings, configs (override vs default) and the new topic's
+    // id; Metadata then lists the topic; creating it again is TOPIC_ALREADY_EXISTS (36) with a
+    // message, in the classic layout too.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let req = create_request(vec![
+        creatable("fresh", 3, 2).with_configs(vec![topic_config("retention.ms", "1000")])
+    ]);
+    let resp = c.call(&req, 7).await;
+    let t = &resp.topics[0];
+    assert_eq!((t.name.as_str(), t.error_code), ("fresh", 0));
+    assert_eq!(t.error_message, None);
+    assert_eq!((t.num_partitions, t.replication_factor), (3, 2));
+    let id = broker
+        .cluster()
+        .topics
+        .iter()
+        .find(|t| t.name == "fresh")
+        .unwrap()
+        .id;
+    assert_eq!(*t.topic_id.as_bytes(), id);
+    let configs: Vec<_> = t
+        .configs
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_deref().unwrap().to_string(),
+                c.config_source,
+            )
+        })
+        .collect();
+    assert_eq!(
+        configs,
+        vec![
+            ("cleanup.policy".into(), "delete".into(), 5),
+            ("retention.bytes".into(), "-1".into(), 5),
+            ("retention.ms".into(), "1000".into(), 1),
+            ("segment.bytes".into(), "1073741824".into(), 5),
+        ]
+    );
+    match &broker.requests()[..] {
+        [Request::CreateTopic {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            validate_only,
+        }] => {
+            assert_eq!(
+                (name.as_str(), *partitions, *replication_factor),
+                ("fresh", 3, 2)
+            );
+            assert_eq!(
+                configs.get("retention.ms").map(String::as_str),
+                Some("1000")
+            );
+            assert!(!validate_only);
+        }
+        other => panic!("unexpected core requests {other:?}"),
+    }
+    let meta = c
+        .call(
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("fresh")))
+            ])),
+            12,
+        )
+        .await;
+    assert_eq!(meta.topics[0].error_code, 0);
+    assert_eq!(meta.topics[0].partitions.len(), 3);
+
+    for version in [2, 5, 7] {
+        let again = c
+            .call(&create_request(vec![creatable("fresh", 1, 1)]), version)
+            .await;
+        let t = &again.topics[0];
+        assert_eq!(
+            t.error_code,
+            ResponseError::TopicAlreadyExists.code(),
+            "v{version}"
+        );
+        assert!(t.error_message.as_deref().unwrap().contains("fresh"));
+        if version >= 5 {
+            assert_eq!((t.num_partitions, t.replication_factor), (-1, -1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn test_create_topics_defaults_and_refusals() {
+    // -1 partitions is 1 and -1 replication is 3 capped at the two brokers; bad replication
+    // factors, partition counts, names and configs get their codes; manual assignments, null
+    // config values and duplicate names are refused by the listener without a core request.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let resp = c
+        .call(&create_request(vec![creatable("dflt", -1, -1)]), 5)
+        .await;
+    let t = &resp.topics[0];
+    assert_eq!(
+        (t.error_code, t.num_partitions, t.replication_factor),
+        (0, 1, 2)
+    );
+
+    let assigned = creatable("manual", -1, -1).with_assignments(vec![
+        CreatableReplicaAssignment::default().with_broker_ids(vec![BrokerId(1)]),
+    ]);
+    let null_config = creatable("nullcfg", 1, 1)
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("retention.ms"))
+            .with_value(None)]);
+    let req = create_request(vec![
+        creatable("rf", 1, 5),
+        creatable("parts", 0, 1),
+        creatable("bad/name", 1, 1),
+        creatable("cfg", 1, 1).with_configs(vec![topic_config("unknown.config", "1")]),
+        assigned,
+        null_config,
+        creatable("twice", 1, 1),
+        creatable("twice", 2, 1),
+    ]);
+    let before = broker.requests().len();
+    for version in [4, 7] {
+        let resp = c.call(&req, version).await;
+        assert_eq!(
+            create_codes(&resp),
+            vec![
+                ("rf".into(), ResponseError::InvalidReplicationFactor.code()),
+                ("parts".into(), ResponseError::InvalidPartitions.code()),
+                (
+                    "bad/name".into(),
+                    ResponseError::InvalidTopicException.code()
+                ),
+                ("cfg".into(), ResponseError::InvalidConfig.code()),
+                ("manual".into(), ResponseError::InvalidRequest.code()),
+                ("nullcfg".into(), ResponseError::InvalidConfig.code()),
+                ("twice".into(), ResponseError::InvalidRequest.code()),
+            ],
+            "v{version}"
+        );
+        assert!(resp.topics.iter().all(|t| t.error_message.is_some()));
+        let rf = resp.topics[0].error_message.as_deref().unwrap();
+        assert!(rf.contains('5'), "{rf}");
+    }
+    // Only the four topics the listener let through reached the core, in each of the 2 calls.
+    assert_eq!(broker.requests().len(), before + 8);
+    assert_eq!(created_topic_names(&broker), vec![TOPIC, MOVED, "dflt"]);
+}
+
+#[tokio::test]
+async fn test_topics_of_one_create_run_concurrently() {
+    // With a two-party barrier inside the broker, the request completes only if both topics'
+    // core requests are in flight at the same time.
+    let broker = FakeBroker::new();
+    broker.0.lock().unwrap().create_barrier = Some(Arc::new(Barrier::new(2)));
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let req = create_request(vec![creatable("one", 1, 1), creatable("two", 1, 1)]);
+    let resp = c.call(&req, 7).await;
+    assert_eq!(
+        create_codes(&resp),
+        vec![("one".into(), 0), ("two".into(), 0)]
+    );
+}
+
+#[tokio::test]
+async fn test_admin_on_a_non_controller_is_not_controller() {
+    // A broker that is not the controller answers NOT_CONTROLLER (41) with a message naming
+    // the controller, for creates and deletes alike; nothing changes.
+    let broker = FakeBroker::new();
+    broker.0.lock().unwrap().not_controller = true;
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let resp = c
+        .call(&create_request(vec![creatable("elsewhere", 1, 1)]), 7)
+        .await;
+    let t = &resp.topics[0];
+    assert_eq!(t.error_code, ResponseError::NotController.code());
+    assert!(t.error_message.as_deref().unwrap().contains("broker 3"));
+    let resp = c.call(&delete_request(&[TOPIC]), 5).await;
+    let t = &resp.responses[0];
+    assert_eq!(t.error_code, ResponseError::NotController.code());
+    assert!(t.error_message.as_deref().unwrap().contains("broker 3"));
+    assert_eq!(created_topic_names(&broker), vec![TOPIC, MOVED]);
+}
+
+#[tokio::test]
+async fn test_create_validate_only_creates_nothing() {
+    // validate_only runs the controller's checks and answers the would-be settings, but no
+    // topic appears; its errors are still reported.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let req = create_request(vec![creatable("dry", 4, 1), creatable("dry-bad", 1, 9)])
+        .with_validate_only(true);
+    let resp = c.call(&req, 7).await;
+    assert_eq!(
+        create_codes(&resp),
+        vec![
+            ("dry".into(), 0),
+            (
+                "dry-bad".into(),
+                ResponseError::InvalidReplicationFactor.code()
+            )
+        ]
+    );
+    assert_eq!(resp.topics[0].num_partitions, 4);
+    assert!(resp.topics[0].topic_id.is_nil());
+    assert!(broker.requests().iter().all(|r| matches!(
+        r,
+        Request::CreateTopic {
+            validate_only: true,
+            ..
+        }
+    )));
+    assert_eq!(created_topic_names(&broker), vec![TOPIC, MOVED]);
+}
+
+#[tokio::test]
+async fn test_delete_topics_then_again_is_unknown_topic() {
+    // A delete removes the topic; deleting it again is UNKNOWN_TOPIC_OR_PARTITION (3), in the
+    // classic (v1), flexible (v4) and message-bearing (v5) layouts.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let resp = c.call(&delete_request(&[TOPIC]), 1).await;
+    assert_eq!(
+        resp.responses[0].name.as_deref().map(|n| n.as_str()),
+        Some(TOPIC)
+    );
+    assert_eq!(resp.responses[0].error_code, 0);
+    assert_eq!(created_topic_names(&broker), vec![MOVED]);
+    for version in [1, 4, 5] {
+        let resp = c.call(&delete_request(&[TOPIC]), version).await;
+        let t = &resp.responses[0];
+        assert_eq!(t.error_code, ResponseError::UnknownTopicOrPartition.code());
+        assert_eq!(t.error_message.is_some(), version >= 5, "v{version}");
+    }
+    // A name given twice is refused once, without a core request.
+    let before = broker.requests().len();
+    let resp = c.call(&delete_request(&[MOVED, MOVED]), 5).await;
+    assert_eq!(resp.responses.len(), 1);
+    assert_eq!(
+        resp.responses[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    assert_eq!(broker.requests().len(), before);
+}
+
+#[tokio::test]
+async fn test_delete_topics_v6_by_id_and_by_name() {
+    // v6 names topics by id (the response fills in the name) or by name (the response fills
+    // in the id); an unknown id is UNKNOWN_TOPIC_ID.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let by_id = |id: [u8; 16]| {
+        DeleteTopicState::default()
+            .with_name(None)
+            .with_topic_id(super::codec::uuid_carrier(id).topic_id)
+    };
+    let req = DeleteTopicsRequest::default().with_topics(vec![
+        by_id([0xAB; 16]),
+        DeleteTopicState::default().with_name(Some(name(MOVED))),
+        by_id([0x11; 16]),
+    ]);
+    let resp = c.call(&req, 6).await;
+    let got: Vec<_> = resp
+        .responses
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_deref().map(|n| n.to_string()),
+                *r.topic_id.as_bytes(),
+                r.error_code,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(TOPIC.into()), [0xAB; 16], 0),
+            (Some(MOVED.into()), [0xCD; 16], 0),
+            (None, [0x11; 16], ResponseError::UnknownTopicId.code()),
+        ]
+    );
+    assert!(created_topic_names(&broker).is_empty());
+}
+
+fn describe_request(resources: Vec<DescribeConfigsResource>) -> DescribeConfigsRequest {
+    DescribeConfigsRequest::default().with_resources(resources)
+}
+
+fn resource(kind: i8, name: &str) -> DescribeConfigsResource {
+    DescribeConfigsResource::default()
+        .with_resource_type(kind)
+        .with_resource_name(StrBytes::from_string(name.to_owned()))
+        .with_configuration_keys(None)
+}
+
+#[tokio::test]
+async fn test_describe_configs_for_topics_and_brokers() {
+    // A topic reports its four configs as defaults (source DEFAULT_CONFIG, with the broker
+    // config as synonym when asked); configuration_keys filters them; a broker reports no
+    // configs and no error; an unknown topic is UNKNOWN_TOPIC_OR_PARTITION; other resource
+    // types are INVALID_REQUEST.
+    let addr = start(FakeBroker::new(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    for version in [1, 3, 4] {
+        let req = describe_request(vec![
+            resource(2, TOPIC),
+            resource(2, TOPIC).with_configuration_keys(Some(vec![
+                StrBytes::from_static_str("retention.ms"),
+                StrBytes::from_static_str("no.such.config"),
+            ])),
+            resource(4, "1"),
+            resource(4, ""),
+            resource(2, "nope"),
+            resource(8, "1"),
+        ])
+        .with_include_synonyms(true);
+        let resp = c.call(&req, version).await;
+        let codes: Vec<_> = resp.results.iter().map(|r| r.error_code).collect();
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        let invalid = ResponseError::InvalidRequest.code();
+        assert_eq!(codes, vec![0, 0, 0, 0, unknown, invalid], "v{version}");
+        let all: Vec<_> = resp.results[0]
+            .configs
+            .iter()
+            .map(|c| {
+                assert!(!c.read_only && !c.is_sensitive);
+                assert_eq!(c.synonyms.len(), 1);
+                assert_eq!(c.synonyms[0].source, 5);
+                (
+                    c.name.to_string(),
+                    c.value.as_deref().unwrap().to_string(),
+                    c.config_source,
+                )
+            })
+            .collect();
+        assert_eq!(
+            all,
+            vec![
+                ("cleanup.policy".into(), "delete".into(), 5),
+                ("retention.bytes".into(), "-1".into(), 5),
+                ("retention.ms".into(), "604800000".into(), 5),
+                ("segment.bytes".into(), "1073741824".into(), 5),
+            ]
+        );
+        assert_eq!(
+            resp.results[0].configs[2].synonyms[0].name.as_str(),
+            "log.retention.ms"
+        );
+        if version >= 3 {
+            assert_eq!(resp.results[0].configs[2].config_type, 5); // LONG
+        }
+        let filtered: Vec<_> = resp.results[1]
+            .configs
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        assert_eq!(filtered, vec!["retention.ms".to_string()]);
+        assert!(resp.results[2].configs.is_empty());
+        assert_eq!(resp.results[2].resource_type, 4);
+        assert_eq!(resp.results[2].error_message, None);
+        assert!(resp.results[4].error_message.is_some());
+    }
 }
