@@ -408,6 +408,7 @@ mod tests {
                     // Hosted elsewhere only: its missing leader is not this node's problem.
                     partition(2, None, vec![2, 3]),
                 ],
+                configs: Default::default(),
             }],
         }
     }

@@ -39,6 +39,8 @@ pub struct TopicView {
     /// A stable topic id (Kafka's UUID), derived from the name for static topics.
     pub id: [u8; 16],
     pub partitions: Vec<PartitionView>,
+    /// Topic config overrides set at creation (`retention.ms`, ...); absent keys are defaults.
+    pub configs: std::collections::BTreeMap<String, String>,
 }
 
 /// What a Metadata request is answered from.

@@ -379,6 +379,7 @@ fn publish(node: &Node, base: &ClusterView, view: &Arc<RwLock<ClusterView>>) {
             name: t.name.clone(),
             id: t.id,
             partitions,
+            configs: t.configs.clone(),
         });
     }
     if let Ok(mut w) = view.write() {

@@ -10,8 +10,8 @@
 //! this broker's cluster view, which is what lets CreateTopics v7 report the new topic's id and
 //! a client's next Metadata on this connection see the topic.
 //!
-//! DescribeConfigs answers from the cluster view, which carries no per-topic config overrides
-//! yet: every topic reports the defaults in [`TOPIC_CONFIGS`].
+//! DescribeConfigs answers from the cluster view: the overrides set at creation, and the
+//! defaults in [`TOPIC_CONFIGS`] for the rest.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -553,8 +553,8 @@ async fn delete_one<B: Broker>(broker: B, name: String, wait: Duration) -> Resul
     Ok(())
 }
 
-/// DescribeConfigs: topics report [`TOPIC_CONFIGS`] (defaults only: the view carries no
-/// overrides yet); brokers report no configs.
+/// DescribeConfigs: topics report [`TOPIC_CONFIGS`], with the overrides set at creation;
+/// brokers report no configs.
 pub fn describe_configs(
     view: &ClusterView,
     req: &DescribeConfigsRequest,
@@ -575,19 +575,19 @@ pub fn describe_configs(
             let name = r.resource_name.as_str();
             match r.resource_type {
                 RESOURCE_TOPIC => {
-                    if !view.topics.iter().any(|t| t.name == name) {
+                    let Some(topic) = view.topics.iter().find(|t| t.name == name) else {
                         let e = if valid_topic_name(name) {
                             ResponseError::UnknownTopicOrPartition
                         } else {
                             ResponseError::InvalidTopicException
                         };
                         return fail(out, e, format!("unknown topic {name}"));
-                    }
+                    };
                     let wanted = |n: &str| match &r.configuration_keys {
                         None => true,
                         Some(keys) => keys.iter().any(|k| k.as_str() == n),
                     };
-                    let configs = config_entries(&BTreeMap::new())
+                    let configs = config_entries(&topic.configs)
                         .into_iter()
                         .filter(|e| wanted(&e.name))
                         .map(|e| describe_entry(e, req.include_synonyms, version))

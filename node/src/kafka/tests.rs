@@ -97,11 +97,13 @@ impl FakeBroker {
                     name: TOPIC.into(),
                     id: [0xAB; 16],
                     partitions: vec![partition(0, 1, EPOCH), partition(1, 1, EPOCH)],
+                    configs: BTreeMap::new(),
                 },
                 TopicView {
                     name: MOVED.into(),
                     id: [0xCD; 16],
                     partitions: vec![partition(0, 2, 7)],
+                    configs: BTreeMap::new(),
                 },
             ],
         };
@@ -275,6 +277,7 @@ impl FakeState {
             name: name.clone(),
             id: [self.created; 16],
             partitions,
+            configs: configs.clone(),
         });
         Ok(())
     }
