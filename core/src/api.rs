@@ -123,6 +123,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether the write certainly did not happen (Jepsen `fail`) rather than maybe (`info`).
+    /// Every error but `Indeterminate` is raised before the batch is proposed.
     pub fn definitely_not_written(&self) -> bool {
         !matches!(self, ClientError::Indeterminate { .. })
     }

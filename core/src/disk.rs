@@ -62,6 +62,13 @@ pub trait Disk {
     /// Names of the sub-directories directly inside `dir`, sorted.
     fn list_dirs(&self, dir: &str) -> Result<Vec<String>, DiskError>;
 
+    /// Free space left for this disk's files, if known. Leaders refuse new produces when it
+    /// runs below the node's reserve, so that a filling disk turns into clean errors for
+    /// clients (reads keep working) instead of failed writes. `None`: unknown, never refuse.
+    fn available_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether the file exists.
     fn exists(&self, path: &str) -> bool {
         self.len(path).is_ok()

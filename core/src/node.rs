@@ -68,6 +68,9 @@ pub struct NodeConfig {
     /// to the preferred one once that one is in sync (a rejoined node regains its
     /// leaderships). `None`: never.
     pub preferred_leader_check_ms: Option<Millis>,
+    /// Leaders refuse produces (KAFKA_STORAGE_ERROR) while the disk has less free space than
+    /// this; checked every tick. Reads, replication and admin requests go on.
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +112,8 @@ pub struct Node {
     /// translated into the admin reply.
     admin_pending: BTreeMap<RequestId, AdminPending>,
     last_preferred_check_ms: Millis,
+    /// Free space fell below `min_free_bytes` at the last check.
+    disk_low: bool,
 }
 
 /// An admin request whose metadata record is being committed.
@@ -142,6 +147,7 @@ impl Node {
             image: MetadataImage::default(),
             admin_pending: BTreeMap::new(),
             last_preferred_check_ms: 0,
+            disk_low: false,
         };
         if node.config.metadata_voters.contains(&node.config.id) {
             let voters = node.config.metadata_voters.clone();
@@ -249,6 +255,12 @@ impl Node {
             }
         };
         let reply = match request {
+            Request::Produce { .. } if self.disk_low && replica.is_leader() => {
+                // Refused before anything is written; the write certainly did not happen.
+                Response::Produce(Err(ClientError::Storage(
+                    "disk almost full: produce refused".into(),
+                )))
+            }
             Request::Produce { acks, batch, .. } => {
                 let mut replies = Replies::new();
                 replica.produce(now_ms, id, acks, batch, &mut self.rng, &mut replies);
@@ -272,6 +284,10 @@ impl Node {
     /// Advances raft's logical clock by one tick for every replica, expires produces past their
     /// deadline, and runs retention every `retention_check_ms`.
     pub fn tick(&mut self, now_ms: Millis) -> Result<(), NodeError> {
+        self.disk_low = self
+            .disk
+            .available_bytes()
+            .is_some_and(|free| free < self.config.min_free_bytes);
         let mut replies = Replies::new();
         for replica in self.replicas.values_mut() {
             replica.tick(now_ms, &mut self.rng, &mut replies);
@@ -307,6 +323,11 @@ impl Node {
                 r.transfer_leadership(to, &mut self.rng);
             }
         }
+    }
+
+    /// Whether free space is below the reserve (produces are being refused).
+    pub fn disk_low(&self) -> bool {
+        self.disk_low
     }
 
     /// Whether this node leads any partition.

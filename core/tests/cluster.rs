@@ -52,6 +52,7 @@ fn config(id: NodeId, log: LogConfig, metadata: bool) -> NodeConfig {
         metadata_voters: if metadata { vec![1, 2, 3] } else { vec![] },
         brokers: vec![1, 2, 3],
         preferred_leader_check_ms: None,
+        min_free_bytes: 0,
     }
 }
 

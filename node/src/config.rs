@@ -66,6 +66,10 @@ pub struct NodeConfig {
     pub controller_voters: Vec<NodeId>,
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
+    /// Leaders refuse produces (KAFKA_STORAGE_ERROR) while the data disk has less free space;
+    /// reads keep working.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
     #[serde(default)]
     pub log_format: LogFormat,
     #[serde(default = "default_log_level")]
@@ -74,6 +78,10 @@ pub struct NodeConfig {
 
 fn default_tick_ms() -> u64 {
     100
+}
+
+fn default_min_free_bytes() -> u64 {
+    256 << 20
 }
 
 fn default_log_level() -> String {
@@ -225,6 +233,7 @@ mod tests {
             }],
             controller_voters: vec![],
             tick_ms: 100,
+            min_free_bytes: 0,
             log_format: LogFormat::Term,
             log_level: "info".into(),
         }

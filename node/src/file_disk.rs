@@ -444,6 +444,12 @@ impl FileDisk {
 }
 
 impl Disk for FileDisk {
+    fn available_bytes(&self) -> Option<u64> {
+        // Space an unprivileged writer may still use (f_bavail), as `df` reports it.
+        let st = rustix::fs::statvfs(&self.root).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     fn create(&self, path: &str) -> Result<(), DiskError> {
         let full = self.full_path(path, false)?;
         let (dir, _) = split_path(path);

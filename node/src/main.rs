@@ -127,6 +127,7 @@ fn dev_configs(
             topics: topics.clone(),
             controller_voters: Vec::new(),
             tick_ms: 100,
+            min_free_bytes: 256 << 20,
             log_format: LogFormat::Term,
             log_level: "info".into(),
         })

@@ -167,6 +167,7 @@ pub fn start_core(
         metadata_voters: config.controller_voters(),
         brokers,
         preferred_leader_check_ms: Some(5_000),
+        min_free_bytes: config.min_free_bytes,
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(CORE_QUEUE_MAX);
     let view = Arc::new(RwLock::new(base_view(config)));

@@ -260,6 +260,11 @@ impl SimDisk {
 }
 
 impl Disk for SimDisk {
+    fn available_bytes(&self) -> Option<u64> {
+        let st = self.state.borrow();
+        st.capacity.map(|c| c.saturating_sub(st.used))
+    }
+
     fn create(&self, path: &str) -> Result<(), DiskError> {
         let mut st = self.state.borrow_mut();
         st.alive(true)?;

@@ -72,6 +72,8 @@ pub struct Workload {
     pub acked_all: u64,
     pub acked_leader: u64,
     pub send_fail: u64,
+    /// Sends refused because the leader's disk was (almost) full.
+    pub send_refused_disk_full: u64,
     pub send_info: u64,
     pub polls_ok: u64,
     pub values_read: u64,
@@ -97,6 +99,7 @@ impl Workload {
             acked_all: 0,
             acked_leader: 0,
             send_fail: 0,
+            send_refused_disk_full: 0,
             send_info: 0,
             polls_ok: 0,
             values_read: 0,
@@ -265,6 +268,9 @@ impl Workload {
                                     self.clients[client].leader_hint.remove(&tp);
                                 }
                             }
+                        }
+                        if matches!(e, ClientError::Storage(_)) {
+                            self.send_refused_disk_full += 1;
                         }
                         if e.definitely_not_written() {
                             self.send_fail += 1;

@@ -157,6 +157,7 @@ pub struct RunStats {
     pub acked_all: u64,
     pub acked_leader: u64,
     pub send_fail: u64,
+    pub send_refused_disk_full: u64,
     pub send_info: u64,
     pub polls_ok: u64,
     pub values_read: u64,
@@ -656,6 +657,7 @@ impl World {
             metadata_voters: Vec::new(),
             brokers: self.node_ids.clone(),
             preferred_leader_check_ms: None,
+            min_free_bytes: 16 * 1024,
         }
     }
 
@@ -1302,6 +1304,7 @@ impl World {
         self.stats.acked_all = w.acked_all;
         self.stats.acked_leader = w.acked_leader;
         self.stats.send_fail = w.send_fail;
+        self.stats.send_refused_disk_full = w.send_refused_disk_full;
         self.stats.send_info = w.send_info;
         self.stats.polls_ok = w.polls_ok;
         self.stats.values_read = w.values_read;

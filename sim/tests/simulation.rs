@@ -174,6 +174,8 @@ fn test_scenario_disk_full() {
     assert_eq!(r.stats.disk_full_periods, 2);
     assert!(r.stats.disk.no_space > 0, "{:?}", r.stats);
     assert!(r.stats.fail_stops > 0, "{:?}", r.stats);
+    // The leader with the full disk refused produces cleanly instead of failing writes.
+    assert!(r.stats.send_refused_disk_full > 0, "{:?}", r.stats);
 }
 
 /// The same seed gives the same run, event for event; a different seed does not.
