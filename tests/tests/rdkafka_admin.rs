@@ -1,0 +1,524 @@
+//! librdkafka's `AdminClient` (CreateTopics, DescribeConfigs, DeleteTopics) against an
+//! in-process 3-node cluster started with no configured topics: every topic here is created
+//! at run time through the controller.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use railyard_node::broker::{Broker, ClusterView};
+use railyard_tests::{java_partition, InProcessCluster};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
+    TopicResult,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::metadata::MetadataTopic;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+const TOPIC: &str = "orders";
+const PARTITIONS: i32 = 6;
+const RF: usize = 3;
+const RETENTION_MS: &str = "3600000";
+/// Kafka's `log.segment.bytes` default, which the broker reports for topics without an override.
+const DEFAULT_SEGMENT_BYTES: &str = "1073741824";
+/// Bound of every wait in this file; generous, since four clusters share the machine.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A started cluster with an agreed controller, and an admin client bootstrapped to it.
+struct Fixture {
+    cluster: InProcessCluster,
+    admin: AdminClient<DefaultClientContext>,
+    bootstrap: String,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let cluster = InProcessCluster::start(3, Vec::new()).await;
+        // Setup: the first controller election is over (the admin client finds one).
+        wait_for_views(&cluster, "an agreed controller", |views| {
+            views[0].controller.is_some()
+                && views.iter().all(|v| v.controller == views[0].controller)
+        })
+        .await;
+        let bootstrap = cluster.bootstrap();
+        let admin = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("creating the admin client");
+        Fixture {
+            cluster,
+            admin,
+            bootstrap,
+        }
+    }
+
+    /// Creates `orders` (6 partitions, RF 3, retention.ms override) and checks it succeeded.
+    async fn create_orders(&self) {
+        let results = self.create(&orders()).await;
+        assert_eq!(results, vec![Ok(TOPIC.to_string())], "creating {TOPIC}");
+    }
+
+    /// CreateTopics for one topic, retried on NOT_CONTROLLER (see [`Fixture::retry`]).
+    async fn create(&self, topic: &NewTopic<'_>) -> Vec<TopicResult> {
+        self.retry("CreateTopics", || {
+            self.admin.create_topics([topic], &opts())
+        })
+        .await
+    }
+
+    /// DeleteTopics for one topic, retried on NOT_CONTROLLER (see [`Fixture::retry`]).
+    async fn delete(&self, name: &str) -> Vec<TopicResult> {
+        self.retry("DeleteTopics", || {
+            self.admin.delete_topics(&[name], &opts())
+        })
+        .await
+    }
+
+    /// Runs an admin call until its answer is not NOT_CONTROLLER. The controller moves on its
+    /// own in a young cluster (a non-preferred winner of the first election hands it to the
+    /// preferred node at some 5 s preferred-leader check), and librdkafka, unlike the Java
+    /// client, hands NOT_CONTROLLER to the application instead of retrying. A refresh of the
+    /// client's metadata teaches it the new controller. NOT_CONTROLLER is answered before
+    /// anything is proposed, so the retry cannot turn one creation into TOPIC_ALREADY_EXISTS.
+    async fn retry<F: std::future::Future<Output = KafkaResult<Vec<TopicResult>>>>(
+        &self,
+        what: &str,
+        call: impl Fn() -> F,
+    ) -> Vec<TopicResult> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let results = call()
+                .await
+                .unwrap_or_else(|e| panic!("{what} request: {e}"));
+            let moved = results
+                .iter()
+                .any(|r| matches!(r, Err((_, RDKafkaErrorCode::NotController))));
+            if !moved {
+                return results;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: NOT_CONTROLLER for {WAIT:?}"
+            );
+            eprintln!("{what}: NOT_CONTROLLER (the controller moved); retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::task::block_in_place(|| {
+                self.admin
+                    .inner()
+                    .fetch_metadata(None, Duration::from_secs(5))
+                    .expect("refreshing metadata")
+            });
+        }
+    }
+
+    /// A client config with auto-creation off, so nothing but the admin client makes topics.
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("allow.auto.create.topics", "false");
+        c
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.client()
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "false")
+            .set("message.timeout.ms", "20000")
+            // How long an unknown topic may be waited for before queued records fail with
+            // UNKNOWN_TOPIC (default 30 s, longer than these tests).
+            .set("topic.metadata.propagation.max.ms", "1000")
+            .create()
+            .expect("creating the producer")
+    }
+
+    fn consumer(&self) -> BaseConsumer {
+        self.client()
+            .set("group.id", "railyard-admin-unused")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .expect("creating the consumer")
+    }
+}
+
+fn orders() -> NewTopic<'static> {
+    NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(RF as i32))
+        .set("retention.ms", RETENTION_MS)
+}
+
+fn opts() -> AdminOptions {
+    AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(15)))
+        .operation_timeout(Some(Duration::from_secs(10)))
+}
+
+/// Polls every node's cluster view until `done` holds for them all (node order) or [`WAIT`]
+/// passes.
+async fn wait_for_views(
+    cluster: &InProcessCluster,
+    what: &str,
+    done: impl Fn(&[ClusterView]) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let views: Vec<ClusterView> = cluster.nodes.iter().map(|n| n.handle.cluster()).collect();
+        if done(&views) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {WAIT:?}: {views:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What rdkafka metadata lists for a topic: its error, and each partition's (id, leader,
+/// replicas).
+type TopicSummary = (String, Vec<(i32, i32, Vec<i32>)>);
+
+/// Polls rdkafka metadata (all topics, from whichever broker librdkafka asks) until `done`
+/// accepts what it lists as `orders` (`None`: not listed), and returns that.
+fn poll_orders_metadata(
+    consumer: &BaseConsumer,
+    what: &str,
+    done: impl Fn(Option<&MetadataTopic>) -> bool,
+) -> Option<TopicSummary> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .expect("fetching metadata");
+        let topic = md.topics().iter().find(|t| t.name() == TOPIC);
+        let summary = topic.map(|t| {
+            let parts = t
+                .partitions()
+                .iter()
+                .map(|p| (p.id(), p.leader(), p.replicas().to_vec()))
+                .collect();
+            (format!("{:?}", t.error()), parts)
+        });
+        if done(topic) {
+            return summary;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rdkafka metadata did not show {what} within {WAIT:?}; last: {summary:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether `t` is `orders` as created: 6 partitions (0..6), each with 3 distinct replicas
+/// among the brokers and a leader among its replicas.
+fn fully_led(t: Option<&MetadataTopic>) -> bool {
+    let Some(t) = t else { return false };
+    let ids: BTreeSet<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    t.error().is_none()
+        && ids == (0..PARTITIONS).collect()
+        && t.partitions().iter().all(|p| {
+            let replicas: BTreeSet<i32> = p.replicas().iter().copied().collect();
+            p.error().is_none()
+                && p.replicas().len() == RF
+                && replicas.len() == RF
+                && replicas.iter().all(|r| (1..=3).contains(r))
+                && replicas.contains(&p.leader())
+        })
+}
+
+fn key(i: usize) -> String {
+    format!("order-{i:04}")
+}
+
+fn value(i: usize) -> String {
+    format!("total={}", i * 7)
+}
+
+// Proves a topic created by AdminClient (6 partitions, RF 3, retention.ms override) shows in
+// rdkafka metadata with 3 replicas and a leader per partition, takes keyed acks=all writes in
+// murmur2's partitions, and gives every record back by assign at its acknowledged offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_admin_created_topic_serves_metadata_produce_and_fetch() {
+    const RECORDS: usize = 600;
+    let started = Instant::now();
+    let f = Fixture::start().await;
+    f.create_orders().await;
+
+    let consumer = f.consumer();
+    let md = tokio::task::block_in_place(|| {
+        poll_orders_metadata(&consumer, "6 led partitions with 3 replicas", fully_led)
+    });
+    let led = started.elapsed();
+
+    let producer = f.producer();
+    let mut pending = Vec::with_capacity(RECORDS);
+    for i in 0..RECORDS {
+        let (k, v) = (key(i), value(i));
+        let delivery = producer
+            .send_result(FutureRecord::to(TOPIC).key(&k).payload(&v))
+            .unwrap_or_else(|(e, _)| panic!("enqueueing record {i}: {e}"));
+        pending.push(delivery);
+    }
+    let mut acked: Vec<(i32, i64)> = Vec::with_capacity(RECORDS);
+    for (i, delivery) in pending.into_iter().enumerate() {
+        match delivery.await {
+            Ok(Ok((partition, offset))) => acked.push((partition, offset)),
+            Ok(Err((e, _))) => panic!("record {i} was not acknowledged: {e}; metadata {md:?}"),
+            Err(_) => panic!("record {i}: delivery future cancelled"),
+        }
+    }
+    for (i, &(partition, _)) in acked.iter().enumerate() {
+        assert_eq!(
+            partition,
+            java_partition(key(i).as_bytes(), PARTITIONS),
+            "record {i} acknowledged in another partition than murmur2 picks"
+        );
+    }
+    let used: BTreeSet<i32> = acked.iter().map(|a| a.0).collect();
+    assert_eq!(
+        used.len(),
+        PARTITIONS as usize,
+        "every partition took records"
+    );
+
+    let read = tokio::task::block_in_place(|| {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(TOPIC, p, Offset::Offset(0))
+                .expect("adding a partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        // key -> (partition, offset, value)
+        let mut out: BTreeMap<String, (i32, i64, String)> = BTreeMap::new();
+        let deadline = Instant::now() + WAIT;
+        while out.len() < RECORDS {
+            assert!(
+                Instant::now() < deadline,
+                "read only {} of {RECORDS} records within {WAIT:?}",
+                out.len()
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(e)) => panic!("consumer error: {e}"),
+                Some(Ok(m)) => {
+                    let text = |b: Option<&[u8]>| {
+                        String::from_utf8(b.expect("record has bytes").to_vec()).expect("utf-8")
+                    };
+                    let k = text(m.key());
+                    let prev =
+                        out.insert(k.clone(), (m.partition(), m.offset(), text(m.payload())));
+                    assert!(prev.is_none(), "{k} read twice");
+                }
+            }
+        }
+        out
+    });
+    for (i, &(partition, offset)) in acked.iter().enumerate() {
+        let got = read.get(&key(i)).expect("every acknowledged key is read");
+        assert_eq!(
+            got,
+            &(partition, offset, value(i)),
+            "record {i} read at another place or with another value than acknowledged"
+        );
+    }
+    eprintln!(
+        "rdkafka admin create: led after {led:?}, total {:?}",
+        started.elapsed()
+    );
+}
+
+// Proves CreateTopics refuses an existing name with TOPIC_ALREADY_EXISTS and a replication
+// factor above the broker count with INVALID_REPLICATION_FACTOR, and neither refusal changes
+// what exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_admin_create_refuses_existing_topic_and_too_many_replicas() {
+    let f = Fixture::start().await;
+    f.create_orders().await;
+
+    let again = f.create(&orders()).await;
+    assert_eq!(
+        again,
+        vec![Err((
+            TOPIC.to_string(),
+            RDKafkaErrorCode::TopicAlreadyExists
+        ))]
+    );
+    // A different shape under the same name is refused just the same.
+    let other_shape = NewTopic::new(TOPIC, 2, TopicReplication::Fixed(1));
+    let again = f.create(&other_shape).await;
+    assert_eq!(
+        again,
+        vec![Err((
+            TOPIC.to_string(),
+            RDKafkaErrorCode::TopicAlreadyExists
+        ))]
+    );
+
+    let too_many = NewTopic::new("orders-rf4", 1, TopicReplication::Fixed(4));
+    let refused = f.create(&too_many).await;
+    assert_eq!(
+        refused,
+        vec![Err((
+            "orders-rf4".to_string(),
+            RDKafkaErrorCode::InvalidReplicationFactor
+        ))]
+    );
+
+    // `orders` keeps its original shape everywhere, and the refused topic exists nowhere.
+    wait_for_views(&f.cluster, "orders as first created", |views| {
+        views.iter().all(|v| {
+            v.topics.iter().find(|t| t.name == TOPIC).is_some_and(|t| {
+                t.partitions.len() == PARTITIONS as usize
+                    && t.partitions.iter().all(|p| p.replicas.len() == RF)
+            })
+        })
+    })
+    .await;
+    let consumer = f.consumer();
+    let md = tokio::task::block_in_place(|| {
+        consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .expect("fetching metadata")
+    });
+    let names: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
+    assert!(
+        !names.contains(&"orders-rf4"),
+        "refused topic is listed: {names:?}"
+    );
+    for v in f.cluster.nodes.iter().map(|n| n.handle.cluster()) {
+        assert!(
+            v.topics.iter().all(|t| t.name != "orders-rf4"),
+            "refused topic in a node's view: {v:#?}"
+        );
+    }
+}
+
+// Proves DescribeConfigs on a created topic reports the creation override (retention.ms =
+// 3600000, a topic config) and Kafka's default segment.bytes (a default), from any broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_admin_describe_configs_reports_override_and_defaults() {
+    let f = Fixture::start().await;
+    f.create_orders().await;
+    // Every broker knows the topic, so whichever one librdkafka asks can answer.
+    wait_for_views(&f.cluster, "orders on every node", |views| {
+        views
+            .iter()
+            .all(|v| v.topics.iter().any(|t| t.name == TOPIC))
+    })
+    .await;
+
+    let results = f
+        .admin
+        .describe_configs([&ResourceSpecifier::Topic(TOPIC)], &opts())
+        .await
+        .expect("DescribeConfigs request");
+    assert_eq!(results.len(), 1);
+    let resource = results[0]
+        .as_ref()
+        .unwrap_or_else(|e| panic!("describing {TOPIC}: {e:?}"));
+    let entries = resource.entry_map();
+
+    let retention = entries
+        .get("retention.ms")
+        .unwrap_or_else(|| panic!("no retention.ms in {:#?}", resource.entries));
+    assert_eq!(retention.value.as_deref(), Some(RETENTION_MS));
+    assert_eq!(retention.source, ConfigSource::DynamicTopic);
+    assert!(!retention.is_default, "an override is not a default");
+
+    let segment = entries
+        .get("segment.bytes")
+        .unwrap_or_else(|| panic!("no segment.bytes in {:#?}", resource.entries));
+    assert_eq!(segment.value.as_deref(), Some(DEFAULT_SEGMENT_BYTES));
+    assert_eq!(segment.source, ConfigSource::Default);
+    assert!(segment.is_default);
+}
+
+// Proves DeleteTopics removes a topic: rdkafka metadata stops listing it, a second delete is
+// UNKNOWN_TOPIC_OR_PARTITION, and producing to it fails with an unknown-topic error, both for
+// a producer that had written to it and for a fresh one (auto-creation off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_admin_delete_topic_removes_it_from_metadata_and_produce() {
+    let started = Instant::now();
+    let f = Fixture::start().await;
+    f.create_orders().await;
+    let consumer = f.consumer();
+    tokio::task::block_in_place(|| {
+        poll_orders_metadata(&consumer, "6 led partitions with 3 replicas", fully_led)
+    });
+    // A producer that knows the topic (its metadata cache holds all 6 partitions).
+    let warm = f.producer();
+    for i in 0..PARTITIONS as usize * 4 {
+        let (k, v) = (key(i), value(i));
+        warm.send(FutureRecord::to(TOPIC).key(&k).payload(&v), WAIT)
+            .await
+            .unwrap_or_else(|(e, _)| panic!("record {i} before the delete: {e}"));
+    }
+
+    let before_delete = started.elapsed();
+    let deleted = f.delete(TOPIC).await;
+    assert_eq!(deleted, vec![Ok(TOPIC.to_string())]);
+
+    let gone = tokio::task::block_in_place(|| {
+        poll_orders_metadata(&consumer, "orders gone", |t| t.is_none())
+    });
+    assert_eq!(gone, None);
+    wait_for_views(&f.cluster, "orders gone from every node", |views| {
+        views
+            .iter()
+            .all(|v| v.topics.iter().all(|t| t.name != TOPIC))
+    })
+    .await;
+
+    let again = f.delete(TOPIC).await;
+    assert_eq!(
+        again,
+        vec![Err((
+            TOPIC.to_string(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))]
+    );
+
+    let unknown = |who: &str, r: Result<(i32, i64), (KafkaError, _)>| match r {
+        Err((KafkaError::MessageProduction(code), _))
+            if [
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+                RDKafkaErrorCode::UnknownTopic,
+                RDKafkaErrorCode::UnknownPartition,
+            ]
+            .contains(&code) => {}
+        Err((e, _)) => panic!("{who}: producing to the deleted topic failed otherwise: {e:?}"),
+        Ok(at) => panic!("{who}: producing to the deleted topic was acknowledged at {at:?}"),
+    };
+    let fresh = f.producer();
+    for (who, producer) in [("warm producer", &warm), ("fresh producer", &fresh)] {
+        let started = Instant::now();
+        let r = producer
+            .send(
+                FutureRecord::to(TOPIC).key("k").payload("after delete"),
+                WAIT,
+            )
+            .await;
+        eprintln!("{who}: {r:?} after {:?}", started.elapsed());
+        unknown(who, r);
+    }
+    // Nothing recreated it behind the test's back.
+    let md = tokio::task::block_in_place(|| {
+        consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .expect("fetching metadata")
+    });
+    assert!(md.topics().iter().all(|t| t.name() != TOPIC));
+    warm.flush(Duration::from_secs(1)).ok();
+    eprintln!(
+        "rdkafka admin delete: deleting at {before_delete:?}, total {:?}",
+        started.elapsed()
+    );
+}
