@@ -335,9 +335,15 @@ impl Node {
         self.replicas.values().any(|r| r.is_leader())
     }
 
-    /// Gives leadership back to each partition's preferred leader when it is in sync.
+    /// Gives leadership back to each partition's preferred leader when it is in sync. The
+    /// metadata partition is left alone: moving the controller only makes admin requests meet
+    /// NOT_CONTROLLER, which librdkafka does not retry.
     fn restore_preferred_leaders(&mut self) {
-        for r in self.replicas.values_mut() {
+        let meta = metadata_tp();
+        for (tp, r) in self.replicas.iter_mut() {
+            if *tp == meta {
+                continue;
+            }
             let Some(pref) = r.preferred_leader() else {
                 continue;
             };
