@@ -325,6 +325,19 @@ impl Node {
         }
     }
 
+    /// A number that changes whenever a replica's term, role or leader changes, or the
+    /// metadata image or the set of replicas does: the runtime rebuilds its cluster view only
+    /// then, instead of walking every partition every few milliseconds.
+    pub fn view_version(&self) -> u64 {
+        let roles = self
+            .replicas
+            .values()
+            .fold(0u64, |acc, r| acc.wrapping_add(r.role_changes()));
+        roles
+            .wrapping_add(self.image.records_applied.wrapping_mul(1_000_003))
+            .wrapping_add((self.replicas.len() as u64).wrapping_mul(0x9e37_79b9))
+    }
+
     /// Whether free space is below the reserve (produces are being refused).
     pub fn disk_low(&self) -> bool {
         self.disk_low

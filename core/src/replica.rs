@@ -92,6 +92,8 @@ pub struct Replica {
     pending: BTreeMap<RaftIndex, PendingProduce>,
     /// (term, role, leader) after the last raft call; a change triggers a seeded timeout draw.
     last_seen: (Term, StateRole, NodeId),
+    /// How many times (term, role, leader) changed: lets observers skip unchanged replicas.
+    role_changes: u64,
     /// In repair mode: the commit index of the first leader that replicated to us since.
     repair_target: Option<RaftIndex>,
     /// Produces pending when leadership was lost; answered `Indeterminate` at the next drain.
@@ -146,6 +148,7 @@ impl Replica {
             id,
             config,
             last_seen: (0, StateRole::Follower, 0),
+            role_changes: 0,
             raw,
             pending: BTreeMap::new(),
             repair_target: None,
@@ -244,6 +247,11 @@ impl Replica {
             .collect();
         isr.sort_unstable();
         isr
+    }
+
+    /// How many times this replica's term, role or leader changed.
+    pub fn role_changes(&self) -> u64 {
+        self.role_changes
     }
 
     /// The preferred leader: the first replica of the assignment.
@@ -545,6 +553,7 @@ impl Replica {
         }
         let was_leader = self.last_seen.1 == StateRole::Leader;
         self.last_seen = key;
+        self.role_changes += 1;
         self.redraw_election_timeout(rng);
         if was_leader && key.1 != StateRole::Leader && !self.pending.is_empty() {
             info!(self.logger, "lost leadership"; "term" => key.0, "pending" => self.pending.len());

@@ -39,8 +39,10 @@ pub const CORE_QUEUE_MAX: usize = 16 * 1024;
 /// How long a stopping node waits for its leaderships to move before it exits anyway.
 const HANDOVER_MAX: Duration = Duration::from_secs(3);
 
-/// How often the core thread republishes the cluster view.
+/// How often the core thread checks whether to republish the cluster view.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+/// Republish at least this often (watermarks and ISRs change without a leadership change).
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// What the core thread is asked to do.
 pub enum CoreCmd {
@@ -252,6 +254,8 @@ fn core_loop(
     let mut waiting: BTreeMap<u64, oneshot::Sender<Response>> = BTreeMap::new();
     let mut next_id: u64 = 1;
     let mut last_publish = Instant::now() - PUBLISH_EVERY;
+    let mut last_full_publish = last_publish;
+    let mut published_version = u64::MAX;
     let mut stopping_since: Option<Instant> = None;
     info!(logger, "core started"; "partitions" => node.replicas().count());
     loop {
@@ -299,12 +303,18 @@ fn core_loop(
                 let _ = tx.send(resp);
             }
         }
-        // Metadata may lag by a few milliseconds; rebuilding it after every step would cost more
-        // than the step itself with many partitions.
-        if last_publish.elapsed() >= PUBLISH_EVERY || stop {
+        // The view is rebuilt when leadership or topics changed (checked every few ms), and at
+        // least every second for the watermarks and ISRs that metrics and Metadata report;
+        // rebuilding it after every step would cost more than the step with many partitions.
+        let version = node.view_version();
+        let due = last_publish.elapsed() >= PUBLISH_EVERY
+            && (version != published_version || last_full_publish.elapsed() >= REFRESH_EVERY);
+        if due || stop {
             publish(&node, &base_view, &view);
             metrics.set_partitions(partition_stats(&node));
             last_publish = Instant::now();
+            last_full_publish = last_publish;
+            published_version = version;
         }
         if stop && stopping_since.is_none() {
             info!(logger, "stopping: handing over leaderships");
