@@ -16,7 +16,8 @@
 //!    partition up to its high watermark.
 //! 3. The Jepsen checker runs over the recorded history.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::rc::Rc;
 
 use raft::StateRole;
@@ -241,6 +242,33 @@ enum Event {
     Script(ScriptStep),
 }
 
+/// A queued event; ordered by (time, sequence) only.
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    ev: Box<Event>,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum ScriptStep {
     CrashLeader,
@@ -280,8 +308,9 @@ pub struct World {
     opts: SimOptions,
     now: u64,
     seq: u64,
-    /// Boxed so the queue's nodes move pointers, not ~100-byte events.
-    queue: BTreeMap<(u64, u64), Box<Event>>,
+    /// A min-heap on (time, sequence): the sequence breaks ties in scheduling order, so the
+    /// order is total and deterministic. Events are boxed so the heap moves pointers.
+    queue: BinaryHeap<Reverse<Scheduled>>,
     rng: ChaCha8Rng,
     net: SimNetwork<Envelope>,
     slots: BTreeMap<NodeId, NodeSlot>,
@@ -371,7 +400,7 @@ impl World {
             opts,
             now: 0,
             seq: 0,
-            queue: BTreeMap::new(),
+            queue: BinaryHeap::new(),
             rng,
             net,
             slots,
@@ -449,7 +478,7 @@ impl World {
 
     /// Runs to the end and checks everything.
     pub fn run(mut self) -> SimReport {
-        while let Some(((t, _), ev)) = self.queue.pop_first() {
+        while let Some(Reverse(Scheduled { at: t, ev, .. })) = self.queue.pop() {
             assert!(t >= self.now, "time went backwards");
             self.now = t;
             self.stats.events += 1;
@@ -463,7 +492,11 @@ impl World {
 
     fn schedule(&mut self, at: u64, ev: Event) {
         self.seq += 1;
-        self.queue.insert((at, self.seq), Box::new(ev));
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            ev: Box::new(ev),
+        }));
     }
 
     fn trace(&mut self, tag: u64, a: u64, b: u64) {
