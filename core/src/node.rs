@@ -338,6 +338,14 @@ impl Node {
             .wrapping_add((self.replicas.len() as u64).wrapping_mul(0x9e37_79b9))
     }
 
+    /// A number that changes whenever a replica's durable commit index moves, i.e. whenever a
+    /// high watermark may have moved: the runtime wakes long-polling fetches on a change.
+    pub fn commit_version(&self) -> u64 {
+        self.replicas.values().fold(0u64, |acc, r| {
+            acc.wrapping_add(r.storage().durable_commit())
+        })
+    }
+
     /// Whether free space is below the reserve (produces are being refused).
     pub fn disk_low(&self) -> bool {
         self.disk_low

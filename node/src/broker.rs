@@ -60,4 +60,11 @@ pub trait Broker: Clone + Send + Sync + 'static {
     fn cluster(&self) -> ClusterView;
     /// Runs one core request on this node and waits for its reply.
     fn request(&self, request: Request) -> impl Future<Output = Response> + Send;
+
+    /// Resolves when data may have been committed on this node since the call (a high
+    /// watermark may have moved). Long-polling fetches wait on it, with their poll interval as
+    /// a fallback, so a missed wake-up costs at most one interval. The default never resolves.
+    fn data_changed(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }

@@ -62,6 +62,8 @@ pub struct NodeHandle {
     view: Arc<RwLock<ClusterView>>,
     /// Set by the core thread when it exits.
     stopped: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// Notified by the core thread when a commit index moved (wakes long-polling fetches).
+    data: Arc<tokio::sync::Notify>,
 }
 
 impl NodeHandle {
@@ -107,6 +109,11 @@ impl Broker for NodeHandle {
             return fallback;
         }
         rx.await.unwrap_or(fallback)
+    }
+
+    fn data_changed(&self) -> impl std::future::Future<Output = ()> + Send {
+        let data = self.data.clone();
+        async move { data.notified().await }
     }
 }
 
@@ -179,7 +186,9 @@ pub fn start_core(
         cmds: tx,
         view: view.clone(),
         stopped: stopped.clone(),
+        data: Arc::new(tokio::sync::Notify::new()),
     };
+    let data = handle.data.clone();
     let logger = logger.clone();
     let tick = Duration::from_millis(config.tick_ms);
     let base = base_view(config);
@@ -199,7 +208,7 @@ pub fn start_core(
                     return;
                 }
             };
-            core_loop(node, rx, peers, view, base, metrics, tick, &logger);
+            core_loop(node, rx, peers, view, base, metrics, data, tick, &logger);
             let (lock, cv) = &*stopped;
             *lock.lock().expect("stop flag lock") = true;
             cv.notify_all();
@@ -247,6 +256,7 @@ fn core_loop(
     view: Arc<RwLock<ClusterView>>,
     base_view: ClusterView,
     metrics: Arc<Metrics>,
+    data: Arc<tokio::sync::Notify>,
     tick: Duration,
     logger: &Logger,
 ) {
@@ -291,6 +301,7 @@ fn core_loop(
             }
         }
         let mut net = QueueNet { peers: &peers };
+        let commits_before = node.commit_version();
         while node.has_ready() {
             if let Err(e) = node.step(&mut net) {
                 // Fail-stop (see core::node): nothing from the failed step was acknowledged.
@@ -302,6 +313,9 @@ fn core_loop(
             if let Some(tx) = waiting.remove(&id) {
                 let _ = tx.send(resp);
             }
+        }
+        if node.commit_version() != commits_before {
+            data.notify_waiters();
         }
         // The view is rebuilt when leadership or topics changed (checked every few ms), and at
         // least every second for the watermarks and ISRs that metrics and Metadata report;

@@ -291,9 +291,9 @@ pub async fn produce<B: Broker>(broker: &B, req: ProduceRequest, version: i16) -
     }
 }
 
-/// Fetch with Kafka's long poll: if fewer than `min_bytes` are available, read again every
-/// `fetch_poll_interval_ms` until `max_wait_ms` (capped by the config) passes, then answer what
-/// there is. Any partition error answers at once, as Kafka does.
+/// Fetch with Kafka's long poll: if fewer than `min_bytes` are available, read again when the
+/// broker reports new commits (or every `fetch_poll_interval_ms` at the latest) until
+/// `max_wait_ms` (capped by the config) passes, then answer what there is. Any partition error answers at once, as Kafka does.
 pub async fn fetch<B: Broker>(
     broker: &B,
     config: &KafkaConfig,
@@ -320,7 +320,10 @@ pub async fn fetch<B: Broker>(
             return pass.response;
         }
         let interval = Duration::from_millis(config.fetch_poll_interval_ms.max(1));
-        tokio::time::sleep(interval.min(deadline - now)).await;
+        tokio::select! {
+            _ = broker.data_changed() => {}
+            _ = tokio::time::sleep(interval.min(deadline - now)) => {}
+        }
     }
 }
 
