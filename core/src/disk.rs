@@ -95,6 +95,32 @@ pub fn split_path(path: &str) -> (&str, &str) {
     }
 }
 
+/// Names of the files directly inside `dir`, given every file path (for in-memory disks).
+pub fn files_in<'a>(paths: impl Iterator<Item = &'a str>, dir: &str) -> Vec<String> {
+    paths
+        .filter_map(|p| {
+            let (d, name) = split_path(p);
+            (d == dir).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// Names of the sub-directories directly inside `dir`, sorted and unique, given every file path
+/// (directories are implicit in file paths).
+pub fn subdirs_in<'a>(paths: impl Iterator<Item = &'a str>, dir: &str) -> Vec<String> {
+    let dirs: std::collections::BTreeSet<String> = paths
+        .filter_map(|p| {
+            let rest = if dir.is_empty() {
+                p
+            } else {
+                p.strip_prefix(dir)?.strip_prefix('/')?
+            };
+            rest.find('/').map(|i| rest[..i].to_string())
+        })
+        .collect();
+    dirs.into_iter().collect()
+}
+
 /// Joins a directory and a name.
 pub fn join_path(dir: &str, name: &str) -> String {
     if dir.is_empty() {
@@ -210,30 +236,12 @@ impl Disk for MemDisk {
 
     fn list(&self, dir: &str) -> Result<Vec<String>, DiskError> {
         let files = self.files.borrow();
-        Ok(files
-            .keys()
-            .filter_map(|p| {
-                let (d, name) = split_path(p);
-                (d == dir).then(|| name.to_string())
-            })
-            .collect())
+        Ok(files_in(files.keys().map(String::as_str), dir))
     }
 
     fn list_dirs(&self, dir: &str) -> Result<Vec<String>, DiskError> {
         let files = self.files.borrow();
-        let mut out: Vec<String> = files
-            .keys()
-            .filter_map(|p| {
-                let rest = if dir.is_empty() {
-                    p.as_str()
-                } else {
-                    p.strip_prefix(dir)?.strip_prefix('/')?
-                };
-                rest.find('/').map(|i| rest[..i].to_string())
-            })
-            .collect();
-        out.dedup();
-        Ok(out)
+        Ok(subdirs_in(files.keys().map(String::as_str), dir))
     }
 }
 

@@ -31,10 +31,10 @@
 //! history.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
-use railyard_core::disk::{split_path, Disk, DiskError};
+use railyard_core::disk::{files_in, subdirs_in, Disk, DiskError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -389,31 +389,12 @@ impl Disk for SimDisk {
 
     fn list(&self, dir: &str) -> Result<Vec<String>, DiskError> {
         let st = self.state.borrow();
-        Ok(st
-            .files
-            .keys()
-            .filter_map(|p| {
-                let (d, name) = split_path(p);
-                (d == dir).then(|| name.to_string())
-            })
-            .collect())
+        Ok(files_in(st.files.keys().map(String::as_str), dir))
     }
 
     fn list_dirs(&self, dir: &str) -> Result<Vec<String>, DiskError> {
         let st = self.state.borrow();
-        let dirs: BTreeSet<String> = st
-            .files
-            .keys()
-            .filter_map(|p| {
-                let rest = if dir.is_empty() {
-                    p.as_str()
-                } else {
-                    p.strip_prefix(dir)?.strip_prefix('/')?
-                };
-                rest.find('/').map(|i| rest[..i].to_string())
-            })
-            .collect();
-        Ok(dirs.into_iter().collect())
+        Ok(subdirs_in(st.files.keys().map(String::as_str), dir))
     }
 }
 
@@ -576,6 +557,7 @@ fn sector_pieces(offset: u64, len: u64) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn faulty(torn: bool, read_error_p: f64) -> FaultConfig {
         let mut c = FaultConfig::none();

@@ -11,4 +11,4 @@ pub mod net;
 pub mod workload;
 pub mod world;
 
-pub use world::{run, Scenario, SimOptions, SimReport};
+pub use world::{run, run_catching, Scenario, SimOptions, SimReport};

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use railyard_sim::{run, Scenario, SimOptions};
+use railyard_sim::{run, run_catching, Scenario, SimOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -100,22 +100,10 @@ fn main() -> ExitCode {
     // A panic inside a run (a failed assertion in core or the simulator) is a failing seed too.
     std::panic::set_hook(Box::new(|_| {}));
     for seed in args.start..args.start + args.seeds {
-        let opts = options(&args, seed);
-        let replay = opts.replay_command();
-        let faults = opts.faults.to_string();
-        let report = match std::panic::catch_unwind(|| run(opts)) {
+        let report = match run_catching(options(&args, seed)) {
             Ok(r) => r,
-            Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                bar.suspend(|| {
-                    eprintln!(
-                        "simulation PANICKED seed={seed}: {msg}\n  faults: {faults}\n  replay: {replay}"
-                    )
-                });
+            Err(text) => {
+                bar.suspend(|| eprintln!("{text}"));
                 failures.push(seed);
                 if args.fail_fast {
                     break;

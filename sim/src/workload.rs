@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use railyard_core::api::{Acks, ClientError, Request, Response};
-use railyard_core::batch::{decode_records, BatchBuilder};
+use railyard_core::batch::{decode_records, BatchBuilder, DecodedRecord};
 use railyard_core::types::{NodeId, Offset, TopicPartition};
 use railyard_jepsen::{Event, History, Op};
 use rand::Rng;
@@ -296,12 +296,7 @@ impl Workload {
                                     if r.offset < from {
                                         continue;
                                     }
-                                    let v = r
-                                        .value
-                                        .as_ref()
-                                        .and_then(|v| std::str::from_utf8(v).ok())
-                                        .and_then(|s| s.parse::<u64>().ok());
-                                    match v {
+                                    match record_value(&r) {
                                         Some(v) => reads.push((r.offset, v)),
                                         None => decode_failed = true,
                                     }
@@ -373,4 +368,12 @@ impl Workload {
         let np = self.new_process();
         self.clients[client].process = np;
     }
+}
+
+/// The workload value a record carries (producers write it as a decimal string), if any.
+pub fn record_value(r: &DecodedRecord) -> Option<u64> {
+    r.value
+        .as_ref()
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse::<u64>().ok())
 }

@@ -36,7 +36,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::disk::{DiskStats, SimDisk};
 use crate::faults::{event_due, FaultConfig};
 use crate::net::{NetStats, PartitionKind, SimNetwork};
-use crate::workload::{Role, Workload};
+use crate::workload::{record_value, Role, Workload};
 
 /// Simulated time between two raft ticks of a node.
 pub const TICK_US: u64 = 10_000;
@@ -753,6 +753,13 @@ impl World {
             return;
         }
         let ops = self.rng.gen_range(1..16);
+        self.arm_mid_step_crash(id, ops, restart_after);
+    }
+
+    /// Makes `id` die after `ops` more mutating disk operations (inside a step, so that step's
+    /// writes are unsynced), or in 500 ms if it does not write that much by then.
+    fn arm_mid_step_crash(&mut self, id: NodeId, ops: u64, restart_after: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
         slot.disk.kill_after_ops(Some(ops));
         slot.restart_after = Some(restart_after);
         let inc = slot.incarnation;
@@ -1064,11 +1071,7 @@ impl World {
                 // Die within the next step that writes: after its first, second or third
                 // mutating disk operation, so between a write and its sync.
                 let ops = self.rng.gen_range(1..=3);
-                let slot = self.slots.get_mut(&f).unwrap();
-                slot.disk.kill_after_ops(Some(ops));
-                slot.restart_after = Some(1_500_000);
-                let inc = slot.incarnation;
-                self.schedule(self.now + 500_000, Event::ForceCrash(f, inc));
+                self.arm_mid_step_crash(f, ops, 1_500_000);
             }
             ScriptStep::CrashPickedLeader => {
                 if let Some((l, _, _)) = self.script_roles {
@@ -1242,12 +1245,7 @@ impl World {
                         continue;
                     };
                     for rec in records {
-                        let v = rec
-                            .value
-                            .as_ref()
-                            .and_then(|v| std::str::from_utf8(v).ok())
-                            .and_then(|s| s.parse::<u64>().ok());
-                        let Some(v) = v else {
+                        let Some(v) = record_value(&rec) else {
                             new_violations
                                 .push(format!("{tp}: record at {} not a value", rec.offset));
                             continue;
@@ -1376,4 +1374,24 @@ impl World {
 /// Runs one simulation.
 pub fn run(opts: SimOptions) -> SimReport {
     World::new(opts).run()
+}
+
+/// Runs one simulation; a panic inside it (a failed assertion in core or the simulator) comes
+/// back as a failure text naming the seed, the drawn faults, the replay command and the panic.
+pub fn run_catching(opts: SimOptions) -> Result<SimReport, String> {
+    let header = format!(
+        "seed={} scenario={:?}\n  faults: {}\n  replay: {}",
+        opts.seed,
+        opts.scenario,
+        opts.faults,
+        opts.replay_command()
+    );
+    std::panic::catch_unwind(|| run(opts)).map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        format!("simulation PANICKED {header}\n  panic: {msg}")
+    })
 }

@@ -2,30 +2,10 @@
 //! its own faults), the targeted scenarios, determinism, and a snapshot of one run's summary.
 //! Every failure prints its seed, the drawn faults and the one-line replay command.
 
-use railyard_sim::{run, Scenario, SimOptions, SimReport};
+use railyard_sim::{run, run_catching, Scenario, SimOptions, SimReport};
 
 /// How many swarm seeds `cargo test` runs; `RAILYARD_SIM_SEEDS` raises it.
 const SWARM_SEEDS_DEFAULT: u64 = 64;
-
-/// Runs one simulation; a panic inside it (a failed assertion in core or the simulator) comes
-/// back as a failure text that names the seed, the drawn faults and the replay command.
-fn run_catching(opts: SimOptions) -> Result<SimReport, String> {
-    let header = format!(
-        "seed={} scenario={:?}\n  faults: {}\n  replay: {}",
-        opts.seed,
-        opts.scenario,
-        opts.faults,
-        opts.replay_command()
-    );
-    std::panic::catch_unwind(|| run(opts)).map_err(|e| {
-        let msg = e
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        format!("simulation PANICKED {header}\n  panic: {msg}")
-    })
-}
 
 fn assert_ok(report: &SimReport) {
     assert!(report.ok(), "{}", report.failure_text());
