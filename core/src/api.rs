@@ -9,8 +9,13 @@ use bytes::Bytes;
 use crate::batch::BatchError;
 use crate::types::{Millis, NodeId, Offset, Term, TopicPartition};
 
-/// Identifies a request so its reply can be matched; chosen by the caller.
+/// Identifies a request so its reply can be matched; chosen by the caller, below
+/// [`INTERNAL_REQUEST`].
 pub type RequestId = u64;
+
+/// Request ids with this bit set belong to the node itself (the controller's own proposals to
+/// the metadata log); callers must not use them.
+pub const INTERNAL_REQUEST: RequestId = 1 << 63;
 
 /// Kafka's `acks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,6 +71,15 @@ pub enum Request {
     },
     DeleteTopic {
         name: String,
+    },
+    /// A client used a topic that does not exist and auto-creation is on: ask the controller
+    /// to create it with these defaults. Answered `CreateTopic(Ok(()))` once asked (or when it
+    /// exists); the topic appears when the controller's record commits, and clients retry
+    /// meanwhile, as with Kafka's `auto.create.topics.enable`.
+    AutoCreateTopic {
+        name: String,
+        partitions: u32,
+        replication_factor: u32,
     },
 }
 
@@ -158,7 +172,9 @@ impl Response {
             Request::Fetch { .. } => Response::Fetch(Err(err)),
             Request::ListOffsets { .. } => Response::ListOffsets(Err(err)),
             Request::OffsetForLeaderEpoch { .. } => Response::OffsetForLeaderEpoch(Err(err)),
-            Request::CreateTopic { .. } => Response::CreateTopic(Err(err)),
+            Request::CreateTopic { .. } | Request::AutoCreateTopic { .. } => {
+                Response::CreateTopic(Err(err))
+            }
             Request::DeleteTopic { .. } => Response::DeleteTopic(Err(err)),
         }
     }

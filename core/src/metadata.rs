@@ -1,5 +1,8 @@
-//! Cluster metadata as a replicated log (KRaft-like): topics, their partitions and replica
-//! assignments, kept in the raft group `__cluster_metadata-0`.
+//! Cluster metadata as a replicated log (KRaft-like): brokers (listener, rack, fenced or not),
+//! topics, their partitions and replica assignments, and each partition's last reported leader,
+//! leader epoch and ISR, kept in the raft group `__cluster_metadata-0`. The controller quorum
+//! (its voters) is named in config; every other broker follows the log as a raft learner, so
+//! every node holds the whole image.
 //!
 //! The metadata log is an ordinary partition log: each entry is a Kafka RecordBatch whose single
 //! record's value is a prost-encoded [`MetadataRecord`]. Every node that hosts the metadata
@@ -63,18 +66,73 @@ pub struct DeleteTopic {
     pub name: String,
 }
 
+/// A broker (re-)registering: written by the controller when a heartbeat shows a broker it
+/// does not know, whose listener or rack changed, that restarted (a new incarnation) or that
+/// was fenced. Unfences the broker.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct RegisterBroker {
+    #[prost(uint64, tag = "1")]
+    pub id: NodeId,
+    /// The advertised Kafka listener.
+    #[prost(string, tag = "2")]
+    pub host: String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    #[prost(string, optional, tag = "4")]
+    pub rack: Option<String>,
+    /// Changes at every start of the broker.
+    #[prost(uint64, tag = "5")]
+    pub incarnation: u64,
+}
+
+/// The controller has not heard from a broker within the session timeout.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct FenceBroker {
+    #[prost(uint64, tag = "1")]
+    pub id: NodeId,
+}
+
+/// A partition's leader as its leader reported it (Kafka's PartitionChangeRecord).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PartitionLeader {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(int32, tag = "2")]
+    pub partition: PartitionId,
+    /// 0: no leader known.
+    #[prost(uint64, tag = "3")]
+    pub leader: NodeId,
+    /// The leader's raft term (Kafka's leader epoch).
+    #[prost(uint64, tag = "4")]
+    pub epoch: u64,
+    #[prost(uint64, repeated, tag = "5")]
+    pub isr: Vec<NodeId>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaderChanges {
+    #[prost(message, repeated, tag = "1")]
+    pub leaders: Vec<PartitionLeader>,
+}
+
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum RecordKind {
     #[prost(message, tag = "1")]
     CreateTopic(CreateTopic),
     #[prost(message, tag = "2")]
     DeleteTopic(DeleteTopic),
+    #[prost(message, tag = "3")]
+    RegisterBroker(RegisterBroker),
+    #[prost(message, tag = "4")]
+    FenceBroker(FenceBroker),
+    #[prost(message, tag = "5")]
+    LeaderChanges(LeaderChanges),
 }
 
 /// One metadata change, the value of one record in the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "RecordKind", tags = "1, 2")]
+    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5")]
     pub kind: Option<RecordKind>,
 }
 
@@ -130,10 +188,34 @@ pub enum ImageChange {
     },
 }
 
+/// A registered broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerMeta {
+    pub id: NodeId,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    pub incarnation: u64,
+    /// Not heard from within the session timeout: clients are not sent to it and new replicas
+    /// are not placed on it.
+    pub fenced: bool,
+}
+
+/// A partition's leadership as last recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaderMeta {
+    pub leader: Option<NodeId>,
+    pub epoch: u64,
+    pub isr: Vec<NodeId>,
+}
+
 /// The state the metadata log describes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicMeta>,
+    pub brokers: BTreeMap<NodeId, BrokerMeta>,
+    /// Leaders of the partitions of `topics`, as their leaders last reported them.
+    pub leaders: BTreeMap<TopicPartition, LeaderMeta>,
     /// Records applied so far.
     pub records_applied: u64,
 }
@@ -175,15 +257,81 @@ impl MetadataImage {
             Some(RecordKind::DeleteTopic(d)) => {
                 if let Some(t) = self.topics.remove(&d.name) {
                     for p in t.partitions.keys() {
-                        changes.push(ImageChange::PartitionRemoved {
-                            tp: TopicPartition::new(t.name.clone(), *p),
-                        });
+                        let tp = TopicPartition::new(t.name.clone(), *p);
+                        self.leaders.remove(&tp);
+                        changes.push(ImageChange::PartitionRemoved { tp });
+                    }
+                }
+            }
+            Some(RecordKind::RegisterBroker(r)) => {
+                let Ok(port) = u16::try_from(r.port) else {
+                    return changes;
+                };
+                if r.id == 0 {
+                    return changes;
+                }
+                self.brokers.insert(
+                    r.id,
+                    BrokerMeta {
+                        id: r.id,
+                        host: r.host.clone(),
+                        port,
+                        rack: r.rack.clone(),
+                        incarnation: r.incarnation,
+                        fenced: false,
+                    },
+                );
+            }
+            Some(RecordKind::FenceBroker(f)) => {
+                if let Some(b) = self.brokers.get_mut(&f.id) {
+                    b.fenced = true;
+                    // Its leaderships are stale: clients should look elsewhere until the new
+                    // leaders report.
+                    for l in self.leaders.values_mut() {
+                        if l.leader == Some(f.id) {
+                            l.leader = None;
+                        }
+                    }
+                }
+            }
+            Some(RecordKind::LeaderChanges(lc)) => {
+                for pl in &lc.leaders {
+                    let tp = TopicPartition::new(pl.topic.clone(), pl.partition);
+                    let known = self
+                        .topics
+                        .get(&pl.topic)
+                        .is_some_and(|t| t.partitions.contains_key(&pl.partition));
+                    if !known {
+                        continue;
+                    }
+                    let cur = self.leaders.entry(tp).or_default();
+                    // Terms only grow: a report from an older term lost the race to a newer one.
+                    if pl.epoch >= cur.epoch {
+                        *cur = LeaderMeta {
+                            leader: (pl.leader != 0).then_some(pl.leader),
+                            epoch: pl.epoch,
+                            isr: pl.isr.clone(),
+                        };
                     }
                 }
             }
             None => {}
         }
         changes
+    }
+
+    /// The brokers new replicas may be placed on: the configured ones and every registered
+    /// one, minus the fenced.
+    pub fn placeable_brokers(&self, configured: &[NodeId]) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = configured
+            .iter()
+            .copied()
+            .chain(self.brokers.keys().copied())
+            .filter(|id| !self.brokers.get(id).is_some_and(|b| b.fenced))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Every partition and its replicas.

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::Message as RaftMessage;
 
+use crate::metadata::{PartitionLeader, RegisterBroker};
 use crate::types::{NodeId, PartitionId, TopicPartition};
 
 /// One raft message for one partition.
@@ -25,6 +26,33 @@ pub struct GroupMessage {
     pub raft: Bytes,
 }
 
+/// A topic a broker asks the controller to create because a client used it (Kafka's
+/// `auto.create.topics.enable`).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct AutoCreateTopic {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub partitions: u32,
+    #[prost(uint32, tag = "3")]
+    pub replication_factor: u32,
+}
+
+/// A broker's periodic report to the controller (Kafka's BrokerHeartbeat and
+/// BrokerRegistration in one): it keeps the broker unfenced, (re-)registers its listener, and
+/// carries the leaderships it holds so that every node learns every partition's leader through
+/// the metadata log, including partitions it does not host.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BrokerHeartbeat {
+    #[prost(message, optional, tag = "1")]
+    pub registration: Option<RegisterBroker>,
+    /// Every partition this broker leads, with its term and ISR.
+    #[prost(message, repeated, tag = "2")]
+    pub leaders: Vec<PartitionLeader>,
+    #[prost(message, repeated, tag = "3")]
+    pub create_topics: Vec<AutoCreateTopic>,
+}
+
 /// Everything one node sends one peer in one step.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Envelope {
@@ -34,6 +62,9 @@ pub struct Envelope {
     pub to: NodeId,
     #[prost(message, repeated, tag = "3")]
     pub messages: Vec<GroupMessage>,
+    /// Set when `from` reports to `to` as its controller.
+    #[prost(message, optional, tag = "4")]
+    pub heartbeat: Option<BrokerHeartbeat>,
 }
 
 /// Why an incoming group message was rejected (the envelope's other messages still count).
@@ -106,6 +137,7 @@ mod tests {
             from: 1,
             to: 2,
             messages: vec![GroupMessage::encode(&tp, &m)],
+            heartbeat: None,
         };
         let bytes = env.encode_to_vec();
         let back = Envelope::decode(bytes.as_slice()).unwrap();

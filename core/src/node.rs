@@ -29,14 +29,15 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
 
-use crate::api::{Acks, ClientError, Request, RequestId, Response};
+use crate::api::{Acks, ClientError, Request, RequestId, Response, INTERNAL_REQUEST};
 use crate::disk::Disk;
 use crate::log::LogConfig;
 use crate::metadata::{
     is_internal_topic, metadata_tp, place_replicas, records_of_batch, topic_id, CreateTopic,
-    DeleteTopic, ImageChange, MetadataImage, MetadataRecord, PlacementError, RecordKind,
+    DeleteTopic, FenceBroker, ImageChange, LeaderChanges, LeaderMeta, MetadataImage,
+    MetadataRecord, PartitionLeader, PlacementError, RecordKind, RegisterBroker,
 };
-use crate::network::{Envelope, GroupMessage, Network};
+use crate::network::{AutoCreateTopic, BrokerHeartbeat, Envelope, GroupMessage, Network};
 use crate::replica::{is_vote_request, Replica, ReplicaConfig, Replies};
 use crate::storage::{OpenReport, PartitionStorage, StorageError};
 use crate::types::{Millis, NodeId, TopicPartition};
@@ -60,10 +61,19 @@ pub struct NodeConfig {
     /// How often retention runs.
     pub retention_check_ms: Millis,
     /// Voters of the metadata partition (the controller quorum). Empty: no metadata group, only
-    /// the fixed `partitions`. A node hosts the metadata partition iff it is a voter.
+    /// the fixed `partitions`. Otherwise every node in `brokers` hosts the metadata partition:
+    /// as a voter if listed here, else as a raft learner that follows the log and never votes.
     pub metadata_voters: Vec<NodeId>,
-    /// Every broker of the cluster, for placing new topics' replicas.
+    /// Every broker of the cluster: the metadata group's members, and where new topics'
+    /// replicas may go (with the registered, unfenced brokers).
     pub brokers: Vec<NodeId>,
+    /// The Kafka listener (and rack) this broker registers with the controller. `None`: no
+    /// registration and no heartbeats (the simulator's fixed layout).
+    pub endpoint: Option<BrokerEndpoint>,
+    /// How often the broker heartbeats to the controller (registration, leaderships).
+    pub heartbeat_ms: Millis,
+    /// The controller fences a broker it has not heard from for this long.
+    pub session_timeout_ms: Millis,
     /// How often a leader that is not its partition's preferred leader hands leadership back
     /// to the preferred one once that one is in sync (a rejoined node regains its
     /// leaderships). `None`: never.
@@ -72,6 +82,17 @@ pub struct NodeConfig {
     /// this; checked every tick. Reads, replication and admin requests go on.
     pub min_free_bytes: u64,
 }
+
+/// Where clients reach a broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// Most leaderships one LeaderChanges record carries (bounds a record's size).
+const LEADERS_PER_RECORD: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -93,6 +114,9 @@ pub struct NodeStats {
     pub raft_messages_sent: u64,
     pub bad_messages: u64,
     pub unknown_partition_messages: u64,
+    pub heartbeats_sent: u64,
+    /// Heartbeats received while not the controller (dropped).
+    pub heartbeats_misrouted: u64,
 }
 
 pub struct Node {
@@ -114,6 +138,16 @@ pub struct Node {
     last_preferred_check_ms: Millis,
     /// Free space fell below `min_free_bytes` at the last check.
     disk_low: bool,
+    /// The time of the last tick: the node's notion of now between ticks.
+    now_ms: Millis,
+    last_heartbeat_ms: Option<Millis>,
+    /// A heartbeat for the controller, sent with the next step's envelopes.
+    heartbeat_out: Option<(NodeId, BrokerHeartbeat)>,
+    /// Topics clients asked to auto-create, for the next heartbeat.
+    auto_create: Vec<AutoCreateTopic>,
+    /// What this node does as the controller (empty unless it leads the metadata partition).
+    controller: ControllerState,
+    next_internal: u64,
 }
 
 /// An admin request whose metadata record is being committed.
@@ -121,6 +155,29 @@ pub struct Node {
 enum AdminPending {
     Create(String),
     Delete(String),
+    /// The controller's own proposal (registration, fencing, leaderships, auto-create).
+    Internal,
+}
+
+/// The controller's soft state, rebuilt whenever this node starts a new term as the metadata
+/// leader. The caches stop the same record being proposed on every heartbeat while the first
+/// is in flight; an entry older than the session timeout no longer blocks a retry, so a lost
+/// proposal is retried.
+#[derive(Debug, Default)]
+struct ControllerState {
+    /// The metadata term this state belongs to (0: not the controller).
+    term: u64,
+    /// When each broker was last heard from.
+    last_seen: BTreeMap<NodeId, Millis>,
+    registering: BTreeMap<NodeId, (RegisterBroker, Millis)>,
+    fencing: BTreeMap<NodeId, Millis>,
+    leaders: BTreeMap<TopicPartition, (LeaderMeta, Millis)>,
+    creating: BTreeMap<String, Millis>,
+}
+
+/// Whether a cache entry made at `at` still blocks a new proposal at `now`.
+fn recent(at: Millis, now: Millis, window: Millis) -> bool {
+    now - at < window
 }
 
 impl Node {
@@ -148,10 +205,26 @@ impl Node {
             admin_pending: BTreeMap::new(),
             last_preferred_check_ms: 0,
             disk_low: false,
+            now_ms: 0,
+            last_heartbeat_ms: None,
+            heartbeat_out: None,
+            auto_create: Vec::new(),
+            controller: ControllerState::default(),
+            next_internal: 0,
         };
-        if node.config.metadata_voters.contains(&node.config.id) {
-            let voters = node.config.metadata_voters.clone();
-            node.open_replica(metadata_tp(), &voters, &BTreeMap::new())?;
+        let voters = node.config.metadata_voters.clone();
+        let member = voters.contains(&node.id) || node.config.brokers.contains(&node.id);
+        if !voters.is_empty() && member {
+            let mut learners: Vec<NodeId> = node
+                .config
+                .brokers
+                .iter()
+                .copied()
+                .filter(|b| !voters.contains(b))
+                .collect();
+            learners.sort_unstable();
+            learners.dedup();
+            node.open_replica(metadata_tp(), &voters, &learners, &BTreeMap::new())?;
             node.replay_metadata()?;
         }
         let mut wanted: BTreeMap<TopicPartition, (Vec<NodeId>, BTreeMap<String, String>)> =
@@ -174,7 +247,7 @@ impl Node {
             }
         }
         for (tp, (voters, configs)) in wanted {
-            node.open_replica(tp, &voters, &configs)?;
+            node.open_replica(tp, &voters, &[], &configs)?;
         }
         node.remove_leftover_partitions();
         Ok(node)
@@ -230,6 +303,9 @@ impl Node {
                 _ => self.stats.bad_messages += 1,
             }
         }
+        if let Some(hb) = envelope.heartbeat {
+            self.handle_heartbeat(envelope.from, hb);
+        }
     }
 
     /// Feeds a client request. The reply comes from [`Node::poll_reply`], now or after later
@@ -242,6 +318,19 @@ impl Node {
             | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
                 return self.handle_admin(now_ms, id, request);
+            }
+            Request::AutoCreateTopic {
+                name,
+                partitions,
+                replication_factor,
+            } => {
+                let reply = self.request_auto_create(AutoCreateTopic {
+                    name: name.clone(),
+                    partitions: *partitions,
+                    replication_factor: *replication_factor,
+                });
+                self.replies.push_back((id, Response::CreateTopic(reply)));
+                return;
             }
         };
         let replica = match self.replicas.get_mut(&tp) {
@@ -274,9 +363,9 @@ impl Node {
             Request::OffsetForLeaderEpoch { epoch, .. } => {
                 Response::OffsetForLeaderEpoch(replica.offset_for_leader_epoch(epoch))
             }
-            Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
-                unreachable!("handled above")
-            }
+            Request::CreateTopic { .. }
+            | Request::DeleteTopic { .. }
+            | Request::AutoCreateTopic { .. } => unreachable!("handled above"),
         };
         self.replies.push_back((id, reply));
     }
@@ -284,6 +373,7 @@ impl Node {
     /// Advances raft's logical clock by one tick for every replica, expires produces past their
     /// deadline, and runs retention every `retention_check_ms`.
     pub fn tick(&mut self, now_ms: Millis) -> Result<(), NodeError> {
+        self.now_ms = now_ms;
         self.disk_low = self
             .disk
             .available_bytes()
@@ -293,6 +383,13 @@ impl Node {
             replica.tick(now_ms, &mut self.rng, &mut replies);
         }
         self.push_replies(replies);
+        if self
+            .last_heartbeat_ms
+            .is_none_or(|t| now_ms - t >= self.config.heartbeat_ms)
+        {
+            self.send_heartbeat();
+        }
+        self.controller_tick();
         if let Some(every) = self.config.preferred_leader_check_ms {
             if now_ms - self.last_preferred_check_ms >= every {
                 self.last_preferred_check_ms = now_ms;
@@ -376,9 +473,11 @@ impl Node {
 
     /// Whether [`Node::step`] has work to do.
     pub fn has_ready(&self) -> bool {
-        self.replicas
-            .values()
-            .any(|r| r.has_ready() || r.storage().is_dirty())
+        self.heartbeat_out.is_some()
+            || self
+                .replicas
+                .values()
+                .any(|r| r.has_ready() || r.storage().is_dirty())
     }
 
     /// The shared driver: one pass of the `Ready` protocol over every replica (module docs).
@@ -401,7 +500,12 @@ impl Node {
                 readies.push((tp.clone(), rd));
             }
         }
-        self.flush(id, &mut outbox, net);
+        let mut heartbeat = self.heartbeat_out.take();
+        if let Some((to, _)) = &heartbeat {
+            // Rides with this step's raft messages for the controller, or goes alone.
+            outbox.entry(*to).or_default();
+        }
+        self.flush(id, &mut outbox, &mut heartbeat, net);
         // Phase 2: one sync per dirty file, for every partition at once.
         for (tp, replica) in self.replicas.iter_mut() {
             if replica.storage().is_dirty() {
@@ -422,7 +526,7 @@ impl Node {
             let mut send = |m: RaftMessage| queue(&mut outbox, &tp, repairing, m);
             replica.ready_finish(rd, &mut send, &mut self.rng, &mut replies);
         }
-        self.flush(id, &mut outbox, net);
+        self.flush(id, &mut outbox, &mut None, net);
         // Apply metadata first, so a CreateTopic is answered only once its replicas exist here.
         self.drain_metadata()?;
         self.push_replies(replies);
@@ -449,6 +553,7 @@ impl Node {
         &mut self,
         tp: TopicPartition,
         voters: &[NodeId],
+        learners: &[NodeId],
         configs: &BTreeMap<String, String>,
     ) -> Result<(), NodeError> {
         let wrap = |source| NodeError::Storage {
@@ -457,7 +562,8 @@ impl Node {
         };
         let log = log_config_for(&self.config.log, configs);
         let (storage, report) =
-            PartitionStorage::open(self.disk.clone(), &tp.dir(), log, voters).map_err(wrap)?;
+            PartitionStorage::open(self.disk.clone(), &tp.dir(), log, voters, learners)
+                .map_err(wrap)?;
         let mut replica = Replica::open(
             self.config.id,
             tp.clone(),
@@ -536,7 +642,7 @@ impl Node {
             } => {
                 if replicas.contains(&self.id) && !self.replicas.contains_key(&tp) {
                     slog::info!(self.logger, "creating replica"; "tp" => %tp);
-                    self.open_replica(tp, &replicas, &configs)?;
+                    self.open_replica(tp, &replicas, &[], &configs)?;
                 }
             }
             ImageChange::PartitionRemoved { tp } => {
@@ -590,6 +696,7 @@ impl Node {
         let in_flight = |name: &str, pending: &BTreeMap<RequestId, AdminPending>| {
             pending.values().any(|p| match p {
                 AdminPending::Create(n) | AdminPending::Delete(n) => n == name,
+                AdminPending::Internal => false,
             })
         };
         let (record, pending) = match &request {
@@ -611,7 +718,7 @@ impl Node {
                 }
                 let placed = place_replicas(
                     &self.image,
-                    &self.config.brokers,
+                    &self.image.placeable_brokers(&self.config.brokers),
                     name,
                     *partitions,
                     *replication_factor,
@@ -667,6 +774,270 @@ impl Node {
         self.push_replies(replies);
     }
 
+    /// This broker's heartbeat: its registration, the leaderships it holds, and the topics
+    /// clients asked to auto-create.
+    fn build_heartbeat(&mut self) -> BrokerHeartbeat {
+        let registration = self.config.endpoint.as_ref().map(|e| RegisterBroker {
+            id: self.id,
+            host: e.host.clone(),
+            port: e.port as u32,
+            rack: e.rack.clone(),
+            // Distinct per start (module docs of `NodeConfig::seed`).
+            incarnation: self.config.seed,
+        });
+        let leaders = self
+            .replicas
+            .values()
+            .filter(|r| !is_internal_topic(&r.tp().topic) && r.is_leader() && !r.is_repairing())
+            .map(|r| PartitionLeader {
+                topic: r.tp().topic.clone(),
+                partition: r.tp().partition,
+                leader: self.id,
+                epoch: r.term(),
+                isr: r.isr(),
+            })
+            .collect();
+        BrokerHeartbeat {
+            registration,
+            leaders,
+            create_topics: std::mem::take(&mut self.auto_create),
+        }
+    }
+
+    /// Sends this broker's heartbeat to the controller (handled in place when this node is the
+    /// controller). Without a metadata group or an endpoint there is nothing to report.
+    fn send_heartbeat(&mut self) {
+        if self.config.endpoint.is_none() || self.config.metadata_voters.is_empty() {
+            return;
+        }
+        let Some(controller) = self.controller() else {
+            return;
+        };
+        self.last_heartbeat_ms = Some(self.now_ms);
+        let hb = self.build_heartbeat();
+        self.stats.heartbeats_sent += 1;
+        if controller == self.id {
+            self.handle_heartbeat(self.id, hb);
+        } else {
+            self.heartbeat_out = Some((controller, hb));
+        }
+    }
+
+    /// Whether this node is the controller; resets the controller's soft state when it starts
+    /// a new term (every broker then gets a full session timeout to report in).
+    fn controller_active(&mut self) -> bool {
+        let Some(meta) = self.replicas.get(&metadata_tp()) else {
+            return false;
+        };
+        if !meta.is_leader() {
+            if self.controller.term != 0 {
+                self.controller = ControllerState::default();
+            }
+            return false;
+        }
+        let term = meta.term();
+        if self.controller.term != term {
+            let now = self.now_ms;
+            let mut last_seen = BTreeMap::new();
+            for b in self.image.brokers.keys().chain(self.config.brokers.iter()) {
+                last_seen.insert(*b, now);
+            }
+            self.controller = ControllerState {
+                term,
+                last_seen,
+                ..ControllerState::default()
+            };
+        }
+        true
+    }
+
+    /// The controller's side of a heartbeat: liveness, (re-)registration, leaderships and
+    /// auto-creation, each turned into a metadata record only when the image differs.
+    fn handle_heartbeat(&mut self, from: NodeId, hb: BrokerHeartbeat) {
+        if !self.controller_active() {
+            self.stats.heartbeats_misrouted += 1;
+            return;
+        }
+        let now = self.now_ms;
+        let window = self.config.session_timeout_ms;
+        self.controller.last_seen.insert(from, now);
+        if let Some(reg) = hb.registration.filter(|r| r.id == from) {
+            let current = self.image.brokers.get(&from).is_some_and(|b| {
+                !b.fenced
+                    && b.host == reg.host
+                    && b.port as u32 == reg.port
+                    && b.rack == reg.rack
+                    && b.incarnation == reg.incarnation
+            });
+            let proposed = self
+                .controller
+                .registering
+                .get(&from)
+                .is_some_and(|(r, at)| *r == reg && recent(*at, now, window));
+            if !current && !proposed {
+                self.controller.registering.insert(from, (reg.clone(), now));
+                self.controller.fencing.remove(&from);
+                self.propose_internal(RecordKind::RegisterBroker(reg));
+            }
+        }
+        let mut changes = Vec::new();
+        for pl in hb.leaders {
+            if pl.leader != from {
+                continue;
+            }
+            let tp = TopicPartition::new(pl.topic.clone(), pl.partition);
+            let known = self
+                .image
+                .topics
+                .get(&pl.topic)
+                .is_some_and(|t| t.partitions.contains_key(&pl.partition));
+            if !known {
+                continue;
+            }
+            let reported = LeaderMeta {
+                leader: Some(from),
+                epoch: pl.epoch,
+                isr: pl.isr.clone(),
+            };
+            let recorded = self.image.leaders.get(&tp);
+            if recorded == Some(&reported) || recorded.is_some_and(|r| r.epoch > pl.epoch) {
+                continue;
+            }
+            let proposed = self
+                .controller
+                .leaders
+                .get(&tp)
+                .is_some_and(|(m, at)| *m == reported && recent(*at, now, window));
+            if proposed {
+                continue;
+            }
+            self.controller.leaders.insert(tp, (reported, now));
+            changes.push(pl);
+        }
+        for chunk in changes.chunks(LEADERS_PER_RECORD) {
+            self.propose_internal(RecordKind::LeaderChanges(LeaderChanges {
+                leaders: chunk.to_vec(),
+            }));
+        }
+        for t in hb.create_topics {
+            self.controller_auto_create(t);
+        }
+    }
+
+    /// Fences every broker not heard from within the session timeout.
+    fn controller_tick(&mut self) {
+        if !self.controller_active() {
+            return;
+        }
+        let now = self.now_ms;
+        let window = self.config.session_timeout_ms;
+        let mut fence = Vec::new();
+        for b in self.image.brokers.values() {
+            if b.fenced || b.id == self.id {
+                continue;
+            }
+            let seen = *self.controller.last_seen.entry(b.id).or_insert(now);
+            let pending = self
+                .controller
+                .fencing
+                .get(&b.id)
+                .is_some_and(|at| recent(*at, now, window));
+            if now - seen > window && !pending {
+                fence.push(b.id);
+            }
+        }
+        for id in fence {
+            slog::info!(self.logger, "fencing broker"; "broker" => id);
+            self.controller.fencing.insert(id, now);
+            self.controller.registering.remove(&id);
+            // Its leaderships are cleared by the record; let fresh reports rewrite them.
+            self.controller
+                .leaders
+                .retain(|_, (m, _)| m.leader != Some(id));
+            self.propose_internal(RecordKind::FenceBroker(FenceBroker { id }));
+        }
+    }
+
+    /// A client used a missing topic and auto-creation is on: create it here if this node is
+    /// the controller, else ask the controller with an immediate heartbeat.
+    fn request_auto_create(&mut self, t: AutoCreateTopic) -> Result<(), ClientError> {
+        if !crate::types::valid_topic_name(&t.name) || is_internal_topic(&t.name) {
+            return Err(ClientError::InvalidTopic(t.name));
+        }
+        if self.image.topics.contains_key(&t.name) {
+            return Ok(());
+        }
+        if self.controller_active() {
+            self.controller_auto_create(t);
+            return Ok(());
+        }
+        if !self.auto_create.iter().any(|a| a.name == t.name) {
+            self.auto_create.push(t);
+        }
+        if self.controller().is_none() {
+            return Err(ClientError::NotController { controller: None });
+        }
+        self.send_heartbeat();
+        Ok(())
+    }
+
+    fn controller_auto_create(&mut self, t: AutoCreateTopic) {
+        let now = self.now_ms;
+        let pending = self
+            .controller
+            .creating
+            .get(&t.name)
+            .is_some_and(|at| recent(*at, now, self.config.session_timeout_ms));
+        if self.image.topics.contains_key(&t.name) || pending {
+            return;
+        }
+        let placed = place_replicas(
+            &self.image,
+            &self.image.placeable_brokers(&self.config.brokers),
+            &t.name,
+            t.partitions as i64,
+            t.replication_factor as i64,
+        );
+        match placed {
+            Ok(partitions) => {
+                slog::info!(self.logger, "auto-creating topic"; "topic" => &t.name,
+                    "partitions" => t.partitions, "replication_factor" => t.replication_factor);
+                self.controller.creating.insert(t.name.clone(), now);
+                self.propose_internal(RecordKind::CreateTopic(CreateTopic {
+                    topic_id: topic_id(&t.name, self.image.records_applied).to_vec(),
+                    name: t.name,
+                    partitions,
+                    configs: BTreeMap::new(),
+                }));
+            }
+            Err(e) => {
+                slog::warn!(self.logger, "cannot auto-create topic"; "topic" => &t.name, "error" => %e)
+            }
+        }
+    }
+
+    /// Proposes one of the controller's own records; its reply is swallowed (a failure clears
+    /// the caches so the next heartbeat retries).
+    fn propose_internal(&mut self, kind: RecordKind) {
+        self.next_internal += 1;
+        let id = INTERNAL_REQUEST | self.next_internal;
+        self.admin_pending.insert(id, AdminPending::Internal);
+        let batch = MetadataRecord { kind: Some(kind) }.to_batch(self.now_ms);
+        let mut replies = Replies::new();
+        let Some(meta) = self.replicas.get_mut(&metadata_tp()) else {
+            return;
+        };
+        meta.produce(
+            self.now_ms,
+            id,
+            Acks::All,
+            batch,
+            &mut self.rng,
+            &mut replies,
+        );
+        self.push_replies(replies);
+    }
+
     /// Queues replies, turning the produce replies of admin proposals into admin replies.
     fn push_replies(&mut self, replies: Replies) {
         for (id, resp) in replies {
@@ -676,6 +1047,19 @@ impl Node {
                 }
                 (Some(AdminPending::Delete(_)), Response::Produce(r)) => {
                     Response::DeleteTopic(r.map(|_| ()))
+                }
+                (Some(AdminPending::Internal), r) => {
+                    if !matches!(r, Response::Produce(Ok(_))) {
+                        // Lost or failed: let the next heartbeats propose it again.
+                        slog::debug!(self.logger, "controller proposal failed"; "reply" => ?r);
+                        let term = self.controller.term;
+                        self.controller = ControllerState {
+                            term,
+                            last_seen: std::mem::take(&mut self.controller.last_seen),
+                            ..ControllerState::default()
+                        };
+                    }
+                    continue;
                 }
                 (Some(p), other) => panic!("admin request {p:?} got {other:?}"),
                 (None, other) => other,
@@ -699,12 +1083,25 @@ impl Node {
         &mut self,
         from: NodeId,
         outbox: &mut BTreeMap<NodeId, Vec<GroupMessage>>,
+        heartbeat: &mut Option<(NodeId, BrokerHeartbeat)>,
         net: &mut impl Network,
     ) {
         for (to, messages) in std::mem::take(outbox) {
             self.stats.envelopes_sent += 1;
             self.stats.raft_messages_sent += messages.len() as u64;
-            net.send(Envelope { from, to, messages });
+            let heartbeat = match heartbeat.take() {
+                Some((hb_to, hb)) if hb_to == to => Some(hb),
+                other => {
+                    *heartbeat = other;
+                    None
+                }
+            };
+            net.send(Envelope {
+                from,
+                to,
+                messages,
+                heartbeat,
+            });
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct ReplicaConfig {
     pub max_batch_bytes: u64,
     /// A proposed produce not answered within this is answered `Indeterminate`.
     pub produce_timeout_ms: Millis,
+    /// A follower stays in the reported ISR ([`Replica::isr`]) while it was caught up with the
+    /// leader's commit index at some tick within this long (Kafka's `replica.lag.time.max.ms`),
+    /// so the ISR published in the metadata log does not flap with every batch in flight.
+    pub isr_lag_ms: Millis,
 }
 
 impl Default for ReplicaConfig {
@@ -55,6 +59,7 @@ impl Default for ReplicaConfig {
             max_inflight_msgs: 256,
             max_batch_bytes: 1 << 20,
             produce_timeout_ms: 30_000,
+            isr_lag_ms: 10_000,
         }
     }
 }
@@ -101,6 +106,11 @@ pub struct Replica {
     /// When set (the metadata partition), the data of every applied entry, in log order, for
     /// the node to apply to its metadata image.
     tap: Option<Vec<Bytes>>,
+    /// On the leader: when each voter was last seen caught up (at a tick). Cleared on any role
+    /// change, so a new leader reports a follower in sync only once it has seen it so.
+    caught_up_at: BTreeMap<NodeId, Millis>,
+    /// The time of the last tick.
+    now_ms: Millis,
     logger: Logger,
 }
 
@@ -154,6 +164,8 @@ impl Replica {
             repair_target: None,
             lost_pending: Vec::new(),
             tap: None,
+            caught_up_at: BTreeMap::new(),
+            now_ms: 0,
             logger,
         };
         replica.redraw_election_timeout(rng);
@@ -163,6 +175,11 @@ impl Replica {
 
     pub fn tp(&self) -> &TopicPartition {
         &self.tp
+    }
+
+    /// The current raft term (Kafka's leader epoch).
+    pub fn term(&self) -> Term {
+        self.raw.raft.term
     }
 
     pub fn is_leader(&self) -> bool {
@@ -237,15 +254,36 @@ impl Replica {
             return Vec::new();
         }
         let committed = self.raw.raft.raft_log.committed;
+        let voters = &self.raw.store().state().voters;
         let mut isr: Vec<NodeId> = self
             .raw
             .raft
             .prs()
             .iter()
+            .filter(|(id, _)| voters.contains(id))
             .filter(|(id, p)| **id == self.id || (p.recent_active && p.matched >= committed))
             .map(|(id, _)| *id)
             .collect();
         isr.sort_unstable();
+        isr
+    }
+
+    /// The ISR as published (Metadata responses, the metadata log): the leader and every voter
+    /// caught up at some tick within `isr_lag_ms`. Steadier than [`Replica::in_sync_replicas`],
+    /// which drops a follower whenever a batch is in flight. Known only on the leader.
+    pub fn isr(&self) -> Vec<NodeId> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let mut isr: Vec<NodeId> = self
+            .caught_up_at
+            .iter()
+            .filter(|(_, at)| self.now_ms - **at <= self.config.isr_lag_ms)
+            .map(|(id, _)| *id)
+            .chain(std::iter::once(self.id))
+            .collect();
+        isr.sort_unstable();
+        isr.dedup();
         isr
     }
 
@@ -273,8 +311,10 @@ impl Replica {
             return None;
         }
         let mut best: Option<(u64, NodeId)> = None;
+        let voters = &self.raw.store().state().voters;
         for (id, p) in self.raw.raft.prs().iter() {
-            if *id == self.id || !p.recent_active {
+            // Learners cannot lead.
+            if *id == self.id || !p.recent_active || !voters.contains(id) {
                 continue;
             }
             // Ties go to the lower id so the choice does not depend on map order.
@@ -320,9 +360,15 @@ impl Replica {
     }
 
     pub fn tick(&mut self, now_ms: Millis, rng: &mut ChaCha8Rng, replies: &mut Replies) {
+        self.now_ms = now_ms;
         self.raw.tick();
         self.after_raft_call(rng);
         self.expire_pending(now_ms, replies);
+        if self.is_leader() {
+            for id in self.in_sync_replicas() {
+                self.caught_up_at.insert(id, now_ms);
+            }
+        }
     }
 
     /// Proposes a produce. Replies go to `replies` now (errors, acks=0) or later.
@@ -554,6 +600,7 @@ impl Replica {
         let was_leader = self.last_seen.1 == StateRole::Leader;
         self.last_seen = key;
         self.role_changes += 1;
+        self.caught_up_at.clear();
         self.redraw_election_timeout(rng);
         if was_leader && key.1 != StateRole::Leader && !self.pending.is_empty() {
             info!(self.logger, "lost leadership"; "term" => key.0, "pending" => self.pending.len());

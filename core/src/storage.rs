@@ -84,12 +84,14 @@ pub struct PartitionStorage {
 }
 
 impl PartitionStorage {
-    /// Opens (or creates, with `voters` as the initial configuration) a partition's storage.
+    /// Opens (or creates, with `voters` and `learners` as the initial configuration) a
+    /// partition's storage. An existing partition keeps the configuration it persisted.
     pub fn open(
         disk: Rc<dyn Disk>,
         dir: &str,
         config: LogConfig,
         voters: &[NodeId],
+        learners: &[NodeId],
     ) -> Result<(PartitionStorage, OpenReport), StorageError> {
         let state_path = join_path(dir, STATE_FILE);
         let (mut state_file, payload) = SlotFile::open(disk.clone(), &state_path)?;
@@ -111,6 +113,7 @@ impl PartitionStorage {
                 state_dirty = true;
                 PersistedState {
                     voters: voters.to_vec(),
+                    learners: learners.to_vec(),
                     ..Default::default()
                 }
             }

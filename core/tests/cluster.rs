@@ -12,7 +12,7 @@ use railyard_core::batch::{decode_records, BatchBuilder};
 use railyard_core::disk::{Disk, MemDisk};
 use railyard_core::log::LogConfig;
 use railyard_core::network::{Envelope, Outbox};
-use railyard_core::node::{Node, NodeConfig, PartitionSpec};
+use railyard_core::node::{BrokerEndpoint, Node, NodeConfig, PartitionSpec};
 use railyard_core::replica::ReplicaConfig;
 use railyard_core::types::{NodeId, TopicPartition};
 
@@ -21,11 +21,22 @@ struct Cluster {
     disks: Vec<Rc<MemDisk>>,
     log: LogConfig,
     metadata: bool,
+    /// Nodes 1..=size; the first three vote in the metadata group, the rest are learners.
+    size: u64,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
     in_flight: Vec<Envelope>,
     now_ms: i64,
     next_request: u64,
+    restarts: u64,
+}
+
+fn endpoint(id: NodeId) -> BrokerEndpoint {
+    BrokerEndpoint {
+        host: format!("broker-{id}"),
+        port: 9090 + id as u16,
+        rack: Some(format!("rack-{}", id % 2)),
+    }
 }
 
 fn tp() -> TopicPartition {
@@ -33,12 +44,16 @@ fn tp() -> TopicPartition {
 }
 
 /// A node of the fixed layout (one partition `t-0`), or, with `metadata`, a node whose
-/// partitions come from the metadata log only.
-fn config(id: NodeId, log: LogConfig, metadata: bool) -> NodeConfig {
+/// partitions come from the metadata log only, in a cluster of `size` brokers whose first three
+/// are the controller quorum. `incarnation` changes at every restart, like a real start.
+fn config(id: NodeId, log: LogConfig, metadata: bool, size: u64, incarnation: u64) -> NodeConfig {
     NodeConfig {
         id,
-        seed: id,
-        replica: ReplicaConfig::default(),
+        seed: id + 1000 * incarnation,
+        replica: ReplicaConfig {
+            isr_lag_ms: 2_000,
+            ..ReplicaConfig::default()
+        },
         log,
         partitions: if metadata {
             vec![]
@@ -50,7 +65,10 @@ fn config(id: NodeId, log: LogConfig, metadata: bool) -> NodeConfig {
         },
         retention_check_ms: 50,
         metadata_voters: if metadata { vec![1, 2, 3] } else { vec![] },
-        brokers: vec![1, 2, 3],
+        brokers: (1..=size).collect(),
+        endpoint: Some(endpoint(id)),
+        heartbeat_ms: 300,
+        session_timeout_ms: 2_000,
         preferred_leader_check_ms: None,
         min_free_bytes: 0,
     }
@@ -62,12 +80,16 @@ impl Cluster {
     }
 
     fn with(log: LogConfig, metadata: bool) -> Cluster {
+        Cluster::sized(log, metadata, 3)
+    }
+
+    fn sized(log: LogConfig, metadata: bool, size: u64) -> Cluster {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let disks: Vec<Rc<MemDisk>> = (0..3).map(|_| Rc::new(MemDisk::new())).collect();
-        let nodes = (1..=3)
+        let disks: Vec<Rc<MemDisk>> = (0..size).map(|_| Rc::new(MemDisk::new())).collect();
+        let nodes = (1..=size)
             .map(|id| {
                 let disk: Rc<dyn Disk> = disks[id as usize - 1].clone();
-                Node::open(config(id, log.clone(), metadata), disk, &logger).unwrap()
+                Node::open(config(id, log.clone(), metadata, size, 0), disk, &logger).unwrap()
             })
             .collect();
         Cluster {
@@ -75,6 +97,8 @@ impl Cluster {
             disks,
             log,
             metadata,
+            size,
+            restarts: 0,
             cut: BTreeSet::new(),
             in_flight: Vec::new(),
             now_ms: 0,
@@ -86,7 +110,15 @@ impl Cluster {
     fn restart(&mut self, id: NodeId) {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let disk: Rc<dyn Disk> = self.disks[id as usize - 1].clone();
-        let node = Node::open(config(id, self.log.clone(), self.metadata), disk, &logger).unwrap();
+        self.restarts += 1;
+        let config = config(
+            id,
+            self.log.clone(),
+            self.metadata,
+            self.size,
+            self.restarts,
+        );
+        let node = Node::open(config, disk, &logger).unwrap();
         self.nodes[id as usize - 1] = node;
     }
 
@@ -497,4 +529,234 @@ fn test_create_and_delete_topics_through_the_metadata_log() {
         ),
         Response::DeleteTopic(Err(ClientError::UnknownTopic("orders".into())))
     );
+}
+
+/// Ticks until `cond` holds, at most `max` ticks.
+fn tick_until(c: &mut Cluster, max: usize, what: &str, cond: impl Fn(&Cluster) -> bool) {
+    for _ in 0..max {
+        if cond(c) {
+            return;
+        }
+        c.tick(1);
+    }
+    assert!(cond(c), "after {max} ticks: {what}");
+}
+
+/// Cuts node `id` off from every other node (both directions), or heals it.
+fn isolate(c: &mut Cluster, id: NodeId, cut: bool) {
+    for other in 1..=c.size {
+        if other != id {
+            for link in [(id, other), (other, id)] {
+                if cut {
+                    c.cut.insert(link);
+                } else {
+                    c.cut.remove(&link);
+                }
+            }
+        }
+    }
+}
+
+/// The leader of `tp` and its term, as the replicas themselves see it.
+fn actual_leader(c: &Cluster, tp: &TopicPartition) -> Option<(NodeId, u64)> {
+    c.nodes
+        .iter()
+        .filter_map(|n| {
+            n.replica(tp)
+                .filter(|r| r.is_leader())
+                .map(|r| (n.id(), r.term()))
+        })
+        .max_by_key(|(_, term)| *term)
+}
+
+/// Whether every node not cut off records the actual leader (and epoch) of every partition of
+/// `topic` in its metadata image, including nodes that host no replica of it.
+fn leaders_published(c: &Cluster, topic: &str, skip: &[NodeId]) -> bool {
+    let Some(t) = c.nodes[0].metadata().topics.get(topic).cloned() else {
+        return false;
+    };
+    t.partitions.keys().all(|p| {
+        let tp = TopicPartition::new(topic, *p);
+        let Some((leader, term)) = actual_leader(c, &tp) else {
+            return false;
+        };
+        c.nodes.iter().filter(|n| !skip.contains(&n.id())).all(|n| {
+            n.metadata()
+                .leaders
+                .get(&tp)
+                .is_some_and(|l| l.leader == Some(leader) && l.epoch == term)
+        })
+    })
+}
+
+/// Five brokers, three of them the controller quorum: the other two follow the metadata log
+/// as raft learners; every broker registers its listener and rack through heartbeats; every
+/// node learns every partition's leader (also of partitions it does not host); a silent broker
+/// is fenced (and its leaderships cleared) and unfenced when it comes back; a learner asks the
+/// controller to auto-create a topic; a restarted learner rebuilds all of it from its log.
+#[test]
+fn test_learners_registration_fencing_leaders_and_auto_create() {
+    let mut c = Cluster::sized(LogConfig::default(), true, 5);
+    tick_until(&mut c, 100, "every node knows the controller", |c| {
+        let ctl = c.nodes[0].controller();
+        ctl.is_some() && c.nodes.iter().all(|n| n.controller() == ctl)
+    });
+    let ctl = c.nodes[0].controller().unwrap();
+    assert!([1, 2, 3].contains(&ctl), "a learner never leads: {ctl}");
+    let meta = railyard_core::metadata::metadata_tp();
+    for id in [4, 5] {
+        let r = c
+            .node(id)
+            .replica(&meta)
+            .expect("learners host the metadata log");
+        assert_eq!(r.voters(), vec![1, 2, 3]);
+    }
+    tick_until(&mut c, 50, "every broker registered everywhere", |c| {
+        c.nodes.iter().all(|n| {
+            (1..=5).all(|b| {
+                n.metadata().brokers.get(&b).is_some_and(|m| {
+                    let e = endpoint(b);
+                    m.host == e.host && m.port == e.port && m.rack == e.rack && !m.fenced
+                })
+            })
+        })
+    });
+
+    // Learners apply topics and host the replicas placed on them.
+    assert_eq!(
+        create(&mut c, ctl, "wide", 5, 3),
+        Response::CreateTopic(Ok(()))
+    );
+    c.tick(2);
+    let t = c.nodes[0].metadata().topics["wide"].clone();
+    for n in &c.nodes {
+        assert_eq!(n.metadata().topics.get("wide"), Some(&t), "node {}", n.id());
+        for (p, replicas) in &t.partitions {
+            let tp = TopicPartition::new("wide", *p);
+            assert_eq!(
+                n.replica(&tp).is_some(),
+                replicas.contains(&n.id()),
+                "node {} hosting {tp}",
+                n.id()
+            );
+        }
+    }
+    assert!(
+        t.partitions
+            .values()
+            .any(|r| r.contains(&4) || r.contains(&5)),
+        "placement uses learners too: {t:?}"
+    );
+    tick_until(&mut c, 100, "leaders published to every node", |c| {
+        leaders_published(c, "wide", &[])
+    });
+    tick_until(&mut c, 50, "full ISRs published", |c| {
+        c.nodes[0]
+            .metadata()
+            .leaders
+            .values()
+            .all(|l| l.isr.len() == 3)
+    });
+
+    // A silent broker is fenced and its leaderships cleared; others take over and report.
+    let victim = (1..=5).find(|b| *b != ctl).unwrap();
+    let led: Vec<TopicPartition> = t
+        .partitions
+        .keys()
+        .map(|p| TopicPartition::new("wide", *p))
+        .filter(|tp| actual_leader(&c, tp).is_some_and(|(l, _)| l == victim))
+        .collect();
+    isolate(&mut c, victim, true);
+    let others: Vec<NodeId> = (1..=5).filter(|b| *b != victim).collect();
+    tick_until(&mut c, 60, "the silent broker is fenced", |c| {
+        others
+            .iter()
+            .all(|o| c.nodes[*o as usize - 1].metadata().brokers[&victim].fenced)
+    });
+    for tp in &led {
+        let l = &c.node(ctl).metadata().leaders[tp];
+        assert!(
+            l.leader != Some(victim),
+            "{tp} still led by fenced {victim}: {l:?}"
+        );
+    }
+    tick_until(&mut c, 150, "new leaders published; ISRs shrunk", |c| {
+        leaders_published(c, "wide", &[victim])
+            && c.nodes[ctl as usize - 1]
+                .metadata()
+                .leaders
+                .values()
+                .all(|l| l.leader != Some(victim) && !l.isr.contains(&victim))
+    });
+    // Placement avoids fenced brokers.
+    assert_eq!(
+        create(&mut c, ctl, "after", 4, 3),
+        Response::CreateTopic(Ok(()))
+    );
+    c.tick(2);
+    let placed = &c.node(ctl).metadata().topics["after"];
+    assert!(
+        placed.partitions.values().all(|r| !r.contains(&victim)),
+        "{placed:?}"
+    );
+    isolate(&mut c, victim, false);
+    tick_until(
+        &mut c,
+        60,
+        "the broker is unfenced once it reports again",
+        |c| {
+            c.nodes
+                .iter()
+                .all(|n| !n.metadata().brokers[&victim].fenced)
+        },
+    );
+
+    // A learner asks the controller to auto-create a topic; bad names are refused.
+    let learner = 4;
+    let auto = |name: &str| Request::AutoCreateTopic {
+        name: name.into(),
+        partitions: 2,
+        replication_factor: 3,
+    };
+    assert_eq!(
+        c.request(learner, auto("clicks")),
+        Response::CreateTopic(Ok(()))
+    );
+    assert!(matches!(
+        c.request(learner, auto("__cluster_metadata")),
+        Response::CreateTopic(Err(ClientError::InvalidTopic(_)))
+    ));
+    assert!(matches!(
+        c.request(learner, auto("no/slash")),
+        Response::CreateTopic(Err(ClientError::InvalidTopic(_)))
+    ));
+    tick_until(&mut c, 20, "auto-created topic everywhere", |c| {
+        c.nodes.iter().all(|n| {
+            n.metadata()
+                .topics
+                .get("clicks")
+                .is_some_and(|t| t.partitions.len() == 2)
+        })
+    });
+    tick_until(&mut c, 100, "auto-created topic's leaders published", |c| {
+        leaders_published(c, "clicks", &[])
+    });
+
+    // A restarted learner rebuilds brokers, topics and leaders from its log.
+    let before = c.node(learner).metadata().clone();
+    c.restart(learner);
+    let after = c.node(learner).metadata();
+    assert_eq!(after.topics, before.topics);
+    assert_eq!(
+        after.brokers.keys().collect::<Vec<_>>(),
+        vec![&1, &2, &3, &4, &5]
+    );
+    assert_eq!(after.leaders, before.leaders);
+    // Its new incarnation re-registers.
+    let old = before.brokers[&learner].incarnation;
+    tick_until(&mut c, 30, "the restarted broker re-registers", |c| {
+        c.nodes
+            .iter()
+            .all(|n| n.metadata().brokers[&learner].incarnation != old)
+    });
 }

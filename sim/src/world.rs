@@ -689,6 +689,9 @@ impl World {
             // The simulator uses the fixed layout; the metadata log has its own tests in core.
             metadata_voters: Vec::new(),
             brokers: self.node_ids.clone(),
+            endpoint: None,
+            heartbeat_ms: 500,
+            session_timeout_ms: 5_000,
             preferred_leader_check_ms: None,
             min_free_bytes: 16 * 1024,
         }
