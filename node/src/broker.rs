@@ -67,4 +67,13 @@ pub trait Broker: Clone + Send + Sync + 'static {
     fn data_changed(&self) -> impl Future<Output = ()> + Send {
         std::future::pending()
     }
+
+    /// Asks the controller to create a topic a client used but that does not exist, when this
+    /// node allows auto-creation (`auto_create_topics`, off by default). True if creation was
+    /// requested (clients see LEADER_NOT_AVAILABLE and retry until the topic appears). The
+    /// default: auto-creation off.
+    fn auto_create_topic(&self, topic: String) -> impl Future<Output = bool> + Send {
+        let _ = topic;
+        std::future::ready(false)
+    }
 }

@@ -61,9 +61,27 @@ pub struct NodeConfig {
     /// Topics to create at startup if missing (through the controller, like CreateTopics).
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
-    /// Voters of the metadata (controller) raft group; default: every peer.
+    /// Voters of the metadata (controller) raft group; default: every peer. Peers not listed
+    /// follow the metadata log as raft learners.
     #[serde(default)]
     pub controller_voters: Vec<NodeId>,
+    /// How often this broker heartbeats to the controller (registration, leaderships).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// The controller fences a broker silent for this long: Metadata stops listing it and new
+    /// replicas are not placed on it.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// Create a topic when a client asks Metadata for it (or produces to it) and it does not
+    /// exist, as Kafka's `auto.create.topics.enable`. Off by default.
+    #[serde(default)]
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic (Kafka's `num.partitions`).
+    #[serde(default = "default_partitions")]
+    pub default_partitions: u32,
+    /// Replication factor of an auto-created topic; default min(3, brokers).
+    #[serde(default)]
+    pub default_replication_factor: Option<u32>,
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
     /// Leaders refuse produces (KAFKA_STORAGE_ERROR) while the data disk has less free space;
@@ -78,6 +96,18 @@ pub struct NodeConfig {
 
 fn default_tick_ms() -> u64 {
     100
+}
+
+fn default_heartbeat_ms() -> u64 {
+    500
+}
+
+fn default_session_timeout_ms() -> u64 {
+    4_000
+}
+
+fn default_partitions() -> u32 {
+    1
 }
 
 fn default_min_free_bytes() -> u64 {
@@ -149,17 +179,35 @@ impl NodeConfig {
         {
             return bad(format!("controller voter {v} is not a peer"));
         }
-        if !self.controller_voters().contains(&self.id) {
-            return bad(format!(
-                "node {} is not a controller voter; brokers outside the controller quorum \
-                 (metadata learners) are not supported yet",
-                self.id
-            ));
+        if self.heartbeat_ms == 0 || self.session_timeout_ms <= 2 * self.heartbeat_ms {
+            return bad("session_timeout_ms must exceed two heartbeats (heartbeat_ms > 0)".into());
+        }
+        if self.auto_create_topics && self.default_partitions == 0 {
+            return bad("default_partitions must be positive".into());
+        }
+        if let Some(rf) = self.default_replication_factor {
+            if rf == 0 || rf as usize > self.peers.len() {
+                return bad(format!(
+                    "default_replication_factor {rf} is not in 1..={}",
+                    self.peers.len()
+                ));
+            }
         }
         if self.tick_ms == 0 {
             return bad("tick_ms must be positive".into());
         }
         Ok(())
+    }
+
+    /// Partitions and replication factor of auto-created topics; `None` when auto-creation is
+    /// off.
+    pub fn auto_create(&self) -> Option<(u32, u32)> {
+        self.auto_create_topics.then(|| {
+            let rf = self
+                .default_replication_factor
+                .unwrap_or(self.peers.len().min(3) as u32);
+            (self.default_partitions, rf)
+        })
     }
 
     /// The controller quorum: `controller_voters`, or every peer when empty.
@@ -232,6 +280,11 @@ mod tests {
                 replication_factor: 3,
             }],
             controller_voters: vec![],
+            heartbeat_ms: 500,
+            session_timeout_ms: 4_000,
+            auto_create_topics: false,
+            default_partitions: 1,
+            default_replication_factor: None,
             tick_ms: 100,
             min_free_bytes: 0,
             log_format: LogFormat::Term,

@@ -47,6 +47,10 @@ enum Command {
         /// Extra static topics, `name:partitions[:replication]`.
         #[arg(long = "topic", value_parser = parse_topic_flag)]
         topics: Vec<TopicConfig>,
+        /// Create topics that clients use but that do not exist (Kafka's
+        /// auto.create.topics.enable).
+        #[arg(long, env = "RAILYARD_AUTO_CREATE_TOPICS")]
+        auto_create_topics: Option<bool>,
     },
     /// Run a local cluster in this process (Kafka listeners on consecutive ports).
     Dev {
@@ -66,6 +70,13 @@ enum Command {
         /// Static topics, `name:partitions[:replication]` (replication is capped at --nodes).
         #[arg(long = "topic", value_parser = parse_topic_flag, default_values_t = default_dev_topics())]
         topics: Vec<TopicConfig>,
+        /// How many nodes (the first ones) form the controller quorum; the others follow the
+        /// metadata log as learners. Default: min(3, nodes).
+        #[arg(long)]
+        controllers: Option<u64>,
+        /// Create topics that clients use but that do not exist.
+        #[arg(long)]
+        auto_create_topics: bool,
     },
 }
 
@@ -94,15 +105,32 @@ fn logger(level: &str, format: LogFormat) -> Logger {
     }
 }
 
-fn dev_configs(
+/// What `railyard dev` was asked for.
+struct DevOptions {
     nodes: u64,
     data_dir: PathBuf,
     host: IpAddr,
     kafka_port: u16,
     raft_port: u16,
     admin_port: u16,
-    mut topics: Vec<TopicConfig>,
-) -> Vec<NodeConfig> {
+    topics: Vec<TopicConfig>,
+    controllers: Option<u64>,
+    auto_create_topics: bool,
+}
+
+fn dev_configs(o: DevOptions) -> Vec<NodeConfig> {
+    let DevOptions {
+        nodes,
+        data_dir,
+        host,
+        kafka_port,
+        raft_port,
+        admin_port,
+        mut topics,
+        controllers,
+        auto_create_topics,
+    } = o;
+    let controllers = controllers.unwrap_or(3).clamp(1, nodes);
     for t in topics.iter_mut() {
         t.replication_factor = t.replication_factor.min(nodes as u32);
     }
@@ -125,7 +153,12 @@ fn dev_configs(
                 .then(|| SocketAddr::new(host, admin_port + p.id as u16 - 1)),
             peers: peers.clone(),
             topics: topics.clone(),
-            controller_voters: Vec::new(),
+            controller_voters: (1..=controllers).collect(),
+            heartbeat_ms: 500,
+            session_timeout_ms: 4_000,
+            auto_create_topics,
+            default_partitions: 1,
+            default_replication_factor: None,
             tick_ms: 100,
             min_free_bytes: 256 << 20,
             log_format: LogFormat::Term,
@@ -144,6 +177,7 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             raft_listen,
             admin_listen,
             topics,
+            auto_create_topics,
         } => {
             let mut c = NodeConfig::from_file(&config).map_err(|e| e.to_string())?;
             if let Some(v) = id {
@@ -162,6 +196,9 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
                 c.admin_listen = Some(v);
             }
             c.topics.extend(topics);
+            if let Some(v) = auto_create_topics {
+                c.auto_create_topics = v;
+            }
             vec![c]
         }
         Command::Dev {
@@ -172,9 +209,19 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             raft_port,
             admin_port,
             topics,
-        } => dev_configs(
-            nodes, data_dir, host, kafka_port, raft_port, admin_port, topics,
-        ),
+            controllers,
+            auto_create_topics,
+        } => dev_configs(DevOptions {
+            nodes,
+            data_dir,
+            host,
+            kafka_port,
+            raft_port,
+            admin_port,
+            topics,
+            controllers,
+            auto_create_topics,
+        }),
     };
     let mut running = Vec::new();
     for c in configs {

@@ -64,6 +64,8 @@ pub struct NodeHandle {
     stopped: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     /// Notified by the core thread when a commit index moved (wakes long-polling fetches).
     data: Arc<tokio::sync::Notify>,
+    /// (partitions, replication factor) of auto-created topics; `None`: auto-creation off.
+    auto_create: Option<(u32, u32)>,
 }
 
 impl NodeHandle {
@@ -114,6 +116,21 @@ impl Broker for NodeHandle {
     fn data_changed(&self) -> impl std::future::Future<Output = ()> + Send {
         let data = self.data.clone();
         async move { data.notified().await }
+    }
+
+    fn auto_create_topic(&self, topic: String) -> impl std::future::Future<Output = bool> + Send {
+        let handle = self.clone();
+        async move {
+            let Some((partitions, replication_factor)) = handle.auto_create else {
+                return false;
+            };
+            let request = Request::AutoCreateTopic {
+                name: topic,
+                partitions,
+                replication_factor,
+            };
+            matches!(handle.request(request).await, Response::CreateTopic(Ok(())))
+        }
     }
 }
 
@@ -175,6 +192,15 @@ pub fn start_core(
         retention_check_ms: 60_000,
         metadata_voters: config.controller_voters(),
         brokers,
+        endpoint: config.peers.iter().find(|p| p.id == config.id).map(|p| {
+            railyard_core::node::BrokerEndpoint {
+                host: p.kafka_addr.ip().to_string(),
+                port: p.kafka_addr.port(),
+                rack: p.rack.clone(),
+            }
+        }),
+        heartbeat_ms: config.heartbeat_ms as i64,
+        session_timeout_ms: config.session_timeout_ms as i64,
         preferred_leader_check_ms: Some(5_000),
         min_free_bytes: config.min_free_bytes,
     };
@@ -187,11 +213,13 @@ pub fn start_core(
         view: view.clone(),
         stopped: stopped.clone(),
         data: Arc::new(tokio::sync::Notify::new()),
+        auto_create: config.auto_create(),
     };
     let data = handle.data.clone();
     let logger = logger.clone();
     let tick = Duration::from_millis(config.tick_ms);
     let base = base_view(config);
+    let self_id = config.id;
     // Open in the core thread: the Node is single-threaded (Rc) and must live there.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
     std::thread::Builder::new()
@@ -208,7 +236,12 @@ pub fn start_core(
                     return;
                 }
             };
-            core_loop(node, rx, peers, view, base, metrics, data, tick, &logger);
+            let published = Published {
+                view,
+                base,
+                self_id,
+            };
+            core_loop(node, rx, peers, published, metrics, data, tick, &logger);
             let (lock, cv) = &*stopped;
             *lock.lock().expect("stop flag lock") = true;
             cv.notify_all();
@@ -226,6 +259,14 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Where the core thread publishes the cluster view, and what it builds it from.
+struct Published {
+    view: Arc<RwLock<ClusterView>>,
+    /// The brokers as configured (used until they register).
+    base: ClusterView,
+    self_id: NodeId,
 }
 
 /// The brokers, from the config; topics come from the metadata image.
@@ -253,8 +294,7 @@ fn core_loop(
     mut node: Node,
     rx: Receiver<CoreCmd>,
     peers: PeerQueues,
-    view: Arc<RwLock<ClusterView>>,
-    base_view: ClusterView,
+    published: Published,
     metrics: Arc<Metrics>,
     data: Arc<tokio::sync::Notify>,
     tick: Duration,
@@ -324,7 +364,7 @@ fn core_loop(
         let due = last_publish.elapsed() >= PUBLISH_EVERY
             && (version != published_version || last_full_publish.elapsed() >= REFRESH_EVERY);
         if due || stop {
-            publish(&node, &base_view, &view);
+            publish(&node, &published);
             metrics.set_partitions(partition_stats(&node));
             last_publish = Instant::now();
             last_full_publish = last_publish;
@@ -371,31 +411,61 @@ fn partition_stats(node: &Node) -> Vec<PartitionStats> {
         .collect()
 }
 
-/// Builds the view from the metadata image, with leaders, epochs and ISRs of the partitions
-/// hosted here (other partitions' leaders are unknown on this node until the controller
-/// publishes leadership; clients then ask another broker).
-fn publish(node: &Node, base: &ClusterView, view: &Arc<RwLock<ClusterView>>) {
-    let mut v = base.clone();
+/// Builds the view from the metadata image. Brokers: the configured ones, with the listener
+/// and rack they registered, plus any other registered broker, minus the fenced (Kafka lists
+/// only live brokers; this node always lists itself). Leaders, epochs and ISRs: this node's
+/// own replica when it knows a leader, else the metadata log's last record, which leaders
+/// report to the controller, so partitions hosted elsewhere have leaders too.
+fn publish(node: &Node, p: &Published) {
+    let image = node.metadata();
+    let mut v = p.base.clone();
     v.controller = node.controller();
-    for t in node.metadata().topics.values() {
+    v.brokers
+        .retain(|b| b.id == p.self_id || !image.brokers.get(&b.id).is_some_and(|m| m.fenced));
+    for b in v.brokers.iter_mut() {
+        if let Some(m) = image.brokers.get(&b.id) {
+            b.host = m.host.clone();
+            b.port = m.port;
+            b.rack = m.rack.clone();
+        }
+    }
+    for m in image.brokers.values() {
+        if !m.fenced && !v.brokers.iter().any(|b| b.id == m.id) {
+            v.brokers.push(BrokerInfo {
+                id: m.id,
+                host: m.host.clone(),
+                port: m.port,
+                rack: m.rack.clone(),
+            });
+        }
+    }
+    v.brokers.sort_by_key(|b| b.id);
+    for t in image.topics.values() {
         let partitions = t
             .partitions
             .iter()
-            .map(|(p, replicas)| {
-                let tp = railyard_core::types::TopicPartition::new(t.name.clone(), *p);
+            .map(|(part, replicas)| {
+                let tp = railyard_core::types::TopicPartition::new(t.name.clone(), *part);
+                let recorded = image.leaders.get(&tp);
                 let mut pv = PartitionView {
-                    partition: *p,
-                    leader: None,
-                    leader_epoch: -1,
+                    partition: *part,
+                    leader: recorded.and_then(|l| l.leader),
+                    leader_epoch: recorded.map_or(-1, |l| l.epoch as i32),
                     replicas: replicas.clone(),
-                    isr: Vec::new(),
+                    isr: recorded.map(|l| l.isr.clone()).unwrap_or_default(),
                 };
                 if let Some(r) = node.replica(&tp) {
-                    pv.leader = r.leader();
-                    pv.leader_epoch = r.status().term as i32;
-                    // Only the leader knows who is caught up; elsewhere the ISR is reported
-                    // empty (unknown) rather than guessed.
-                    pv.isr = r.in_sync_replicas();
+                    let term = r.term();
+                    if r.is_leader() {
+                        pv.leader = Some(node.id());
+                        pv.leader_epoch = term as i32;
+                        pv.isr = r.isr();
+                    } else if recorded.is_none_or(|l| l.epoch < term) {
+                        // This replica has seen a newer term than the record: trust it (the
+                        // leader is unknown while an election runs).
+                        pv.leader = r.leader();
+                        pv.leader_epoch = term as i32;
+                    }
                 }
                 pv
             })
@@ -407,7 +477,7 @@ fn publish(node: &Node, base: &ClusterView, view: &Arc<RwLock<ClusterView>>) {
             configs: t.configs.clone(),
         });
     }
-    if let Ok(mut w) = view.write() {
+    if let Ok(mut w) = p.view.write() {
         if *w != v {
             *w = v;
         }

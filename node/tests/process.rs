@@ -31,9 +31,20 @@ const NEW_LEADER_WITHIN: Duration = Duration::from_secs(4);
 /// starving the election timers.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// A loopback address whose port was free a moment ago, taken below Linux's ephemeral range
+/// (32768-60999) so that no outgoing connection or port-0 bind can grab it before the child
+/// binds it (as `railyard_tests::free_addr`, which this crate cannot depend on).
 fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port");
-    l.local_addr().expect("bound listener has an address")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = (std::process::id() % 97) * 120;
+    for _ in 0..12_000 {
+        let port = 20_000 + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().expect("bound listener has an address");
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
 }
 
 /// One `railyard start` child process (absent while stopped).

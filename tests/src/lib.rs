@@ -23,11 +23,27 @@ use railyard_node::server::{start_node, RunningNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A loopback address with a port the kernel just handed out and we released. Another process
-/// could take it before the node binds it; on loopback with random ephemeral ports that is rare.
+/// First and one-past-last port [`free_addr`] hands out: below Linux's ephemeral range
+/// (32768-60999), so the kernel never gives these ports to outgoing connections or to port-0
+/// binds between our check and the node's bind (the race a released ephemeral port has).
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A loopback address whose port was free a moment ago. Ports come from a per-process counter
+/// (no two calls in a process share one) starting at a pid-derived offset (test binaries running
+/// side by side start far apart), below the ephemeral range (see [`PORTS`]).
 pub fn free_addr() -> SocketAddr {
-    let l = StdListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port");
-    l.local_addr().expect("bound listener has an address")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    let offset = (std::process::id() % 97) * (span / 97);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = PORTS.start + (offset + n) % span;
+        if let Ok(l) = StdListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().expect("bound listener has an address");
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}");
 }
 
 /// `n` node configs (ids 1..=n) on fresh ephemeral loopback ports sharing one peer list, with
@@ -38,12 +54,14 @@ pub fn cluster_configs(
     n: u64,
     root: &std::path::Path,
     topics: Vec<TopicConfig>,
+    extra_toml: &str,
 ) -> Vec<NodeConfig> {
     let peers: Vec<(u64, SocketAddr, SocketAddr)> =
         (1..=n).map(|id| (id, free_addr(), free_addr())).collect();
     (1..=n)
         .map(|id| {
-            let text = node_toml(id, &root.join(format!("node-{id}")), &peers, &topics);
+            let mut text = extra_toml.to_string();
+            text += &node_toml(id, &root.join(format!("node-{id}")), &peers, &topics);
             let path = root.join(format!("node-{id}.toml"));
             std::fs::write(&path, text).expect("writing a node config");
             NodeConfig::from_file(&path).expect("a config we wrote parses")
@@ -102,8 +120,18 @@ pub struct InProcessCluster {
 impl InProcessCluster {
     /// Starts `n` nodes hosting `topics`.
     pub async fn start(n: u64, topics: Vec<TopicConfig>) -> InProcessCluster {
+        InProcessCluster::start_with(n, topics, "").await
+    }
+
+    /// Starts `n` nodes hosting `topics`, with `extra_toml` (top-level keys such as
+    /// `controller_voters = [1, 2, 3]`) in every node's config.
+    pub async fn start_with(
+        n: u64,
+        topics: Vec<TopicConfig>,
+        extra_toml: &str,
+    ) -> InProcessCluster {
         let dir = tempfile::tempdir().expect("creating a temp dir");
-        let configs = cluster_configs(n, dir.path(), topics);
+        let configs = cluster_configs(n, dir.path(), topics, extra_toml);
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut nodes = Vec::new();
         for c in &configs {
@@ -169,8 +197,8 @@ fn has_topics(view: &ClusterView, topics: &[TopicConfig]) -> bool {
     })
 }
 
-/// Whether every partition has a leader in the view of each node hosting a replica of it, and
-/// those nodes agree. (A node publishes leaders only of the partitions it hosts.)
+/// Whether every partition has a leader in every node's view, and the nodes agree (nodes learn
+/// the leaders of partitions they do not host through the metadata log).
 fn all_led_and_agreed(views: &[(u64, ClusterView)]) -> bool {
     let Some((_, first)) = views.first() else {
         return false;
@@ -179,7 +207,6 @@ fn all_led_and_agreed(views: &[(u64, ClusterView)]) -> bool {
         t.partitions.iter().all(|p| {
             let seen: Vec<Option<u64>> = views
                 .iter()
-                .filter(|(id, _)| p.replicas.contains(id))
                 .map(|(_, v)| {
                     v.topics
                         .iter()

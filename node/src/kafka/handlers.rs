@@ -113,8 +113,44 @@ pub fn api_versions(error: Option<ResponseError>) -> ApiVersionsResponse {
         .with_api_keys(keys)
 }
 
-/// Metadata: brokers, cluster id, controller and the requested topics.
-pub fn metadata(view: &ClusterView, req: &MetadataRequest, version: i16) -> MetadataResponse {
+/// Asks for the auto-creation of every requested topic that does not exist, when the request
+/// allows it (always before v4, by flag from v4) and the broker does; returns the names whose
+/// creation was requested.
+pub async fn auto_create_missing<B: Broker>(
+    broker: &B,
+    req: &MetadataRequest,
+    version: i16,
+) -> Vec<String> {
+    let mut creating = Vec::new();
+    if version >= 4 && !req.allow_auto_topic_creation {
+        return creating;
+    }
+    let Some(list) = &req.topics else {
+        return creating;
+    };
+    let view = broker.cluster();
+    for t in list {
+        let Some(name) = &t.name else { continue };
+        let missing = !view.topics.iter().any(|v| v.name == name.as_str());
+        if missing
+            && valid_topic_name(name.as_str())
+            && !INTERNAL_TOPICS.contains(&name.as_str())
+            && broker.auto_create_topic(name.to_string()).await
+        {
+            creating.push(name.to_string());
+        }
+    }
+    creating
+}
+
+/// Metadata: brokers, cluster id, controller and the requested topics. Topics in `creating`
+/// are being auto-created: LEADER_NOT_AVAILABLE (retriable) rather than unknown.
+pub fn metadata(
+    view: &ClusterView,
+    req: &MetadataRequest,
+    version: i16,
+    creating: &[String],
+) -> MetadataResponse {
     let brokers = view
         .brokers
         .iter()
@@ -142,6 +178,9 @@ pub fn metadata(view: &ClusterView, req: &MetadataRequest, version: i16) -> Meta
                         Some(name.clone()),
                         ResponseError::InvalidTopicException,
                     ),
+                    None if creating.iter().any(|c| c == name.as_str()) => {
+                        metadata_topic_error(Some(name.clone()), ResponseError::LeaderNotAvailable)
+                    }
                     None => metadata_topic_error(
                         Some(name.clone()),
                         ResponseError::UnknownTopicOrPartition,
@@ -220,6 +259,14 @@ pub async fn produce<B: Broker>(broker: &B, req: ProduceRequest, version: i16) -
     let view = broker.cluster();
     let mut pending: Vec<(TopicName, Vec<(i32, Pending)>)> = Vec::new();
     for topic in req.topic_data {
+        if !view.topics.iter().any(|t| t.name == topic.name.as_str())
+            && valid_topic_name(topic.name.as_str())
+            && !INTERNAL_TOPICS.contains(&topic.name.as_str())
+        {
+            // Kafka creates on metadata requests; a client that produces blind (no metadata
+            // first) gets UNKNOWN_TOPIC_OR_PARTITION, and the topic on its retry.
+            broker.auto_create_topic(topic.name.to_string()).await;
+        }
         let mut partitions = Vec::new();
         for p in topic.partition_data {
             let job = match acks {

@@ -264,7 +264,8 @@ async fn dispatch<B: Broker>(
         }
         ApiKey::Metadata => {
             let req: MetadataRequest = decode_body(body, api, version)?;
-            let resp = handlers::metadata(&broker.cluster(), &req, version);
+            let creating = handlers::auto_create_missing(broker, &req, version).await;
+            let resp = handlers::metadata(&broker.cluster(), &req, version, &creating);
             resp.error_codes(codes);
             encode_response(api, version, corr, &resp)?
         }

@@ -61,6 +61,8 @@ struct FakeState {
     not_controller: bool,
     /// Topics created so far, for ids that differ from the static topics'.
     created: u8,
+    /// Whether the broker allows auto-creation (the node's `auto_create_topics`).
+    auto_create: bool,
 }
 
 #[derive(Clone)]
@@ -143,6 +145,7 @@ impl FakeBroker {
             }
             Request::CreateTopic { .. } => return Response::CreateTopic(state.create(&request)),
             Request::DeleteTopic { name } => return Response::DeleteTopic(state.delete(name)),
+            Request::AutoCreateTopic { .. } => return Response::CreateTopic(Ok(())),
         };
         let not_leader = state.not_leader.contains(&tp);
         let Some(log) = state.logs.get_mut(&tp) else {
@@ -204,7 +207,9 @@ impl FakeBroker {
                     (-1, -1)
                 }))
             }
-            Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
+            Request::CreateTopic { .. }
+            | Request::DeleteTopic { .. }
+            | Request::AutoCreateTopic { .. } => {
                 unreachable!("admin requests are answered before the partition lookup")
             }
         }
@@ -312,6 +317,18 @@ impl Broker for FakeBroker {
             barrier.wait().await;
         }
         self.handle(request)
+    }
+
+    async fn auto_create_topic(&self, topic: String) -> bool {
+        if !self.0.lock().unwrap().auto_create {
+            return false;
+        }
+        let request = Request::AutoCreateTopic {
+            name: topic,
+            partitions: 1,
+            replication_factor: 3,
+        };
+        matches!(self.request(request).await, Response::CreateTopic(Ok(())))
     }
 }
 
@@ -529,6 +546,52 @@ async fn test_api_versions_too_new_falls_back_to_v0() {
 
     let retry = c.call(&ApiVersionsRequest::default(), 3).await;
     assert_eq!(retry.error_code, 0);
+}
+
+#[tokio::test]
+async fn test_metadata_auto_creates_only_when_broker_and_request_allow() {
+    // A missing topic is auto-created only when the broker allows it and the request does
+    // (v4+ flag; always before v4): the answer is then LEADER_NOT_AVAILABLE (retriable).
+    // Invalid and internal names are never created.
+    let fake = FakeBroker::new();
+    let addr = start(fake.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let ask = |n: &str, allow: bool| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(n)))
+            ]))
+            .with_allow_auto_topic_creation(allow)
+    };
+    let auto_requests = |f: &FakeBroker| {
+        f.requests()
+            .into_iter()
+            .filter_map(|r| match r {
+                Request::AutoCreateTopic { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let code = |r: &kafka_protocol::messages::MetadataResponse| r.topics[0].error_code;
+    let off = c.call(&ask("fresh", true), 9).await;
+    assert_eq!(code(&off), ResponseError::UnknownTopicOrPartition.code());
+    fake.0.lock().unwrap().auto_create = true;
+    let refused = c.call(&ask("fresh", false), 9).await;
+    assert_eq!(
+        code(&refused),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert!(auto_requests(&fake).is_empty());
+    let made = c.call(&ask("fresh", true), 9).await;
+    assert_eq!(code(&made), ResponseError::LeaderNotAvailable.code());
+    // v1 has no flag (its default, true, is the only encodable value): always allowed.
+    let v1 = c.call(&ask("older", true), 1).await;
+    assert_eq!(code(&v1), ResponseError::LeaderNotAvailable.code());
+    let bad = c.call(&ask("a/b", true), 9).await;
+    assert_eq!(code(&bad), ResponseError::InvalidTopicException.code());
+    let existing = c.call(&ask(TOPIC, true), 9).await;
+    assert_eq!(code(&existing), 0);
+    assert_eq!(auto_requests(&fake), vec!["fresh", "older"]);
 }
 
 #[tokio::test]
