@@ -79,7 +79,9 @@ pub struct NodeConfig {
     /// leaderships). `None`: never.
     pub preferred_leader_check_ms: Option<Millis>,
     /// Leaders refuse produces (KAFKA_STORAGE_ERROR) while the disk has less free space than
-    /// this; checked every tick. Reads, replication and admin requests go on.
+    /// this; below half of it, follower replicas also stop taking appends (the leader retries
+    /// them later), so a filling disk seldom reaches ENOSPC, which is fail-stop. Checked every
+    /// tick. Reads and the metadata log go on.
     pub min_free_bytes: u64,
 }
 
@@ -115,6 +117,8 @@ pub struct NodeStats {
     pub bad_messages: u64,
     pub unknown_partition_messages: u64,
     pub heartbeats_sent: u64,
+    /// Appends and snapshots to follower replicas dropped because the disk was nearly full.
+    pub appends_refused_disk_low: u64,
     /// Heartbeats received while not the controller (dropped).
     pub heartbeats_misrouted: u64,
 }
@@ -138,6 +142,8 @@ pub struct Node {
     last_preferred_check_ms: Millis,
     /// Free space fell below `min_free_bytes` at the last check.
     disk_low: bool,
+    /// Free space fell below half of `min_free_bytes`: follower replicas stop taking appends.
+    disk_critical: bool,
     /// The time of the last tick: the node's notion of now between ticks.
     now_ms: Millis,
     last_heartbeat_ms: Option<Millis>,
@@ -205,6 +211,7 @@ impl Node {
             admin_pending: BTreeMap::new(),
             last_preferred_check_ms: 0,
             disk_low: false,
+            disk_critical: false,
             now_ms: 0,
             last_heartbeat_ms: None,
             heartbeat_out: None,
@@ -291,13 +298,22 @@ impl Node {
             self.stats.bad_messages += 1;
             return;
         }
+        let meta = metadata_tp();
         for gm in envelope.messages {
-            let Some(replica) = self.replicas.get_mut(&gm.tp()) else {
+            let tp = gm.tp();
+            let Some(replica) = self.replicas.get_mut(&tp) else {
                 self.stats.unknown_partition_messages += 1;
                 continue;
             };
             match gm.decode() {
                 Ok(msg) if msg.to == self.id && msg.from == envelope.from => {
+                    if self.disk_critical && tp != meta && carries_data(msg.get_msg_type()) {
+                        // Writing it could hit ENOSPC, which is fail-stop. Dropped, it is an
+                        // unanswered append: the leader retries after the next heartbeat and
+                        // commits with the other replicas meanwhile; reads here go on.
+                        self.stats.appends_refused_disk_low += 1;
+                        continue;
+                    }
                     replica.handle_raft_message(msg, &mut self.rng)
                 }
                 _ => self.stats.bad_messages += 1,
@@ -374,10 +390,9 @@ impl Node {
     /// deadline, and runs retention every `retention_check_ms`.
     pub fn tick(&mut self, now_ms: Millis) -> Result<(), NodeError> {
         self.now_ms = now_ms;
-        self.disk_low = self
-            .disk
-            .available_bytes()
-            .is_some_and(|free| free < self.config.min_free_bytes);
+        let free = self.disk.available_bytes();
+        self.disk_low = free.is_some_and(|f| f < self.config.min_free_bytes);
+        self.disk_critical = free.is_some_and(|f| f < self.config.min_free_bytes / 2);
         let mut replies = Replies::new();
         for replica in self.replicas.values_mut() {
             replica.tick(now_ms, &mut self.rng, &mut replies);
@@ -1104,6 +1119,12 @@ impl Node {
             });
         }
     }
+}
+
+/// Whether a raft message makes its receiver write log data (appends, snapshots).
+fn carries_data(t: raft::eraftpb::MessageType) -> bool {
+    use raft::eraftpb::MessageType as T;
+    matches!(t, T::MsgAppend | T::MsgSnapshot)
 }
 
 /// Queues one raft message for its peer. A replica in repair mode sends no vote requests (see

@@ -121,8 +121,8 @@ impl SimDisk {
     }
 
     /// Makes the owning process die in the middle of its work: after `n` more mutating
-    /// operations every call fails with `Io`, as if the process had been killed between two
-    /// writes. The caller then crashes the disk, so the writes of the interrupted step are
+    /// operations (syncs not counted) every mutating call fails with `Io`, as if the process
+    /// had been killed right after a write it had not synced yet. The caller then crashes the disk, so the writes of the interrupted step are
     /// unsynced and may be lost or torn. `crash` disarms it.
     pub fn kill_after_ops(&self, n: Option<u64>) {
         self.state.borrow_mut().kill_after_ops = n;
@@ -322,7 +322,7 @@ impl Disk for SimDisk {
 
     fn sync(&self, path: &str) -> Result<(), DiskError> {
         let mut st = self.state.borrow_mut();
-        st.alive(true)?;
+        st.alive_to_sync()?;
         let st = &mut *st;
         let file = st
             .files
@@ -416,8 +416,10 @@ struct State {
     used: u64,
     busy_us: u64,
     stats: DiskStats,
-    /// Mutating operations left before the owning process "dies" mid-step (see
-    /// [`SimDisk::kill_after_ops`]); `Some(0)` means dead: every call fails.
+    /// Mutating operations other than syncs left before the owning process "dies" mid-step
+    /// (see [`SimDisk::kill_after_ops`]); `Some(0)` means dead: every mutating call fails.
+    /// Syncs pass without counting, so the process always dies with its last counted operation
+    /// unsynced (a kill that only ever hit synced state would test nothing).
     kill_after_ops: Option<u64>,
 }
 
@@ -433,6 +435,14 @@ impl State {
                 self.kill_after_ops = Some(n - 1);
                 Ok(())
             }
+            _ => Ok(()),
+        }
+    }
+
+    /// A sync: fails once the process is dead, never counts towards its death.
+    fn alive_to_sync(&mut self) -> Result<(), DiskError> {
+        match self.kill_after_ops {
+            Some(0) => Err(DiskError::Io("process killed mid-step".to_string())),
             _ => Ok(()),
         }
     }

@@ -139,6 +139,12 @@ impl SimOptions {
     }
 }
 
+/// The nodes' disk reserve (`NodeConfig::min_free_bytes`).
+const MIN_FREE_BYTES: u64 = 64 * 1024;
+/// What the disk-full scenario leaves free: under half the reserve, so both leaders and
+/// followers refuse once they notice.
+const SCRIPTED_HEADROOM: u64 = MIN_FREE_BYTES * 3 / 8;
+
 /// Counters of what happened in a run.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RunStats {
@@ -159,6 +165,8 @@ pub struct RunStats {
     pub acked_leader: u64,
     pub send_fail: u64,
     pub send_refused_disk_full: u64,
+    /// Appends a follower with a nearly full disk dropped instead of writing.
+    pub appends_refused_disk_low: u64,
     pub send_info: u64,
     pub polls_ok: u64,
     pub values_read: u64,
@@ -544,7 +552,10 @@ impl World {
                 let Some(node) = self.slots.get_mut(&to).and_then(|s| s.node.as_mut()) else {
                     return;
                 };
+                let refused = node.stats().appends_refused_disk_low;
                 node.handle_envelope(env);
+                self.stats.appends_refused_disk_low +=
+                    node.stats().appends_refused_disk_low - refused;
                 self.pump(to);
             }
             Event::Arrive {
@@ -693,7 +704,7 @@ impl World {
             heartbeat_ms: 500,
             session_timeout_ms: 5_000,
             preferred_leader_check_ms: None,
-            min_free_bytes: 16 * 1024,
+            min_free_bytes: MIN_FREE_BYTES,
         }
     }
 
@@ -952,7 +963,7 @@ impl World {
         if !up.is_empty() && event_due(&mut self.rng, f.disk_full_per_s, dt) {
             let id = up[self.rng.gen_range(0..up.len())];
             let duration = f.disk_full_us.draw(&mut self.rng);
-            self.fill_disk(id, duration);
+            self.fill_disk(id, duration, 0);
         }
     }
 
@@ -989,9 +1000,13 @@ impl World {
         flipped
     }
 
-    fn fill_disk(&mut self, id: NodeId, duration_us: u64) {
+    /// The disk of `id` fills up for a while, leaving `headroom` bytes. With none, a write
+    /// racing the node's next free-space check fails with ENOSPC (fail-stop). With some below
+    /// half the reserve (a disk that filled gradually), the check usually comes first: a
+    /// leader then refuses produces and a follower drops appends.
+    fn fill_disk(&mut self, id: NodeId, duration_us: u64, headroom: u64) {
         let disk = &self.slots[&id].disk;
-        disk.set_capacity(Some(disk.used_bytes()));
+        disk.set_capacity(Some(disk.used_bytes() + headroom));
         self.stats.disk_full_periods += 1;
         self.schedule(self.now + duration_us, Event::DiskFullEnd(id));
     }
@@ -1044,12 +1059,12 @@ impl World {
             }
             ScriptStep::FillFollowerDisk => {
                 if let Some(f) = follower {
-                    self.fill_disk(f, 2_000_000);
+                    self.fill_disk(f, 2_000_000, SCRIPTED_HEADROOM);
                 }
             }
             ScriptStep::FillLeaderDisk => {
                 if let Some(l) = leader {
-                    self.fill_disk(l, 2_000_000);
+                    self.fill_disk(l, 2_000_000, SCRIPTED_HEADROOM);
                 }
             }
             ScriptStep::PickRolesIsolateThird => {
