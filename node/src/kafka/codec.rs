@@ -177,10 +177,17 @@ pub fn encode_response<T: Encodable + HeaderVersion>(
         reason: e,
     };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut out = BytesMut::new();
+    let header_version = T::header_version(version);
+    // Sized up front: a fetch response carries megabytes of records, and growing the buffer
+    // by doubling would copy them several times over.
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + body.compute_size(version)?))
+        .map_err(|e| err(e.to_string()))?;
+    let mut out = BytesMut::with_capacity(4 + size);
     out.put_i32(0); // patched below, once the size is known
     header
-        .encode(&mut out, T::header_version(version))
+        .encode(&mut out, header_version)
         .map_err(|e| err(e.to_string()))?;
     body.encode(&mut out, version)
         .map_err(|e| err(e.to_string()))?;
