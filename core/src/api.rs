@@ -66,6 +66,10 @@ pub enum Request {
         partitions: i64,
         replication_factor: i64,
         configs: std::collections::BTreeMap<String, String>,
+        /// Manual replica assignment: partition `i` gets `assignments[i]` (first = preferred
+        /// leader), as Kafka's CreateTopics `assignments`. Empty: the controller places them
+        /// (then `partitions` and `replication_factor` apply; otherwise they must match).
+        assignments: Vec<Vec<NodeId>>,
         /// Check everything, change nothing.
         validate_only: bool,
     },
@@ -133,6 +137,9 @@ pub enum ClientError {
     /// INVALID_CONFIG.
     #[error("invalid config {key}={value}")]
     InvalidConfig { key: String, value: String },
+    /// INVALID_REPLICA_ASSIGNMENT.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
 }
 
 impl ClientError {

@@ -355,6 +355,57 @@ pub enum PlacementError {
     InvalidPartitions(i64),
     #[error("replication factor {asked} is not in 1..={brokers}")]
     InvalidReplicationFactor { asked: i64, brokers: usize },
+    #[error("invalid replica assignment: {0}")]
+    InvalidAssignment(String),
+}
+
+/// Checks a manual replica assignment (partition `i` gets `assignments[i]`): at least one
+/// partition, every partition the same positive number of distinct replicas, every replica a
+/// known broker (configured or registered; a fenced broker is allowed, as in Kafka, since it
+/// may be back soon).
+pub fn check_assignment(
+    image: &MetadataImage,
+    configured: &[NodeId],
+    name: &str,
+    assignments: &[Vec<NodeId>],
+) -> Result<Vec<PartitionAssignment>, PlacementError> {
+    if !valid_topic_name(name) || is_internal_topic(name) {
+        return Err(PlacementError::InvalidTopic(name.to_string()));
+    }
+    let n = assignments.len();
+    if n == 0 || n > PARTITIONS_PER_TOPIC_MAX as usize {
+        return Err(PlacementError::InvalidPartitions(n as i64));
+    }
+    let bad = |m: String| Err(PlacementError::InvalidAssignment(m));
+    let rf = assignments[0].len();
+    for (p, replicas) in assignments.iter().enumerate() {
+        if replicas.is_empty() || replicas.len() != rf {
+            return bad(format!(
+                "partition {p} has {} replicas; every partition needs the same number (>= 1)",
+                replicas.len()
+            ));
+        }
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != replicas.len() {
+            return bad(format!("partition {p} names a broker twice: {replicas:?}"));
+        }
+        if let Some(b) = replicas
+            .iter()
+            .find(|b| !configured.contains(b) && !image.brokers.contains_key(b))
+        {
+            return bad(format!("partition {p}: broker {b} is not known"));
+        }
+    }
+    Ok(assignments
+        .iter()
+        .enumerate()
+        .map(|(p, replicas)| PartitionAssignment {
+            partition: p as PartitionId,
+            replicas: replicas.clone(),
+        })
+        .collect())
 }
 
 /// Chooses replicas for a new topic: partition `p` starts at broker `(start + p) % n` and takes
@@ -491,6 +542,31 @@ mod tests {
         ));
         assert!(matches!(
             place_replicas(&img, &[1, 2, 3], METADATA_TOPIC, 1, 1),
+            Err(PlacementError::InvalidTopic(_))
+        ));
+    }
+
+    #[test]
+    fn test_manual_assignments_are_checked() {
+        let img = MetadataImage::default();
+        let ok = check_assignment(&img, &[1, 2, 3], "m", &[vec![2, 1], vec![3, 2]]).unwrap();
+        assert_eq!(ok[1].partition, 1);
+        assert_eq!(ok[1].replicas, vec![3, 2]);
+        let err = |a: &[Vec<NodeId>]| check_assignment(&img, &[1, 2, 3], "m", a).unwrap_err();
+        assert!(matches!(err(&[]), PlacementError::InvalidPartitions(0)));
+        for bad in [
+            vec![vec![1, 2], vec![3]],
+            vec![vec![1, 1]],
+            vec![vec![]],
+            vec![vec![1, 9]],
+        ] {
+            assert!(
+                matches!(err(&bad), PlacementError::InvalidAssignment(_)),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            check_assignment(&img, &[1], METADATA_TOPIC, &[vec![1]]),
             Err(PlacementError::InvalidTopic(_))
         ));
     }

@@ -33,8 +33,8 @@ use crate::api::{Acks, ClientError, Request, RequestId, Response, INTERNAL_REQUE
 use crate::disk::Disk;
 use crate::log::LogConfig;
 use crate::metadata::{
-    is_internal_topic, metadata_tp, place_replicas, records_of_batch, topic_id, CreateTopic,
-    DeleteTopic, FenceBroker, ImageChange, LeaderChanges, LeaderMeta, MetadataImage,
+    check_assignment, is_internal_topic, metadata_tp, place_replicas, records_of_batch, topic_id,
+    CreateTopic, DeleteTopic, FenceBroker, ImageChange, LeaderChanges, LeaderMeta, MetadataImage,
     MetadataRecord, PartitionLeader, PlacementError, RecordKind, RegisterBroker,
 };
 use crate::network::{AutoCreateTopic, BrokerHeartbeat, Envelope, GroupMessage, Network};
@@ -720,6 +720,7 @@ impl Node {
                 partitions,
                 replication_factor,
                 configs,
+                assignments,
                 validate_only,
             } => {
                 if self.image.topics.contains_key(name) || in_flight(name, &self.admin_pending) {
@@ -731,13 +732,17 @@ impl Node {
                     self.replies.push_back((id, Response::CreateTopic(Err(e))));
                     return;
                 }
-                let placed = place_replicas(
-                    &self.image,
-                    &self.image.placeable_brokers(&self.config.brokers),
-                    name,
-                    *partitions,
-                    *replication_factor,
-                );
+                let placed = if assignments.is_empty() {
+                    place_replicas(
+                        &self.image,
+                        &self.image.placeable_brokers(&self.config.brokers),
+                        name,
+                        *partitions,
+                        *replication_factor,
+                    )
+                } else {
+                    check_assignment(&self.image, &self.config.brokers, name, assignments)
+                };
                 let assignments = match placed {
                     Ok(a) => a,
                     Err(e) => {
@@ -748,6 +753,9 @@ impl Node {
                             }
                             PlacementError::InvalidReplicationFactor { asked, brokers } => {
                                 ClientError::InvalidReplicationFactor { asked, brokers }
+                            }
+                            PlacementError::InvalidAssignment(m) => {
+                                ClientError::InvalidReplicaAssignment(m)
                             }
                         };
                         self.replies.push_back((id, Response::CreateTopic(Err(e))));

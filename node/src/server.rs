@@ -131,6 +131,7 @@ async fn ensure_topics(handle: NodeHandle, topics: Vec<TopicConfig>, logger: Log
                 partitions: t.partitions as i64,
                 replication_factor: t.replication_factor as i64,
                 configs: Default::default(),
+                assignments: Vec::new(),
                 validate_only: false,
             };
             match handle.request(request).await {

@@ -250,13 +250,7 @@ fn create_request(
     default_rf: i64,
     validate_only: bool,
 ) -> Result<Request, AdminError> {
-    if !topic.assignments.is_empty() {
-        return Err(AdminError::kafka(
-            ResponseError::InvalidRequest,
-            "manual replica assignments are not supported; set num_partitions and \
-             replication_factor instead",
-        ));
-    }
+    let assignments = manual_assignment(topic)?;
     let mut configs = BTreeMap::new();
     for c in &topic.configs {
         let Some(value) = &c.value else {
@@ -275,21 +269,76 @@ fn create_request(
             ));
         }
     }
-    let partitions = match topic.num_partitions {
-        -1 => DEFAULT_PARTITIONS,
-        n => i64::from(n),
-    };
-    let replication_factor = match topic.replication_factor {
-        -1 => default_rf,
-        n => i64::from(n),
+    let (partitions, replication_factor) = match assignments.first() {
+        Some(first) => (assignments.len() as i64, first.len() as i64),
+        None => (
+            match topic.num_partitions {
+                -1 => DEFAULT_PARTITIONS,
+                n => i64::from(n),
+            },
+            match topic.replication_factor {
+                -1 => default_rf,
+                n => i64::from(n),
+            },
+        ),
     };
     Ok(Request::CreateTopic {
         name: topic.name.to_string(),
         partitions,
         replication_factor,
         configs,
+        assignments,
         validate_only,
     })
+}
+
+/// A manual replica assignment as Kafka sends it: partition indexes 0..n, each once, and then
+/// `num_partitions` and `replication_factor` must both be -1. The controller checks the broker
+/// ids. Empty when the controller is to place the replicas.
+fn manual_assignment(
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> Result<Vec<Vec<u64>>, AdminError> {
+    if topic.assignments.is_empty() {
+        return Ok(Vec::new());
+    }
+    if topic.num_partitions != -1 || topic.replication_factor != -1 {
+        return Err(AdminError::kafka(
+            ResponseError::InvalidRequest,
+            "with a manual replica assignment, num_partitions and replication_factor must be -1",
+        ));
+    }
+    let n = topic.assignments.len();
+    let mut out: Vec<Option<Vec<u64>>> = vec![None; n];
+    for a in &topic.assignments {
+        let slot = usize::try_from(a.partition_index)
+            .ok()
+            .and_then(|i| out.get_mut(i));
+        let Some(slot) = slot.filter(|s| s.is_none()) else {
+            return Err(AdminError::kafka(
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "partition indexes must be 0..{n}, each once; got {}",
+                    a.partition_index
+                ),
+            ));
+        };
+        let ids: Option<Vec<u64>> = a
+            .broker_ids
+            .iter()
+            .map(|b| u64::try_from(b.0).ok().filter(|id| *id > 0))
+            .collect();
+        let Some(ids) = ids else {
+            return Err(AdminError::kafka(
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "partition {}: broker ids must be positive",
+                    a.partition_index
+                ),
+            ));
+        };
+        *slot = Some(ids);
+    }
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// Runs one topic's creation and, if it happened, waits (up to `wait`) for this broker's view
@@ -305,6 +354,7 @@ async fn create_one<B: Broker>(
         replication_factor,
         configs,
         validate_only,
+        ..
     } = request.clone()
     else {
         return Err(AdminError::unexpected());

@@ -92,6 +92,7 @@ pub fn client_error_code(e: &ClientError) -> i16 {
         ClientError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         ClientError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
         ClientError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        ClientError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
     };
     kafka.code()
 }

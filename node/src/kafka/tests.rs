@@ -226,6 +226,7 @@ impl FakeState {
             replication_factor,
             configs,
             validate_only,
+            ..
         } = request
         else {
             unreachable!("create gets CreateTopic requests only")
@@ -1261,12 +1262,14 @@ async fn test_create_topics_then_duplicate_is_topic_already_exists() {
             partitions,
             replication_factor,
             configs,
+            assignments,
             validate_only,
         }] => {
             assert_eq!(
                 (name.as_str(), *partitions, *replication_factor),
                 ("fresh", 3, 2)
             );
+            assert!(assignments.is_empty());
             assert_eq!(
                 configs.get("retention.ms").map(String::as_str),
                 Some("1000")
@@ -1306,8 +1309,8 @@ async fn test_create_topics_then_duplicate_is_topic_already_exists() {
 #[tokio::test]
 async fn test_create_topics_defaults_and_refusals() {
     // -1 partitions is 1 and -1 replication is 3 capped at the two brokers; bad replication
-    // factors, partition counts, names and configs get their codes; manual assignments, null
-    // config values and duplicate names are refused by the listener without a core request.
+    // factors, partition counts, names and configs get their codes; null config values and
+    // duplicate names are refused by the listener without a core request.
     let broker = FakeBroker::new();
     let addr = start(broker.clone(), KafkaConfig::default()).await;
     let mut c = Client::connect(addr).await;
@@ -1320,9 +1323,6 @@ async fn test_create_topics_defaults_and_refusals() {
         (0, 1, 2)
     );
 
-    let assigned = creatable("manual", -1, -1).with_assignments(vec![
-        CreatableReplicaAssignment::default().with_broker_ids(vec![BrokerId(1)]),
-    ]);
     let null_config = creatable("nullcfg", 1, 1)
         .with_configs(vec![CreatableTopicConfig::default()
             .with_name(StrBytes::from_static_str("retention.ms"))
@@ -1332,7 +1332,6 @@ async fn test_create_topics_defaults_and_refusals() {
         creatable("parts", 0, 1),
         creatable("bad/name", 1, 1),
         creatable("cfg", 1, 1).with_configs(vec![topic_config("unknown.config", "1")]),
-        assigned,
         null_config,
         creatable("twice", 1, 1),
         creatable("twice", 2, 1),
@@ -1350,7 +1349,6 @@ async fn test_create_topics_defaults_and_refusals() {
                     ResponseError::InvalidTopicException.code()
                 ),
                 ("cfg".into(), ResponseError::InvalidConfig.code()),
-                ("manual".into(), ResponseError::InvalidRequest.code()),
                 ("nullcfg".into(), ResponseError::InvalidConfig.code()),
                 ("twice".into(), ResponseError::InvalidRequest.code()),
             ],
@@ -1432,6 +1430,68 @@ async fn test_create_validate_only_creates_nothing() {
         }
     )));
     assert_eq!(created_topic_names(&broker), vec![TOPIC, MOVED]);
+}
+
+#[tokio::test]
+async fn test_create_topics_manual_assignment_reaches_the_controller_checked() {
+    // Kafka's manual replica assignment: partition indexes 0..n each once, num_partitions and
+    // replication_factor -1. The core gets the assignment in partition order; malformed ones
+    // are refused by the listener with Kafka's codes.
+    let assign = |p: i32, ids: &[i32]| {
+        CreatableReplicaAssignment::default()
+            .with_partition_index(p)
+            .with_broker_ids(ids.iter().map(|i| BrokerId(*i)).collect())
+    };
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let good =
+        creatable("manual", -1, -1).with_assignments(vec![assign(1, &[2, 1]), assign(0, &[1, 2])]);
+    let holes = creatable("holes", -1, -1).with_assignments(vec![assign(0, &[1]), assign(2, &[2])]);
+    let twice = creatable("twice", -1, -1).with_assignments(vec![assign(0, &[1]), assign(0, &[2])]);
+    let negative = creatable("negative", -1, -1).with_assignments(vec![assign(0, &[-1])]);
+    let mixed = creatable("mixed", 2, -1).with_assignments(vec![assign(0, &[1])]);
+    let resp = c
+        .call(
+            &create_request(vec![good, holes, twice, negative, mixed]),
+            7,
+        )
+        .await;
+    assert_eq!(
+        create_codes(&resp),
+        vec![
+            ("manual".into(), 0),
+            (
+                "holes".into(),
+                ResponseError::InvalidReplicaAssignment.code()
+            ),
+            (
+                "twice".into(),
+                ResponseError::InvalidReplicaAssignment.code()
+            ),
+            (
+                "negative".into(),
+                ResponseError::InvalidReplicaAssignment.code()
+            ),
+            ("mixed".into(), ResponseError::InvalidRequest.code()),
+        ]
+    );
+    assert_eq!(
+        (
+            resp.topics[0].num_partitions,
+            resp.topics[0].replication_factor
+        ),
+        (2, 2)
+    );
+    let seen: Vec<Vec<Vec<u64>>> = broker
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            Request::CreateTopic { assignments, .. } => Some(assignments),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seen, vec![vec![vec![1, 2], vec![2, 1]]]);
 }
 
 #[tokio::test]
