@@ -400,6 +400,7 @@ fn create(c: &mut Cluster, node: NodeId, name: &str, partitions: i64, rf: i64) -
             partitions,
             replication_factor: rf,
             configs: Default::default(),
+            assignments: Vec::new(),
             validate_only: false,
         },
     )
