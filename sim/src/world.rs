@@ -25,8 +25,9 @@ use railyard_core::api::{Acks, Request, Response};
 use railyard_core::batch::decode_records;
 use railyard_core::disk::{join_path, Disk};
 use railyard_core::log::LogConfig;
+use railyard_core::metadata::metadata_tp;
 use railyard_core::network::{Envelope, Network};
-use railyard_core::node::{Node, NodeConfig, PartitionSpec};
+use railyard_core::node::{BrokerEndpoint, Node, NodeConfig, PartitionSpec};
 use railyard_core::replica::ReplicaConfig;
 use railyard_core::types::{NodeId, Offset, RaftIndex, Term, TopicPartition};
 use railyard_jepsen::{check, CheckOptions, CheckReport, ConsumerMode, History};
@@ -139,6 +140,14 @@ impl SimOptions {
     }
 }
 
+/// How many nodes (the first ones) vote in the metadata group; the others are learners.
+const METADATA_VOTERS_MAX: usize = 3;
+/// Request ids of the simulator's admin client (creating the workload's topics in the metadata
+/// log); the workload's own ids count up from 1.
+const ADMIN_REQUEST_BASE: u64 = 1 << 62;
+/// How often the admin client retries creating the topics until they exist.
+const ADMIN_EVERY_US: u64 = 300_000;
+
 /// The nodes' disk reserve (`NodeConfig::min_free_bytes`).
 const MIN_FREE_BYTES: u64 = 64 * 1024;
 /// What the disk-full scenario leaves free: under half the reserve, so both leaders and
@@ -167,6 +176,10 @@ pub struct RunStats {
     pub send_refused_disk_full: u64,
     /// Appends a follower with a nearly full disk dropped instead of writing.
     pub appends_refused_disk_low: u64,
+    /// Brokers (per incarnation) the controller fenced, as seen in the metadata images.
+    pub brokers_fenced: u64,
+    /// Leaderships recorded in the metadata log, summed over the images at the end.
+    pub leaders_recorded: u64,
     pub send_info: u64,
     pub polls_ok: u64,
     pub values_read: u64,
@@ -243,6 +256,9 @@ enum Event {
     Heal,
     DiskFullEnd(NodeId),
     PrefixCheck,
+    /// The admin client asks the controller to record the workload's topics (with their fixed
+    /// assignments) until they exist, so that leaderships get published under faults too.
+    CreateTopics,
     Liveness,
     StopProducers,
     FinalReads,
@@ -346,6 +362,10 @@ pub struct World {
     partition_active: bool,
     /// (leader, follower, third) picked by a scripted scenario.
     script_roles: Option<(NodeId, NodeId, NodeId)>,
+    /// Admin requests sent so far (their ids).
+    admin_sent: u64,
+    /// (broker, incarnation) seen fenced in some node's metadata image.
+    fenced_seen: BTreeSet<(NodeId, u64)>,
 }
 
 impl World {
@@ -399,10 +419,14 @@ impl World {
         for _ in 0..opts.consumers {
             workload.add_client(Role::Consumer, all_keys.clone());
         }
+        // The metadata partition gets the white-box checks too (one leader per term, watermarks,
+        // committed prefixes), under the index after the workload's partitions.
         let tp_index = specs
             .iter()
+            .map(|s| s.tp.clone())
+            .chain(std::iter::once(metadata_tp()))
             .enumerate()
-            .map(|(i, s)| (s.tp.clone(), i))
+            .map(|(i, tp)| (tp, i))
             .collect();
         let mut w = World {
             opts,
@@ -431,6 +455,8 @@ impl World {
             final_started: false,
             partition_active: false,
             script_roles: None,
+            admin_sent: 0,
+            fenced_seen: BTreeSet::new(),
         };
         w.boot();
         w
@@ -452,6 +478,7 @@ impl World {
             self.schedule_script();
         }
         self.schedule(PREFIX_CHECK_US, Event::PrefixCheck);
+        self.schedule(ADMIN_EVERY_US, Event::CreateTopics);
         self.schedule(self.opts.fault_phase_us, Event::Liveness);
         let end = self.opts.fault_phase_us + self.opts.liveness_us;
         self.schedule(end, Event::End);
@@ -656,8 +683,10 @@ impl World {
             }
             Event::PrefixCheck => {
                 self.check_committed_prefixes();
+                self.check_metadata();
                 self.schedule(self.now + PREFIX_CHECK_US, Event::PrefixCheck);
             }
+            Event::CreateTopics => self.create_topics(),
             Event::Liveness => self.start_liveness(),
             Event::StopProducers => {
                 for c in self.workload.clients.iter_mut() {
@@ -692,17 +721,30 @@ impl World {
             seed: self.opts.seed ^ (id << 32) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             replica: ReplicaConfig {
                 produce_timeout_ms: 1_500,
+                isr_lag_ms: 1_000,
                 ..ReplicaConfig::default()
             },
             log: self.opts.log.clone(),
             partitions,
             retention_check_ms: 1_000,
-            // The simulator uses the fixed layout; the metadata log has its own tests in core.
-            metadata_voters: Vec::new(),
+            // The workload's partitions are the fixed layout (opened at start); the metadata
+            // group runs beside them: registration, heartbeats, fencing and leadership records
+            // under the same faults, and the admin client records the topics (see
+            // `create_topics`).
+            metadata_voters: self
+                .node_ids
+                .iter()
+                .copied()
+                .take(METADATA_VOTERS_MAX)
+                .collect(),
             brokers: self.node_ids.clone(),
-            endpoint: None,
-            heartbeat_ms: 500,
-            session_timeout_ms: 5_000,
+            endpoint: Some(BrokerEndpoint {
+                host: format!("sim-node-{id}"),
+                port: 9092,
+                rack: Some(format!("rack-{}", id % 2)),
+            }),
+            heartbeat_ms: 100,
+            session_timeout_ms: 800,
             preferred_leader_check_ms: None,
             min_free_bytes: MIN_FREE_BYTES,
         }
@@ -1165,6 +1207,137 @@ impl World {
         self.client_next(id);
     }
 
+    /// The admin client: asks the node that believes it is the controller to record each
+    /// workload topic not yet in its image, with the fixed layout's assignment; retried until
+    /// every topic exists.
+    fn create_topics(&mut self) {
+        let mut topics: BTreeMap<String, Vec<Vec<NodeId>>> = BTreeMap::new();
+        for s in &self.specs {
+            let a = topics.entry(s.tp.topic.clone()).or_default();
+            assert_eq!(
+                a.len(),
+                s.tp.partition as usize,
+                "specs are in partition order"
+            );
+            a.push(s.voters.clone());
+        }
+        let controller = self.up_nodes().into_iter().find(|id| {
+            !self.is_paused(*id)
+                && self.slots[id]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.controller() == Some(*id))
+        });
+        let Some(id) = controller else {
+            self.schedule(self.now + ADMIN_EVERY_US, Event::CreateTopics);
+            return;
+        };
+        let node = self
+            .slots
+            .get_mut(&id)
+            .and_then(|s| s.node.as_mut())
+            .unwrap();
+        let missing: Vec<(String, Vec<Vec<NodeId>>)> = topics
+            .into_iter()
+            .filter(|(t, _)| !node.metadata().topics.contains_key(t))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let now_ms = (self.now / 1000) as i64;
+        for (name, assignments) in missing {
+            self.admin_sent += 1;
+            let request = Request::CreateTopic {
+                name,
+                partitions: assignments.len() as i64,
+                replication_factor: assignments[0].len() as i64,
+                configs: BTreeMap::new(),
+                assignments,
+                validate_only: false,
+            };
+            node.handle_request(now_ms, ADMIN_REQUEST_BASE + self.admin_sent, request);
+        }
+        self.trace(12, id, self.admin_sent);
+        self.pump(id);
+        self.schedule(self.now + ADMIN_EVERY_US, Event::CreateTopics);
+    }
+
+    /// White-box checks of the metadata image on every up node: two nodes that applied the same
+    /// number of records hold the same image; and every recorded leadership names the node
+    /// that really led the partition in that term (as `check_node` saw it).
+    fn check_metadata(&mut self) {
+        let mut problems = Vec::new();
+        let mut by_count: BTreeMap<u64, (NodeId, railyard_core::metadata::MetadataImage)> =
+            BTreeMap::new();
+        for id in self.up_nodes() {
+            let image = self.slots[&id].node.as_ref().unwrap().metadata();
+            for b in image.brokers.values().filter(|b| b.fenced) {
+                if self.fenced_seen.insert((b.id, b.incarnation)) {
+                    self.stats.brokers_fenced += 1;
+                }
+            }
+            match by_count.get(&image.records_applied) {
+                Some((other, seen)) if seen != image => problems.push(format!(
+                    "metadata images differ after {} records: node {id} vs node {other}",
+                    image.records_applied
+                )),
+                Some(_) => {}
+                None => {
+                    by_count.insert(image.records_applied, (id, image.clone()));
+                }
+            }
+            for (tp, l) in &image.leaders {
+                let (Some(leader), Some(&idx)) = (l.leader, self.tp_index.get(tp)) else {
+                    continue;
+                };
+                match self.leaders.get(&(idx, l.epoch)) {
+                    Some(real) if *real == leader => {}
+                    real => problems.push(format!(
+                        "node {id}: metadata records {leader} as leader of {tp} in term {}, \
+                         but the leader then was {real:?}",
+                        l.epoch
+                    )),
+                }
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
+    /// Liveness of the metadata: after the heal every up node's image registers every broker,
+    /// unfenced, holds every workload topic, and records a leader for each partition.
+    fn check_metadata_liveness(&mut self) {
+        let mut problems = Vec::new();
+        for id in self.up_nodes() {
+            let image = self.slots[&id].node.as_ref().unwrap().metadata();
+            for b in &self.node_ids {
+                match image.brokers.get(b) {
+                    Some(m) if !m.fenced => {}
+                    other => problems.push(format!(
+                        "liveness: node {id}'s metadata has broker {b} as {other:?} after the heal"
+                    )),
+                }
+            }
+            for s in &self.specs {
+                if !image.topics.contains_key(&s.tp.topic) {
+                    problems.push(format!(
+                        "liveness: node {id}'s metadata lacks topic {}",
+                        s.tp.topic
+                    ));
+                } else if image.leaders.get(&s.tp).and_then(|l| l.leader).is_none() {
+                    problems.push(format!(
+                        "liveness: node {id}'s metadata records no leader for {}",
+                        s.tp
+                    ));
+                }
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
     fn violation(&mut self, v: String) {
         if self.violations.len() < 100 {
             self.violations.push(format!("t={}ms {v}", self.now / 1000));
@@ -1219,6 +1392,7 @@ impl World {
     /// Every replica's committed prefix agrees: same (term, checksum) at every committed index,
     /// and every record in it was sent by some client, at one offset only.
     fn check_committed_prefixes(&mut self) {
+        let meta = metadata_tp();
         let mut new_violations = Vec::new();
         for id in self.up_nodes() {
             let node = self.slots[&id].node.as_ref().unwrap();
@@ -1254,7 +1428,8 @@ impl World {
                             reference.insert(e.index, (e.term, sum));
                         }
                     }
-                    if e.record_count == 0 {
+                    // Metadata records are the controller's, not the workload's.
+                    if e.record_count == 0 || tp == meta {
                         continue;
                     }
                     let Ok(records) = decode_records(&e.data) else {
@@ -1297,6 +1472,21 @@ impl World {
 
     fn finish(mut self) -> SimReport {
         self.check_committed_prefixes();
+        self.check_metadata();
+        self.check_metadata_liveness();
+        self.stats.leaders_recorded = self
+            .up_nodes()
+            .iter()
+            .map(|id| {
+                self.slots[id]
+                    .node
+                    .as_ref()
+                    .unwrap()
+                    .metadata()
+                    .leaders
+                    .len() as u64
+            })
+            .sum();
         let final_done = self
             .workload
             .clients

@@ -65,6 +65,8 @@ fn add_stats(total: &mut railyard_sim::world::RunStats, s: &railyard_sim::world:
     total.corruption_recoveries += s.corruption_recoveries;
     total.disk_full_periods += s.disk_full_periods;
     total.appends_refused_disk_low += s.appends_refused_disk_low;
+    total.brokers_fenced += s.brokers_fenced;
+    total.leaders_recorded += s.leaders_recorded;
     total.fail_stops += s.fail_stops;
     total.acked_all += s.acked_all;
     total.disk.read_errors += s.disk.read_errors;
@@ -98,6 +100,11 @@ fn missing(total: &railyard_sim::world::RunStats) -> Vec<&'static str> {
         ("reordered messages", total.net.reordered),
         ("partition-blocked messages", total.net.blocked),
         ("acks=all writes", total.acked_all),
+        ("brokers fenced by the controller", total.brokers_fenced),
+        (
+            "leaderships recorded in the metadata log",
+            total.leaders_recorded,
+        ),
     ];
     coverage
         .iter()
