@@ -575,7 +575,13 @@ impl Node {
             tp: tp.clone(),
             source,
         };
-        let log = log_config_for(&self.config.log, configs);
+        let mut log = log_config_for(&self.config.log, configs);
+        if tp == metadata_tp() {
+            // The image is rebuilt by replaying the whole log: deleting old segments would
+            // forget topics, whose data `remove_leftover_partitions` would then delete.
+            log.retention_ms = None;
+            log.retention_bytes = None;
+        }
         let (storage, report) =
             PartitionStorage::open(self.disk.clone(), &tp.dir(), log, voters, learners)
                 .map_err(wrap)?;

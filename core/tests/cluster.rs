@@ -761,3 +761,52 @@ fn test_learners_registration_fencing_leaders_and_auto_create() {
             .all(|n| n.metadata().brokers[&learner].incarnation != old)
     });
 }
+
+/// Retention never applies to the metadata log: a node replays the whole log to rebuild its
+/// image, and a topic forgotten that way would have its partitions deleted as leftovers. With a
+/// retention that would delete every sealed segment of any other partition, topics created long
+/// ago survive a restart, data included.
+#[test]
+fn test_metadata_log_is_exempt_from_retention() {
+    let log = LogConfig {
+        segment_bytes: 1024,
+        retention_bytes: Some(1),
+        retention_ms: Some(1),
+        ..LogConfig::default()
+    };
+    let mut c = Cluster::sized(log, true, 3);
+    tick_until(&mut c, 100, "a controller", |c| {
+        c.nodes.iter().any(|n| n.controller() == Some(n.id()))
+    });
+    let ctl = c
+        .nodes
+        .iter()
+        .find(|n| n.controller() == Some(n.id()))
+        .unwrap()
+        .id();
+    // Enough metadata records (topics, registrations) to seal several metadata segments.
+    for i in 0..20 {
+        assert_eq!(
+            create(&mut c, ctl, &format!("t{i}"), 1, 3),
+            Response::CreateTopic(Ok(()))
+        );
+    }
+    c.tick(100);
+    let meta = railyard_core::metadata::metadata_tp();
+    let first = c
+        .node(1)
+        .replica(&meta)
+        .unwrap()
+        .storage()
+        .log()
+        .first_index();
+    assert_eq!(first, 1, "metadata segments were deleted");
+    c.restart(1);
+    let n = c.node(1);
+    assert_eq!(n.metadata().topics.len(), 20);
+    for i in 0..20 {
+        assert!(n
+            .replica(&TopicPartition::new(format!("t{i}"), 0))
+            .is_some());
+    }
+}
