@@ -235,6 +235,19 @@ impl Metrics {
         lock(&stats.latency).as_ref().map(|l| l.quantile(q))
     }
 
+    /// How many fsyncs since start took longer than `threshold` (a benchmark diffs it around a
+    /// phase to tell disk stalls from other tail latency).
+    pub fn fsyncs_slower_than(&self, threshold: Duration) -> u64 {
+        let us = u64::try_from(threshold.as_micros()).unwrap_or(u64::MAX);
+        lock(&self.fsync).as_ref().map_or(0, |l| {
+            l.histogram
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() > us)
+                .map(|v| v.count_at_value())
+                .sum()
+        })
+    }
+
     /// The `q` quantile (0..=1) of fsync latency since start, `None` before any fsync.
     pub fn fsync_quantile(&self, q: f64) -> Option<Duration> {
         lock(&self.fsync).as_ref().map(|l| l.quantile(q))
@@ -881,11 +894,13 @@ mod tests {
         // observe_fsync feeds its own histogram and exact quantiles.
         let m = Metrics::new();
         assert!(m.fsync_quantile(0.99).is_none());
+        assert_eq!(m.fsyncs_slower_than(Duration::from_micros(1)), 0);
         for us in 1..=1000 {
             m.observe_fsync(Duration::from_micros(us));
         }
         assert_eq!(m.fsync_quantile(0.5), Some(Duration::from_micros(500)));
         assert_eq!(m.fsync_quantile(0.999), Some(Duration::from_micros(999)));
+        assert_eq!(m.fsyncs_slower_than(Duration::from_micros(900)), 100);
         let (samples, _) = parse(&m.render_prometheus());
         let b = "railyard_fsync_duration_seconds_bucket";
         assert_eq!(value(&samples, b, &[("le", "0.00025")]), Some(250.0));

@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use railyard_node::broker::Broker;
 use railyard_node::config::TopicConfig;
 use railyard_node::file_disk::{FileDisk, ProbeResult};
 use railyard_tests::{topic, InProcessCluster};
@@ -780,6 +781,19 @@ fn start_cluster(topics: Vec<TopicConfig>) -> (tokio::runtime::Runtime, InProces
     unreachable!()
 }
 
+/// The bench partition's leader and epoch as node 1 publishes them.
+fn leadership(cluster: &InProcessCluster) -> Option<(u64, i32)> {
+    let view = cluster.nodes[0].handle.cluster();
+    let p = view
+        .topics
+        .iter()
+        .find(|t| t.name == TOPIC)?
+        .partitions
+        .first()?
+        .clone();
+    Some((p.leader?, p.leader_epoch))
+}
+
 /// One run: a fresh cluster for produce, latency and catch-up, then the idle child.
 fn one_run(opts: &Opts) -> Run {
     let mut run = Run::default();
@@ -791,7 +805,27 @@ fn one_run(opts: &Opts) -> Run {
         }
         if opts.wants("latency") {
             let rate = run.values["produce_rec_s"] * 0.1;
+            let before = leadership(&cluster);
+            let slow = |c: &InProcessCluster| -> Vec<u64> {
+                c.nodes
+                    .iter()
+                    .map(|n| n.metrics.fsyncs_slower_than(Duration::from_millis(50)))
+                    .collect()
+            };
+            let slow_before = slow(&cluster);
             latency_phase(opts, &bootstrap, rate.max(10.0), &mut run);
+            // A leadership change or a disk stall inside the phase shows in the tail; say so
+            // next to the figures.
+            let slow_during: Vec<u64> = slow(&cluster)
+                .iter()
+                .zip(&slow_before)
+                .map(|(a, b)| a - b)
+                .collect();
+            run.notes.push(format!(
+                "latency phase: leader (node, epoch) before/after {before:?} / {:?}; fsyncs over \
+                 50 ms per node {slow_during:?}",
+                leadership(&cluster)
+            ));
         }
         if opts.wants("catchup") {
             catchup_phase(opts, &bootstrap, &mut run);
