@@ -53,31 +53,7 @@ enum Command {
         auto_create_topics: Option<bool>,
     },
     /// Run a local cluster in this process (Kafka listeners on consecutive ports).
-    Dev {
-        #[arg(long, default_value_t = 3)]
-        nodes: u64,
-        #[arg(long, default_value = "./railyard-data")]
-        data_dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1")]
-        host: IpAddr,
-        #[arg(long, default_value_t = 9092)]
-        kafka_port: u16,
-        #[arg(long, default_value_t = 19092)]
-        raft_port: u16,
-        /// First admin HTTP port (/metrics, /health, /v1/cluster); 0 turns the endpoint off.
-        #[arg(long, default_value_t = 9644)]
-        admin_port: u16,
-        /// Static topics, `name:partitions[:replication]` (replication is capped at --nodes).
-        #[arg(long = "topic", value_parser = parse_topic_flag, default_values_t = default_dev_topics())]
-        topics: Vec<TopicConfig>,
-        /// How many nodes (the first ones) form the controller quorum; the others follow the
-        /// metadata log as learners. Default: min(3, nodes).
-        #[arg(long)]
-        controllers: Option<u64>,
-        /// Create topics that clients use but that do not exist.
-        #[arg(long)]
-        auto_create_topics: bool,
-    },
+    Dev(DevOptions),
 }
 
 fn default_dev_topics() -> Vec<TopicConfig> {
@@ -106,15 +82,30 @@ fn logger(level: &str, format: LogFormat) -> Logger {
 }
 
 /// What `railyard dev` was asked for.
+#[derive(clap::Args, Debug)]
 struct DevOptions {
+    #[arg(long, default_value_t = 3)]
     nodes: u64,
+    #[arg(long, default_value = "./railyard-data")]
     data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
+    #[arg(long, default_value_t = 9092)]
     kafka_port: u16,
+    #[arg(long, default_value_t = 19092)]
     raft_port: u16,
+    /// First admin HTTP port (/metrics, /health, /v1/cluster); 0 turns the endpoint off.
+    #[arg(long, default_value_t = 9644)]
     admin_port: u16,
+    /// Static topics, `name:partitions[:replication]` (replication is capped at --nodes).
+    #[arg(long = "topic", value_parser = parse_topic_flag, default_values_t = default_dev_topics())]
     topics: Vec<TopicConfig>,
+    /// How many nodes (the first ones) form the controller quorum; the others follow the
+    /// metadata log as learners. Default: min(3, nodes).
+    #[arg(long)]
     controllers: Option<u64>,
+    /// Create topics that clients use but that do not exist.
+    #[arg(long)]
     auto_create_topics: bool,
 }
 
@@ -201,27 +192,7 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             }
             vec![c]
         }
-        Command::Dev {
-            nodes,
-            data_dir,
-            host,
-            kafka_port,
-            raft_port,
-            admin_port,
-            topics,
-            controllers,
-            auto_create_topics,
-        } => dev_configs(DevOptions {
-            nodes,
-            data_dir,
-            host,
-            kafka_port,
-            raft_port,
-            admin_port,
-            topics,
-            controllers,
-            auto_create_topics,
-        }),
+        Command::Dev(o) => dev_configs(o),
     };
     let mut running = Vec::new();
     for c in configs {
