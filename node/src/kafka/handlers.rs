@@ -165,16 +165,15 @@ pub fn metadata(
         .collect();
     // Kafka's rule: null asks for every topic, and so does an empty list in v0 only; from v1 an
     // empty list asks for none (clients use it to learn the brokers cheaply).
+    let topic = |t: &TopicView| metadata_topic(t, view, version);
     let topics = match &req.topics {
-        None => view.topics.iter().map(metadata_topic).collect(),
-        Some(list) if list.is_empty() && version == 0 => {
-            view.topics.iter().map(metadata_topic).collect()
-        }
+        None => view.topics.iter().map(topic).collect(),
+        Some(list) if list.is_empty() && version == 0 => view.topics.iter().map(topic).collect(),
         Some(list) => list
             .iter()
             .map(|t| match &t.name {
                 Some(name) => match view.topics.iter().find(|v| v.name == name.as_str()) {
-                    Some(topic) => metadata_topic(topic),
+                    Some(t) => topic(t),
                     None if !valid_topic_name(name.as_str()) => metadata_topic_error(
                         Some(name.clone()),
                         ResponseError::InvalidTopicException,
@@ -188,7 +187,7 @@ pub fn metadata(
                     ),
                 },
                 None => match view.topics.iter().find(|v| v.id == *t.topic_id.as_bytes()) {
-                    Some(topic) => metadata_topic(topic),
+                    Some(t) => topic(t),
                     None => metadata_topic_error(None, ResponseError::UnknownTopicId)
                         .with_topic_id(t.topic_id),
                 },
@@ -682,13 +681,25 @@ fn find_partition<'a>(
         .find(|p| p.partition == partition)
 }
 
-fn metadata_topic(t: &TopicView) -> MetadataResponseTopic {
+/// One topic of a Metadata response. From v5, replicas on brokers missing from the view's
+/// broker list (fenced by the controller) are reported offline, as Kafka does.
+fn metadata_topic(t: &TopicView, view: &ClusterView, version: i16) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .map(|p| {
             let ids = |v: &[NodeId]| v.iter().copied().map(broker_id).collect::<Vec<_>>();
+            let offline: Vec<NodeId> = if version >= 5 {
+                p.replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !view.brokers.iter().any(|b| b.id == *r))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             MetadataResponsePartition::default()
+                .with_offline_replicas(ids(&offline))
                 .with_error_code(match p.leader {
                     Some(_) => 0,
                     None => ResponseError::LeaderNotAvailable.code(),

@@ -639,6 +639,8 @@ async fn test_metadata_v12_and_v1() {
     );
     assert_eq!(p.replica_nodes, vec![BrokerId(1), BrokerId(2), BrokerId(3)]);
     assert_eq!(p.isr_nodes, vec![BrokerId(1), BrokerId(2)]);
+    // Broker 3 is not in the broker list (fenced): its replica is offline.
+    assert_eq!(p.offline_replicas, vec![BrokerId(3)]);
     let moved = &all.topics[1];
     assert_eq!(
         (
