@@ -8,8 +8,10 @@
 //! group commit falls out of the loop. Envelopes leave through bounded per-peer queues
 //! ([`crate::transport`]); a full queue drops the envelope, which raft treats as loss.
 //!
-//! After each step the thread publishes a [`ClusterView`] (leaders, epochs, in-sync replicas of
-//! the partitions it hosts) that the Kafka listener answers Metadata from.
+//! The thread publishes a [`ClusterView`] (brokers, topics, and every partition's leader,
+//! epoch and in-sync replicas: from the local replica where it knows them, else from the
+//! metadata log's records) that the Kafka listener answers Metadata from, when something
+//! changed and at least every second.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
