@@ -228,8 +228,16 @@ pub fn start_core(
         .name(format!("railyard-core-{}", config.id))
         .spawn(move || {
             let disk: Rc<dyn Disk> = Rc::new(disk);
+            let published = Published {
+                view,
+                base,
+                self_id,
+            };
             let node = match Node::open(core_config, disk, &logger) {
                 Ok(n) => {
+                    // The listeners start once this returns: publish the replayed topics
+                    // first, so no Metadata request is answered from the empty base view.
+                    publish(&n, &published);
                     let _ = ready_tx.send(Ok(()));
                     n
                 }
@@ -237,11 +245,6 @@ pub fn start_core(
                     let _ = ready_tx.send(Err(StartError::Core(e.to_string())));
                     return;
                 }
-            };
-            let published = Published {
-                view,
-                base,
-                self_id,
             };
             core_loop(node, rx, peers, published, metrics, data, tick, &logger);
             let (lock, cv) = &*stopped;

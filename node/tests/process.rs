@@ -628,9 +628,21 @@ fn test_whole_cluster_restart_keeps_every_committed_record() {
         .create()
         .expect("a client");
     for p in 0..PARTITIONS {
-        let (low, high) = consumer
-            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-            .expect("watermarks");
+        // Right after a whole-cluster restart, brokers the old controller fenced while the
+        // cluster went down stay out of Metadata until they re-register (one heartbeat and a
+        // commit); librdkafka may meanwhile report the partition unknown, so retry a while as
+        // an application would.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(TOPIC, p, Duration::from_secs(5)) {
+                Ok(w) => break w,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("watermarks of partition {p}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("watermarks of partition {p}: {e}"),
+            }
+        };
         let count = acked.keys().filter(|(ap, _)| *ap == p).count() as i64;
         assert_eq!(
             (low, high),
