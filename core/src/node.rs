@@ -188,6 +188,17 @@ struct ControllerState {
     creating: BTreeMap<String, Millis>,
 }
 
+impl ControllerState {
+    /// Drops the caches of proposals in flight (one failed, so any may have), keeping the term
+    /// and the liveness record.
+    fn forget_proposals(&mut self) {
+        self.registering.clear();
+        self.fencing.clear();
+        self.leaders.clear();
+        self.creating.clear();
+    }
+}
+
 /// Whether a cache entry made at `at` still blocks a new proposal at `now`.
 fn recent(at: Millis, now: Millis, window: Millis) -> bool {
     now - at < window
@@ -406,7 +417,7 @@ impl Node {
         let mut replies = Replies::new();
         for (tp, replica) in self.replicas.iter_mut() {
             replica.tick(now_ms, &mut self.rng, &mut replies);
-            if replica.has_ready() || replica.storage().is_dirty() {
+            if replica.has_work() {
                 self.active.insert(tp.clone());
             }
         }
@@ -433,7 +444,7 @@ impl Node {
                         tp: tp.clone(),
                         source,
                     })?;
-                if replica.has_ready() || replica.storage().is_dirty() {
+                if replica.has_work() {
                     self.active.insert(tp.clone());
                 }
             }
@@ -507,11 +518,10 @@ impl Node {
     /// Whether [`Node::step`] has work to do.
     pub fn has_ready(&self) -> bool {
         self.heartbeat_out.is_some()
-            || self.active.iter().any(|tp| {
-                self.replicas
-                    .get(tp)
-                    .is_some_and(|r| r.has_ready() || r.storage().is_dirty())
-            })
+            || self
+                .active
+                .iter()
+                .any(|tp| self.replicas.get(tp).is_some_and(|r| r.has_work()))
     }
 
     /// The shared driver: one pass of the `Ready` protocol over every replica (module docs).
@@ -570,11 +580,7 @@ impl Node {
         self.flush(id, &mut outbox, &mut None, net);
         // What still has work (e.g. entries committed by this step, to apply) stays active.
         for tp in active {
-            if self
-                .replicas
-                .get(&tp)
-                .is_some_and(|r| r.has_ready() || r.storage().is_dirty())
-            {
+            if self.replicas.get(&tp).is_some_and(|r| r.has_work()) {
                 self.active.insert(tp);
             }
         }
@@ -1120,12 +1126,7 @@ impl Node {
                     if !matches!(r, Response::Produce(Ok(_))) {
                         // Lost or failed: let the next heartbeats propose it again.
                         slog::debug!(self.logger, "controller proposal failed"; "reply" => ?r);
-                        let term = self.controller.term;
-                        self.controller = ControllerState {
-                            term,
-                            last_seen: std::mem::take(&mut self.controller.last_seen),
-                            ..ControllerState::default()
-                        };
+                        self.controller.forget_proposals();
                     }
                     continue;
                 }

@@ -209,6 +209,12 @@ impl Replica {
         self.raw.has_ready()
     }
 
+    /// Whether a step has something to do for this replica: a raft `Ready`, or writes (e.g.
+    /// retention's) not yet synced.
+    pub fn has_work(&self) -> bool {
+        self.has_ready() || self.storage().is_dirty()
+    }
+
     /// Phase 2 of a step: makes this replica's writes durable.
     pub fn sync_storage(&mut self) -> Result<(), StorageError> {
         self.raw.mut_store().sync()

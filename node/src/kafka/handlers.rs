@@ -132,16 +132,20 @@ pub async fn auto_create_missing<B: Broker>(
     let view = broker.cluster();
     for t in list {
         let Some(name) = &t.name else { continue };
-        let missing = !view.topics.iter().any(|v| v.name == name.as_str());
-        if missing
-            && valid_topic_name(name.as_str())
-            && !INTERNAL_TOPICS.contains(&name.as_str())
-            && broker.auto_create_topic(name.to_string()).await
+        if may_auto_create(&view, name.as_str()) && broker.auto_create_topic(name.to_string()).await
         {
             creating.push(name.to_string());
         }
     }
     creating
+}
+
+/// Whether a client's use of `name` may ask for its creation: missing from the view, a valid
+/// name, not an internal topic.
+fn may_auto_create(view: &ClusterView, name: &str) -> bool {
+    !view.topics.iter().any(|v| v.name == name)
+        && valid_topic_name(name)
+        && !INTERNAL_TOPICS.contains(&name)
 }
 
 /// Metadata: brokers, cluster id, controller and the requested topics. Topics in `creating`
@@ -259,10 +263,7 @@ pub async fn produce<B: Broker>(broker: &B, req: ProduceRequest, version: i16) -
     let view = broker.cluster();
     let mut pending: Vec<(TopicName, Vec<(i32, Pending)>)> = Vec::new();
     for topic in req.topic_data {
-        if !view.topics.iter().any(|t| t.name == topic.name.as_str())
-            && valid_topic_name(topic.name.as_str())
-            && !INTERNAL_TOPICS.contains(&topic.name.as_str())
-        {
+        if may_auto_create(&view, topic.name.as_str()) {
             // Kafka creates on metadata requests; a client that produces blind (no metadata
             // first) gets UNKNOWN_TOPIC_OR_PARTITION, and the topic on its retry.
             broker.auto_create_topic(topic.name.to_string()).await;
