@@ -52,6 +52,11 @@ pub enum Request {
         offset: Offset,
         max_bytes: u64,
     },
+    /// A fetch across many partitions in one request (a Kafka Fetch names many): the core
+    /// answers every partition in one pass, in the order given.
+    FetchMany {
+        partitions: Vec<FetchPartition>,
+    },
     ListOffsets {
         tp: TopicPartition,
         spec: OffsetSpec,
@@ -85,6 +90,14 @@ pub enum Request {
         partitions: u32,
         replication_factor: u32,
     },
+}
+
+/// One partition of a [`Request::FetchMany`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchPartition {
+    pub tp: TopicPartition,
+    pub offset: Offset,
+    pub max_bytes: u64,
 }
 
 /// Errors a client can get. Each maps onto one Kafka error code (in parentheses).
@@ -140,6 +153,10 @@ pub enum ClientError {
     /// INVALID_REPLICA_ASSIGNMENT.
     #[error("invalid replica assignment: {0}")]
     InvalidReplicaAssignment(String),
+    /// INVALID_REQUEST: e.g. a CreateTopics for an internal topic, which only the cluster
+    /// creates.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
 }
 
 impl ClientError {
@@ -162,6 +179,8 @@ pub struct FetchReply {
 pub enum Response {
     Produce(Result<Offset, ClientError>),
     Fetch(Result<FetchReply, ClientError>),
+    /// One result per partition of a [`Request::FetchMany`], in its order.
+    FetchMany(Vec<Result<FetchReply, ClientError>>),
     /// (offset, timestamp); offset -1 when no record matches a timestamp query.
     ListOffsets(Result<(Offset, Millis), ClientError>),
     /// (epoch, end offset) as in Kafka's OffsetForLeaderEpoch; (-1, -1) when unknown.
@@ -177,6 +196,9 @@ impl Response {
         match request {
             Request::Produce { .. } => Response::Produce(Err(err)),
             Request::Fetch { .. } => Response::Fetch(Err(err)),
+            Request::FetchMany { partitions } => {
+                Response::FetchMany(partitions.iter().map(|_| Err(err.clone())).collect())
+            }
             Request::ListOffsets { .. } => Response::ListOffsets(Err(err)),
             Request::OffsetForLeaderEpoch { .. } => Response::OffsetForLeaderEpoch(Err(err)),
             Request::CreateTopic { .. } | Request::AutoCreateTopic { .. } => {

@@ -30,9 +30,23 @@ pub fn metadata_tp() -> TopicPartition {
     TopicPartition::new(METADATA_TOPIC, 0)
 }
 
-/// Whether clients may not produce to or fetch from this topic directly.
+/// The group coordinator's topic (consumer groups and committed offsets).
+pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The transaction coordinator's topic.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// Every internal topic: the one list. Clients cannot create, delete or produce to these
+/// (Kafka's INVALID_TOPIC_EXCEPTION / TOPIC_ALREADY_EXISTS), and Metadata marks them internal.
+pub const INTERNAL_TOPICS: [&str; 3] = [
+    METADATA_TOPIC,
+    CONSUMER_OFFSETS_TOPIC,
+    TRANSACTION_STATE_TOPIC,
+];
+
+/// Whether this is one of [`INTERNAL_TOPICS`].
 pub fn is_internal_topic(topic: &str) -> bool {
-    topic == METADATA_TOPIC
+    INTERNAL_TOPICS.contains(&topic)
 }
 
 /// Most partitions one topic may have; bounds the work of one metadata record.

@@ -355,6 +355,11 @@ impl Node {
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
                 return self.handle_admin(now_ms, id, request);
             }
+            Request::FetchMany { partitions } => {
+                let reply = partitions.iter().map(|p| self.fetch_one(p)).collect();
+                self.replies.push_back((id, Response::FetchMany(reply)));
+                return;
+            }
             Request::AutoCreateTopic {
                 name,
                 partitions,
@@ -369,6 +374,13 @@ impl Node {
                 return;
             }
         };
+        if is_internal_topic(&tp.topic) && matches!(request, Request::Produce { .. }) {
+            // Only the cluster writes its internal topics (Kafka: INVALID_TOPIC_EXCEPTION).
+            let err = ClientError::InvalidTopic(tp.topic);
+            self.replies
+                .push_back((id, Response::error_for(&request, err)));
+            return;
+        }
         let replica = match self.replicas.get_mut(&tp) {
             // The metadata log is not a client topic.
             Some(r) if !is_internal_topic(&tp.topic) => r,
@@ -402,9 +414,21 @@ impl Node {
             }
             Request::CreateTopic { .. }
             | Request::DeleteTopic { .. }
+            | Request::FetchMany { .. }
             | Request::AutoCreateTopic { .. } => unreachable!("handled above"),
         };
         self.replies.push_back((id, reply));
+    }
+
+    /// One partition of a multi-partition fetch.
+    fn fetch_one(
+        &self,
+        p: &crate::api::FetchPartition,
+    ) -> Result<crate::api::FetchReply, ClientError> {
+        match self.replicas.get(&p.tp) {
+            Some(r) if !is_internal_topic(&p.tp.topic) => r.fetch(p.offset, p.max_bytes),
+            _ => Err(ClientError::UnknownPartition(p.tp.clone())),
+        }
     }
 
     /// Advances raft's logical clock by one tick for every replica, expires produces past their
@@ -772,6 +796,13 @@ impl Node {
                 assignments,
                 validate_only,
             } => {
+                if is_internal_topic(name) {
+                    let e = ClientError::InvalidRequest(format!(
+                        "{name} is an internal topic; only the cluster creates it"
+                    ));
+                    self.replies.push_back((id, Response::CreateTopic(Err(e))));
+                    return;
+                }
                 if self.image.topics.contains_key(name) || in_flight(name, &self.admin_pending) {
                     let e = ClientError::TopicAlreadyExists(name.clone());
                     self.replies.push_back((id, Response::CreateTopic(Err(e))));
@@ -826,6 +857,11 @@ impl Node {
                 (record, AdminPending::Create(name.clone()))
             }
             Request::DeleteTopic { name } => {
+                if is_internal_topic(name) {
+                    let e = ClientError::InvalidTopic(name.clone());
+                    self.replies.push_back((id, Response::DeleteTopic(Err(e))));
+                    return;
+                }
                 if !self.image.topics.contains_key(name) || in_flight(name, &self.admin_pending) {
                     let e = ClientError::UnknownTopic(name.clone());
                     self.replies.push_back((id, Response::DeleteTopic(Err(e))));

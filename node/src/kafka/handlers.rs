@@ -93,6 +93,7 @@ pub fn client_error_code(e: &ClientError) -> i16 {
         ClientError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
         ClientError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         ClientError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        ClientError::InvalidRequest(_) => ResponseError::InvalidRequest,
     };
     kafka.code()
 }

@@ -146,6 +146,9 @@ impl FakeBroker {
             Request::CreateTopic { .. } => return Response::CreateTopic(state.create(&request)),
             Request::DeleteTopic { name } => return Response::DeleteTopic(state.delete(name)),
             Request::AutoCreateTopic { .. } => return Response::CreateTopic(Ok(())),
+            Request::FetchMany { .. } => {
+                unreachable!("the listener fetches one partition at a time")
+            }
         };
         let not_leader = state.not_leader.contains(&tp);
         let Some(log) = state.logs.get_mut(&tp) else {
@@ -209,6 +212,7 @@ impl FakeBroker {
             }
             Request::CreateTopic { .. }
             | Request::DeleteTopic { .. }
+            | Request::FetchMany { .. }
             | Request::AutoCreateTopic { .. } => {
                 unreachable!("admin requests are answered before the partition lookup")
             }
