@@ -9,11 +9,17 @@
 
 pub mod api;
 pub mod batch;
+pub mod controller;
 pub mod disk;
 pub mod log;
-pub mod metadata;
+pub mod machine;
+pub mod mutation;
 pub mod network;
 pub mod node;
 pub mod replica;
+pub mod snapshot;
 pub mod storage;
 pub mod types;
+
+/// The controller's records, image and placement, under their former name.
+pub use controller as metadata;

@@ -29,18 +29,17 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
 
-use crate::api::{Acks, ClientError, Request, RequestId, Response, INTERNAL_REQUEST};
+use crate::api::{ClientError, Request, RequestId, Response};
+use crate::controller::{metadata_tp, Controller, ControllerConfig, MetadataImage, RegisterBroker};
 use crate::disk::Disk;
 use crate::log::LogConfig;
-use crate::metadata::{
-    check_assignment, is_internal_topic, metadata_tp, place_replicas, records_of_batch, topic_id,
-    CreateTopic, DeleteTopic, FenceBroker, ImageChange, LeaderChanges, LeaderMeta, MetadataImage,
-    MetadataRecord, PartitionLeader, PlacementError, RecordKind, RegisterBroker,
-};
+use crate::machine::{Command, Effect, NodeEvent, PartitionMachine};
+use crate::metadata::PartitionLeader;
+use crate::mutation::{self, Mutation};
 use crate::network::{AutoCreateTopic, BrokerHeartbeat, Envelope, GroupMessage, Network};
 use crate::replica::{is_vote_request, Replica, ReplicaConfig, Replies};
 use crate::storage::{OpenReport, PartitionStorage, StorageError};
-use crate::types::{Millis, NodeId, TopicPartition};
+use crate::types::{is_internal_topic, Millis, NodeId, TopicPartition};
 
 /// A partition this node hosts and its raft voters.
 #[derive(Clone, Debug)]
@@ -93,9 +92,6 @@ pub struct BrokerEndpoint {
     pub rack: Option<String>,
 }
 
-/// Most leaderships one LeaderChanges record carries (bounds a record's size).
-const LEADERS_PER_RECORD: usize = 1_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// A partition's storage failed; the node must be restarted from disk (fail-stop).
@@ -123,6 +119,22 @@ pub struct NodeStats {
     pub heartbeats_misrouted: u64,
 }
 
+/// Most steps one [`Node::pump`] call runs before it returns (the caller comes back for more).
+pub const PUMP_STEPS_MAX: usize = 64;
+/// Most rounds of machine-to-machine messages one input may cause.
+const ROUTE_ROUNDS_MAX: usize = 8;
+/// A change of the wall clock against the monotonic clock larger than this between two ticks is
+/// logged as a clock step (the wall clock is data; no timer uses it).
+const CLOCK_STEP_WARN_MS: Millis = 1_000;
+
+/// What one [`Node::pump`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pumped {
+    pub steps: usize,
+    /// Work was left when the step bound was reached: call again.
+    pub more: bool,
+}
+
 pub struct Node {
     id: NodeId,
     config: NodeConfig,
@@ -134,26 +146,24 @@ pub struct Node {
     open_reports: BTreeMap<TopicPartition, OpenReport>,
     disk: Rc<dyn Disk>,
     logger: Logger,
-    /// The metadata log applied so far (empty without a metadata group).
-    image: MetadataImage,
-    /// Admin requests proposed to the metadata log, by request id: their produce reply is
-    /// translated into the admin reply.
-    admin_pending: BTreeMap<RequestId, AdminPending>,
     last_preferred_check_ms: Millis,
     /// Free space fell below `min_free_bytes` at the last check.
     disk_low: bool,
     /// Free space fell below half of `min_free_bytes`: follower replicas stop taking appends.
     disk_critical: bool,
-    /// The time of the last tick: the node's notion of now between ticks.
+    /// The monotonic time of the last tick: the node's notion of now between ticks.
     now_ms: Millis,
+    /// The wall-clock time of the last tick (record timestamps, retention by age).
+    wall_ms: Millis,
+    /// `wall_ms - now_ms` at the last tick, to notice wall-clock steps.
+    wall_offset_ms: Option<Millis>,
+    /// Wall-clock steps noticed (each logged once).
+    clock_steps: u64,
     last_heartbeat_ms: Option<Millis>,
     /// A heartbeat for the controller, sent with the next step's envelopes.
     heartbeat_out: Option<(NodeId, BrokerHeartbeat)>,
     /// Topics clients asked to auto-create, for the next heartbeat.
     auto_create: Vec<AutoCreateTopic>,
-    /// What this node does as the controller (empty unless it leads the metadata partition).
-    controller: ControllerState,
-    next_internal: u64,
     /// Replicas that may have a `Ready` or unsynced writes: only these are visited by
     /// [`Node::step`] and [`Node::has_ready`]. Every input that can give a replica work marks
     /// it; a tick re-checks every replica, so a missed mark would cost at most one tick (the
@@ -161,52 +171,16 @@ pub struct Node {
     /// With thousands of mostly idle partitions, a step otherwise walks all of them for the few
     /// a message touched.
     active: BTreeSet<TopicPartition>,
+    /// Grows whenever a replica is created or deleted (see [`Node::view_version`]).
+    replica_set_version: u64,
 }
 
-/// An admin request whose metadata record is being committed.
-#[derive(Debug, Clone)]
-enum AdminPending {
-    Create(String),
-    Delete(String),
-    /// The controller's own proposal (registration, fencing, leaderships, auto-create).
-    Internal,
-}
-
-/// The controller's soft state, rebuilt whenever this node starts a new term as the metadata
-/// leader. The caches stop the same record being proposed on every heartbeat while the first
-/// is in flight; an entry older than the session timeout no longer blocks a retry, so a lost
-/// proposal is retried.
-#[derive(Debug, Default)]
-struct ControllerState {
-    /// The metadata term this state belongs to (0: not the controller).
-    term: u64,
-    /// When each broker was last heard from.
-    last_seen: BTreeMap<NodeId, Millis>,
-    registering: BTreeMap<NodeId, (RegisterBroker, Millis)>,
-    fencing: BTreeMap<NodeId, Millis>,
-    leaders: BTreeMap<TopicPartition, (LeaderMeta, Millis)>,
-    creating: BTreeMap<String, Millis>,
-}
-
-impl ControllerState {
-    /// Drops the caches of proposals in flight (one failed, so any may have), keeping the term
-    /// and the liveness record.
-    fn forget_proposals(&mut self) {
-        self.registering.clear();
-        self.fencing.clear();
-        self.leaders.clear();
-        self.creating.clear();
-    }
-}
-
-/// Whether a cache entry made at `at` still blocks a new proposal at `now`.
-fn recent(at: Millis, now: Millis, window: Millis) -> bool {
-    now - at < window
-}
+/// The image of a node without a metadata group.
+static EMPTY_IMAGE: std::sync::OnceLock<MetadataImage> = std::sync::OnceLock::new();
 
 impl Node {
-    /// Opens the node: the metadata partition first (replaying its committed records into the
-    /// image), then every partition the fixed layout or the image assigns to this node.
+    /// Opens the node: the metadata partition first (its controller rebuilds the image from
+    /// snapshot and log), then every partition the fixed layout or the image assigns to it.
     pub fn open(
         config: NodeConfig,
         disk: Rc<dyn Disk>,
@@ -225,63 +199,109 @@ impl Node {
             open_reports: BTreeMap::new(),
             disk,
             logger,
-            image: MetadataImage::default(),
-            admin_pending: BTreeMap::new(),
             last_preferred_check_ms: 0,
             disk_low: false,
             disk_critical: false,
             now_ms: 0,
+            wall_ms: 0,
+            wall_offset_ms: None,
+            clock_steps: 0,
             last_heartbeat_ms: None,
             heartbeat_out: None,
             auto_create: Vec::new(),
-            controller: ControllerState::default(),
-            next_internal: 0,
             active: BTreeSet::new(),
+            replica_set_version: 0,
         };
-        let voters = node.config.metadata_voters.clone();
-        let member = voters.contains(&node.id) || node.config.brokers.contains(&node.id);
-        if !voters.is_empty() && member {
-            let mut learners: Vec<NodeId> = node
-                .config
-                .brokers
-                .iter()
-                .copied()
-                .filter(|b| !voters.contains(b))
-                .collect();
-            learners.sort_unstable();
-            learners.dedup();
-            node.open_replica(metadata_tp(), &voters, &learners, &BTreeMap::new())?;
-            node.replay_metadata()?;
-        }
-        let mut wanted: BTreeMap<TopicPartition, (Vec<NodeId>, BTreeMap<String, String>)> =
-            BTreeMap::new();
-        for spec in &node.config.partitions {
-            assert!(
-                spec.voters.contains(&node.config.id),
-                "{} hosts {}",
-                node.config.id,
-                spec.tp
-            );
-            wanted.insert(spec.tp.clone(), (spec.voters.clone(), BTreeMap::new()));
-        }
-        for t in node.image.topics.values() {
-            for (p, replicas) in &t.partitions {
-                if replicas.contains(&node.config.id) {
-                    let tp = TopicPartition::new(t.name.clone(), *p);
-                    wanted.insert(tp, (replicas.clone(), t.configs.clone()));
-                }
-            }
-        }
+        node.open_metadata()?;
+        let wanted = node.wanted_partitions();
         for (tp, (voters, configs)) in wanted {
-            node.open_replica(tp, &voters, &[], &configs)?;
+            node.open_replica(tp, &voters, &[], &configs, None)?;
         }
         node.remove_leftover_partitions();
         Ok(node)
     }
 
+    /// Opens `__cluster_metadata-0` with its controller, when this node is a member of the
+    /// metadata group (a voter, or a configured broker that follows it as a learner).
+    fn open_metadata(&mut self) -> Result<(), NodeError> {
+        let voters = self.config.metadata_voters.clone();
+        let member = voters.contains(&self.id) || self.config.brokers.contains(&self.id);
+        if voters.is_empty() || !member {
+            return Ok(());
+        }
+        let mut learners: Vec<NodeId> = self
+            .config
+            .brokers
+            .iter()
+            .copied()
+            .filter(|b| !voters.contains(b))
+            .collect();
+        learners.sort_unstable();
+        learners.dedup();
+        let controller = Controller::new(ControllerConfig {
+            brokers: self.config.brokers.clone(),
+            session_timeout_ms: self.config.session_timeout_ms,
+        });
+        let tp = metadata_tp();
+        self.open_replica(
+            tp.clone(),
+            &voters,
+            &learners,
+            &BTreeMap::new(),
+            Some(Box::new(controller)),
+        )?;
+        // The replay's node events describe what the image below already holds.
+        let replayed = self
+            .replicas
+            .get_mut(&tp)
+            .expect("just opened")
+            .take_output();
+        assert!(
+            replayed.iter().all(|e| matches!(e, Effect::Node(_))),
+            "a replay answers no client"
+        );
+        Ok(())
+    }
+
+    /// The partitions this node hosts: the fixed layout's and the image's.
+    fn wanted_partitions(
+        &self,
+    ) -> BTreeMap<TopicPartition, (Vec<NodeId>, BTreeMap<String, String>)> {
+        let mut wanted = BTreeMap::new();
+        for spec in &self.config.partitions {
+            assert!(
+                spec.voters.contains(&self.id),
+                "{} hosts {}",
+                self.id,
+                spec.tp
+            );
+            wanted.insert(spec.tp.clone(), (spec.voters.clone(), BTreeMap::new()));
+        }
+        for t in self.metadata().topics.values() {
+            for (p, replicas) in &t.partitions {
+                if replicas.contains(&self.id) {
+                    let tp = TopicPartition::new(t.name.clone(), *p);
+                    wanted.insert(tp, (replicas.clone(), t.configs.clone()));
+                }
+            }
+        }
+        wanted
+    }
+
     /// The metadata image (topics and assignments) this node has applied.
     pub fn metadata(&self) -> &MetadataImage {
-        &self.image
+        self.controller_machine()
+            .map(|c| c.image())
+            .unwrap_or_else(|| EMPTY_IMAGE.get_or_init(MetadataImage::default))
+    }
+
+    /// The local controller machine, if this node hosts the metadata partition.
+    fn controller_machine(&self) -> Option<&Controller> {
+        self.replicas
+            .get(&metadata_tp())?
+            .machine()?
+            .as_any()
+            .downcast_ref::<Controller>()
     }
 
     /// The controller: the leader of the metadata partition, if known here.
@@ -305,9 +325,23 @@ impl Node {
         &self.stats
     }
 
+    /// Wall-clock steps this node noticed (each logged once as a warning).
+    pub fn clock_steps(&self) -> u64 {
+        self.clock_steps
+    }
+
     /// What recovery found for each partition when this node was opened.
     pub fn open_reports(&self) -> &BTreeMap<TopicPartition, OpenReport> {
         &self.open_reports
+    }
+
+    /// Runs every state machine's invariant checks (the simulator calls this after steps).
+    pub fn check_invariants(&self) {
+        for r in self.replicas.values() {
+            if let Some(m) = r.machine() {
+                m.check_invariants();
+            }
+        }
     }
 
     /// Feeds an envelope from a peer. Undecodable or misaddressed messages are counted and
@@ -340,12 +374,12 @@ impl Node {
             }
         }
         if let Some(hb) = envelope.heartbeat {
-            self.handle_heartbeat(envelope.from, hb);
+            self.deliver_heartbeat(envelope.from, hb);
         }
     }
 
     /// Feeds a client request. The reply comes from [`Node::poll_reply`], now or after later
-    /// steps.
+    /// steps. Admin requests go to the controller's machine; data requests to the replica.
     pub fn handle_request(&mut self, now_ms: Millis, id: RequestId, request: Request) {
         let tp = match &request {
             Request::Produce { tp, .. }
@@ -353,7 +387,7 @@ impl Node {
             | Request::ListOffsets { tp, .. }
             | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
-                return self.handle_admin(now_ms, id, request);
+                return self.route_to_controller(id, request);
             }
             Request::FetchMany { partitions } => {
                 let reply = partitions.iter().map(|p| self.fetch_one(p)).collect();
@@ -365,13 +399,12 @@ impl Node {
                 partitions,
                 replication_factor,
             } => {
-                let reply = self.request_auto_create(AutoCreateTopic {
+                let t = AutoCreateTopic {
                     name: name.clone(),
                     partitions: *partitions,
                     replication_factor: *replication_factor,
-                });
-                self.replies.push_back((id, Response::CreateTopic(reply)));
-                return;
+                };
+                return self.request_auto_create(id, t, request);
             }
         };
         if is_internal_topic(&tp.topic) && matches!(request, Request::Produce { .. }) {
@@ -401,8 +434,8 @@ impl Node {
             Request::Produce { acks, batch, .. } => {
                 let mut replies = Replies::new();
                 replica.produce(now_ms, id, acks, batch, &mut self.rng, &mut replies);
-                self.active.insert(tp);
-                self.push_replies(replies);
+                self.active.insert(tp.clone());
+                self.after_input(&[tp], replies);
                 return;
             }
             Request::Fetch {
@@ -431,28 +464,180 @@ impl Node {
         }
     }
 
-    /// Advances raft's logical clock by one tick for every replica, expires produces past their
-    /// deadline, and runs retention every `retention_check_ms`.
-    pub fn tick(&mut self, now_ms: Millis) -> Result<(), NodeError> {
+    /// Hands a command to the machine of `tp` and processes what follows.
+    fn command(&mut self, tp: &TopicPartition, command: Command) {
+        let Some(replica) = self.replicas.get_mut(tp) else {
+            if let Command::Client { id, request } = command {
+                let e = ClientError::UnknownPartition(tp.clone());
+                self.replies
+                    .push_back((id, Response::error_for(&request, e)));
+            }
+            return;
+        };
+        let mut replies = Replies::new();
+        replica.handle_command(command, &mut self.rng, &mut replies);
+        self.active.insert(tp.clone());
+        self.after_input(std::slice::from_ref(tp), replies);
+    }
+
+    /// Admin requests: the controller's machine validates and proposes, or answers
+    /// NOT_CONTROLLER with the leader it knows.
+    fn route_to_controller(&mut self, id: RequestId, request: Request) {
+        let meta = metadata_tp();
+        if !self.replicas.contains_key(&meta) {
+            let e = ClientError::NotController { controller: None };
+            self.replies
+                .push_back((id, Response::error_for(&request, e)));
+            return;
+        }
+        self.command(&meta, Command::Client { id, request });
+    }
+
+    /// A heartbeat for the controller: handled when the local metadata replica leads, else
+    /// dropped (the broker sends the next one to the leader it then knows).
+    fn deliver_heartbeat(&mut self, from: NodeId, heartbeat: BrokerHeartbeat) {
+        if self.controller() != Some(self.id) {
+            self.stats.heartbeats_misrouted += 1;
+            return;
+        }
+        self.command(&metadata_tp(), Command::Heartbeat { from, heartbeat });
+    }
+
+    /// A client used a missing topic and auto-creation is on: the local controller creates it,
+    /// or the request rides in an immediate heartbeat to the remote one.
+    fn request_auto_create(&mut self, id: RequestId, t: AutoCreateTopic, request: Request) {
+        let reply = if !crate::types::valid_topic_name(&t.name) || is_internal_topic(&t.name) {
+            Err(ClientError::InvalidTopic(t.name))
+        } else if self.metadata().topics.contains_key(&t.name) {
+            Ok(())
+        } else if self.controller() == Some(self.id) {
+            return self.route_to_controller(id, request);
+        } else {
+            if !self.auto_create.iter().any(|a| a.name == t.name) {
+                self.auto_create.push(t);
+            }
+            match self.controller() {
+                None => Err(ClientError::NotController { controller: None }),
+                Some(_) => {
+                    self.send_heartbeat();
+                    Ok(())
+                }
+            }
+        };
+        self.replies.push_back((id, Response::CreateTopic(reply)));
+    }
+
+    /// After an input touched `tps`: processes their machines' outputs (node events first in
+    /// their order, then replies, as they were emitted), then queues `replies`.
+    fn after_input(&mut self, tps: &[TopicPartition], replies: Replies) {
+        let mut pending: Vec<TopicPartition> = tps.to_vec();
+        for _ in 0..ROUTE_ROUNDS_MAX {
+            let mut next = Vec::new();
+            for tp in std::mem::take(&mut pending) {
+                let Some(r) = self.replicas.get_mut(&tp) else {
+                    continue;
+                };
+                for effect in r.take_output() {
+                    if let Some(to) = self.apply_effect(effect) {
+                        next.push(to);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            pending = next;
+        }
+        self.replies.extend(replies);
+    }
+
+    /// Carries out one machine effect; returns the partition a message went to.
+    fn apply_effect(&mut self, effect: Effect) -> Option<TopicPartition> {
+        match effect {
+            Effect::Reply(id, resp) => self.replies.push_back((id, resp)),
+            Effect::Node(event) => {
+                if let Err(e) = self.apply_node_event(event) {
+                    // A replica that cannot be created is retried at the next start (its
+                    // assignment is in the image); this node keeps serving the others.
+                    slog::error!(self.logger, "cannot create replica"; "error" => %e);
+                }
+            }
+            Effect::Message { to, command } => {
+                let replica = self.replicas.get_mut(&to)?;
+                let mut replies = Replies::new();
+                replica.handle_command(command, &mut self.rng, &mut replies);
+                self.replies.extend(replies);
+                self.active.insert(to.clone());
+                return Some(to);
+            }
+            Effect::Propose { .. } => unreachable!("the replica proposes its machine's proposals"),
+        }
+        None
+    }
+
+    fn apply_node_event(&mut self, event: NodeEvent) -> Result<(), NodeError> {
+        match event {
+            NodeEvent::ReplicaWanted {
+                tp,
+                replicas,
+                configs,
+            } => {
+                if replicas.contains(&self.id) && !self.replicas.contains_key(&tp) {
+                    slog::info!(self.logger, "creating replica"; "tp" => %tp);
+                    self.open_replica(tp, &replicas, &[], &configs, None)?;
+                }
+            }
+            NodeEvent::ReplicaGone { tp } => {
+                if let Some(mut r) = self.replicas.remove(&tp) {
+                    slog::info!(self.logger, "deleting replica"; "tp" => %tp);
+                    let mut replies = Replies::new();
+                    r.abandon_pending(&mut replies);
+                    self.replies.extend(replies);
+                    self.open_reports.remove(&tp);
+                    self.active.remove(&tp);
+                    self.replica_set_version += 1;
+                    drop(r);
+                    remove_dir_files(&*self.disk, &tp.dir());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances time: `now_ms` is monotonic and drives every timer (raft ticks, heartbeats,
+    /// sessions, produce deadlines); `wall_ms` is the wall clock, used only as data (record
+    /// timestamps of metadata records, retention by age). Ticks every replica, sends the
+    /// heartbeat when due, and runs retention every `retention_check_ms`.
+    pub fn tick(&mut self, now_ms: Millis, wall_ms: Millis) -> Result<(), NodeError> {
+        assert!(now_ms >= self.now_ms, "monotonic clock went backwards");
         self.now_ms = now_ms;
+        self.note_wall_clock(now_ms, wall_ms);
         let free = self.disk.available_bytes();
         self.disk_low = free.is_some_and(|f| f < self.config.min_free_bytes);
         self.disk_critical = free.is_some_and(|f| f < self.config.min_free_bytes / 2);
         let mut replies = Replies::new();
+        let mut touched = Vec::new();
         for (tp, replica) in self.replicas.iter_mut() {
-            replica.tick(now_ms, &mut self.rng, &mut replies);
+            replica
+                .tick(now_ms, wall_ms, &mut self.rng, &mut replies)
+                .map_err(|source| NodeError::Storage {
+                    tp: tp.clone(),
+                    source,
+                })?;
             if replica.has_work() {
                 self.active.insert(tp.clone());
             }
+            if replica.machine().is_some() {
+                touched.push(tp.clone());
+            }
         }
-        self.push_replies(replies);
+        self.after_input(&touched, replies);
         if self
             .last_heartbeat_ms
             .is_none_or(|t| now_ms - t >= self.config.heartbeat_ms)
         {
             self.send_heartbeat();
         }
-        self.controller_tick();
         if let Some(every) = self.config.preferred_leader_check_ms {
             if now_ms - self.last_preferred_check_ms >= every {
                 self.last_preferred_check_ms = now_ms;
@@ -461,16 +646,38 @@ impl Node {
         }
         if now_ms - self.last_retention_ms >= self.config.retention_check_ms {
             self.last_retention_ms = now_ms;
-            for (tp, replica) in self.replicas.iter_mut() {
-                replica
-                    .apply_retention(now_ms)
-                    .map_err(|source| NodeError::Storage {
-                        tp: tp.clone(),
-                        source,
-                    })?;
-                if replica.has_work() {
-                    self.active.insert(tp.clone());
-                }
+            self.apply_retention()?;
+        }
+        Ok(())
+    }
+
+    /// Records the wall clock and warns once per step of it (a jump of the wall clock against
+    /// the monotonic one): nothing times out because of it, but an operator should know.
+    fn note_wall_clock(&mut self, now_ms: Millis, wall_ms: Millis) {
+        self.wall_ms = wall_ms;
+        let offset = wall_ms - now_ms;
+        if let Some(prev) = self.wall_offset_ms {
+            let step = offset - prev;
+            if step.abs() > CLOCK_STEP_WARN_MS {
+                self.clock_steps += 1;
+                slog::warn!(self.logger, "wall clock stepped; timers are unaffected";
+                    "step_ms" => step);
+            }
+        }
+        self.wall_offset_ms = Some(offset);
+    }
+
+    /// Retention by size and by age (against the wall clock: record timestamps are wall time).
+    fn apply_retention(&mut self) -> Result<(), NodeError> {
+        for (tp, replica) in self.replicas.iter_mut() {
+            replica
+                .apply_retention(self.wall_ms)
+                .map_err(|source| NodeError::Storage {
+                    tp: tp.clone(),
+                    source,
+                })?;
+            if replica.has_work() {
+                self.active.insert(tp.clone());
             }
         }
         Ok(())
@@ -489,17 +696,12 @@ impl Node {
         }
     }
 
-    /// A number that changes whenever a replica's term, role or leader changes, or the
-    /// metadata image or the set of replicas does: the runtime rebuilds its cluster view only
-    /// then, instead of walking every partition every few milliseconds.
+    /// A number that grows whenever a replica's term, role or leader changes, or the metadata
+    /// image or the set of replicas does: the cluster view is rebuilt only then, instead of
+    /// walking every partition every few milliseconds. Each part only grows, so the sum does.
     pub fn view_version(&self) -> u64 {
-        let roles = self
-            .replicas
-            .values()
-            .fold(0u64, |acc, r| acc.wrapping_add(r.role_changes()));
-        roles
-            .wrapping_add(self.image.records_applied.wrapping_mul(1_000_003))
-            .wrapping_add((self.replicas.len() as u64).wrapping_mul(0x9e37_79b9))
+        let roles: u64 = self.replicas.values().map(|r| r.role_changes()).sum();
+        roles + self.metadata().records_applied + self.replica_set_version
     }
 
     /// A number that changes whenever a replica's durable commit index moves, i.e. whenever a
@@ -548,7 +750,23 @@ impl Node {
                 .any(|tp| self.replicas.get(tp).is_some_and(|r| r.has_work()))
     }
 
-    /// The shared driver: one pass of the `Ready` protocol over every replica (module docs).
+    /// The one driver: steps until nothing is ready or `steps_max` steps ran. The runtime, the
+    /// simulator and the tests all call this, so they run the same ordering.
+    pub fn pump(&mut self, net: &mut impl Network, steps_max: usize) -> Result<Pumped, NodeError> {
+        assert!(steps_max > 0, "a pump runs at least one step");
+        let mut out = Pumped::default();
+        while self.has_ready() {
+            if out.steps == steps_max {
+                out.more = true;
+                break;
+            }
+            self.step(net)?;
+            out.steps += 1;
+        }
+        Ok(out)
+    }
+
+    /// One pass of the `Ready` protocol over every active replica (module docs).
     pub fn step(&mut self, net: &mut impl Network) -> Result<(), NodeError> {
         self.stats.steps += 1;
         let id = self.id;
@@ -578,8 +796,34 @@ impl Node {
             outbox.entry(*to).or_default();
         }
         self.flush(id, &mut outbox, &mut heartbeat, net);
-        // Phase 2: one sync per dirty file, for every partition at once.
+        let early = mutation::active(Mutation::AckBeforeSync);
+        let replies = if early {
+            // Planted bug: acknowledge before the group fsync.
+            let r = self.finish_readies(readies, &mut outbox)?;
+            self.sync_active(&active)?;
+            r
+        } else {
+            // Phase 2: one sync per dirty file, for every partition at once.
+            self.sync_active(&active)?;
+            // Phase 3: what had to wait for durability.
+            self.finish_readies(readies, &mut outbox)?
+        };
+        self.flush(id, &mut outbox, &mut None, net);
+        // What still has work (e.g. entries committed by this step, to apply) stays active.
         for tp in &active {
+            if self.replicas.get(tp).is_some_and(|r| r.has_work()) {
+                self.active.insert(tp.clone());
+            }
+        }
+        // Machine outputs first, so a CreateTopic is answered only once its replicas exist here.
+        let touched: Vec<TopicPartition> = active.into_iter().collect();
+        self.after_input(&touched, replies);
+        Ok(())
+    }
+
+    /// Phase 2 of a step: one sync per dirty file.
+    fn sync_active(&mut self, active: &BTreeSet<TopicPartition>) -> Result<(), NodeError> {
+        for tp in active {
             let Some(replica) = self.replicas.get_mut(tp) else {
                 continue;
             };
@@ -593,25 +837,28 @@ impl Node {
                     })?;
             }
         }
-        // Phase 3: what had to wait for durability.
+        Ok(())
+    }
+
+    /// Phase 3 of a step: persisted messages, acknowledgements, applying.
+    fn finish_readies(
+        &mut self,
+        readies: Vec<(TopicPartition, Ready)>,
+        outbox: &mut BTreeMap<NodeId, Vec<GroupMessage>>,
+    ) -> Result<Replies, NodeError> {
         let mut replies = Replies::new();
         for (tp, rd) in readies {
             let replica = self.replicas.get_mut(&tp).expect("ready taken above");
             let repairing = replica.is_repairing();
-            let mut send = |m: RaftMessage| queue(&mut outbox, &tp, repairing, m);
-            replica.ready_finish(rd, &mut send, &mut self.rng, &mut replies);
+            let mut send = |m: RaftMessage| queue(outbox, &tp, repairing, m);
+            replica
+                .ready_finish(rd, &mut send, &mut self.rng, &mut replies)
+                .map_err(|source| NodeError::Storage {
+                    tp: tp.clone(),
+                    source,
+                })?;
         }
-        self.flush(id, &mut outbox, &mut None, net);
-        // What still has work (e.g. entries committed by this step, to apply) stays active.
-        for tp in active {
-            if self.replicas.get(&tp).is_some_and(|r| r.has_work()) {
-                self.active.insert(tp);
-            }
-        }
-        // Apply metadata first, so a CreateTopic is answered only once its replicas exist here.
-        self.drain_metadata()?;
-        self.push_replies(replies);
-        Ok(())
+        Ok(replies)
     }
 
     /// Drains one reply.
@@ -627,7 +874,8 @@ impl Node {
         for r in self.replicas.values_mut() {
             r.abandon_pending(&mut replies);
         }
-        self.push_replies(replies);
+        let tps: Vec<TopicPartition> = self.replicas.keys().cloned().collect();
+        self.after_input(&tps, replies);
     }
 
     fn open_replica(
@@ -636,115 +884,36 @@ impl Node {
         voters: &[NodeId],
         learners: &[NodeId],
         configs: &BTreeMap<String, String>,
+        machine: Option<Box<dyn PartitionMachine>>,
     ) -> Result<(), NodeError> {
         let wrap = |source| NodeError::Storage {
             tp: tp.clone(),
             source,
         };
         let mut log = log_config_for(&self.config.log, configs);
-        if tp == metadata_tp() {
-            // The image is rebuilt by replaying the whole log: deleting old segments would
-            // forget topics, whose data `remove_leftover_partitions` would then delete.
+        if machine.is_some() {
+            // The machine's snapshots bound the log (it is compacted behind them); retention
+            // would delete entries no snapshot covers yet.
             log.retention_ms = None;
             log.retention_bytes = None;
         }
         let (storage, report) =
             PartitionStorage::open(self.disk.clone(), &tp.dir(), log, voters, learners)
                 .map_err(wrap)?;
-        let mut replica = Replica::open(
+        let replica = Replica::open(
             self.config.id,
             tp.clone(),
             storage,
-            &report,
             self.config.replica.clone(),
+            machine,
             &mut self.rng,
             &self.logger,
         )
         .map_err(wrap)?;
-        if tp == metadata_tp() {
-            replica.enable_tap();
-        }
         self.replicas.insert(tp.clone(), replica);
         self.active.insert(tp.clone());
         self.open_reports.insert(tp, report);
-        Ok(())
-    }
-
-    /// Rebuilds the image from the metadata log's committed entries (raft will not re-apply
-    /// them: a replica restarts with `applied` = its commit index).
-    fn replay_metadata(&mut self) -> Result<(), NodeError> {
-        let tp = metadata_tp();
-        let replica = self.replicas.get(&tp).expect("metadata replica opened");
-        let log = replica.storage().log();
-        let commit = replica.storage().state().commit.min(log.last_index());
-        let mut next = log.first_index();
-        let mut batches = Vec::new();
-        while next <= commit {
-            let entries =
-                crate::storage::with_retries(|| log.entries(next, commit + 1, Some(1 << 20)))
-                    .map_err(|e| NodeError::Storage {
-                        tp: tp.clone(),
-                        source: e.into(),
-                    })?;
-            for e in &entries {
-                if e.record_count > 0 {
-                    batches.push(e.data.clone());
-                }
-            }
-            next = entries.last().map_or(commit + 1, |e| e.index + 1);
-        }
-        for b in batches {
-            self.apply_metadata_batch(&b, false)?;
-        }
-        Ok(())
-    }
-
-    /// Applies one committed metadata batch to the image and, when `act`, creates or deletes
-    /// the local replicas it changes.
-    fn apply_metadata_batch(&mut self, batch: &[u8], act: bool) -> Result<(), NodeError> {
-        let records = match records_of_batch(batch) {
-            Ok(r) => r,
-            Err(e) => {
-                // Committed, checksummed and validated at append: a record that does not decode
-                // is a bug or a newer version; skip it loudly rather than stop the cluster.
-                slog::error!(self.logger, "undecodable metadata record"; "error" => %e);
-                return Ok(());
-            }
-        };
-        for r in &records {
-            for change in self.image.apply(r) {
-                if act {
-                    self.apply_change(change)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn apply_change(&mut self, change: ImageChange) -> Result<(), NodeError> {
-        match change {
-            ImageChange::PartitionAdded {
-                tp,
-                replicas,
-                configs,
-            } => {
-                if replicas.contains(&self.id) && !self.replicas.contains_key(&tp) {
-                    slog::info!(self.logger, "creating replica"; "tp" => %tp);
-                    self.open_replica(tp, &replicas, &[], &configs)?;
-                }
-            }
-            ImageChange::PartitionRemoved { tp } => {
-                if let Some(mut r) = self.replicas.remove(&tp) {
-                    slog::info!(self.logger, "deleting replica"; "tp" => %tp);
-                    let mut replies = Replies::new();
-                    r.abandon_pending(&mut replies);
-                    self.push_replies(replies);
-                    self.open_reports.remove(&tp);
-                    drop(r);
-                    remove_dir_files(&*self.disk, &tp.dir());
-                }
-            }
-        }
+        self.replica_set_version += 1;
         Ok(())
     }
 
@@ -761,126 +930,6 @@ impl Node {
                 remove_dir_files(&*self.disk, &d);
             }
         }
-    }
-
-    /// Handles CreateTopic / DeleteTopic: validated here, then proposed to the metadata log;
-    /// the reply comes when the record commits.
-    fn handle_admin(&mut self, now_ms: Millis, id: RequestId, request: Request) {
-        let meta_tp = metadata_tp();
-        let Some(meta) = self.replicas.get(&meta_tp) else {
-            let e = ClientError::NotController { controller: None };
-            self.replies
-                .push_back((id, Response::error_for(&request, e)));
-            return;
-        };
-        if !meta.is_leader() {
-            let e = ClientError::NotController {
-                controller: meta.leader(),
-            };
-            self.replies
-                .push_back((id, Response::error_for(&request, e)));
-            return;
-        }
-        let in_flight = |name: &str, pending: &BTreeMap<RequestId, AdminPending>| {
-            pending.values().any(|p| match p {
-                AdminPending::Create(n) | AdminPending::Delete(n) => n == name,
-                AdminPending::Internal => false,
-            })
-        };
-        let (record, pending) = match &request {
-            Request::CreateTopic {
-                name,
-                partitions,
-                replication_factor,
-                configs,
-                assignments,
-                validate_only,
-            } => {
-                if is_internal_topic(name) {
-                    let e = ClientError::InvalidRequest(format!(
-                        "{name} is an internal topic; only the cluster creates it"
-                    ));
-                    self.replies.push_back((id, Response::CreateTopic(Err(e))));
-                    return;
-                }
-                if self.image.topics.contains_key(name) || in_flight(name, &self.admin_pending) {
-                    let e = ClientError::TopicAlreadyExists(name.clone());
-                    self.replies.push_back((id, Response::CreateTopic(Err(e))));
-                    return;
-                }
-                if let Err(e) = check_topic_configs(configs) {
-                    self.replies.push_back((id, Response::CreateTopic(Err(e))));
-                    return;
-                }
-                let placed = if assignments.is_empty() {
-                    place_replicas(
-                        &self.image,
-                        &self.image.placeable_brokers(&self.config.brokers),
-                        name,
-                        *partitions,
-                        *replication_factor,
-                    )
-                } else {
-                    check_assignment(&self.image, &self.config.brokers, name, assignments)
-                };
-                let assignments = match placed {
-                    Ok(a) => a,
-                    Err(e) => {
-                        let e = match e {
-                            PlacementError::InvalidTopic(n) => ClientError::InvalidTopic(n),
-                            PlacementError::InvalidPartitions(p) => {
-                                ClientError::InvalidPartitions(p)
-                            }
-                            PlacementError::InvalidReplicationFactor { asked, brokers } => {
-                                ClientError::InvalidReplicationFactor { asked, brokers }
-                            }
-                            PlacementError::InvalidAssignment(m) => {
-                                ClientError::InvalidReplicaAssignment(m)
-                            }
-                        };
-                        self.replies.push_back((id, Response::CreateTopic(Err(e))));
-                        return;
-                    }
-                };
-                if *validate_only {
-                    self.replies.push_back((id, Response::CreateTopic(Ok(()))));
-                    return;
-                }
-                let record = MetadataRecord {
-                    kind: Some(RecordKind::CreateTopic(CreateTopic {
-                        name: name.clone(),
-                        topic_id: topic_id(name, self.image.records_applied).to_vec(),
-                        partitions: assignments,
-                        configs: configs.clone(),
-                    })),
-                };
-                (record, AdminPending::Create(name.clone()))
-            }
-            Request::DeleteTopic { name } => {
-                if is_internal_topic(name) {
-                    let e = ClientError::InvalidTopic(name.clone());
-                    self.replies.push_back((id, Response::DeleteTopic(Err(e))));
-                    return;
-                }
-                if !self.image.topics.contains_key(name) || in_flight(name, &self.admin_pending) {
-                    let e = ClientError::UnknownTopic(name.clone());
-                    self.replies.push_back((id, Response::DeleteTopic(Err(e))));
-                    return;
-                }
-                let record = MetadataRecord {
-                    kind: Some(RecordKind::DeleteTopic(DeleteTopic { name: name.clone() })),
-                };
-                (record, AdminPending::Delete(name.clone()))
-            }
-            _ => unreachable!("handle_admin gets admin requests only"),
-        };
-        self.admin_pending.insert(id, pending);
-        let batch = record.to_batch(now_ms);
-        let mut replies = Replies::new();
-        let meta = self.replicas.get_mut(&meta_tp).expect("checked above");
-        meta.produce(now_ms, id, Acks::All, batch, &mut self.rng, &mut replies);
-        self.active.insert(meta_tp);
-        self.push_replies(replies);
     }
 
     /// This broker's heartbeat: its registration, the leaderships it holds, and the topics
@@ -926,262 +975,10 @@ impl Node {
         let hb = self.build_heartbeat();
         self.stats.heartbeats_sent += 1;
         if controller == self.id {
-            self.handle_heartbeat(self.id, hb);
+            self.deliver_heartbeat(self.id, hb);
         } else {
             self.heartbeat_out = Some((controller, hb));
         }
-    }
-
-    /// Whether this node is the controller; resets the controller's soft state when it starts
-    /// a new term (every broker then gets a full session timeout to report in).
-    fn controller_active(&mut self) -> bool {
-        let Some(meta) = self.replicas.get(&metadata_tp()) else {
-            return false;
-        };
-        if !meta.is_leader() {
-            if self.controller.term != 0 {
-                self.controller = ControllerState::default();
-            }
-            return false;
-        }
-        let term = meta.term();
-        if self.controller.term != term {
-            let now = self.now_ms;
-            let mut last_seen = BTreeMap::new();
-            for b in self.image.brokers.keys().chain(self.config.brokers.iter()) {
-                last_seen.insert(*b, now);
-            }
-            self.controller = ControllerState {
-                term,
-                last_seen,
-                ..ControllerState::default()
-            };
-        }
-        true
-    }
-
-    /// The controller's side of a heartbeat: liveness, (re-)registration, leaderships and
-    /// auto-creation, each turned into a metadata record only when the image differs.
-    fn handle_heartbeat(&mut self, from: NodeId, hb: BrokerHeartbeat) {
-        if !self.controller_active() {
-            self.stats.heartbeats_misrouted += 1;
-            return;
-        }
-        let now = self.now_ms;
-        let window = self.config.session_timeout_ms;
-        self.controller.last_seen.insert(from, now);
-        if let Some(reg) = hb.registration.filter(|r| r.id == from) {
-            let current = self.image.brokers.get(&from).is_some_and(|b| {
-                !b.fenced
-                    && b.host == reg.host
-                    && b.port as u32 == reg.port
-                    && b.rack == reg.rack
-                    && b.incarnation == reg.incarnation
-            });
-            let proposed = self
-                .controller
-                .registering
-                .get(&from)
-                .is_some_and(|(r, at)| *r == reg && recent(*at, now, window));
-            if !current && !proposed {
-                self.controller.registering.insert(from, (reg.clone(), now));
-                self.controller.fencing.remove(&from);
-                self.propose_internal(RecordKind::RegisterBroker(reg));
-            }
-        }
-        let mut changes = Vec::new();
-        for pl in hb.leaders {
-            if pl.leader != from {
-                continue;
-            }
-            let tp = TopicPartition::new(pl.topic.clone(), pl.partition);
-            let known = self
-                .image
-                .topics
-                .get(&pl.topic)
-                .is_some_and(|t| t.partitions.contains_key(&pl.partition));
-            if !known {
-                continue;
-            }
-            let reported = LeaderMeta {
-                leader: Some(from),
-                epoch: pl.epoch,
-                isr: pl.isr.clone(),
-            };
-            let recorded = self.image.leaders.get(&tp);
-            if recorded == Some(&reported) || recorded.is_some_and(|r| r.epoch > pl.epoch) {
-                continue;
-            }
-            let proposed = self
-                .controller
-                .leaders
-                .get(&tp)
-                .is_some_and(|(m, at)| *m == reported && recent(*at, now, window));
-            if proposed {
-                continue;
-            }
-            self.controller.leaders.insert(tp, (reported, now));
-            changes.push(pl);
-        }
-        for chunk in changes.chunks(LEADERS_PER_RECORD) {
-            self.propose_internal(RecordKind::LeaderChanges(LeaderChanges {
-                leaders: chunk.to_vec(),
-            }));
-        }
-        for t in hb.create_topics {
-            self.controller_auto_create(t);
-        }
-    }
-
-    /// Fences every broker not heard from within the session timeout.
-    fn controller_tick(&mut self) {
-        if !self.controller_active() {
-            return;
-        }
-        let now = self.now_ms;
-        let window = self.config.session_timeout_ms;
-        let mut fence = Vec::new();
-        for b in self.image.brokers.values() {
-            if b.fenced || b.id == self.id {
-                continue;
-            }
-            let seen = *self.controller.last_seen.entry(b.id).or_insert(now);
-            let pending = self
-                .controller
-                .fencing
-                .get(&b.id)
-                .is_some_and(|at| recent(*at, now, window));
-            if now - seen > window && !pending {
-                fence.push(b.id);
-            }
-        }
-        for id in fence {
-            slog::info!(self.logger, "fencing broker"; "broker" => id);
-            self.controller.fencing.insert(id, now);
-            self.controller.registering.remove(&id);
-            // Its leaderships are cleared by the record; let fresh reports rewrite them.
-            self.controller
-                .leaders
-                .retain(|_, (m, _)| m.leader != Some(id));
-            self.propose_internal(RecordKind::FenceBroker(FenceBroker { id }));
-        }
-    }
-
-    /// A client used a missing topic and auto-creation is on: create it here if this node is
-    /// the controller, else ask the controller with an immediate heartbeat.
-    fn request_auto_create(&mut self, t: AutoCreateTopic) -> Result<(), ClientError> {
-        if !crate::types::valid_topic_name(&t.name) || is_internal_topic(&t.name) {
-            return Err(ClientError::InvalidTopic(t.name));
-        }
-        if self.image.topics.contains_key(&t.name) {
-            return Ok(());
-        }
-        if self.controller_active() {
-            self.controller_auto_create(t);
-            return Ok(());
-        }
-        if !self.auto_create.iter().any(|a| a.name == t.name) {
-            self.auto_create.push(t);
-        }
-        if self.controller().is_none() {
-            return Err(ClientError::NotController { controller: None });
-        }
-        self.send_heartbeat();
-        Ok(())
-    }
-
-    fn controller_auto_create(&mut self, t: AutoCreateTopic) {
-        let now = self.now_ms;
-        let pending = self
-            .controller
-            .creating
-            .get(&t.name)
-            .is_some_and(|at| recent(*at, now, self.config.session_timeout_ms));
-        if self.image.topics.contains_key(&t.name) || pending {
-            return;
-        }
-        let placed = place_replicas(
-            &self.image,
-            &self.image.placeable_brokers(&self.config.brokers),
-            &t.name,
-            t.partitions as i64,
-            t.replication_factor as i64,
-        );
-        match placed {
-            Ok(partitions) => {
-                slog::info!(self.logger, "auto-creating topic"; "topic" => &t.name,
-                    "partitions" => t.partitions, "replication_factor" => t.replication_factor);
-                self.controller.creating.insert(t.name.clone(), now);
-                self.propose_internal(RecordKind::CreateTopic(CreateTopic {
-                    topic_id: topic_id(&t.name, self.image.records_applied).to_vec(),
-                    name: t.name,
-                    partitions,
-                    configs: BTreeMap::new(),
-                }));
-            }
-            Err(e) => {
-                slog::warn!(self.logger, "cannot auto-create topic"; "topic" => &t.name, "error" => %e)
-            }
-        }
-    }
-
-    /// Proposes one of the controller's own records; its reply is swallowed (a failure clears
-    /// the caches so the next heartbeat retries).
-    fn propose_internal(&mut self, kind: RecordKind) {
-        self.next_internal += 1;
-        let id = INTERNAL_REQUEST | self.next_internal;
-        self.admin_pending.insert(id, AdminPending::Internal);
-        let batch = MetadataRecord { kind: Some(kind) }.to_batch(self.now_ms);
-        let mut replies = Replies::new();
-        let Some(meta) = self.replicas.get_mut(&metadata_tp()) else {
-            return;
-        };
-        meta.produce(
-            self.now_ms,
-            id,
-            Acks::All,
-            batch,
-            &mut self.rng,
-            &mut replies,
-        );
-        self.active.insert(metadata_tp());
-        self.push_replies(replies);
-    }
-
-    /// Queues replies, turning the produce replies of admin proposals into admin replies.
-    fn push_replies(&mut self, replies: Replies) {
-        for (id, resp) in replies {
-            let resp = match (self.admin_pending.remove(&id), resp) {
-                (Some(AdminPending::Create(_)), Response::Produce(r)) => {
-                    Response::CreateTopic(r.map(|_| ()))
-                }
-                (Some(AdminPending::Delete(_)), Response::Produce(r)) => {
-                    Response::DeleteTopic(r.map(|_| ()))
-                }
-                (Some(AdminPending::Internal), r) => {
-                    if !matches!(r, Response::Produce(Ok(_))) {
-                        // Lost or failed: let the next heartbeats propose it again.
-                        slog::debug!(self.logger, "controller proposal failed"; "reply" => ?r);
-                        self.controller.forget_proposals();
-                    }
-                    continue;
-                }
-                (Some(p), other) => panic!("admin request {p:?} got {other:?}"),
-                (None, other) => other,
-            };
-            self.replies.push_back((id, resp));
-        }
-    }
-
-    /// Applies what the metadata replica committed since the last call.
-    fn drain_metadata(&mut self) -> Result<(), NodeError> {
-        let Some(meta) = self.replicas.get_mut(&metadata_tp()) else {
-            return Ok(());
-        };
-        for b in meta.take_applied() {
-            self.apply_metadata_batch(&b, true)?;
-        }
-        Ok(())
     }
 
     fn flush(
@@ -1257,26 +1054,6 @@ pub fn log_config_for(base: &LogConfig, configs: &BTreeMap<String, String>) -> L
         }
     }
     c
-}
-
-/// The topic configs a CreateTopic may set, with their checks.
-fn check_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), ClientError> {
-    for (k, v) in configs {
-        let ok = match k.as_str() {
-            "retention.ms" | "retention.bytes" => v.parse::<i64>().is_ok_and(|x| x >= -1),
-            "segment.bytes" => v.parse::<u64>().is_ok_and(|x| x >= 1024),
-            "segment.ms" => v.parse::<i64>().is_ok_and(|x| x >= 1),
-            "cleanup.policy" => v == "delete",
-            _ => false,
-        };
-        if !ok {
-            return Err(ClientError::InvalidConfig {
-                key: k.clone(),
-                value: v.clone(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Whether a directory name is `<topic>-<partition>` (so cleanup never touches anything else).

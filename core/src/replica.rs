@@ -27,6 +27,10 @@ use slog::{info, o, warn, Logger};
 
 use crate::api::{Acks, ClientError, FetchReply, OffsetSpec, RequestId, Response};
 use crate::batch;
+use crate::machine::{
+    AppendedEntry, Command, CommittedEntry, Ctx, Effect, Effects, PartitionMachine,
+};
+use crate::mutation::{self, Mutation};
 use crate::storage::{with_retries, OpenReport, PartitionStorage, StorageError};
 use crate::types::{Millis, NodeId, Offset, RaftIndex, Term, TopicPartition};
 
@@ -47,6 +51,9 @@ pub struct ReplicaConfig {
     /// leader's commit index at some tick within this long (Kafka's `replica.lag.time.max.ms`),
     /// so the ISR published in the metadata log does not flap with every batch in flight.
     pub isr_lag_ms: Millis,
+    /// A partition with a state machine snapshots it (and compacts its log) once this many
+    /// entries were applied since the last snapshot.
+    pub snapshot_entries: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -60,14 +67,24 @@ impl Default for ReplicaConfig {
             max_batch_bytes: 1 << 20,
             produce_timeout_ms: 30_000,
             isr_lag_ms: 10_000,
+            snapshot_entries: 10_000,
         }
     }
+}
+
+/// Who waits for a proposal's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A client's produce: answered with a reply.
+    Client(RequestId),
+    /// The state machine's own proposal: reported through `on_proposal`.
+    Machine(u64),
 }
 
 /// A produce waiting for its entry to be made durable (acks=1) or committed (acks=all).
 #[derive(Debug, Clone)]
 struct PendingProduce {
-    request: RequestId,
+    origin: Origin,
     term: Term,
     acks: Acks,
     deadline_ms: Millis,
@@ -103,28 +120,41 @@ pub struct Replica {
     repair_target: Option<RaftIndex>,
     /// Produces pending when leadership was lost; answered `Indeterminate` at the next drain.
     lost_pending: Vec<PendingProduce>,
-    /// When set (the metadata partition), the data of every applied entry, in log order, for
-    /// the node to apply to its metadata image.
-    tap: Option<Vec<Bytes>>,
+    /// The partition's state machine, if it has one (module docs of [`crate::machine`]).
+    machine: Option<Box<dyn PartitionMachine>>,
+    /// Effects the machine emitted and the replica has not processed yet.
+    fx: Effects,
+    /// Machine effects for the node (replies, node events, messages), in order.
+    output: Vec<Effect>,
+    /// The raft index the machine's last snapshot covers.
+    snapshot_index: RaftIndex,
     /// On the leader: when each voter was last seen caught up (at a tick). Cleared on any role
     /// change, so a new leader reports a follower in sync only once it has seen it so.
     caught_up_at: BTreeMap<NodeId, Millis>,
-    /// The time of the last tick.
+    /// The monotonic time of the last tick.
     now_ms: Millis,
+    /// The wall-clock time of the last tick (record timestamps only).
+    wall_ms: Millis,
     logger: Logger,
 }
 
 impl Replica {
-    /// Opens the replica's storage and builds its raft node.
+    /// Builds the raft node over opened storage (what recovery found is in
+    /// [`PartitionStorage::open_report`]) and rebuilds the machine, if any.
     pub fn open(
         id: NodeId,
         tp: TopicPartition,
         storage: PartitionStorage,
-        report: &OpenReport,
         config: ReplicaConfig,
+        machine: Option<Box<dyn PartitionMachine>>,
         rng: &mut ChaCha8Rng,
         logger: &Logger,
     ) -> Result<Replica, StorageError> {
+        let mut storage = storage;
+        let report = storage.open_report().clone();
+        if machine.is_some() {
+            storage.set_has_machine();
+        }
         let logger = logger.new(o!("tp" => tp.to_string()));
         if report.truncated_from_index.is_some() || report.corruption {
             warn!(logger, "recovery truncated the log";
@@ -163,14 +193,72 @@ impl Replica {
             pending: BTreeMap::new(),
             repair_target: None,
             lost_pending: Vec::new(),
-            tap: None,
+            machine,
+            fx: Effects::default(),
+            output: Vec::new(),
+            snapshot_index: 0,
             caught_up_at: BTreeMap::new(),
             now_ms: 0,
+            wall_ms: 0,
             logger,
         };
         replica.redraw_election_timeout(rng);
         replica.last_seen = replica.role_key();
+        replica.rebuild_machine(&report)?;
         Ok(replica)
+    }
+
+    /// Rebuilds the machine at open: its newest verified snapshot, then the committed log after
+    /// it (raft will not hand those entries out again: it starts with `applied` = commit).
+    /// Effects of the replay are dropped: they happened before the restart.
+    fn rebuild_machine(&mut self, report: &OpenReport) -> Result<(), StorageError> {
+        let Some(machine) = self.machine.as_mut() else {
+            return Ok(());
+        };
+        if report.corrupt_snapshots > 0 {
+            warn!(self.logger, "snapshot files failed their checksum; not applied";
+                "count" => report.corrupt_snapshots);
+        }
+        let mut ctx = Self::ctx_of(self.id, &self.raw, self.now_ms, self.wall_ms);
+        ctx.replaying = true;
+        let mut fx = Effects::default();
+        let store = self.raw.store();
+        if let Some(snap) = store.machine_snapshot() {
+            ctx.applied = snap.index;
+            machine
+                .restore(&snap.data, &ctx, &mut fx)
+                .map_err(|e| StorageError::BadState {
+                    path: self.tp.dir(),
+                    reason: format!("snapshot {} does not restore: {e}", snap.index),
+                })?;
+            self.snapshot_index = snap.index;
+        }
+        let log = store.log();
+        let commit = store.state().commit.min(log.last_index());
+        let mut next = (self.snapshot_index + 1).max(log.first_index());
+        assert!(
+            next <= self.snapshot_index + 1,
+            "log starts after the machine snapshot: entries {}..{} lost",
+            self.snapshot_index + 1,
+            next
+        );
+        while next <= commit {
+            let entries = with_retries(|| log.entries(next, commit + 1, Some(1 << 20)))?;
+            for e in &entries {
+                ctx.applied = e.index;
+                if e.kind == crate::log::EntryKind::Normal && !e.data.is_empty() {
+                    let entry = CommittedEntry {
+                        index: e.index,
+                        term: e.term,
+                        data: &e.data,
+                    };
+                    machine.apply(&entry, &ctx, &mut fx);
+                }
+            }
+            next = entries.last().map_or(commit + 1, |e| e.index + 1);
+        }
+        machine.check_invariants();
+        Ok(())
     }
 
     pub fn tp(&self) -> &TopicPartition {
@@ -195,14 +283,36 @@ impl Replica {
         self.raw.store().is_repairing()
     }
 
-    /// Starts collecting the data of applied entries (see [`Replica::take_applied`]).
-    pub fn enable_tap(&mut self) {
-        self.tap.get_or_insert_with(Vec::new);
+    /// The partition's state machine, if it has one.
+    pub fn machine(&self) -> Option<&dyn PartitionMachine> {
+        self.machine.as_deref()
     }
 
-    /// The data of the entries applied since the last call, in log order.
-    pub fn take_applied(&mut self) -> Vec<Bytes> {
-        self.tap.as_mut().map(std::mem::take).unwrap_or_default()
+    /// The machine's effects for the node since the last call (replies, node events, messages
+    /// to other machines), in order.
+    pub fn take_output(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Feeds a command to the machine (the node routes admin requests, heartbeats and machine
+    /// messages here). Without a machine the command is refused.
+    pub fn handle_command(
+        &mut self,
+        command: Command,
+        rng: &mut ChaCha8Rng,
+        replies: &mut Replies,
+    ) {
+        let ctx = self.ctx();
+        match self.machine.as_mut() {
+            Some(m) => m.handle(command, &ctx, &mut self.fx),
+            None => {
+                if let Command::Client { id, request } = command {
+                    let e = ClientError::UnknownPartition(self.tp.clone());
+                    replies.push((id, Response::error_for(&request, e)));
+                }
+            }
+        }
+        self.run_effects(rng, replies);
     }
 
     pub fn has_ready(&self) -> bool {
@@ -351,6 +461,20 @@ impl Replica {
             }
         }
         let mut msg = msg;
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            if let Err(e) = crate::storage::decode_snapshot_data(&msg.get_snapshot().data) {
+                // Never applied: dropped, it is a lost message and the leader sends it again.
+                warn!(self.logger, "snapshot from the leader refused"; "error" => %e);
+                return;
+            }
+        }
+        if mutation::active(Mutation::SkipTermCheck)
+            && msg.get_msg_type() == MessageType::MsgAppend
+            && msg.term < self.raw.raft.term
+        {
+            // Planted bug: take a stale leader's appends as if they came from the current term.
+            msg.term = self.raw.raft.term;
+        }
         if msg.get_msg_type() == MessageType::MsgHeartbeat
             && msg.commit > self.raw.raft.raft_log.last_index()
         {
@@ -365,8 +489,18 @@ impl Replica {
         self.after_raft_call(rng);
     }
 
-    pub fn tick(&mut self, now_ms: Millis, rng: &mut ChaCha8Rng, replies: &mut Replies) {
+    /// One node tick: `now_ms` is monotonic (every timer), `wall_ms` the wall clock (record
+    /// timestamps only). Takes the machine's snapshot when one is due.
+    pub fn tick(
+        &mut self,
+        now_ms: Millis,
+        wall_ms: Millis,
+        rng: &mut ChaCha8Rng,
+        replies: &mut Replies,
+    ) -> Result<(), StorageError> {
+        assert!(now_ms >= self.now_ms, "monotonic time went backwards");
         self.now_ms = now_ms;
+        self.wall_ms = wall_ms;
         self.raw.tick();
         self.after_raft_call(rng);
         self.expire_pending(now_ms, replies);
@@ -375,9 +509,100 @@ impl Replica {
                 self.caught_up_at.insert(id, now_ms);
             }
         }
+        let ctx = self.ctx();
+        if let Some(m) = self.machine.as_mut() {
+            m.tick(&ctx, &mut self.fx);
+        }
+        self.run_effects(rng, replies);
+        self.maybe_snapshot()
     }
 
-    /// Proposes a produce. Replies go to `replies` now (errors, acks=0) or later.
+    /// Snapshots the machine at the applied index once `snapshot_entries` were applied since
+    /// the last one, then compacts the log (module docs of [`crate::snapshot`]).
+    fn maybe_snapshot(&mut self) -> Result<(), StorageError> {
+        let Some(m) = self.machine.as_ref() else {
+            return Ok(());
+        };
+        let applied = self.raw.raft.raft_log.applied;
+        let store = self.raw.store();
+        let durable = applied <= store.durable_commit() && !store.is_dirty();
+        if applied < self.snapshot_index + self.config.snapshot_entries || !durable {
+            return Ok(());
+        }
+        let term = store.log().term(applied)?;
+        let data = m.snapshot();
+        self.raw
+            .mut_store()
+            .save_machine_snapshot(applied, term, data)?;
+        self.snapshot_index = applied;
+        info!(self.logger, "snapshot taken"; "index" => applied,
+            "log_first_index" => self.raw.store().log().first_index());
+        Ok(())
+    }
+
+    /// The replica as its machine sees it now.
+    fn ctx(&self) -> Ctx {
+        Self::ctx_of(self.id, &self.raw, self.now_ms, self.wall_ms)
+    }
+
+    fn ctx_of(id: NodeId, raw: &RawNode<PartitionStorage>, now_ms: Millis, wall_ms: Millis) -> Ctx {
+        let leader = raw.raft.leader_id;
+        Ctx {
+            node: id,
+            now_ms,
+            wall_ms,
+            is_leader: raw.raft.state == StateRole::Leader,
+            term: raw.raft.term,
+            leader: (leader != raft::INVALID_ID).then_some(leader),
+            applied: raw.raft.raft_log.applied,
+            replaying: false,
+        }
+    }
+
+    /// Processes what the machine emitted: proposals go to raft now (their failures come back
+    /// to the machine, which may emit more), everything else waits in `output` for the node.
+    fn run_effects(&mut self, rng: &mut ChaCha8Rng, replies: &mut Replies) {
+        // Each round resolves the previous round's proposals; a machine that answered every
+        // failure with a new proposal would loop, so the rounds are bounded.
+        for _ in 0..EFFECT_ROUNDS_MAX {
+            if self.fx.is_empty() {
+                return;
+            }
+            for effect in self.fx.take() {
+                match effect {
+                    Effect::Propose { tag, batch } => {
+                        let origin = Origin::Machine(tag);
+                        self.propose(self.now_ms, origin, Acks::All, batch, rng, replies);
+                    }
+                    other => self.output.push(other),
+                }
+            }
+        }
+        panic!(
+            "state machine of {} keeps proposing after failures",
+            self.tp
+        );
+    }
+
+    /// Hands a proposal's outcome to whoever waits for it.
+    fn resolve(
+        &mut self,
+        origin: Origin,
+        result: Result<Offset, ClientError>,
+        replies: &mut Replies,
+    ) {
+        match origin {
+            Origin::Client(id) => replies.push((id, Response::Produce(result))),
+            Origin::Machine(tag) => {
+                let ctx = self.ctx();
+                if let Some(m) = self.machine.as_mut() {
+                    m.on_proposal(tag, result, &ctx, &mut self.fx);
+                }
+            }
+        }
+    }
+
+    /// Proposes a client's produce. Replies go to `replies` now (errors, acks=0) or later.
     pub fn produce(
         &mut self,
         now_ms: Millis,
@@ -387,36 +612,46 @@ impl Replica {
         rng: &mut ChaCha8Rng,
         replies: &mut Replies,
     ) {
-        let reply = |replies: &mut Replies, r: Result<Offset, ClientError>| {
+        let origin = Origin::Client(request);
+        self.propose(now_ms, origin, acks, batch, rng, replies);
+        self.run_effects(rng, replies);
+    }
+
+    fn propose(
+        &mut self,
+        now_ms: Millis,
+        origin: Origin,
+        acks: Acks,
+        batch: Bytes,
+        rng: &mut ChaCha8Rng,
+        replies: &mut Replies,
+    ) {
+        let reply = |me: &mut Self, replies: &mut Replies, r: Result<Offset, ClientError>| {
             if acks != Acks::None {
-                replies.push((request, Response::Produce(r)));
+                me.resolve(origin, r, replies);
             }
         };
         if !self.is_leader() || self.raw.store().is_repairing() {
-            return reply(
-                replies,
-                Err(ClientError::NotLeader {
-                    leader: self.leader().filter(|l| *l != self.id),
-                }),
-            );
+            let e = ClientError::NotLeader {
+                leader: self.leader().filter(|l| *l != self.id),
+            };
+            return reply(self, replies, Err(e));
         }
         if batch.len() as u64 > self.config.max_batch_bytes {
-            return reply(
-                replies,
-                Err(ClientError::MessageTooLarge {
-                    size: batch.len() as u64,
-                    max: self.config.max_batch_bytes,
-                }),
-            );
+            let e = ClientError::MessageTooLarge {
+                size: batch.len() as u64,
+                max: self.config.max_batch_bytes,
+            };
+            return reply(self, replies, Err(e));
         }
         if let Err(e) = batch::validate(&batch) {
-            return reply(replies, Err(ClientError::CorruptBatch(e)));
+            return reply(self, replies, Err(ClientError::CorruptBatch(e)));
         }
         let last_before = self.raw.raft.raft_log.last_index();
         let proposed = self.raw.propose(vec![], batch.to_vec());
         self.after_raft_call(rng);
         if proposed.is_err() {
-            return reply(replies, Err(ClientError::NotLeader { leader: None }));
+            return reply(self, replies, Err(ClientError::NotLeader { leader: None }));
         }
         let index = self.raw.raft.raft_log.last_index();
         assert_eq!(
@@ -430,7 +665,7 @@ impl Replica {
         let prev = self.pending.insert(
             index,
             PendingProduce {
-                request,
+                origin,
                 term: self.raw.raft.term,
                 acks,
                 deadline_ms: now_ms + self.config.produce_timeout_ms,
@@ -450,6 +685,11 @@ impl Replica {
         if offset < start || offset > end {
             return Err(ClientError::OffsetOutOfRange { offset, start, end });
         }
+        let hw = if mutation::active(Mutation::ServePastHw) {
+            end // Planted bug: serve what is not committed yet.
+        } else {
+            hw
+        };
         let batches = if offset >= hw {
             Vec::new()
         } else {
@@ -504,10 +744,9 @@ impl Replica {
         }
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
-            info!(self.logger, "installing snapshot"; "index" => snap.get_metadata().index);
-            self.raw.mut_store().apply_snapshot(&snap)?;
+            self.install_snapshot(&snap)?;
         }
-        self.raw.mut_store().append(rd.entries())?;
+        self.append_entries(rd.entries())?;
         if let Some(hs) = rd.hs() {
             let hs = hs.clone();
             self.raw.mut_store().set_hard_state(&hs);
@@ -515,21 +754,78 @@ impl Replica {
         Ok(Some(rd))
     }
 
-    /// Phase 3 of a step: the node has synced; finish the `Ready` (module docs).
+    /// Installs a leader's snapshot: the log restarts after it and the machine takes its state.
+    /// The payload was verified when the message arrived ([`Replica::handle_raft_message`]).
+    fn install_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), StorageError> {
+        let index = snap.get_metadata().index;
+        info!(self.logger, "installing snapshot"; "index" => index);
+        if let Some(m) = self.machine.as_mut() {
+            m.on_truncate(self.raw.store().log().first_index());
+        }
+        let state = self.raw.mut_store().apply_snapshot(snap)?;
+        let mut ctx = self.ctx();
+        ctx.applied = index;
+        if let (Some(m), Some(state)) = (self.machine.as_mut(), state) {
+            // Checked on arrival; a snapshot that decodes but does not restore is a bug on the
+            // leader, and applying half of it is worse than stopping.
+            m.restore(&state, &ctx, &mut self.fx)
+                .unwrap_or_else(|e| panic!("verified snapshot {index} does not restore: {e}"));
+            m.check_invariants();
+            self.snapshot_index = index;
+        }
+        Ok(())
+    }
+
+    /// Writes a `Ready`'s entries; tells the machine what was appended, and first what a
+    /// conflicting suffix dropped.
+    fn append_entries(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let last_before = self.raw.store().log().last_index();
+        if mutation::active(Mutation::LoseTruncation) && first.index <= last_before {
+            // Planted bug: keep the conflicting suffix and write only what lies past it.
+            let keep: Vec<Entry> = entries
+                .iter()
+                .filter(|e| e.index > last_before)
+                .cloned()
+                .collect();
+            return self.raw.mut_store().append(&keep);
+        }
+        self.raw.mut_store().append(entries)?;
+        if let Some(m) = self.machine.as_mut() {
+            if first.index <= last_before {
+                m.on_truncate(first.index);
+            }
+            let appended: Vec<AppendedEntry<'_>> = entries
+                .iter()
+                .map(|e| AppendedEntry {
+                    index: e.index,
+                    term: e.term,
+                    data: &e.data,
+                })
+                .collect();
+            m.on_append(&appended);
+        }
+        Ok(())
+    }
+
+    /// Phase 3 of a step: the node has synced; finish the `Ready` (module docs). Fails only
+    /// when persisting a configuration change fails (fail-stop, as any storage error).
     pub fn ready_finish(
         &mut self,
         mut rd: Ready,
         send: &mut impl FnMut(RaftMessage),
         rng: &mut ChaCha8Rng,
         replies: &mut Replies,
-    ) {
+    ) -> Result<(), StorageError> {
         assert!(!self.raw.store().is_dirty(), "ready finished before sync");
         for m in rd.take_persisted_messages() {
             send(m);
         }
         self.ack_leader_persisted(rd.entries(), replies);
         let committed = rd.take_committed_entries();
-        self.apply(&committed, replies);
+        self.apply(&committed, replies)?;
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit);
@@ -538,11 +834,36 @@ impl Replica {
             send(m);
         }
         let committed = light.take_committed_entries();
-        self.apply(&committed, replies);
+        self.apply(&committed, replies)?;
         self.raw.advance_apply();
         self.after_raft_call(rng);
         self.drain_lost(replies);
         self.check_repair_done();
+        self.run_effects(rng, replies);
+        Ok(())
+    }
+
+    /// Proposes a raft configuration change (joint consensus with `ConfChangeV2`). It takes
+    /// effect on every replica when it commits ([`Replica::apply`]). Only the leader proposes.
+    pub fn propose_conf_change(
+        &mut self,
+        cc: raft::eraftpb::ConfChangeV2,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(), ClientError> {
+        if !self.is_leader() {
+            return Err(ClientError::NotLeader {
+                leader: self.leader().filter(|l| *l != self.id),
+            });
+        }
+        let res = self.raw.propose_conf_change(vec![], cc);
+        self.after_raft_call(rng);
+        res.map_err(|e| ClientError::InvalidRequest(format!("conf change refused: {e}")))
+    }
+
+    /// The current raft configuration: voters, learners, and the outgoing voters while a joint
+    /// configuration is in force.
+    pub fn conf_state(&self) -> raft::eraftpb::ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
     }
 
     /// Deletes whole segments past retention, never anything not yet committed and applied.
@@ -563,13 +884,13 @@ impl Replica {
     /// Answers every pending produce: the replica is going away (crash, shutdown, deletion).
     pub fn abandon_pending(&mut self, replies: &mut Replies) {
         for (_, p) in std::mem::take(&mut self.pending) {
-            replies.push((
-                p.request,
-                Response::Produce(Err(ClientError::Indeterminate {
-                    reason: "replica closed",
-                })),
-            ));
+            let e = ClientError::Indeterminate {
+                reason: "replica closed",
+            };
+            self.resolve(p.origin, Err(e), replies);
         }
+        // The machine's reactions are dropped with the replica.
+        self.fx.take();
     }
 
     // ---- private helpers ----
@@ -597,7 +918,7 @@ impl Replica {
     }
 
     /// Called after every raft-rs call: reseeds the election timeout on a role/term/leader
-    /// change and fails pending produces when leadership is lost.
+    /// change, tells the machine, and fails pending produces when leadership is lost.
     fn after_raft_call(&mut self, rng: &mut ChaCha8Rng) {
         let key = self.role_key();
         if key == self.last_seen {
@@ -608,6 +929,10 @@ impl Replica {
         self.role_changes += 1;
         self.caught_up_at.clear();
         self.redraw_election_timeout(rng);
+        let ctx = self.ctx();
+        if let Some(m) = self.machine.as_mut() {
+            m.on_role(&ctx, &mut self.fx);
+        }
         if was_leader && key.1 != StateRole::Leader && !self.pending.is_empty() {
             info!(self.logger, "lost leadership"; "term" => key.0, "pending" => self.pending.len());
             // The entries may still commit under the next leader: the outcome is unknown.
@@ -616,29 +941,33 @@ impl Replica {
     }
 
     fn ack_leader_persisted(&mut self, entries: &[Entry], replies: &mut Replies) {
-        let log = self.raw.store().log();
         for e in entries {
             let Some(p) = self.pending.get(&e.index) else {
                 continue;
             };
-            if p.acks != Acks::Leader || p.term != e.term {
+            let early = mutation::active(Mutation::ApplyBeforeCommit) && p.acks == Acks::All;
+            if (p.acks != Acks::Leader && !early) || p.term != e.term {
                 continue;
             }
-            let base = log
+            let base = self
+                .raw
+                .store()
+                .log()
                 .end_offset_at(e.index - 1)
                 .expect("the entry just appended has a predecessor in the log");
-            replies.push((p.request, Response::Produce(Ok(base))));
-            self.pending.remove(&e.index);
+            let p = self.pending.remove(&e.index).expect("looked up above");
+            self.resolve(p.origin, Ok(base), replies);
         }
     }
 
-    fn apply(&mut self, committed: &[Entry], replies: &mut Replies) {
+    /// Applies committed entries: configuration changes to raft, data to the machine, and
+    /// answers the proposals they complete. The machine sees an entry before its proposer
+    /// hears the outcome, so a reply always reflects the applied state.
+    fn apply(&mut self, committed: &[Entry], replies: &mut Replies) -> Result<(), StorageError> {
         for e in committed {
-            if let Some(tap) = self.tap.as_mut() {
-                if e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal && !e.data.is_empty()
-                {
-                    tap.push(e.data.clone());
-                }
+            match e.get_entry_type() {
+                raft::eraftpb::EntryType::EntryNormal => self.apply_normal(e),
+                _ => self.apply_conf_change(e)?,
             }
             let Some(p) = self.pending.remove(&e.index) else {
                 continue;
@@ -657,18 +986,70 @@ impl Replica {
                     leader: self.leader(),
                 })
             };
-            replies.push((p.request, Response::Produce(result)));
+            self.resolve(p.origin, result, replies);
+        }
+        Ok(())
+    }
+
+    fn apply_normal(&mut self, e: &Entry) {
+        if e.data.is_empty() {
+            return;
+        }
+        let mut ctx = self.ctx();
+        ctx.applied = e.index;
+        if let Some(m) = self.machine.as_mut() {
+            let entry = CommittedEntry {
+                index: e.index,
+                term: e.term,
+                data: &e.data,
+            };
+            m.apply(&entry, &ctx, &mut self.fx);
+        }
+    }
+
+    /// A committed `ConfChange`/`ConfChangeV2`: raft adopts it, and the resulting configuration
+    /// is persisted at once (see `PartitionStorage::set_conf_state`). An entry that does not
+    /// decode was checked when proposed; it is skipped, as raft-rs's own examples do.
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), StorageError> {
+        use protobuf::Message as _;
+        let cs = match e.get_entry_type() {
+            raft::eraftpb::EntryType::EntryConfChange => {
+                let Ok(cc) = raft::eraftpb::ConfChange::parse_from_bytes(&e.data) else {
+                    warn!(self.logger, "undecodable conf change"; "index" => e.index);
+                    return Ok(());
+                };
+                self.raw.apply_conf_change(&cc)
+            }
+            _ => {
+                let Ok(cc) = raft::eraftpb::ConfChangeV2::parse_from_bytes(&e.data) else {
+                    warn!(self.logger, "undecodable conf change"; "index" => e.index);
+                    return Ok(());
+                };
+                self.raw.apply_conf_change(&cc)
+            }
+        };
+        match cs {
+            Ok(cs) => {
+                info!(self.logger, "configuration changed"; "index" => e.index,
+                    "voters" => ?cs.voters, "learners" => ?cs.learners,
+                    "outgoing" => ?cs.voters_outgoing);
+                self.raw.mut_store().set_conf_state(&cs)
+            }
+            Err(err) => {
+                // raft rejects a change that is invalid in the current configuration (e.g.
+                // removing the last voter); every replica rejects it alike.
+                warn!(self.logger, "conf change refused"; "index" => e.index, "error" => %err);
+                Ok(())
+            }
         }
     }
 
     fn drain_lost(&mut self, replies: &mut Replies) {
         for p in std::mem::take(&mut self.lost_pending) {
-            replies.push((
-                p.request,
-                Response::Produce(Err(ClientError::Indeterminate {
-                    reason: "leadership lost before commit",
-                })),
-            ));
+            let e = ClientError::Indeterminate {
+                reason: "leadership lost before commit",
+            };
+            self.resolve(p.origin, Err(e), replies);
         }
     }
 
@@ -682,12 +1063,10 @@ impl Replica {
             .collect();
         for i in expired {
             let p = self.pending.remove(&i).expect("key collected above");
-            replies.push((
-                p.request,
-                Response::Produce(Err(ClientError::Indeterminate {
-                    reason: "timed out waiting for commit",
-                })),
-            ));
+            let e = ClientError::Indeterminate {
+                reason: "timed out waiting for commit",
+            };
+            self.resolve(p.origin, Err(e), replies);
         }
     }
 
@@ -702,6 +1081,9 @@ impl Replica {
         }
     }
 }
+
+/// Most rounds of machine effects one input may cause (see `Replica::run_effects`).
+const EFFECT_ROUNDS_MAX: usize = 16;
 
 /// Replies produced while handling an input; the node drains them.
 pub type Replies = Vec<(RequestId, Response)>;

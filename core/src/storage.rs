@@ -22,7 +22,8 @@ use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 use crate::disk::{join_path, Disk, DiskError};
 use crate::log::slot::SlotFile;
 use crate::log::{EntryKind, LogConfig, LogError, NewEntry, PartitionLog, SnapshotMeta};
-use crate::types::{NodeId, RaftIndex};
+use crate::snapshot::{self, SnapshotError, SnapshotFile, SnapshotPayload};
+use crate::types::{NodeId, RaftIndex, Term};
 
 /// File name of the raft state (hard state + conf state) inside a partition directory.
 pub const STATE_FILE: &str = "raft.state";
@@ -59,6 +60,9 @@ pub enum StorageError {
     /// The state file exists but no slot decodes: the partition cannot be trusted.
     #[error("raft state file {path} is unreadable: {reason}")]
     BadState { path: String, reason: String },
+    /// A snapshot from the leader failed its checks; it was not installed.
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// What recovery found when a partition was opened.
@@ -70,6 +74,8 @@ pub struct OpenReport {
     pub corruption: bool,
     /// The persisted commit index was above the recovered log and was clamped.
     pub commit_clamped_from: Option<RaftIndex>,
+    /// State machine snapshot files that failed their checksum (never applied).
+    pub corrupt_snapshots: usize,
 }
 
 /// raft-rs storage for one partition. See the module docs.
@@ -81,6 +87,15 @@ pub struct PartitionStorage {
     /// The commit index as of the last successful `sync` of the state file. The high watermark is
     /// derived from it so that it never goes backwards across a crash.
     durable_commit: RaftIndex,
+    /// The newest state machine snapshot that verified (see [`crate::snapshot`]).
+    machine_snapshot: Option<SnapshotFile>,
+    /// Whether the partition has a state machine: then a raft snapshot must carry its state,
+    /// and a metadata-only one is never offered.
+    has_machine: bool,
+    disk: Rc<dyn Disk>,
+    dir: String,
+    /// What recovery found at open.
+    report: OpenReport,
 }
 
 impl PartitionStorage {
@@ -95,11 +110,13 @@ impl PartitionStorage {
     ) -> Result<(PartitionStorage, OpenReport), StorageError> {
         let state_path = join_path(dir, STATE_FILE);
         let (mut state_file, payload) = SlotFile::open(disk.clone(), &state_path)?;
-        let (log, recovery) = PartitionLog::open(disk, dir, config)?;
+        let (log, recovery) = PartitionLog::open(disk.clone(), dir, config)?;
+        let (machine_snapshot, corrupt_snapshots) = snapshot::load_newest(&*disk, dir)?;
         let mut report = OpenReport {
             truncated_from_index: recovery.truncated_from_index,
             corruption: recovery.corruption,
             commit_clamped_from: None,
+            corrupt_snapshots,
         };
         let mut state_dirty = false;
         let mut state = match payload {
@@ -138,6 +155,20 @@ impl PartitionStorage {
             state.commit = log.last_index();
             state_dirty = true;
         }
+        let mut log = log;
+        if let Some(m) = machine_snapshot.as_ref().filter(|m| m.index > state.commit) {
+            // A snapshot from the leader was saved but the crash came before the log was
+            // replaced by it: finish the install (the log's entries up to it are superseded).
+            log.install_snapshot(SnapshotMeta {
+                index: m.index,
+                term: m.term,
+                next_offset: m.next_offset,
+            })?;
+            state.voters = m.voters.clone();
+            state.learners = m.learners.clone();
+            state.commit = m.index;
+            state_dirty = true;
+        }
         if state.commit < log.snapshot_meta().index {
             state.commit = log.snapshot_meta().index;
             state_dirty = true;
@@ -154,6 +185,11 @@ impl PartitionStorage {
                 state,
                 state_dirty: false,
                 durable_commit,
+                machine_snapshot,
+                has_machine: false,
+                disk,
+                dir: dir.to_string(),
+                report: report.clone(),
             },
             report,
         ))
@@ -161,6 +197,11 @@ impl PartitionStorage {
 
     pub fn log(&self) -> &PartitionLog {
         &self.log
+    }
+
+    /// What recovery found when this storage was opened.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
     }
 
     pub fn log_mut(&mut self) -> &mut PartitionLog {
@@ -218,7 +259,11 @@ impl PartitionStorage {
             );
         }
         self.state.term = hs.term;
-        self.state.vote = hs.vote;
+        self.state.vote = if crate::mutation::active(crate::mutation::Mutation::ForgetHardState) {
+            0 // Planted bug: the vote is never persisted, so a restart may vote twice.
+        } else {
+            hs.vote
+        };
         self.state.commit = hs.commit;
         self.state_dirty = true;
     }
@@ -232,14 +277,76 @@ impl PartitionStorage {
         }
     }
 
-    /// Installs a metadata-only snapshot received from the leader: the log restarts after it.
-    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+    /// Marks the partition as having a state machine (see the field).
+    pub fn set_has_machine(&mut self) {
+        self.has_machine = true;
+    }
+
+    /// The newest verified state machine snapshot.
+    pub fn machine_snapshot(&self) -> Option<&SnapshotFile> {
+        self.machine_snapshot.as_ref()
+    }
+
+    /// Saves the machine's state at `index` (applied, so committed and in the log) durably,
+    /// then compacts the log up to the older kept snapshot (see [`crate::snapshot`]).
+    pub fn save_machine_snapshot(
+        &mut self,
+        index: RaftIndex,
+        term: Term,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        assert!(
+            index <= self.durable_commit,
+            "snapshot above the durable commit"
+        );
+        assert!(
+            index >= self.log.first_index(),
+            "snapshot below the log start"
+        );
+        let snap = SnapshotFile {
+            index,
+            term,
+            next_offset: self.log.end_offset_at(index)?,
+            voters: self.state.voters.clone(),
+            learners: self.state.learners.clone(),
+            data,
+        };
+        let compact_to = snapshot::save(&self.disk, &self.dir, &snap)?;
+        self.machine_snapshot = Some(snap);
+        self.log.compact(compact_to)?;
+        assert!(
+            self.log.first_index() <= index + 1,
+            "compacted past the newest snapshot"
+        );
+        Ok(())
+    }
+
+    /// Installs a snapshot received from the leader: the log restarts after it. Returns the
+    /// machine state it carries, if any. The payload is verified before anything changes.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<Option<Bytes>, StorageError> {
         let meta = snap.get_metadata();
-        let next_offset =
-            decode_snapshot_data(&snap.data).ok_or_else(|| StorageError::BadState {
-                path: "snapshot".into(),
-                reason: "snapshot data is not an 8-byte next offset".into(),
-            })?;
+        let payload = decode_snapshot_data(&snap.data)?;
+        if self.has_machine && !payload.has_state {
+            return Err(
+                SnapshotError::Decode("snapshot without the machine's state".into()).into(),
+            );
+        }
+        let next_offset = payload.next_offset;
+        if payload.has_state {
+            let cs = meta.get_conf_state();
+            let file = SnapshotFile {
+                index: meta.index,
+                term: meta.term,
+                next_offset,
+                voters: cs.voters.clone(),
+                learners: cs.learners.clone(),
+                data: payload.state.clone(),
+            };
+            // Durable before the log start moves: a crash in between keeps the old log and
+            // a newer snapshot, which open reconciles (the log is replayed from the snapshot).
+            snapshot::save(&self.disk, &self.dir, &file)?;
+            self.machine_snapshot = Some(file);
+        }
         self.log.install_snapshot(SnapshotMeta {
             index: meta.index,
             term: meta.term,
@@ -255,7 +362,17 @@ impl PartitionStorage {
             self.state.term = meta.term;
         }
         self.state_dirty = true;
-        Ok(())
+        Ok(payload.has_state.then_some(payload.state))
+    }
+
+    /// Records the configuration a committed conf change produced, and makes it durable at
+    /// once: a replica restarts with `applied` = its commit index and never re-applies it.
+    pub fn set_conf_state(&mut self, cs: &ConfState) -> Result<(), StorageError> {
+        assert!(!cs.voters.is_empty(), "a configuration without voters");
+        self.state.voters = cs.voters.clone();
+        self.state.learners = cs.learners.clone();
+        self.state_dirty = true;
+        self.sync()
     }
 
     /// Whether anything awaits a sync.
@@ -285,14 +402,13 @@ impl PartitionStorage {
     }
 }
 
-/// Encodes the Kafka next offset carried by a metadata-only snapshot.
-pub fn encode_snapshot_data(next_offset: i64) -> Bytes {
-    Bytes::copy_from_slice(&next_offset.to_be_bytes())
-}
-
-fn decode_snapshot_data(data: &[u8]) -> Option<i64> {
-    let arr: [u8; 8] = data.try_into().ok()?;
-    Some(i64::from_be_bytes(arr))
+/// Decodes a raft snapshot's data: a [`SnapshotPayload`], or (from nodes before state machine
+/// snapshots) the 8-byte big-endian next offset of a metadata-only snapshot.
+pub fn decode_snapshot_data(data: &[u8]) -> Result<SnapshotPayload, SnapshotError> {
+    if let Ok(arr) = <[u8; 8]>::try_from(data) {
+        return Ok(SnapshotPayload::new(i64::from_be_bytes(arr), None));
+    }
+    SnapshotPayload::decode_checked(data)
 }
 
 fn entry_kind(t: EntryType) -> EntryKind {
@@ -389,22 +505,45 @@ impl raft::Storage for PartitionStorage {
     /// Retention deletes whole segments; the entries below the log's first index are gone, so
     /// the only snapshot we can offer is metadata: where the log starts and the Kafka offset it
     /// starts at. A follower that installs it resumes from there.
+    ///
+    /// A partition with a state machine offers its newest machine snapshot instead (never a
+    /// metadata-only one: the follower would lack the state the log before it built). Its
+    /// index is at or above the log start, since the log is compacted only below it.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let meta = self.log.snapshot_meta();
-        if meta.index == 0 || meta.index < request_index {
-            return Err(raft::Error::Store(
+        let unavailable = || {
+            Err(raft::Error::Store(
                 RaftStorageError::SnapshotTemporarilyUnavailable,
-            ));
+            ))
+        };
+        let (index, term, payload, cs) = match (&self.machine_snapshot, self.has_machine) {
+            (Some(m), true) => {
+                let cs = ConfState {
+                    voters: m.voters.clone(),
+                    learners: m.learners.clone(),
+                    ..Default::default()
+                };
+                let payload = SnapshotPayload::new(m.next_offset, Some(m.data.clone()));
+                (m.index, m.term, payload, cs)
+            }
+            (None, true) => return unavailable(),
+            (_, false) => {
+                let meta = self.log.snapshot_meta();
+                let payload = SnapshotPayload::new(meta.next_offset, None);
+                (meta.index, meta.term, payload, self.conf_state())
+            }
+        };
+        if index == 0 || index < request_index {
+            return unavailable();
         }
         let mut snap = Snapshot::default();
         let mut sm = SnapshotMetadata {
-            index: meta.index,
-            term: meta.term,
+            index,
+            term,
             ..Default::default()
         };
-        sm.set_conf_state(self.conf_state());
+        sm.set_conf_state(cs);
         snap.set_metadata(sm);
-        snap.data = encode_snapshot_data(meta.next_offset);
+        snap.data = payload.encode();
         Ok(snap)
     }
 }

@@ -53,6 +53,28 @@ impl fmt::Display for TopicPartition {
     }
 }
 
+/// The internal topic that holds the metadata log.
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// The group coordinator's topic (consumer groups and committed offsets).
+pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The transaction coordinator's topic.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// Every internal topic: the one list. Clients cannot create, delete or produce to these
+/// (Kafka's INVALID_TOPIC_EXCEPTION / TOPIC_ALREADY_EXISTS), and Metadata marks them internal.
+pub const INTERNAL_TOPICS: [&str; 3] = [
+    METADATA_TOPIC,
+    CONSUMER_OFFSETS_TOPIC,
+    TRANSACTION_STATE_TOPIC,
+];
+
+/// Whether this is one of [`INTERNAL_TOPICS`].
+pub fn is_internal_topic(topic: &str) -> bool {
+    INTERNAL_TOPICS.contains(&topic)
+}
+
 /// Checks a topic name the way Kafka does: 1..=249 characters of `[A-Za-z0-9._-]`, not `.`
 /// or `..`.
 pub fn valid_topic_name(name: &str) -> bool {

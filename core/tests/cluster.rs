@@ -12,7 +12,7 @@ use railyard_core::batch::{decode_records, BatchBuilder};
 use railyard_core::disk::{Disk, MemDisk};
 use railyard_core::log::LogConfig;
 use railyard_core::network::{Envelope, Outbox};
-use railyard_core::node::{BrokerEndpoint, Node, NodeConfig, PartitionSpec};
+use railyard_core::node::{BrokerEndpoint, Node, NodeConfig, PartitionSpec, PUMP_STEPS_MAX};
 use railyard_core::replica::ReplicaConfig;
 use railyard_core::types::{NodeId, TopicPartition};
 
@@ -131,9 +131,7 @@ impl Cluster {
         for _ in 0..50 {
             for n in self.nodes.iter_mut() {
                 let mut out = Outbox::default();
-                while n.has_ready() {
-                    n.step(&mut out).unwrap();
-                }
+                while n.pump(&mut out, PUMP_STEPS_MAX).unwrap().more {}
                 self.in_flight.extend(out.sent);
             }
             if self.in_flight.is_empty() {
@@ -153,7 +151,8 @@ impl Cluster {
             self.now_ms += 100;
             let now = self.now_ms;
             for n in self.nodes.iter_mut() {
-                n.tick(now).unwrap();
+                // Wall clock = monotonic clock here; the simulator skews and steps them.
+                n.tick(now, now).unwrap();
             }
             self.settle();
         }

@@ -23,7 +23,7 @@ use railyard_core::api::{Request, Response};
 use railyard_core::disk::Disk;
 use railyard_core::log::LogConfig;
 use railyard_core::network::{Envelope, Network};
-use railyard_core::node::{Node, NodeConfig as CoreNodeConfig};
+use railyard_core::node::{Node, NodeConfig as CoreNodeConfig, PUMP_STEPS_MAX};
 use railyard_core::replica::ReplicaConfig;
 use railyard_core::types::NodeId;
 use slog::{error, info, Logger};
@@ -186,7 +186,7 @@ pub fn start_core(
     let brokers: Vec<NodeId> = config.peers.iter().map(|p| p.id).collect();
     let core_config = CoreNodeConfig {
         id: config.id,
-        seed: config.id ^ now_ms() as u64,
+        seed: config.id ^ wall_ms() as u64,
         replica: ReplicaConfig::default(),
         log: LogConfig::default(),
         // Every partition comes from the metadata log.
@@ -259,11 +259,22 @@ pub fn start_core(
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock: data only (record timestamps, retention by age), never a timer.
+fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The monotonic clock the core's timers run on: milliseconds since the core started. A
+/// wall-clock step (NTP, an operator) cannot fire a timer early or late.
+struct Monotonic(Instant);
+
+impl Monotonic {
+    fn ms(&self) -> i64 {
+        self.0.elapsed().as_millis() as i64
+    }
 }
 
 /// Where the core thread publishes the cluster view, and what it builds it from.
@@ -312,9 +323,16 @@ fn core_loop(
     let mut last_full_publish = last_publish;
     let mut published_version = u64::MAX;
     let mut stopping_since: Option<Instant> = None;
+    let clock = Monotonic(Instant::now());
     info!(logger, "core started"; "partitions" => node.replicas().count());
+    // Set when the last pump left work: do not wait for input before the next one.
+    let mut busy = false;
     loop {
-        let timeout = next_tick.saturating_duration_since(Instant::now());
+        let timeout = if busy {
+            Duration::ZERO
+        } else {
+            next_tick.saturating_duration_since(Instant::now())
+        };
         let first = match rx.recv_timeout(timeout) {
             Ok(cmd) => Some(cmd),
             Err(RecvTimeoutError::Timeout) => None,
@@ -327,7 +345,7 @@ fn core_loop(
                 let id = next_id;
                 next_id += 1;
                 waiting.insert(id, reply);
-                node.handle_request(now_ms(), id, req);
+                node.handle_request(clock.ms(), id, req);
             }
             CoreCmd::Shutdown => stop = true,
         };
@@ -340,20 +358,24 @@ fn core_loop(
         }
         if Instant::now() >= next_tick {
             next_tick += tick;
-            if let Err(e) = node.tick(now_ms()) {
+            if let Err(e) = node.tick(clock.ms(), wall_ms()) {
                 error!(logger, "storage failed; stopping"; "error" => %e);
                 return;
             }
         }
         let mut net = QueueNet { peers: &peers };
         let commits_before = node.commit_version();
-        while node.has_ready() {
-            if let Err(e) = node.step(&mut net) {
+        // One bounded pump; leftover work is picked up after answering what is done, so a
+        // flood of input cannot starve replies and ticks.
+        let pumped = match node.pump(&mut net, PUMP_STEPS_MAX) {
+            Ok(p) => p,
+            Err(e) => {
                 // Fail-stop (see core::node): nothing from the failed step was acknowledged.
                 error!(logger, "storage failed; stopping"; "error" => %e);
                 return;
             }
-        }
+        };
+        busy = pumped.more;
         while let Some((id, resp)) = node.poll_reply() {
             if let Some(tx) = waiting.remove(&id) {
                 let _ = tx.send(resp);

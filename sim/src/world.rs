@@ -553,7 +553,7 @@ impl World {
                 }
                 let now_ms = (self.now / 1000) as i64;
                 let res = match self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
-                    Some(node) => node.tick(now_ms),
+                    Some(node) => node.tick(now_ms, now_ms),
                     None => return,
                 };
                 if let Err(e) = res {
@@ -887,14 +887,10 @@ impl World {
             let Some(node) = slot.node.as_mut() else {
                 return;
             };
-            for _ in 0..STEPS_PER_INPUT_MAX {
-                if !node.has_ready() {
-                    break;
-                }
-                if let Err(e) = node.step(&mut out) {
-                    failed = Some(e.to_string());
-                    break;
-                }
+            // One bounded pump per input; work left over waits for the next input or tick,
+            // as a busy real node's would.
+            if let Err(e) = node.pump(&mut out, STEPS_PER_INPUT_MAX) {
+                failed = Some(e.to_string());
             }
             while let Some(r) = node.poll_reply() {
                 replies.push(r);

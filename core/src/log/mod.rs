@@ -591,6 +591,23 @@ impl PartitionLog {
             size -= seg.size;
             k += 1;
         }
+        self.drop_segments(k)
+    }
+
+    /// Deletes the oldest whole segments whose entries are all at or below `up_to_index` (a
+    /// state machine snapshot covers them), never the active one. Returns the new start point if
+    /// it moved; it is durable before any file is removed.
+    pub fn compact(&mut self, up_to_index: u64) -> Result<Option<SnapshotMeta>, LogError> {
+        let k = self.segments[..self.segments.len().saturating_sub(1)]
+            .iter()
+            .take_while(|seg| seg.last_index() <= up_to_index)
+            .count();
+        self.drop_segments(k)
+    }
+
+    /// Drops the first `k` segments, sealed ones only (shared by retention and compaction).
+    fn drop_segments(&mut self, k: usize) -> Result<Option<SnapshotMeta>, LogError> {
+        assert!(k < self.segments.len().max(1), "the active segment stays");
         if k == 0 {
             return Ok(None);
         }

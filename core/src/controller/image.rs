@@ -9,10 +9,8 @@
 //! partition rebuilds the [`MetadataImage`] by applying the committed records in order (at open,
 //! by replaying its log up to the commit index; afterwards, as entries are applied), and creates
 //! or deletes its local partition replicas from the [`ImageChange`]s that applying returns.
-//!
-//! Placement ([`place_replicas`]) is computed once, by the controller (the metadata leader),
-//! when it proposes a topic; the record carries the result, so every node applies the same
-//! assignment whatever its own view of the brokers.
+//! The image is also the controller's snapshot ([`MetadataImage::encode`]), which lets the
+//! metadata log be truncated before it.
 
 use std::collections::BTreeMap;
 
@@ -22,31 +20,14 @@ use prost::Message as _;
 use crate::batch::{decode_records, BatchBuilder, BatchError};
 use crate::types::{valid_topic_name, Millis, NodeId, PartitionId, TopicPartition};
 
-/// The internal topic that holds the metadata log.
-pub const METADATA_TOPIC: &str = "__cluster_metadata";
+pub use crate::types::{
+    is_internal_topic, CONSUMER_OFFSETS_TOPIC, INTERNAL_TOPICS, METADATA_TOPIC,
+    TRANSACTION_STATE_TOPIC,
+};
 
 /// The metadata partition.
 pub fn metadata_tp() -> TopicPartition {
     TopicPartition::new(METADATA_TOPIC, 0)
-}
-
-/// The group coordinator's topic (consumer groups and committed offsets).
-pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
-
-/// The transaction coordinator's topic.
-pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
-
-/// Every internal topic: the one list. Clients cannot create, delete or produce to these
-/// (Kafka's INVALID_TOPIC_EXCEPTION / TOPIC_ALREADY_EXISTS), and Metadata marks them internal.
-pub const INTERNAL_TOPICS: [&str; 3] = [
-    METADATA_TOPIC,
-    CONSUMER_OFFSETS_TOPIC,
-    TRANSACTION_STATE_TOPIC,
-];
-
-/// Whether this is one of [`INTERNAL_TOPICS`].
-pub fn is_internal_topic(topic: &str) -> bool {
-    INTERNAL_TOPICS.contains(&topic)
 }
 
 /// Most partitions one topic may have; bounds the work of one metadata record.
@@ -157,6 +138,28 @@ impl MetadataRecord {
             .record(None, Some(&self.encode_to_vec()), &[], now_ms)
             .build()
     }
+}
+
+/// A registered broker in a snapshot.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BrokerSnapshot {
+    #[prost(message, optional, tag = "1")]
+    pub registration: Option<RegisterBroker>,
+    #[prost(bool, tag = "2")]
+    pub fenced: bool,
+}
+
+/// The whole image, as the controller's snapshot.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ImageSnapshot {
+    #[prost(message, repeated, tag = "1")]
+    pub topics: Vec<CreateTopic>,
+    #[prost(message, repeated, tag = "2")]
+    pub brokers: Vec<BrokerSnapshot>,
+    #[prost(message, repeated, tag = "3")]
+    pub leaders: Vec<PartitionLeader>,
+    #[prost(uint64, tag = "4")]
+    pub records_applied: u64,
 }
 
 /// Why a metadata batch could not be read.
@@ -348,6 +351,150 @@ impl MetadataImage {
         ids
     }
 
+    /// The image as a snapshot (prost): the controller's state at an applied index.
+    pub fn encode(&self) -> Bytes {
+        let snap = ImageSnapshot {
+            topics: self
+                .topics
+                .values()
+                .map(|t| CreateTopic {
+                    name: t.name.clone(),
+                    topic_id: t.id.to_vec(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|(p, r)| PartitionAssignment {
+                            partition: *p,
+                            replicas: r.clone(),
+                        })
+                        .collect(),
+                    configs: t.configs.clone(),
+                })
+                .collect(),
+            brokers: self
+                .brokers
+                .values()
+                .map(|b| BrokerSnapshot {
+                    registration: Some(RegisterBroker {
+                        id: b.id,
+                        host: b.host.clone(),
+                        port: b.port as u32,
+                        rack: b.rack.clone(),
+                        incarnation: b.incarnation,
+                    }),
+                    fenced: b.fenced,
+                })
+                .collect(),
+            leaders: self
+                .leaders
+                .iter()
+                .map(|(tp, l)| PartitionLeader {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    leader: l.leader.unwrap_or(0),
+                    epoch: l.epoch,
+                    isr: l.isr.clone(),
+                })
+                .collect(),
+            records_applied: self.records_applied,
+        };
+        Bytes::from(snap.encode_to_vec())
+    }
+
+    /// Decodes a snapshot made by [`MetadataImage::encode`]. Bytes from disk or the network:
+    /// never panics, and a snapshot that does not rebuild an image equal to itself (a topic or
+    /// broker twice, a leader of an unknown partition) is refused.
+    pub fn decode(data: &[u8]) -> Result<MetadataImage, MetadataError> {
+        let snap = ImageSnapshot::decode(data).map_err(|e| MetadataError::Decode(e.to_string()))?;
+        let mut image = MetadataImage::default();
+        for t in &snap.topics {
+            let record = MetadataRecord {
+                kind: Some(RecordKind::CreateTopic(t.clone())),
+            };
+            if image.apply(&record).len() != t.partitions.len() {
+                return Err(MetadataError::Decode(format!(
+                    "topic {} is invalid",
+                    t.name
+                )));
+            }
+        }
+        for b in &snap.brokers {
+            let Some(reg) = &b.registration else {
+                return Err(MetadataError::Decode("broker without registration".into()));
+            };
+            let port = u16::try_from(reg.port)
+                .map_err(|_| MetadataError::Decode(format!("broker {} port", reg.id)))?;
+            if reg.id == 0 || image.brokers.contains_key(&reg.id) {
+                return Err(MetadataError::Decode(format!("broker id {}", reg.id)));
+            }
+            image.brokers.insert(
+                reg.id,
+                BrokerMeta {
+                    id: reg.id,
+                    host: reg.host.clone(),
+                    port,
+                    rack: reg.rack.clone(),
+                    incarnation: reg.incarnation,
+                    fenced: b.fenced,
+                },
+            );
+        }
+        for l in &snap.leaders {
+            let tp = TopicPartition::new(l.topic.clone(), l.partition);
+            let known = image
+                .topics
+                .get(&l.topic)
+                .is_some_and(|t| t.partitions.contains_key(&l.partition));
+            if !known {
+                return Err(MetadataError::Decode(format!("leader of unknown {tp}")));
+            }
+            image.leaders.insert(
+                tp,
+                LeaderMeta {
+                    leader: (l.leader != 0).then_some(l.leader),
+                    epoch: l.epoch,
+                    isr: l.isr.clone(),
+                },
+            );
+        }
+        image.records_applied = snap.records_applied;
+        Ok(image)
+    }
+
+    /// Checks the image's own consistency: every leader names a known partition, and every
+    /// partition has at least one replica, all distinct.
+    pub fn check_invariants(&self) {
+        for (tp, _) in self.leaders.iter() {
+            assert!(
+                self.topics
+                    .get(&tp.topic)
+                    .is_some_and(|t| t.partitions.contains_key(&tp.partition)),
+                "leader recorded for unknown partition {tp}"
+            );
+        }
+        for t in self.topics.values() {
+            assert!(
+                !t.partitions.is_empty(),
+                "topic {} has no partitions",
+                t.name
+            );
+            for (p, r) in &t.partitions {
+                let mut sorted = r.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                assert!(
+                    !r.is_empty() && sorted.len() == r.len(),
+                    "{}-{p} has replicas {r:?}",
+                    t.name
+                );
+            }
+        }
+        for (id, b) in &self.brokers {
+            assert_eq!(*id, b.id, "broker keyed by another id");
+            assert_ne!(*id, 0, "broker id 0 is reserved");
+        }
+    }
+
     /// Every partition and its replicas.
     pub fn assignments(&self) -> BTreeMap<TopicPartition, Vec<NodeId>> {
         let mut out = BTreeMap::new();
@@ -360,126 +507,10 @@ impl MetadataImage {
     }
 }
 
-/// Why a topic cannot be created as asked (each maps onto a Kafka error code).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PlacementError {
-    #[error("invalid topic name {0:?}")]
-    InvalidTopic(String),
-    #[error("invalid number of partitions {0}")]
-    InvalidPartitions(i64),
-    #[error("replication factor {asked} is not in 1..={brokers}")]
-    InvalidReplicationFactor { asked: i64, brokers: usize },
-    #[error("invalid replica assignment: {0}")]
-    InvalidAssignment(String),
-}
-
-/// Checks a manual replica assignment (partition `i` gets `assignments[i]`): at least one
-/// partition, every partition the same positive number of distinct replicas, every replica a
-/// known broker (configured or registered; a fenced broker is allowed, as in Kafka, since it
-/// may be back soon).
-pub fn check_assignment(
-    image: &MetadataImage,
-    configured: &[NodeId],
-    name: &str,
-    assignments: &[Vec<NodeId>],
-) -> Result<Vec<PartitionAssignment>, PlacementError> {
-    if !valid_topic_name(name) || is_internal_topic(name) {
-        return Err(PlacementError::InvalidTopic(name.to_string()));
-    }
-    let n = assignments.len();
-    if n == 0 || n > PARTITIONS_PER_TOPIC_MAX as usize {
-        return Err(PlacementError::InvalidPartitions(n as i64));
-    }
-    let bad = |m: String| Err(PlacementError::InvalidAssignment(m));
-    let rf = assignments[0].len();
-    for (p, replicas) in assignments.iter().enumerate() {
-        if replicas.is_empty() || replicas.len() != rf {
-            return bad(format!(
-                "partition {p} has {} replicas; every partition needs the same number (>= 1)",
-                replicas.len()
-            ));
-        }
-        let mut sorted = replicas.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != replicas.len() {
-            return bad(format!("partition {p} names a broker twice: {replicas:?}"));
-        }
-        if let Some(b) = replicas
-            .iter()
-            .find(|b| !configured.contains(b) && !image.brokers.contains_key(b))
-        {
-            return bad(format!("partition {p}: broker {b} is not known"));
-        }
-    }
-    Ok(assignments
-        .iter()
-        .enumerate()
-        .map(|(p, replicas)| PartitionAssignment {
-            partition: p as PartitionId,
-            replicas: replicas.clone(),
-        })
-        .collect())
-}
-
-/// Chooses replicas for a new topic: partition `p` starts at broker `(start + p) % n` and takes
-/// the next `rf` brokers, where `start` is the number of partitions already in the cluster, so
-/// replicas and preferred leaders stay spread across topics.
-pub fn place_replicas(
-    image: &MetadataImage,
-    brokers: &[NodeId],
-    name: &str,
-    partitions: i64,
-    replication_factor: i64,
-) -> Result<Vec<PartitionAssignment>, PlacementError> {
-    if !valid_topic_name(name) || is_internal_topic(name) {
-        return Err(PlacementError::InvalidTopic(name.to_string()));
-    }
-    if partitions < 1 || partitions > PARTITIONS_PER_TOPIC_MAX as i64 {
-        return Err(PlacementError::InvalidPartitions(partitions));
-    }
-    let mut ids = brokers.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    let n = ids.len();
-    if replication_factor < 1 || replication_factor as usize > n {
-        return Err(PlacementError::InvalidReplicationFactor {
-            asked: replication_factor,
-            brokers: n,
-        });
-    }
-    let start: usize = image.topics.values().map(|t| t.partitions.len()).sum();
-    Ok((0..partitions as usize)
-        .map(|p| PartitionAssignment {
-            partition: p as PartitionId,
-            replicas: (0..replication_factor as usize)
-                .map(|j| ids[(start + p + j) % n])
-                .collect(),
-        })
-        .collect())
-}
-
-/// A stable 16-byte topic id derived from the name and the record's position, so that a topic
-/// re-created after a delete gets a different id (as Kafka's UUIDs would).
-pub fn topic_id(name: &str, salt: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (half, seed) in [0xcbf2_9ce4_8422_2325u64, 0x8422_2325_cbf2_9ce4]
-        .iter()
-        .enumerate()
-    {
-        let mut h = *seed ^ salt;
-        for b in name.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        out[half * 8..half * 8 + 8].copy_from_slice(&h.to_be_bytes());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::placement::*;
 
     fn create(image: &MetadataImage, name: &str, p: i64, rf: i64) -> MetadataRecord {
         MetadataRecord {
@@ -501,6 +532,43 @@ mod tests {
         let n = bad.len();
         bad[n - 2] ^= 1;
         assert!(records_of_batch(&bad).is_err());
+    }
+
+    #[test]
+    fn test_image_snapshot_round_trips_and_rejects_garbage() {
+        // A snapshot rebuilds exactly the image it was taken from; garbage is refused.
+        let mut img = MetadataImage::default();
+        img.apply(&create(&img, "a", 3, 2));
+        img.apply(&MetadataRecord {
+            kind: Some(RecordKind::RegisterBroker(RegisterBroker {
+                id: 2,
+                host: "h".into(),
+                port: 9092,
+                rack: Some("r".into()),
+                incarnation: 7,
+            })),
+        });
+        img.apply(&MetadataRecord {
+            kind: Some(RecordKind::LeaderChanges(LeaderChanges {
+                leaders: vec![PartitionLeader {
+                    topic: "a".into(),
+                    partition: 1,
+                    leader: 2,
+                    epoch: 4,
+                    isr: vec![1, 2],
+                }],
+            })),
+        });
+        img.apply(&MetadataRecord {
+            kind: Some(RecordKind::FenceBroker(FenceBroker { id: 2 })),
+        });
+        let back = MetadataImage::decode(&img.encode()).unwrap();
+        assert_eq!(back, img);
+        back.check_invariants();
+        assert!(MetadataImage::decode(&[0xff, 0xff, 0x01]).is_err());
+        let mut dup = ImageSnapshot::decode(&img.encode()[..]).unwrap();
+        dup.topics.push(dup.topics[0].clone());
+        assert!(MetadataImage::decode(&dup.encode_to_vec()).is_err());
     }
 
     #[test]

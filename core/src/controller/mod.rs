@@ -1,0 +1,562 @@
+//! The controller: the [`PartitionMachine`] of `__cluster_metadata-0`, the first partition
+//! state machine. Every node that hosts the metadata partition runs one; only the one on the
+//! raft leader acts (proposes records, answers admin requests, fences brokers), the others
+//! apply the log into the same [`MetadataImage`].
+//!
+//! - [`image`]: the records, the image they build, and its snapshot;
+//! - [`placement`]: where a new topic's replicas go, and the checks of a manual assignment;
+//! - this file: registration, fencing, leadership records, auto-create and admin requests.
+//!
+//! Soft state (last heartbeat per broker, proposals in flight) belongs to one leadership: it is
+//! rebuilt in [`PartitionMachine::on_role`], giving every broker a full session timeout. The
+//! caches stop the same record being proposed on every heartbeat while the first is in flight;
+//! an entry older than the session timeout no longer blocks a retry, so a lost proposal is
+//! retried. All timers run on the monotonic clock (`Ctx::now_ms`).
+
+pub mod image;
+pub mod placement;
+
+use std::any::Any;
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+pub use self::image::*;
+pub use self::placement::*;
+use crate::api::{ClientError, Request, RequestId, Response};
+use crate::machine::{
+    Command, CommittedEntry, Ctx, Effects, NodeEvent, PartitionMachine, RestoreError,
+};
+use crate::network::{AutoCreateTopic, BrokerHeartbeat};
+use crate::types::{Millis, NodeId, Offset, TopicPartition};
+
+/// Most leaderships one LeaderChanges record carries (bounds a record's size).
+const LEADERS_PER_RECORD: usize = 1_000;
+
+/// The controller's fixed inputs.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Every configured broker: where new replicas may go (with the registered, unfenced ones).
+    pub brokers: Vec<NodeId>,
+    /// A broker not heard from for this long is fenced.
+    pub session_timeout_ms: Millis,
+}
+
+/// An admin request or an internal record whose proposal is in flight.
+#[derive(Debug, Clone)]
+enum Proposal {
+    Create {
+        request: RequestId,
+        name: String,
+    },
+    Delete {
+        request: RequestId,
+        name: String,
+    },
+    /// The controller's own record (registration, fencing, leaderships, auto-create).
+    Internal,
+}
+
+/// Soft state of one leadership (module docs).
+#[derive(Debug, Default)]
+struct Leadership {
+    /// The metadata term this state belongs to (0: not the controller).
+    term: u64,
+    last_seen: BTreeMap<NodeId, Millis>,
+    registering: BTreeMap<NodeId, (RegisterBroker, Millis)>,
+    fencing: BTreeMap<NodeId, Millis>,
+    leaders: BTreeMap<TopicPartition, (LeaderMeta, Millis)>,
+    creating: BTreeMap<String, Millis>,
+}
+
+impl Leadership {
+    /// Drops the caches of proposals in flight (one failed, so any may have), keeping the term
+    /// and the liveness record.
+    fn forget_proposals(&mut self) {
+        self.registering.clear();
+        self.fencing.clear();
+        self.leaders.clear();
+        self.creating.clear();
+    }
+}
+
+/// Whether a cache entry made at `at` still blocks a new proposal at `now`.
+fn recent(at: Millis, now: Millis, window: Millis) -> bool {
+    now - at < window
+}
+
+/// The metadata partition's state machine (module docs).
+pub struct Controller {
+    config: ControllerConfig,
+    image: MetadataImage,
+    lead: Leadership,
+    proposals: BTreeMap<u64, Proposal>,
+    next_tag: u64,
+}
+
+impl Controller {
+    pub fn new(config: ControllerConfig) -> Controller {
+        Controller {
+            config,
+            image: MetadataImage::default(),
+            lead: Leadership::default(),
+            proposals: BTreeMap::new(),
+            next_tag: 0,
+        }
+    }
+
+    /// The image applied so far.
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    /// Whether this instance acts as the controller (leads the metadata partition).
+    pub fn is_active(&self) -> bool {
+        self.lead.term != 0
+    }
+
+    fn propose(&mut self, proposal: Proposal, kind: RecordKind, ctx: &Ctx, fx: &mut Effects) {
+        self.next_tag += 1;
+        self.proposals.insert(self.next_tag, proposal);
+        let batch = MetadataRecord { kind: Some(kind) }.to_batch(ctx.wall_ms);
+        fx.propose(self.next_tag, batch);
+    }
+
+    fn handle_client(&mut self, id: RequestId, request: Request, ctx: &Ctx, fx: &mut Effects) {
+        if !ctx.is_leader {
+            let e = ClientError::NotController {
+                controller: ctx.leader,
+            };
+            fx.reply(id, Response::error_for(&request, e));
+            return;
+        }
+        match request {
+            Request::CreateTopic { .. } => self.create_topic(id, request, ctx, fx),
+            Request::DeleteTopic { name } => self.delete_topic(id, name, ctx, fx),
+            Request::AutoCreateTopic {
+                name,
+                partitions,
+                replication_factor,
+            } => {
+                let t = AutoCreateTopic {
+                    name,
+                    partitions,
+                    replication_factor,
+                };
+                let reply = self
+                    .check_auto_create(&t)
+                    .map(|()| self.auto_create(t, ctx, fx));
+                fx.reply(id, Response::CreateTopic(reply));
+            }
+            other => {
+                let e = ClientError::InvalidRequest("not a controller request".into());
+                fx.reply(id, Response::error_for(&other, e));
+            }
+        }
+    }
+
+    fn in_flight(&self, name: &str) -> bool {
+        self.proposals.values().any(|p| match p {
+            Proposal::Create { name: n, .. } | Proposal::Delete { name: n, .. } => n == name,
+            Proposal::Internal => false,
+        })
+    }
+
+    /// Validates a CreateTopic, then proposes its record; the reply comes when it commits.
+    fn create_topic(&mut self, id: RequestId, request: Request, ctx: &Ctx, fx: &mut Effects) {
+        let Request::CreateTopic {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            assignments,
+            validate_only,
+        } = request
+        else {
+            unreachable!("create_topic gets CreateTopic only");
+        };
+        let checked = self.check_create(
+            &name,
+            partitions,
+            replication_factor,
+            &configs,
+            &assignments,
+        );
+        let assignment = match checked {
+            Ok(a) => a,
+            Err(e) => return fx.reply(id, Response::CreateTopic(Err(e))),
+        };
+        if validate_only {
+            return fx.reply(id, Response::CreateTopic(Ok(())));
+        }
+        let kind = RecordKind::CreateTopic(CreateTopic {
+            topic_id: topic_id(&name, self.image.records_applied).to_vec(),
+            name: name.clone(),
+            partitions: assignment,
+            configs,
+        });
+        self.propose(Proposal::Create { request: id, name }, kind, ctx, fx);
+    }
+
+    fn check_create(
+        &self,
+        name: &str,
+        partitions: i64,
+        replication_factor: i64,
+        configs: &BTreeMap<String, String>,
+        assignments: &[Vec<NodeId>],
+    ) -> Result<Vec<PartitionAssignment>, ClientError> {
+        if is_internal_topic(name) {
+            return Err(ClientError::InvalidRequest(format!(
+                "{name} is an internal topic; only the cluster creates it"
+            )));
+        }
+        if self.image.topics.contains_key(name) || self.in_flight(name) {
+            return Err(ClientError::TopicAlreadyExists(name.to_string()));
+        }
+        check_topic_configs(configs)?;
+        let placed = if assignments.is_empty() {
+            let brokers = self.image.placeable_brokers(&self.config.brokers);
+            place_replicas(&self.image, &brokers, name, partitions, replication_factor)
+        } else {
+            check_assignment(&self.image, &self.config.brokers, name, assignments)
+        };
+        placed.map_err(placement_error)
+    }
+
+    fn delete_topic(&mut self, id: RequestId, name: String, ctx: &Ctx, fx: &mut Effects) {
+        if is_internal_topic(&name) {
+            return fx.reply(
+                id,
+                Response::DeleteTopic(Err(ClientError::InvalidTopic(name))),
+            );
+        }
+        if !self.image.topics.contains_key(&name) || self.in_flight(&name) {
+            let e = ClientError::UnknownTopic(name);
+            return fx.reply(id, Response::DeleteTopic(Err(e)));
+        }
+        let kind = RecordKind::DeleteTopic(DeleteTopic { name: name.clone() });
+        self.propose(Proposal::Delete { request: id, name }, kind, ctx, fx);
+    }
+
+    fn check_auto_create(&self, t: &AutoCreateTopic) -> Result<(), ClientError> {
+        if !crate::types::valid_topic_name(&t.name) || is_internal_topic(&t.name) {
+            return Err(ClientError::InvalidTopic(t.name.clone()));
+        }
+        Ok(())
+    }
+
+    fn auto_create(&mut self, t: AutoCreateTopic, ctx: &Ctx, fx: &mut Effects) {
+        let now = ctx.now_ms;
+        let pending = self
+            .lead
+            .creating
+            .get(&t.name)
+            .is_some_and(|at| recent(*at, now, self.config.session_timeout_ms));
+        if self.image.topics.contains_key(&t.name) || pending || self.check_auto_create(&t).is_err()
+        {
+            return;
+        }
+        let brokers = self.image.placeable_brokers(&self.config.brokers);
+        let placed = place_replicas(
+            &self.image,
+            &brokers,
+            &t.name,
+            t.partitions as i64,
+            t.replication_factor as i64,
+        );
+        let Ok(partitions) = placed else {
+            return; // Not enough live brokers yet: the next request asks again.
+        };
+        self.lead.creating.insert(t.name.clone(), now);
+        let kind = RecordKind::CreateTopic(CreateTopic {
+            topic_id: topic_id(&t.name, self.image.records_applied).to_vec(),
+            name: t.name,
+            partitions,
+            configs: BTreeMap::new(),
+        });
+        self.propose(Proposal::Internal, kind, ctx, fx);
+    }
+
+    /// A heartbeat: liveness, (re-)registration, leaderships and auto-creation, each turned into
+    /// a record only when the image differs.
+    fn handle_heartbeat(&mut self, from: NodeId, hb: BrokerHeartbeat, ctx: &Ctx, fx: &mut Effects) {
+        if !self.is_active() {
+            return;
+        }
+        self.lead.last_seen.insert(from, ctx.now_ms);
+        if let Some(reg) = hb.registration.filter(|r| r.id == from) {
+            self.register(reg, ctx, fx);
+        }
+        let changes: Vec<PartitionLeader> = hb
+            .leaders
+            .into_iter()
+            .filter(|pl| pl.leader == from && self.leader_changed(pl, ctx.now_ms))
+            .collect();
+        for chunk in changes.chunks(LEADERS_PER_RECORD) {
+            let kind = RecordKind::LeaderChanges(LeaderChanges {
+                leaders: chunk.to_vec(),
+            });
+            self.propose(Proposal::Internal, kind, ctx, fx);
+        }
+        for t in hb.create_topics {
+            self.auto_create(t, ctx, fx);
+        }
+    }
+
+    fn register(&mut self, reg: RegisterBroker, ctx: &Ctx, fx: &mut Effects) {
+        let now = ctx.now_ms;
+        let window = self.config.session_timeout_ms;
+        let current = self.image.brokers.get(&reg.id).is_some_and(|b| {
+            !b.fenced
+                && b.host == reg.host
+                && b.port as u32 == reg.port
+                && b.rack == reg.rack
+                && b.incarnation == reg.incarnation
+        });
+        let proposed = self
+            .lead
+            .registering
+            .get(&reg.id)
+            .is_some_and(|(r, at)| *r == reg && recent(*at, now, window));
+        if current || proposed {
+            return;
+        }
+        self.lead.registering.insert(reg.id, (reg.clone(), now));
+        self.lead.fencing.remove(&reg.id);
+        self.propose(Proposal::Internal, RecordKind::RegisterBroker(reg), ctx, fx);
+    }
+
+    /// Whether a reported leadership differs from the record and is not already proposed;
+    /// remembers it as proposed if so. An older term never overwrites a newer one.
+    fn leader_changed(&mut self, pl: &PartitionLeader, now: Millis) -> bool {
+        let tp = TopicPartition::new(pl.topic.clone(), pl.partition);
+        let known = self
+            .image
+            .topics
+            .get(&pl.topic)
+            .is_some_and(|t| t.partitions.contains_key(&pl.partition));
+        if !known {
+            return false;
+        }
+        let reported = LeaderMeta {
+            leader: Some(pl.leader),
+            epoch: pl.epoch,
+            isr: pl.isr.clone(),
+        };
+        let recorded = self.image.leaders.get(&tp);
+        if recorded == Some(&reported) || recorded.is_some_and(|r| r.epoch > pl.epoch) {
+            return false;
+        }
+        let window = self.config.session_timeout_ms;
+        let proposed = self
+            .lead
+            .leaders
+            .get(&tp)
+            .is_some_and(|(m, at)| *m == reported && recent(*at, now, window));
+        if proposed {
+            return false;
+        }
+        self.lead.leaders.insert(tp, (reported, now));
+        true
+    }
+
+    /// Fences every broker not heard from within the session timeout.
+    fn fence_silent(&mut self, ctx: &Ctx, fx: &mut Effects) {
+        let now = ctx.now_ms;
+        let window = self.config.session_timeout_ms;
+        let mut fence = Vec::new();
+        for b in self.image.brokers.values() {
+            if b.fenced || b.id == ctx.node {
+                continue;
+            }
+            let seen = *self.lead.last_seen.entry(b.id).or_insert(now);
+            let pending = self
+                .lead
+                .fencing
+                .get(&b.id)
+                .is_some_and(|at| recent(*at, now, window));
+            if now - seen > window && !pending {
+                fence.push(b.id);
+            }
+        }
+        for id in fence {
+            self.lead.fencing.insert(id, now);
+            self.lead.registering.remove(&id);
+            // Its leaderships are cleared by the record; let fresh reports rewrite them.
+            self.lead.leaders.retain(|_, (m, _)| m.leader != Some(id));
+            self.propose(
+                Proposal::Internal,
+                RecordKind::FenceBroker(FenceBroker { id }),
+                ctx,
+                fx,
+            );
+        }
+    }
+
+    /// Events for the node: the replicas of this node that `changes` create or delete.
+    fn node_events(node: NodeId, changes: Vec<ImageChange>, fx: &mut Effects) {
+        for change in changes {
+            match change {
+                ImageChange::PartitionAdded {
+                    tp,
+                    replicas,
+                    configs,
+                } if replicas.contains(&node) => fx.node(NodeEvent::ReplicaWanted {
+                    tp,
+                    replicas,
+                    configs,
+                }),
+                ImageChange::PartitionAdded { .. } => {}
+                ImageChange::PartitionRemoved { tp } => fx.node(NodeEvent::ReplicaGone { tp }),
+            }
+        }
+    }
+}
+
+impl PartitionMachine for Controller {
+    fn apply(&mut self, entry: &CommittedEntry<'_>, ctx: &Ctx, fx: &mut Effects) {
+        let records = match records_of_batch(entry.data) {
+            Ok(r) => r,
+            // Committed, checksummed and validated at append: a record that does not decode
+            // is a bug or a newer version; skip it rather than stop the cluster. The image
+            // still counts it, so images stay comparable by count.
+            Err(_) => {
+                self.image.records_applied += 1;
+                return;
+            }
+        };
+        for r in &records {
+            let changes = self.image.apply(r);
+            Controller::node_events(ctx.node, changes, fx);
+        }
+    }
+
+    fn on_role(&mut self, ctx: &Ctx, _fx: &mut Effects) {
+        if !ctx.is_leader {
+            self.lead = Leadership::default();
+            return;
+        }
+        if self.lead.term == ctx.term {
+            return;
+        }
+        let mut last_seen = BTreeMap::new();
+        for b in self.image.brokers.keys().chain(self.config.brokers.iter()) {
+            last_seen.insert(*b, ctx.now_ms);
+        }
+        assert_ne!(ctx.term, 0, "a leader has a term");
+        self.lead = Leadership {
+            term: ctx.term,
+            last_seen,
+            ..Leadership::default()
+        };
+    }
+
+    fn tick(&mut self, ctx: &Ctx, fx: &mut Effects) {
+        if self.is_active() && ctx.is_leader {
+            self.fence_silent(ctx, fx);
+        }
+    }
+
+    fn handle(&mut self, command: Command, ctx: &Ctx, fx: &mut Effects) {
+        match command {
+            Command::Client { id, request } => self.handle_client(id, request, ctx, fx),
+            Command::Heartbeat { from, heartbeat } => {
+                self.handle_heartbeat(from, heartbeat, ctx, fx)
+            }
+        }
+    }
+
+    fn on_proposal(
+        &mut self,
+        tag: u64,
+        result: Result<Offset, ClientError>,
+        _ctx: &Ctx,
+        fx: &mut Effects,
+    ) {
+        let Some(proposal) = self.proposals.remove(&tag) else {
+            return;
+        };
+        match proposal {
+            Proposal::Create { request, .. } => {
+                fx.reply(request, Response::CreateTopic(result.map(|_| ())))
+            }
+            Proposal::Delete { request, .. } => {
+                fx.reply(request, Response::DeleteTopic(result.map(|_| ())))
+            }
+            // Lost or failed: let the next heartbeats propose it again.
+            Proposal::Internal if result.is_err() => self.lead.forget_proposals(),
+            Proposal::Internal => {}
+        }
+    }
+
+    fn snapshot(&self) -> Bytes {
+        self.image.encode()
+    }
+
+    fn restore(&mut self, data: &[u8], ctx: &Ctx, fx: &mut Effects) -> Result<(), RestoreError> {
+        let image = MetadataImage::decode(data).map_err(|e| RestoreError::Decode(e.to_string()))?;
+        image.check_invariants();
+        let before = self.image.assignments();
+        let after = image.assignments();
+        for tp in before.keys().filter(|tp| !after.contains_key(*tp)) {
+            fx.node(NodeEvent::ReplicaGone { tp: tp.clone() });
+        }
+        for (tp, replicas) in &after {
+            let configs = image.topics[&tp.topic].configs.clone();
+            if replicas.contains(&ctx.node) {
+                fx.node(NodeEvent::ReplicaWanted {
+                    tp: tp.clone(),
+                    replicas: replicas.clone(),
+                    configs,
+                });
+            }
+        }
+        self.image = image;
+        // Proposals in flight belong to a log that was replaced; clients see them time out.
+        self.lead.forget_proposals();
+        Ok(())
+    }
+
+    fn check_invariants(&self) {
+        self.image.check_invariants();
+        if self.lead.term == 0 {
+            assert!(self.lead.registering.is_empty() && self.lead.fencing.is_empty());
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn placement_error(e: PlacementError) -> ClientError {
+    match e {
+        PlacementError::InvalidTopic(n) => ClientError::InvalidTopic(n),
+        PlacementError::InvalidPartitions(p) => ClientError::InvalidPartitions(p),
+        PlacementError::InvalidReplicationFactor { asked, brokers } => {
+            ClientError::InvalidReplicationFactor { asked, brokers }
+        }
+        PlacementError::InvalidAssignment(m) => ClientError::InvalidReplicaAssignment(m),
+    }
+}
+
+/// The topic configs a CreateTopic may set, with their checks.
+fn check_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), ClientError> {
+    for (k, v) in configs {
+        let ok = match k.as_str() {
+            "retention.ms" | "retention.bytes" => v.parse::<i64>().is_ok_and(|x| x >= -1),
+            "segment.bytes" => v.parse::<u64>().is_ok_and(|x| x >= 1024),
+            "segment.ms" => v.parse::<i64>().is_ok_and(|x| x >= 1),
+            "cleanup.policy" => v == "delete",
+            _ => false,
+        };
+        if !ok {
+            return Err(ClientError::InvalidConfig {
+                key: k.clone(),
+                value: v.clone(),
+            });
+        }
+    }
+    Ok(())
+}

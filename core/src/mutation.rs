@@ -1,0 +1,78 @@
+//! Standing mutation canaries: planted bugs that the simulator must catch, compiled only with
+//! the `mutations` feature (release builds of `railyard` never contain them).
+//!
+//! A mutation is planted per thread ([`plant`]), so parallel tests do not see each other's.
+//! `cargo run -p railyard-sim --release --features mutations -- --mutation NAME --seeds N`
+//! runs a campaign with one planted; `cargo test` runs each on seeds known to catch it, so a
+//! weakened checker fails CI.
+
+/// A planted bug. Each names where it lives and what it breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mutation {
+    /// `Node::step` acknowledges and sends persisted messages before the group fsync.
+    AckBeforeSync,
+    /// `Replica::fetch` serves up to the log end instead of the high watermark.
+    ServePastHw,
+    /// `Replica::handle_raft_message` takes appends from a stale leader as current.
+    SkipTermCheck,
+    /// `Replica::append_entries` keeps a conflicting suffix instead of truncating it.
+    LoseTruncation,
+    /// `Replica::ack_leader_persisted` answers acks=all once the leader's own write is durable,
+    /// before the entry commits.
+    ApplyBeforeCommit,
+    /// `PartitionStorage::set_hard_state` does not persist the vote.
+    ForgetHardState,
+}
+
+impl Mutation {
+    /// Every mutation, for campaigns and the standing test.
+    pub const ALL: [Mutation; 6] = [
+        Mutation::AckBeforeSync,
+        Mutation::ServePastHw,
+        Mutation::SkipTermCheck,
+        Mutation::LoseTruncation,
+        Mutation::ApplyBeforeCommit,
+        Mutation::ForgetHardState,
+    ];
+
+    /// The kebab-case name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::AckBeforeSync => "ack-before-sync",
+            Mutation::ServePastHw => "serve-past-hw",
+            Mutation::SkipTermCheck => "skip-term-check",
+            Mutation::LoseTruncation => "lose-truncation",
+            Mutation::ApplyBeforeCommit => "apply-before-commit",
+            Mutation::ForgetHardState => "forget-hard-state",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Mutation> {
+        Mutation::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+#[cfg(feature = "mutations")]
+thread_local! {
+    static PLANTED: std::cell::Cell<Option<Mutation>> = const { std::cell::Cell::new(None) };
+}
+
+/// Plants `m` (or none) for the code running on this thread.
+#[cfg(feature = "mutations")]
+pub fn plant(m: Option<Mutation>) {
+    PLANTED.with(|p| p.set(m));
+}
+
+/// Whether `m` is planted. Always false without the `mutations` feature.
+#[inline]
+pub fn active(m: Mutation) -> bool {
+    #[cfg(feature = "mutations")]
+    {
+        PLANTED.with(|p| p.get() == Some(m))
+    }
+    #[cfg(not(feature = "mutations"))]
+    {
+        let _ = m;
+        false
+    }
+}
