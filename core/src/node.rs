@@ -453,6 +453,37 @@ impl Node {
         self.replies.push_back((id, reply));
     }
 
+    /// Hosts `tp` here with the given initial configuration: how a replica joins a partition
+    /// it is not yet a voter of (as a learner the leader then adds with a conf change). An
+    /// already hosted partition is left as it is.
+    pub fn host_partition(
+        &mut self,
+        tp: TopicPartition,
+        voters: &[NodeId],
+        learners: &[NodeId],
+    ) -> Result<(), NodeError> {
+        if self.replicas.contains_key(&tp) {
+            return Ok(());
+        }
+        self.open_replica(tp, voters, learners, &BTreeMap::new(), None)
+    }
+
+    /// Proposes a raft configuration change for `tp` (this node must lead it). It takes effect
+    /// on each replica when it commits, and is persisted there.
+    pub fn propose_conf_change(
+        &mut self,
+        tp: &TopicPartition,
+        cc: raft::eraftpb::ConfChangeV2,
+    ) -> Result<(), ClientError> {
+        let replica = self
+            .replicas
+            .get_mut(tp)
+            .ok_or_else(|| ClientError::UnknownPartition(tp.clone()))?;
+        replica.propose_conf_change(cc, &mut self.rng)?;
+        self.active.insert(tp.clone());
+        Ok(())
+    }
+
     /// One partition of a multi-partition fetch.
     fn fetch_one(
         &self,

@@ -128,6 +128,8 @@ pub struct Replica {
     output: Vec<Effect>,
     /// The raft index the machine's last snapshot covers.
     snapshot_index: RaftIndex,
+    /// Committed entries the machine replayed at open (snapshot plus this many).
+    replayed: u64,
     /// On the leader: when each voter was last seen caught up (at a tick). Cleared on any role
     /// change, so a new leader reports a follower in sync only once it has seen it so.
     caught_up_at: BTreeMap<NodeId, Millis>,
@@ -197,6 +199,7 @@ impl Replica {
             fx: Effects::default(),
             output: Vec::new(),
             snapshot_index: 0,
+            replayed: 0,
             caught_up_at: BTreeMap::new(),
             now_ms: 0,
             wall_ms: 0,
@@ -246,6 +249,7 @@ impl Replica {
             let entries = with_retries(|| log.entries(next, commit + 1, Some(1 << 20)))?;
             for e in &entries {
                 ctx.applied = e.index;
+                self.replayed += 1;
                 if e.kind == crate::log::EntryKind::Normal && !e.data.is_empty() {
                     let entry = CommittedEntry {
                         index: e.index,
@@ -286,6 +290,16 @@ impl Replica {
     /// The partition's state machine, if it has one.
     pub fn machine(&self) -> Option<&dyn PartitionMachine> {
         self.machine.as_deref()
+    }
+
+    /// The index the machine's newest snapshot covers (0: none yet).
+    pub fn snapshot_index(&self) -> RaftIndex {
+        self.snapshot_index
+    }
+
+    /// How many log entries the machine replayed at open, after its snapshot.
+    pub fn replayed_at_open(&self) -> u64 {
+        self.replayed
     }
 
     /// The machine's effects for the node since the last call (replies, node events, messages

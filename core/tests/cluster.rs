@@ -29,6 +29,8 @@ struct Cluster {
     now_ms: i64,
     next_request: u64,
     restarts: u64,
+    /// `ReplicaConfig::snapshot_entries` of every node.
+    snapshot_entries: u64,
 }
 
 fn endpoint(id: NodeId) -> BrokerEndpoint {
@@ -84,12 +86,23 @@ impl Cluster {
     }
 
     fn sized(log: LogConfig, metadata: bool, size: u64) -> Cluster {
+        Cluster::snapshotting(
+            log,
+            metadata,
+            size,
+            ReplicaConfig::default().snapshot_entries,
+        )
+    }
+
+    fn snapshotting(log: LogConfig, metadata: bool, size: u64, snapshot_entries: u64) -> Cluster {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let disks: Vec<Rc<MemDisk>> = (0..size).map(|_| Rc::new(MemDisk::new())).collect();
         let nodes = (1..=size)
             .map(|id| {
                 let disk: Rc<dyn Disk> = disks[id as usize - 1].clone();
-                Node::open(config(id, log.clone(), metadata, size, 0), disk, &logger).unwrap()
+                let mut cfg = config(id, log.clone(), metadata, size, 0);
+                cfg.replica.snapshot_entries = snapshot_entries;
+                Node::open(cfg, disk, &logger).unwrap()
             })
             .collect();
         Cluster {
@@ -99,6 +112,7 @@ impl Cluster {
             metadata,
             size,
             restarts: 0,
+            snapshot_entries,
             cut: BTreeSet::new(),
             in_flight: Vec::new(),
             now_ms: 0,
@@ -111,13 +125,14 @@ impl Cluster {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let disk: Rc<dyn Disk> = self.disks[id as usize - 1].clone();
         self.restarts += 1;
-        let config = config(
+        let mut config = config(
             id,
             self.log.clone(),
             self.metadata,
             self.size,
             self.restarts,
         );
+        config.replica.snapshot_entries = self.snapshot_entries;
         let node = Node::open(config, disk, &logger).unwrap();
         self.nodes[id as usize - 1] = node;
     }
@@ -161,7 +176,7 @@ impl Cluster {
     fn leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
-            .find(|n| n.replica(&tp()).unwrap().is_leader())
+            .find(|n| n.replica(&tp()).is_some_and(|r| r.is_leader()))
             .map(|n| n.id())
     }
 
@@ -808,4 +823,198 @@ fn test_metadata_log_is_exempt_from_retention() {
             .replica(&TopicPartition::new(format!("t{i}"), 0))
             .is_some());
     }
+}
+
+/// A follower cut off while the metadata log is snapshotted and compacted past it receives the
+/// controller's snapshot through raft, with its data: its image equals the leader's, and it
+/// creates the replicas the snapshot assigns to it and deletes those of topics deleted meanwhile.
+#[test]
+fn test_lagging_follower_installs_the_controller_snapshot_with_its_data() {
+    let log = LogConfig {
+        segment_bytes: 1024,
+        ..LogConfig::default()
+    };
+    let mut c = Cluster::snapshotting(log, true, 3, 20);
+    tick_until(&mut c, 100, "a controller", |c| {
+        c.nodes.iter().any(|n| n.controller() == Some(n.id()))
+    });
+    let ctl = c
+        .nodes
+        .iter()
+        .find(|n| n.controller() == Some(n.id()))
+        .unwrap()
+        .id();
+    let lagger = (1..=3).find(|n| *n != ctl).unwrap();
+    assert_eq!(
+        create(&mut c, ctl, "old", 1, 3),
+        Response::CreateTopic(Ok(()))
+    );
+    c.tick(2);
+    assert!(c
+        .node(lagger)
+        .replica(&TopicPartition::new("old", 0))
+        .is_some());
+    isolate(&mut c, lagger, true);
+    let meta = railyard_core::metadata::metadata_tp();
+    let first_before = c
+        .node(ctl)
+        .replica(&meta)
+        .unwrap()
+        .storage()
+        .log()
+        .first_index();
+    for i in 0..40 {
+        assert_eq!(
+            create(&mut c, ctl, &format!("n{i}"), 1, 3),
+            Response::CreateTopic(Ok(()))
+        );
+    }
+    assert_eq!(
+        c.request(ctl, Request::DeleteTopic { name: "old".into() }),
+        Response::DeleteTopic(Ok(()))
+    );
+    tick_until(&mut c, 50, "the controller compacted its log", |c| {
+        let r = c.nodes[ctl as usize - 1].replica(&meta).unwrap();
+        r.snapshot_index() > 0 && r.storage().log().first_index() > first_before + 20
+    });
+    isolate(&mut c, lagger, false);
+    tick_until(
+        &mut c,
+        100,
+        "the lagging follower installed the snapshot",
+        |c| {
+            let l = &c.nodes[lagger as usize - 1];
+            l.metadata().topics == c.nodes[ctl as usize - 1].metadata().topics
+        },
+    );
+    let l = c.node(lagger);
+    let r = l.replica(&meta).unwrap();
+    assert!(
+        r.snapshot_index() > 0,
+        "installed through a snapshot, not the log"
+    );
+    assert!(
+        l.replica(&TopicPartition::new("old", 0)).is_none(),
+        "deleted topic's replica"
+    );
+    for i in 0..40 {
+        assert!(
+            l.replica(&TopicPartition::new(format!("n{i}"), 0))
+                .is_some(),
+            "replica n{i}-0 created from the snapshot"
+        );
+    }
+    // It restarts from the installed snapshot too.
+    let image = l.metadata().clone();
+    c.restart(lagger);
+    assert_eq!(c.node(lagger).metadata().topics, image.topics);
+}
+
+/// Raft configuration changes are applied and persisted: a new replica joins a partition as a
+/// learner, is promoted through joint consensus while a voter is removed, the joint
+/// configuration is left, and every replica (and a restarted one) agrees on the result while
+/// produces keep committing.
+#[test]
+fn test_conf_changes_add_learner_promote_and_remove_voter() {
+    use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+    let change = |steps: &[(ConfChangeType, u64)], transition| {
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(transition);
+        cc.set_changes(
+            steps
+                .iter()
+                .map(|(t, id)| {
+                    let mut s = ConfChangeSingle::default();
+                    s.set_change_type(*t);
+                    s.node_id = *id;
+                    s
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        cc
+    };
+    let mut c = Cluster::new(LogConfig::default());
+    // A fourth node, hosting nothing of the fixed layout yet.
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let disk = Rc::new(MemDisk::new());
+    let mut cfg = config(4, c.log.clone(), false, 4, 0);
+    cfg.partitions.clear();
+    let d: Rc<dyn Disk> = disk.clone();
+    c.nodes.push(Node::open(cfg, d, &logger).unwrap());
+    c.disks.push(disk);
+    c.size = 4;
+    let l = elect(&mut c);
+    for i in 0..5 {
+        c.produce(l, &format!("before{i}"), i).unwrap();
+    }
+    c.node(4).host_partition(tp(), &[1, 2, 3], &[4]).unwrap();
+    let auto = ConfChangeTransition::Auto;
+    c.node(l)
+        .propose_conf_change(&tp(), change(&[(ConfChangeType::AddLearnerNode, 4)], auto))
+        .unwrap();
+    tick_until(&mut c, 50, "the learner caught up", |c| {
+        c.nodes[3].replica(&tp()).unwrap().status().commit
+            == c.nodes[l as usize - 1]
+                .replica(&tp())
+                .unwrap()
+                .status()
+                .commit
+    });
+    let removed = (1..=3).find(|n| *n != l).unwrap();
+    let joint = change(
+        &[
+            (ConfChangeType::AddNode, 4),
+            (ConfChangeType::RemoveNode, removed),
+        ],
+        ConfChangeTransition::Explicit,
+    );
+    c.node(l).propose_conf_change(&tp(), joint).unwrap();
+    tick_until(
+        &mut c,
+        50,
+        "every replica in the joint configuration",
+        |c| {
+            c.nodes.iter().all(|n| {
+                let cs = n.replica(&tp()).unwrap().conf_state();
+                !cs.voters_outgoing.is_empty() && cs.voters.contains(&4)
+            })
+        },
+    );
+    c.node(l)
+        .propose_conf_change(&tp(), ConfChangeV2::default())
+        .unwrap();
+    let mut want: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|n| *n != removed).collect();
+    want.sort_unstable();
+    tick_until(
+        &mut c,
+        50,
+        "every replica left the joint configuration",
+        |c| {
+            c.nodes.iter().filter(|n| n.id() != removed).all(|n| {
+                let cs = n.replica(&tp()).unwrap().conf_state();
+                let mut v = cs.voters.clone();
+                v.sort_unstable();
+                cs.voters_outgoing.is_empty() && v == want
+            })
+        },
+    );
+    // The new voter set commits without the removed one, and it is what a restart reads.
+    c.cut
+        .extend((1..=4).flat_map(|o| [(removed, o), (o, removed)]));
+    let l = c.leader().unwrap_or_else(|| elect(&mut c));
+    assert_ne!(l, removed);
+    assert_eq!(c.produce(l, "after", 10).unwrap(), 5);
+    // Restart node 4: it hosts t-0 outside the fixed layout, so it opens it again itself;
+    // the configuration comes from its storage, not from the arguments.
+    let d: Rc<dyn Disk> = c.disks[3].clone();
+    let mut cfg = config(4, c.log.clone(), false, 4, 1);
+    cfg.partitions.clear();
+    c.nodes[3] = Node::open(cfg, d, &logger).unwrap();
+    c.node(4).host_partition(tp(), &[1, 2, 3], &[4]).unwrap();
+    let cs = c.node(4).replica(&tp()).unwrap().conf_state();
+    let mut v = cs.voters.clone();
+    v.sort_unstable();
+    assert_eq!(v, want, "the configuration was persisted");
+    assert_eq!(c.node(4).replica(&tp()).unwrap().voters(), want);
 }
