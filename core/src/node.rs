@@ -829,10 +829,12 @@ impl Node {
         self.flush(id, &mut outbox, &mut heartbeat, net);
         let early = mutation::active(Mutation::AckBeforeSync);
         let replies = if early {
-            // Planted bug: acknowledge before the group fsync.
+            // Planted bug: acknowledge, and send what must follow the fsync, before it.
             let r = self.finish_readies(readies, &mut outbox)?;
+            self.flush(id, &mut outbox, &mut None, net);
+            self.replies.extend(r);
             self.sync_active(&active)?;
-            r
+            Replies::new()
         } else {
             // Phase 2: one sync per dirty file, for every partition at once.
             self.sync_active(&active)?;

@@ -833,7 +833,12 @@ impl Replica {
         rng: &mut ChaCha8Rng,
         replies: &mut Replies,
     ) -> Result<(), StorageError> {
-        assert!(!self.raw.store().is_dirty(), "ready finished before sync");
+        // The planted ack-before-sync bug removes this guard too, so that the simulator's
+        // history checks, not this assertion, have to catch the data it loses.
+        assert!(
+            !self.raw.store().is_dirty() || mutation::active(Mutation::AckBeforeSync),
+            "ready finished before sync"
+        );
         for m in rd.take_persisted_messages() {
             send(m);
         }

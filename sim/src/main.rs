@@ -41,6 +41,11 @@ struct Args {
     /// Force the cluster size (default: drawn from the seed, 3 or 5).
     #[arg(long)]
     nodes: Option<u64>,
+    /// Plant this bug (see `railyard_core::mutation`) and run a campaign until a seed catches
+    /// it: prints `caught NAME at seed S by CHECK` and exits 0, or `not caught` and exits 1.
+    /// Needs `--features mutations`.
+    #[arg(long)]
+    mutation: Option<String>,
 }
 
 fn options(args: &Args, seed: u64) -> SimOptions {
@@ -58,8 +63,40 @@ fn options(args: &Args, seed: u64) -> SimOptions {
     o
 }
 
+/// Runs seeds with `name` planted until one catches it (module docs of `core::mutation`).
+fn mutation_campaign(args: &Args, name: &str) -> ExitCode {
+    let Some(m) = railyard_core::mutation::Mutation::from_name(name) else {
+        let names: Vec<&str> = railyard_core::mutation::Mutation::ALL
+            .iter()
+            .map(|m| m.name())
+            .collect();
+        eprintln!("unknown mutation {name:?}; known: {}", names.join(", "));
+        return ExitCode::FAILURE;
+    };
+    if !cfg!(feature = "mutations") {
+        eprintln!("built without the mutations feature: add --features mutations");
+        return ExitCode::FAILURE;
+    }
+    let first = args.seed.unwrap_or(args.start);
+    let count = if args.seed.is_some() { 1 } else { args.seeds };
+    for seed in first..first + count {
+        match railyard_sim::mutations::run_planted(m, options(args, seed)) {
+            Some(check) => {
+                println!("caught {name} at seed {seed} by {check}");
+                return ExitCode::SUCCESS;
+            }
+            None => continue,
+        }
+    }
+    println!("not caught");
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(name) = args.mutation.clone() {
+        return mutation_campaign(&args, &name);
+    }
     if let Some(seed) = args.seed {
         let mut o = options(&args, seed);
         o.keep_history = args.history.is_some();

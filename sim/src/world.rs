@@ -50,6 +50,38 @@ const CLIENT_LATENCY_US: (u64, u64) = (100, 1_000);
 /// Most consecutive steps one input may trigger (each step is one raft `Ready`).
 const STEPS_PER_INPUT_MAX: usize = 8;
 
+/// One ChaCha stream per subsystem, all from the run's seed: a change in how often one
+/// subsystem draws (a new fault, a different workload) does not shift another's draws.
+struct Rngs {
+    /// Crashes, pauses, restarts, tick phases.
+    process: ChaCha8Rng,
+    /// Partitions and clogs (the network's own latencies and drops use a seed drawn here).
+    net: ChaCha8Rng,
+    /// The faulty-disk node, bit flips, disk-full periods, and the disks' own seeds.
+    disk: ChaCha8Rng,
+    /// Client think times, latencies and key choices.
+    workload: ChaCha8Rng,
+    /// Wall-clock skews and steps.
+    clock: ChaCha8Rng,
+}
+
+impl Rngs {
+    fn new(seed: u64) -> Rngs {
+        let stream = |n: u64| {
+            let mut r = ChaCha8Rng::seed_from_u64(seed);
+            r.set_stream(n);
+            r
+        };
+        Rngs {
+            process: stream(1),
+            net: stream(2),
+            disk: stream(3),
+            workload: stream(4),
+            clock: stream(5),
+        }
+    }
+}
+
 /// A scripted scenario, or the swarm (random faults).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -335,7 +367,8 @@ pub struct World {
     /// A min-heap on (time, sequence): the sequence breaks ties in scheduling order, so the
     /// order is total and deterministic. Events are boxed so the heap moves pointers.
     queue: BinaryHeap<Reverse<Scheduled>>,
-    rng: ChaCha8Rng,
+    /// One random stream per subsystem (see [`Rngs`]).
+    rngs: Rngs,
     net: SimNetwork<Envelope>,
     slots: BTreeMap<NodeId, NodeSlot>,
     node_ids: Vec<NodeId>,
@@ -370,7 +403,7 @@ pub struct World {
 
 impl World {
     pub fn new(opts: SimOptions) -> World {
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        let mut rngs = Rngs::new(opts.seed);
         let node_ids: Vec<NodeId> = (1..=opts.node_count).collect();
         let mut specs = Vec::new();
         let mut k = 0usize;
@@ -384,8 +417,8 @@ impl World {
                 k += 1;
             }
         }
-        let faulty_disk_node = node_ids[rng.gen_range(0..node_ids.len())];
-        let net = SimNetwork::new(&node_ids, &opts.faults, rng.gen());
+        let faulty_disk_node = node_ids[rngs.disk.gen_range(0..node_ids.len())];
+        let net = SimNetwork::new(&node_ids, &opts.faults, rngs.net.gen());
         let mut slots = BTreeMap::new();
         for &id in &node_ids {
             // Only the faulty-disk node gets bit flips and read errors: a minority of the
@@ -395,7 +428,7 @@ impl World {
                 disk_faults.read_error_p = 0.0;
                 disk_faults.bit_flip_per_s = 0.0;
             }
-            let disk = Rc::new(SimDisk::new(&disk_faults, rng.gen()));
+            let disk = Rc::new(SimDisk::new(&disk_faults, rngs.disk.gen()));
             slots.insert(
                 id,
                 NodeSlot {
@@ -433,7 +466,7 @@ impl World {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
-            rng,
+            rngs,
             net,
             slots,
             node_ids,
@@ -465,11 +498,11 @@ impl World {
     fn boot(&mut self) {
         for id in self.node_ids.clone() {
             self.start_node(id);
-            let phase = self.rng.gen_range(0..TICK_US);
+            let phase = self.rngs.process.gen_range(0..TICK_US);
             self.schedule(phase, Event::Tick(id));
         }
         for c in 0..self.workload.clients.len() {
-            let t = self.rng.gen_range(0..50_000);
+            let t = self.rngs.workload.gen_range(0..50_000);
             self.schedule(t, Event::ClientWake(c));
         }
         if self.opts.scenario == Scenario::Swarm {
@@ -664,8 +697,8 @@ impl World {
                     .collect();
                 let pool = if leaders.is_empty() { up } else { leaders };
                 if !pool.is_empty() {
-                    let id = pool[self.rng.gen_range(0..pool.len())];
-                    let down = self.opts.faults.crash_down_us.draw(&mut self.rng);
+                    let id = pool[self.rngs.process.gen_range(0..pool.len())];
+                    let down = self.opts.faults.crash_down_us.draw(&mut self.rngs.process);
                     self.crash_now(id, down);
                 }
             }
@@ -804,11 +837,11 @@ impl World {
         if slot.node.is_none() || slot.restart_after.is_some() {
             return;
         }
-        if self.rng.gen_bool(0.5) {
+        if self.rngs.process.gen_bool(0.5) {
             self.crash_now(id, restart_after);
             return;
         }
-        let ops = self.rng.gen_range(1..16);
+        let ops = self.rngs.process.gen_range(1..16);
         self.arm_mid_step_crash(id, ops, restart_after);
     }
 
@@ -844,8 +877,8 @@ impl World {
             Some(after) => {
                 self.stats.mid_step_crashes += 1;
                 self.crash_now(id, after);
-                if self.opts.scenario == Scenario::Swarm && self.rng.gen_bool(0.5) {
-                    let at = self.now + self.rng.gen_range(50_000..700_000);
+                if self.opts.scenario == Scenario::Swarm && self.rngs.process.gen_bool(0.5) {
+                    let at = self.now + self.rngs.process.gen_range(50_000..700_000);
                     self.schedule(at, Event::CorrelatedCrash);
                 }
             }
@@ -913,7 +946,7 @@ impl World {
             let Some(client) = self.route.remove(&request_id) else {
                 continue;
             };
-            let lat = self.rng.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
+            let lat = self.rngs.workload.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
             self.schedule(
                 at + lat,
                 Event::Reply {
@@ -931,9 +964,9 @@ impl World {
 
     fn client_next(&mut self, c: usize) {
         if let Some((node, request_id, request)) =
-            self.workload.next_request(c, self.now, &mut self.rng)
+            self.workload.next_request(c, self.now, &mut self.rngs.workload)
         {
-            let lat = self.rng.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
+            let lat = self.rngs.workload.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
             self.schedule(
                 self.now + lat,
                 Event::Arrive {
@@ -951,7 +984,7 @@ impl World {
             self.schedule(deadline, Event::ClientWake(c));
         } else if !self.workload.clients[c].stopped && self.workload.clients[c].in_flight.is_none()
         {
-            let think = self.rng.gen_range(1_000..30_000);
+            let think = self.rngs.workload.gen_range(1_000..30_000);
             self.schedule(self.now + think, Event::ClientWake(c));
         }
     }
@@ -968,39 +1001,39 @@ impl World {
         let f = self.opts.faults.clone();
         let dt = FAULT_TICK_US;
         let up = self.up_nodes();
-        if !up.is_empty() && event_due(&mut self.rng, f.crash_per_s, dt) {
-            let id = up[self.rng.gen_range(0..up.len())];
-            let down = f.crash_down_us.draw(&mut self.rng);
+        if !up.is_empty() && event_due(&mut self.rngs.process, f.crash_per_s, dt) {
+            let id = up[self.rngs.process.gen_range(0..up.len())];
+            let down = f.crash_down_us.draw(&mut self.rngs.process);
             self.crash(id, down);
         }
-        if !up.is_empty() && event_due(&mut self.rng, f.pause_per_s, dt) {
-            let id = up[self.rng.gen_range(0..up.len())];
-            let until = self.now + f.pause_us.draw(&mut self.rng);
+        if !up.is_empty() && event_due(&mut self.rngs.process, f.pause_per_s, dt) {
+            let id = up[self.rngs.process.gen_range(0..up.len())];
+            let until = self.now + f.pause_us.draw(&mut self.rngs.process);
             self.pause(id, until);
         }
-        if !self.partition_active && event_due(&mut self.rng, f.partition_per_s, dt) {
+        if !self.partition_active && event_due(&mut self.rngs.net, f.partition_per_s, dt) {
             let kind = self.net.random_partition();
             self.trace(10, 0, 0);
             let _ = kind;
             self.partition_active = true;
             self.stats.partitions += 1;
-            let heal = self.now + f.partition_us.draw(&mut self.rng);
+            let heal = self.now + f.partition_us.draw(&mut self.rngs.net);
             self.schedule(heal, Event::Heal);
         }
-        if event_due(&mut self.rng, f.clog_per_s, dt) && self.net.random_clog(self.now).is_some() {
+        if event_due(&mut self.rngs.net, f.clog_per_s, dt) && self.net.random_clog(self.now).is_some() {
             self.stats.clogs += 1;
         }
-        if event_due(&mut self.rng, f.bit_flip_per_s, dt)
+        if event_due(&mut self.rngs.disk, f.bit_flip_per_s, dt)
             && self.flip_sealed_segment(self.faulty_disk_node)
-            && self.rng.gen_bool(0.5)
+            && self.rngs.disk.gen_bool(0.5)
         {
             // A flip at rest is seen by the next cold start: often make that soon.
-            let down = f.crash_down_us.draw(&mut self.rng);
+            let down = f.crash_down_us.draw(&mut self.rngs.disk);
             self.crash(self.faulty_disk_node, down);
         }
-        if !up.is_empty() && event_due(&mut self.rng, f.disk_full_per_s, dt) {
-            let id = up[self.rng.gen_range(0..up.len())];
-            let duration = f.disk_full_us.draw(&mut self.rng);
+        if !up.is_empty() && event_due(&mut self.rngs.disk, f.disk_full_per_s, dt) {
+            let id = up[self.rngs.disk.gen_range(0..up.len())];
+            let duration = f.disk_full_us.draw(&mut self.rngs.disk);
             self.fill_disk(id, duration, 0);
         }
     }
@@ -1126,7 +1159,7 @@ impl World {
                 };
                 // Die within the next step that writes: after its first, second or third
                 // mutating disk operation, so between a write and its sync.
-                let ops = self.rng.gen_range(1..=3);
+                let ops = self.rngs.process.gen_range(1..=3);
                 self.arm_mid_step_crash(f, ops, 1_500_000);
             }
             ScriptStep::CrashPickedLeader => {
