@@ -405,6 +405,40 @@ async fn test_admin_create_refuses_existing_topic_and_too_many_replicas() {
     }
 }
 
+// Proves a real cluster refuses client changes to its internal topics with Kafka's codes:
+// creating `__consumer_offsets` is INVALID_REQUEST and deleting `__cluster_metadata` is
+// INVALID_TOPIC_EXCEPTION, and neither refusal creates or removes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_admin_refuses_to_create_or_delete_internal_topics() {
+    let f = Fixture::start().await;
+    let offsets = NewTopic::new("__consumer_offsets", 1, TopicReplication::Fixed(1));
+    let created = f.create(&offsets).await;
+    assert_eq!(
+        created,
+        vec![Err((
+            "__consumer_offsets".to_string(),
+            RDKafkaErrorCode::InvalidRequest
+        ))]
+    );
+    let deleted = f.delete("__cluster_metadata").await;
+    assert_eq!(
+        deleted,
+        vec![Err((
+            "__cluster_metadata".to_string(),
+            RDKafkaErrorCode::InvalidTopic
+        ))]
+    );
+    // Nothing appeared: no node's view has `__consumer_offsets`, and the metadata log still
+    // works (a topic can be created after the refusals).
+    f.create_orders().await;
+    wait_for_views(&f.cluster, "orders, and no __consumer_offsets", |views| {
+        views
+            .iter()
+            .all(|v| v.topic(TOPIC).is_some() && v.topic("__consumer_offsets").is_none())
+    })
+    .await;
+}
+
 // Proves DescribeConfigs on a created topic reports the creation override (retention.ms =
 // 3600000, a topic config) and Kafka's default segment.bytes (a default), from any broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
