@@ -73,7 +73,7 @@ impl<B: Broker> Api<B> {
     /// Runs the row's handler on a request whose header has been read and whose body has
     /// passed the guard; `None`: send nothing.
     pub async fn run(&self, call: Call<'_, B>) -> Result<Option<BytesMut>, ConnectionError> {
-        (self.run)(call).await
+        (self.handler)(call).await
     }
 }
 
@@ -86,8 +86,8 @@ pub struct Api<B> {
     pub max: i16,
     /// The request's field layout, walked by the guard before kafka-protocol decodes it.
     pub layout: Layout,
-    /// Decodes, answers through the handler, encodes.
-    run: Run<B>,
+    /// The handler, wrapped to decode the request and encode the response.
+    handler: HandlerFn<B>,
     /// A request of every advertised version with every array non-empty, for the guard's
     /// round-trip test.
     #[cfg(test)]
@@ -99,8 +99,9 @@ pub trait Handler {
     /// The kafka-protocol request; its `KEY` is the API key and its `Response` the answer.
     type Request: KafkaRequest + Send + 'static;
 
-    /// Walks every field of a `version` request body (skipping them: the guard keeps no
-    /// values) so that the guard can refuse impossible array counts before decoding.
+    /// Walks every field of a `version` request body but the trailing top-level tagged fields,
+    /// which the guard reads itself (skipping them: the guard keeps no values), so that the
+    /// guard can refuse impossible array counts before decoding.
     fn layout(r: &mut Reader<'_>, version: i16) -> Result<(), GuardError>;
 
     /// Answers a decoded request.
@@ -156,7 +157,7 @@ pub struct Call<'a, B> {
 
 type Running<'a> =
     Pin<Box<dyn Future<Output = Result<Option<BytesMut>, ConnectionError>> + Send + 'a>>;
-type Run<B> = for<'a> fn(Call<'a, B>) -> Running<'a>;
+type HandlerFn<B> = for<'a> fn(Call<'a, B>) -> Running<'a>;
 
 impl<B: Broker> Api<B> {
     /// The row of handler `H`. Evaluated at compile time, so a row whose key is not its
@@ -172,7 +173,7 @@ impl<B: Broker> Api<B> {
             min,
             max,
             layout: H::layout,
-            run: run::<B, H>,
+            handler: run::<B, H>,
             #[cfg(test)]
             sample: sample::<H>,
         }
