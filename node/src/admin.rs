@@ -54,7 +54,7 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Returns the node's current cluster view; called once per `/health` or `/v1/cluster` request.
-pub type ClusterFn = Arc<dyn Fn() -> ClusterView + Send + Sync>;
+pub type ClusterFn = Arc<dyn Fn() -> Arc<ClusterView> + Send + Sync>;
 
 /// What the admin endpoint answers from.
 #[derive(Clone)]
@@ -140,7 +140,7 @@ fn judge(state: &AdminState, stale_after: Duration) -> Health {
         }
     }
     let view = (state.cluster)();
-    for topic in &view.topics {
+    for topic in view.topics() {
         for p in &topic.partitions {
             if p.replicas.contains(&state.node_id) && p.leader.is_none() {
                 reasons.push(format!("{}-{}: no leader known", topic.name, p.partition));
@@ -257,10 +257,10 @@ impl<'a> ClusterJson<'a> {
     fn new(node_id: NodeId, view: &'a ClusterView, local: &'a [PartitionStats]) -> Self {
         ClusterJson {
             node_id,
-            cluster_id: &view.cluster_id,
-            controller: view.controller,
-            brokers: view.brokers.iter().map(BrokerJson::new).collect(),
-            topics: view.topics.iter().map(TopicJson::new).collect(),
+            cluster_id: view.cluster_id(),
+            controller: view.controller(),
+            brokers: view.brokers().iter().map(BrokerJson::new).collect(),
+            topics: view.topics().iter().map(TopicJson::new).collect(),
             local_partitions: local,
         }
     }
@@ -381,11 +381,12 @@ mod tests {
         }
     }
 
-    fn view() -> ClusterView {
-        ClusterView {
-            cluster_id: "railyard-test".into(),
-            controller: Some(1),
-            brokers: vec![
+    /// Node 1's view, with `orders-1` led by `leader_of_1`.
+    fn view(leader_of_1: Option<NodeId>) -> ClusterView {
+        ClusterView::new(
+            "railyard-test".into(),
+            Some(1),
+            vec![
                 BrokerInfo {
                     id: 1,
                     host: "127.0.0.1".into(),
@@ -399,18 +400,18 @@ mod tests {
                     rack: None,
                 },
             ],
-            topics: vec![TopicView {
+            vec![TopicView {
                 name: "orders".into(),
                 id: [0xAB; 16],
                 partitions: vec![
                     partition(0, Some(1), vec![1, 2]),
-                    partition(1, Some(2), vec![1, 2]),
+                    partition(1, leader_of_1, vec![1, 2]),
                     // Hosted elsewhere only: its missing leader is not this node's problem.
                     partition(2, None, vec![2, 3]),
                 ],
                 configs: Default::default(),
             }],
-        }
+        )
     }
 
     /// Starts the endpoint for node 1 over a view the test can change.
@@ -420,7 +421,7 @@ mod tests {
         let state = AdminState {
             node_id: 1,
             metrics,
-            cluster: Arc::new(move || view.lock().unwrap().clone()),
+            cluster: Arc::new(move || Arc::new(view.lock().unwrap().clone())),
         };
         let logger = Logger::root(slog::Discard, o!());
         tokio::spawn(serve_admin(listener, state, logger));
@@ -432,7 +433,7 @@ mod tests {
         // /metrics answers 200 in the exposition content type with what was recorded.
         let metrics = Arc::new(Metrics::new());
         metrics.record_request(ApiKey::Produce, Duration::from_micros(250), 100, 50);
-        let addr = start(Arc::new(Mutex::new(view())), metrics).await;
+        let addr = start(Arc::new(Mutex::new(view(Some(2)))), metrics).await;
         let r = call(addr, "GET", "/metrics").await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some(PROMETHEUS_CONTENT_TYPE));
@@ -448,7 +449,7 @@ mod tests {
     async fn test_health_is_ok_only_with_leaders_for_hosted_partitions() {
         // 200 while every partition with a replica here has a leader; 503 naming the one that
         // lost it.
-        let shared = Arc::new(Mutex::new(view()));
+        let shared = Arc::new(Mutex::new(view(Some(2))));
         let addr = start(shared.clone(), Arc::new(Metrics::new())).await;
         let r = call(addr, "GET", "/health").await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -457,7 +458,7 @@ mod tests {
         assert_eq!(body["status"], "ok");
         assert_eq!(body["node_id"], 1);
 
-        shared.lock().unwrap().topics[0].partitions[1].leader = None;
+        *shared.lock().unwrap() = view(None);
         let r = call(addr, "GET", "/health").await;
         assert_eq!(r.status, 503);
         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -475,7 +476,7 @@ mod tests {
         let state = AdminState {
             node_id: 1,
             metrics: metrics.clone(),
-            cluster: Arc::new(view),
+            cluster: Arc::new(|| Arc::new(view(Some(2)))),
         };
         let stale_after = Duration::from_millis(1);
         assert!(
@@ -510,7 +511,7 @@ mod tests {
             replicas: vec![1, 2],
             isr: vec![1, 2],
         }]);
-        let addr = start(Arc::new(Mutex::new(view())), metrics).await;
+        let addr = start(Arc::new(Mutex::new(view(Some(2)))), metrics).await;
         let r = call(addr, "GET", "/v1/cluster").await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some(JSON_CONTENT_TYPE));
@@ -537,7 +538,11 @@ mod tests {
     #[tokio::test]
     async fn test_unknown_paths_and_methods_are_refused() {
         // Anything but GET on the three routes is 404, or 405 with Allow on a known route.
-        let addr = start(Arc::new(Mutex::new(view())), Arc::new(Metrics::new())).await;
+        let addr = start(
+            Arc::new(Mutex::new(view(Some(2)))),
+            Arc::new(Metrics::new()),
+        )
+        .await;
         for path in ["/", "/metricsx", "/v1/cluster/1", "/v2/cluster"] {
             assert_eq!(call(addr, "GET", path).await.status, 404, "{path}");
         }

@@ -2,10 +2,12 @@
 //!
 //! The listener decodes Kafka requests and calls a [`Broker`]; the runtime implements it by
 //! forwarding core requests to the thread that owns the sans-IO [`railyard_core::node::Node`]
-//! and by publishing a [`ClusterView`] (brokers, topics, leaders) after every step. Tests
-//! implement it with an in-memory fake.
+//! and by publishing a [`ClusterView`] (brokers, topics, leaders) when something changed: an
+//! immutable, indexed snapshot behind an `Arc`. Tests implement it with an in-memory fake.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use railyard_core::api::{Request, Response};
 use railyard_core::types::{NodeId, PartitionId};
@@ -40,24 +42,122 @@ pub struct TopicView {
     pub id: [u8; 16],
     pub partitions: Vec<PartitionView>,
     /// Topic config overrides set at creation (`retention.ms`, ...); absent keys are defaults.
-    pub configs: std::collections::BTreeMap<String, String>,
+    pub configs: BTreeMap<String, String>,
 }
 
-/// What a Metadata request is answered from.
+/// What the Kafka listener answers from: an immutable snapshot of brokers, topics and leaders.
+///
+/// The runtime builds one after a step that changed something and shares it as an
+/// `Arc<ClusterView>`, so a request takes a reference-counted snapshot instead of a copy. The
+/// indexes are built once, in [`ClusterView::new`], and the fields are private so that they
+/// cannot drift from what they index: a lookup by topic name, topic id, broker id or partition
+/// is a tree search or a binary search, never a scan.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterView {
-    pub cluster_id: String,
-    pub controller: Option<NodeId>,
-    pub brokers: Vec<BrokerInfo>,
-    pub topics: Vec<TopicView>,
+    cluster_id: String,
+    controller: Option<NodeId>,
+    brokers: Vec<BrokerInfo>,
+    /// In the order given; each topic's partitions sorted by partition index.
+    topics: Vec<TopicView>,
+    /// Position in `brokers` of each broker id.
+    broker_index: BTreeMap<NodeId, usize>,
+    /// Position in `topics` of each topic name.
+    topic_index: BTreeMap<String, usize>,
+    /// Position in `topics` of each topic id (the first topic, should two share one).
+    topic_id_index: BTreeMap<[u8; 16], usize>,
+}
+
+impl ClusterView {
+    /// Builds a view and its indexes. Broker ids must be distinct, and so must topic names and
+    /// the partition indexes of each topic: the runtime builds them from maps keyed by those.
+    pub fn new(
+        cluster_id: String,
+        controller: Option<NodeId>,
+        brokers: Vec<BrokerInfo>,
+        mut topics: Vec<TopicView>,
+    ) -> ClusterView {
+        let mut broker_index = BTreeMap::new();
+        for (i, b) in brokers.iter().enumerate() {
+            let previous = broker_index.insert(b.id, i);
+            assert!(previous.is_none(), "broker {} listed twice", b.id);
+        }
+        let mut topic_index = BTreeMap::new();
+        let mut topic_id_index = BTreeMap::new();
+        for (i, t) in topics.iter_mut().enumerate() {
+            t.partitions.sort_by_key(|p| p.partition);
+            let distinct = t
+                .partitions
+                .windows(2)
+                .all(|w| w[0].partition < w[1].partition);
+            assert!(distinct, "topic {} lists a partition twice", t.name);
+            let previous = topic_index.insert(t.name.clone(), i);
+            assert!(previous.is_none(), "topic {} listed twice", t.name);
+            topic_id_index.entry(t.id).or_insert(i);
+        }
+        ClusterView {
+            cluster_id,
+            controller,
+            brokers,
+            topics,
+            broker_index,
+            topic_index,
+            topic_id_index,
+        }
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The controller (the metadata partition's leader), if one is known.
+    pub fn controller(&self) -> Option<NodeId> {
+        self.controller
+    }
+
+    /// The live brokers, in the order given.
+    pub fn brokers(&self) -> &[BrokerInfo] {
+        &self.brokers
+    }
+
+    /// Every topic, in the order given.
+    pub fn topics(&self) -> &[TopicView] {
+        &self.topics
+    }
+
+    /// The live broker with this id.
+    pub fn broker(&self, id: NodeId) -> Option<&BrokerInfo> {
+        self.broker_index.get(&id).map(|&i| &self.brokers[i])
+    }
+
+    /// The topic with this name.
+    pub fn topic(&self, name: &str) -> Option<&TopicView> {
+        self.topic_index.get(name).map(|&i| &self.topics[i])
+    }
+
+    /// The topic with this id (Kafka's topic UUID).
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&TopicView> {
+        self.topic_id_index.get(id).map(|&i| &self.topics[i])
+    }
+
+    /// One partition of a topic.
+    pub fn partition(&self, topic: &str, partition: PartitionId) -> Option<&PartitionView> {
+        let t = self.topic(topic)?;
+        // `new` sorted every topic's partitions by index.
+        let i = t
+            .partitions
+            .binary_search_by_key(&partition, |p| p.partition)
+            .ok()?;
+        Some(&t.partitions[i])
+    }
 }
 
 /// What the Kafka listener needs from the node. Cheap to clone (a handle).
 pub trait Broker: Clone + Send + Sync + 'static {
     /// This broker's id.
     fn node_id(&self) -> NodeId;
-    /// The current cluster view (brokers, topics, partition leaders).
-    fn cluster(&self) -> ClusterView;
+    /// The current cluster view (brokers, topics, partition leaders): a shared snapshot, cheap
+    /// to take, that later publications do not change.
+    fn cluster(&self) -> Arc<ClusterView>;
     /// Runs one core request on this node and waits for its reply.
     fn request(&self, request: Request) -> impl Future<Output = Response> + Send;
 

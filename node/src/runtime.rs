@@ -61,7 +61,8 @@ pub enum CoreCmd {
 pub struct NodeHandle {
     id: NodeId,
     cmds: SyncSender<CoreCmd>,
-    view: Arc<RwLock<ClusterView>>,
+    /// The latest published view; readers clone the `Arc`, the core thread swaps in a new one.
+    view: Arc<RwLock<Arc<ClusterView>>>,
     /// Set by the core thread when it exits.
     stopped: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     /// Notified by the core thread when a commit index moved (wakes long-polling fetches).
@@ -100,7 +101,7 @@ impl Broker for NodeHandle {
         self.id
     }
 
-    fn cluster(&self) -> ClusterView {
+    fn cluster(&self) -> Arc<ClusterView> {
         self.view.read().expect("view lock poisoned").clone()
     }
 
@@ -279,14 +280,14 @@ impl Monotonic {
 
 /// Where the core thread publishes the cluster view, and what it builds it from.
 struct Published {
-    view: Arc<RwLock<ClusterView>>,
+    view: Arc<RwLock<Arc<ClusterView>>>,
     /// The brokers as configured (used until they register).
-    base: ClusterView,
+    base: Arc<ClusterView>,
     self_id: NodeId,
 }
 
 /// The brokers, from the config; topics come from the metadata image.
-fn base_view(config: &NodeConfig) -> ClusterView {
+fn base_view(config: &NodeConfig) -> Arc<ClusterView> {
     let brokers = config
         .peers
         .iter()
@@ -297,12 +298,12 @@ fn base_view(config: &NodeConfig) -> ClusterView {
             rack: p.rack.clone(),
         })
         .collect();
-    ClusterView {
-        cluster_id: "railyard".into(),
-        controller: None,
+    Arc::new(ClusterView::new(
+        "railyard".into(),
+        None,
         brokers,
-        topics: Vec::new(),
-    }
+        Vec::new(),
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -445,11 +446,9 @@ fn partition_stats(node: &Node) -> Vec<PartitionStats> {
 /// report to the controller, so partitions hosted elsewhere have leaders too.
 fn publish(node: &Node, p: &Published) {
     let image = node.metadata();
-    let mut v = p.base.clone();
-    v.controller = node.controller();
-    v.brokers
-        .retain(|b| b.id == p.self_id || !image.brokers.get(&b.id).is_some_and(|m| m.fenced));
-    for b in v.brokers.iter_mut() {
+    let mut brokers = p.base.brokers().to_vec();
+    brokers.retain(|b| b.id == p.self_id || !image.brokers.get(&b.id).is_some_and(|m| m.fenced));
+    for b in brokers.iter_mut() {
         if let Some(m) = image.brokers.get(&b.id) {
             b.host = m.host.clone();
             b.port = m.port;
@@ -457,8 +456,8 @@ fn publish(node: &Node, p: &Published) {
         }
     }
     for m in image.brokers.values() {
-        if !m.fenced && !v.brokers.iter().any(|b| b.id == m.id) {
-            v.brokers.push(BrokerInfo {
+        if !m.fenced && !brokers.iter().any(|b| b.id == m.id) {
+            brokers.push(BrokerInfo {
                 id: m.id,
                 host: m.host.clone(),
                 port: m.port,
@@ -466,7 +465,8 @@ fn publish(node: &Node, p: &Published) {
             });
         }
     }
-    v.brokers.sort_by_key(|b| b.id);
+    brokers.sort_by_key(|b| b.id);
+    let mut topics = Vec::with_capacity(image.topics.len());
     for t in image.topics.values() {
         let partitions = t
             .partitions
@@ -497,16 +497,24 @@ fn publish(node: &Node, p: &Published) {
                 pv
             })
             .collect();
-        v.topics.push(TopicView {
+        topics.push(TopicView {
             name: t.name.clone(),
             id: t.id,
             partitions,
             configs: t.configs.clone(),
         });
     }
-    if let Ok(mut w) = p.view.write() {
-        if *w != v {
-            *w = v;
+    let v = ClusterView::new(
+        p.base.cluster_id().to_owned(),
+        node.controller(),
+        brokers,
+        topics,
+    );
+    // Most refreshes (at least one a second) change nothing: keep the old snapshot then.
+    let unchanged = p.view.read().is_ok_and(|current| **current == v);
+    if !unchanged {
+        if let Ok(mut w) = p.view.write() {
+            *w = Arc::new(v);
         }
     }
 }

@@ -122,7 +122,7 @@ async fn ensure_topics(handle: NodeHandle, topics: Vec<TopicConfig>, logger: Log
     let mut missing = topics;
     while !missing.is_empty() {
         let view = handle.cluster();
-        missing.retain(|t| !view.topics.iter().any(|v| v.name == t.name));
+        missing.retain(|t| view.topic(&t.name).is_none());
         let mut i = 0;
         while i < missing.len() {
             let t = &missing[i];

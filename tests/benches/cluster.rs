@@ -784,13 +784,7 @@ fn start_cluster(topics: Vec<TopicConfig>) -> (tokio::runtime::Runtime, InProces
 /// The bench partition's leader and epoch as node 1 publishes them.
 fn leadership(cluster: &InProcessCluster) -> Option<(u64, i32)> {
     let view = cluster.nodes[0].handle.cluster();
-    let p = view
-        .topics
-        .iter()
-        .find(|t| t.name == TOPIC)?
-        .partitions
-        .first()?
-        .clone();
+    let p = view.topic(TOPIC)?.partitions.first()?.clone();
     Some((p.leader?, p.leader_epoch))
 }
 

@@ -12,6 +12,7 @@
 //! Kafka client over kafka-protocol, and the Java client's murmur2 partitioner.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -160,10 +161,10 @@ impl InProcessCluster {
     /// Waits until the configured topics exist with all their partitions, and every node hosting
     /// a replica of a partition sees a leader for it and agrees with the others on which.
     /// Returns the agreed view (as node 1 publishes it).
-    pub async fn wait_for_leaders(&self, timeout: Duration) -> ClusterView {
+    pub async fn wait_for_leaders(&self, timeout: Duration) -> Arc<ClusterView> {
         let deadline = Instant::now() + timeout;
         loop {
-            let views: Vec<(u64, ClusterView)> = self
+            let views: Vec<(u64, Arc<ClusterView>)> = self
                 .nodes
                 .iter()
                 .map(|n| (n.handle.node_id(), n.handle.cluster()))
@@ -191,29 +192,22 @@ impl Drop for InProcessCluster {
 /// Whether `view` holds each of `topics` with all its partitions.
 fn has_topics(view: &ClusterView, topics: &[TopicConfig]) -> bool {
     topics.iter().all(|t| {
-        view.topics
-            .iter()
-            .any(|v| v.name == t.name && v.partitions.len() == t.partitions as usize)
+        view.topic(&t.name)
+            .is_some_and(|v| v.partitions.len() == t.partitions as usize)
     })
 }
 
 /// Whether every partition has a leader in every node's view, and the nodes agree (nodes learn
 /// the leaders of partitions they do not host through the metadata log).
-fn all_led_and_agreed(views: &[(u64, ClusterView)]) -> bool {
+fn all_led_and_agreed(views: &[(u64, Arc<ClusterView>)]) -> bool {
     let Some((_, first)) = views.first() else {
         return false;
     };
-    first.topics.iter().all(|t| {
+    first.topics().iter().all(|t| {
         t.partitions.iter().all(|p| {
             let seen: Vec<Option<u64>> = views
                 .iter()
-                .map(|(_, v)| {
-                    v.topics
-                        .iter()
-                        .find(|vt| vt.name == t.name)
-                        .and_then(|vt| vt.partitions.iter().find(|vp| vp.partition == p.partition))
-                        .and_then(|vp| vp.leader)
-                })
+                .map(|(_, v)| v.partition(&t.name, p.partition).and_then(|vp| vp.leader))
                 .collect();
             seen.first().is_some_and(|l| l.is_some()) && seen.iter().all(|l| l == &seen[0])
         })

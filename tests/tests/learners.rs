@@ -4,6 +4,7 @@
 //! bootstrapped at the learner alone finds every leader, produces and reads back; produces to a
 //! missing topic auto-create it; a stopped broker is fenced and leaves Metadata.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use railyard_node::broker::{Broker, ClusterView};
@@ -67,10 +68,15 @@ fn read_back(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<(i3
     out
 }
 
-async fn wait_views(cluster: &InProcessCluster, what: &str, ok: impl Fn(&[ClusterView]) -> bool) {
+async fn wait_views(
+    cluster: &InProcessCluster,
+    what: &str,
+    ok: impl Fn(&[Arc<ClusterView>]) -> bool,
+) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let views: Vec<ClusterView> = cluster.nodes.iter().map(|n| n.handle.cluster()).collect();
+        let views: Vec<Arc<ClusterView>> =
+            cluster.nodes.iter().map(|n| n.handle.cluster()).collect();
         if ok(&views) {
             return;
         }
@@ -86,7 +92,7 @@ async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fenc
     // Every node, the learner included, agrees on a leader for every partition, although each
     // hosts only some of them.
     let view = cluster.wait_for_leaders(WAIT).await;
-    let spread = view.topics.iter().find(|t| t.name == SPREAD).unwrap();
+    let spread = view.topic(SPREAD).unwrap();
     let hosts: Vec<u64> = spread.partitions.iter().map(|p| p.replicas[0]).collect();
     assert!(
         hosts.contains(&4),
@@ -95,14 +101,14 @@ async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fenc
     for n in &cluster.nodes {
         let v = n.handle.cluster();
         assert!(
-            matches!(v.controller, Some(1..=3)),
+            matches!(v.controller(), Some(1..=3)),
             "node {} sees controller {:?}",
             n.handle.node_id(),
-            v.controller
+            v.controller()
         );
     }
     wait_views(&cluster, "all four brokers registered", |views| {
-        views.iter().all(|v| v.brokers.len() == 4)
+        views.iter().all(|v| v.brokers().len() == 4)
     })
     .await;
 
@@ -135,10 +141,8 @@ async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fenc
     }
     wait_views(&cluster, "auto-created topic everywhere", |views| {
         views.iter().all(|v| {
-            v.topics.iter().any(|t| {
-                t.name == AUTO
-                    && t.partitions.len() == 2
-                    && t.partitions.iter().all(|p| p.replicas.len() == 2)
+            v.topic(AUTO).is_some_and(|t| {
+                t.partitions.len() == 2 && t.partitions.iter().all(|p| p.replicas.len() == 2)
             })
         })
     })
@@ -164,17 +168,8 @@ async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fenc
         .wait_stopped(Duration::from_secs(10)));
     wait_views(&cluster, "the stopped broker is fenced", |views| {
         views[..3].iter().all(|v| {
-            let led = v
-                .topics
-                .iter()
-                .find(|t| t.name == SPREAD)
-                .and_then(|t| {
-                    t.partitions
-                        .iter()
-                        .find(|p| p.partition == victim_partition)
-                })
-                .and_then(|p| p.leader);
-            !v.brokers.iter().any(|b| b.id == victim) && led.is_none()
+            let led = v.partition(SPREAD, victim_partition).and_then(|p| p.leader);
+            v.broker(victim).is_none() && led.is_none()
         })
     })
     .await;

@@ -3,6 +3,7 @@
 //! at run time through the controller.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use railyard_node::broker::{Broker, ClusterView};
@@ -41,8 +42,10 @@ impl Fixture {
         let cluster = InProcessCluster::start(3, Vec::new()).await;
         // Setup: the first controller election is over (the admin client finds one).
         wait_for_views(&cluster, "an agreed controller", |views| {
-            views[0].controller.is_some()
-                && views.iter().all(|v| v.controller == views[0].controller)
+            views[0].controller().is_some()
+                && views
+                    .iter()
+                    .all(|v| v.controller() == views[0].controller())
         })
         .await;
         let bootstrap = cluster.bootstrap();
@@ -165,11 +168,12 @@ fn opts() -> AdminOptions {
 async fn wait_for_views(
     cluster: &InProcessCluster,
     what: &str,
-    done: impl Fn(&[ClusterView]) -> bool,
+    done: impl Fn(&[Arc<ClusterView>]) -> bool,
 ) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let views: Vec<ClusterView> = cluster.nodes.iter().map(|n| n.handle.cluster()).collect();
+        let views: Vec<Arc<ClusterView>> =
+            cluster.nodes.iter().map(|n| n.handle.cluster()).collect();
         if done(&views) {
             return;
         }
@@ -375,7 +379,7 @@ async fn test_admin_create_refuses_existing_topic_and_too_many_replicas() {
     // `orders` keeps its original shape everywhere, and the refused topic exists nowhere.
     wait_for_views(&f.cluster, "orders as first created", |views| {
         views.iter().all(|v| {
-            v.topics.iter().find(|t| t.name == TOPIC).is_some_and(|t| {
+            v.topic(TOPIC).is_some_and(|t| {
                 t.partitions.len() == PARTITIONS as usize
                     && t.partitions.iter().all(|p| p.replicas.len() == RF)
             })
@@ -395,10 +399,44 @@ async fn test_admin_create_refuses_existing_topic_and_too_many_replicas() {
     );
     for v in f.cluster.nodes.iter().map(|n| n.handle.cluster()) {
         assert!(
-            v.topics.iter().all(|t| t.name != "orders-rf4"),
+            v.topic("orders-rf4").is_none(),
             "refused topic in a node's view: {v:#?}"
         );
     }
+}
+
+// Proves a real cluster refuses client changes to its internal topics with Kafka's codes:
+// creating `__consumer_offsets` is INVALID_REQUEST and deleting `__cluster_metadata` is
+// INVALID_TOPIC_EXCEPTION, and neither refusal creates or removes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_admin_refuses_to_create_or_delete_internal_topics() {
+    let f = Fixture::start().await;
+    let offsets = NewTopic::new("__consumer_offsets", 1, TopicReplication::Fixed(1));
+    let created = f.create(&offsets).await;
+    assert_eq!(
+        created,
+        vec![Err((
+            "__consumer_offsets".to_string(),
+            RDKafkaErrorCode::InvalidRequest
+        ))]
+    );
+    let deleted = f.delete("__cluster_metadata").await;
+    assert_eq!(
+        deleted,
+        vec![Err((
+            "__cluster_metadata".to_string(),
+            RDKafkaErrorCode::InvalidTopic
+        ))]
+    );
+    // Nothing appeared: no node's view has `__consumer_offsets`, and the metadata log still
+    // works (a topic can be created after the refusals).
+    f.create_orders().await;
+    wait_for_views(&f.cluster, "orders, and no __consumer_offsets", |views| {
+        views
+            .iter()
+            .all(|v| v.topic(TOPIC).is_some() && v.topic("__consumer_offsets").is_none())
+    })
+    .await;
 }
 
 // Proves DescribeConfigs on a created topic reports the creation override (retention.ms =
@@ -409,9 +447,7 @@ async fn test_admin_describe_configs_reports_override_and_defaults() {
     f.create_orders().await;
     // Every broker knows the topic, so whichever one librdkafka asks can answer.
     wait_for_views(&f.cluster, "orders on every node", |views| {
-        views
-            .iter()
-            .all(|v| v.topics.iter().any(|t| t.name == TOPIC))
+        views.iter().all(|v| v.topic(TOPIC).is_some())
     })
     .await;
 
@@ -471,9 +507,7 @@ async fn test_admin_delete_topic_removes_it_from_metadata_and_produce() {
     });
     assert_eq!(gone, None);
     wait_for_views(&f.cluster, "orders gone from every node", |views| {
-        views
-            .iter()
-            .all(|v| v.topics.iter().all(|t| t.name != TOPIC))
+        views.iter().all(|v| v.topic(TOPIC).is_none())
     })
     .await;
 

@@ -31,7 +31,7 @@ async fn test_rdkafka_100k_keyed_acks_all_roundtrip_with_murmur2_placement() {
     let started = Instant::now();
     let cluster = InProcessCluster::start(3, vec![topic(TOPIC, PARTITIONS as u32, 3)]).await;
     let view = cluster.wait_for_leaders(Duration::from_secs(30)).await;
-    assert_eq!(view.topics[0].partitions.len(), PARTITIONS as usize);
+    assert_eq!(view.topics()[0].partitions.len(), PARTITIONS as usize);
     let bootstrap = cluster.bootstrap();
     let elected = started.elapsed();
 

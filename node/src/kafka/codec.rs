@@ -1,6 +1,7 @@
 //! Framing and encoding for the Kafka listener: length-prefixed frames, the fixed request-header
-//! prefix, request decoding and response encoding, the table of advertised API versions, and the
-//! splitting of a produce's record set into single v2 batches.
+//! prefix, request decoding and response encoding, and the splitting of a produce's record set
+//! into single v2 batches. Which APIs and versions are accepted is the table's business
+//! ([`super::handlers::Api::ALL`]).
 //!
 //! Every function here treats its input as untrusted bytes from the network and returns a
 //! [`CodecError`] instead of panicking. kafka-protocol 0.18 preallocates arrays from counts read
@@ -19,25 +20,6 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 /// Bytes every request header starts with, whatever its version: api key (i16), api version
 /// (i16), correlation id (i32).
 pub const HEADER_PREFIX_LEN: usize = 8;
-
-/// The APIs this listener implements, with the inclusive version range advertised for each.
-/// ApiVersions answers from this table and the dispatcher refuses anything outside it, so the
-/// two can never disagree.
-pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 12),
-    (ApiKey::Fetch, 4, 12),
-    // v7 adds the MAX_TIMESTAMP (-3) spec, which the core cannot answer.
-    (ApiKey::ListOffsets, 1, 6),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::DescribeCluster, 0, 1),
-    (ApiKey::CreateTopics, 2, 7),
-    // v6 names topics by name or by id.
-    (ApiKey::DeleteTopics, 1, 6),
-    // TOPIC resources (defaults only, see `admin`) and BROKER resources (no configs).
-    (ApiKey::DescribeConfigs, 1, 4),
-];
 
 /// Why a frame could not be read, decoded or answered. Every variant closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -127,14 +109,6 @@ pub fn header_prefix(frame: &[u8]) -> Result<HeaderPrefix, CodecError> {
         api_version: b.get_i16(),
         correlation_id: b.get_i32(),
     })
-}
-
-/// The advertised version range of `api`, if we implement it at all.
-pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED_APIS
-        .iter()
-        .find(|(k, _, _)| *k == api)
-        .map(|&(_, min, max)| (min, max))
 }
 
 /// Decodes the full request header of a supported `(api, version)`, leaving `frame` at the body.

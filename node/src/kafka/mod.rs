@@ -9,17 +9,21 @@
 //! exception is ApiVersions, which answers a too-new version in the v0 layout with
 //! UNSUPPORTED_VERSION (KIP-511) so the client can retry with a version we list.
 //!
-//! - [`codec`]: frames, headers, response encoding, the advertised version table.
+//! One table, [`handlers::Api::ALL`], lists every API we implement with its advertised
+//! versions, its body layout and its handler: ApiVersions answers from it, the dispatcher below
+//! refuses whatever it does not list, the guard walks the layout its row names, and the row's
+//! handler answers.
+//!
+//! - [`codec`]: frames, headers, request decoding and response encoding.
 //! - [`guard`]: refuses impossible array lengths before kafka-protocol allocates for them.
-//! - [`handlers`]: one function per API, from decoded request to typed response.
-//! - [`admin`]: CreateTopics, DeleteTopics and DescribeConfigs.
-//! - [`observe`]: error codes of responses and reasons for closing, for [`Metrics`].
+//! - [`handlers`]: the table, and one handler file per API family, each from decoded request
+//!   to typed response (and its request layout and error codes).
+//! - [`observe`]: reasons for closing a connection, for [`Metrics`].
 //!
 //! With [`KafkaConfig::metrics`] set, every frame is counted: requests, bytes in and out and
 //! latency (frame read to response written) per API, each non-zero error code in a response, and
 //! each connection closed for a bad request, by reason.
 
-pub mod admin;
 pub mod codec;
 pub mod guard;
 pub mod handlers;
@@ -31,22 +35,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetForLeaderEpochRequest, ProduceRequest,
-};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
 use slog::{debug, info, o, warn, Logger};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::codec::{
-    decode_body, decode_header, encode_response, header_prefix, read_frame, supported_versions,
-    CodecError, DEFAULT_MAX_FRAME_BYTES,
+    decode_header, encode_response, header_prefix, read_frame, CodecError, DEFAULT_MAX_FRAME_BYTES,
 };
-use self::handlers::ProduceOutcome;
-use self::observe::ErrorCodes;
+use self::handlers::api_versions::{self, ApiVersions};
+use self::handlers::{Api, Call, Handler};
 use crate::broker::Broker;
 use crate::metrics::Metrics;
 
@@ -235,96 +234,30 @@ async fn dispatch<B: Broker>(
     let api =
         ApiKey::try_from(prefix.api_key).map_err(|_| CodecError::UnknownApiKey(prefix.api_key))?;
     let version = prefix.api_version;
-    let supported =
-        supported_versions(api).is_some_and(|(min, max)| (min..=max).contains(&version));
-    if !supported {
+    let Some(row) = Api::<B>::find(api, version) else {
         if api == ApiKey::ApiVersions {
             // KIP-511: a client newer than us learns our versions from a v0 answer (whose
             // header has no tagged fields, so any client can read it) and retries.
-            let body = handlers::api_versions(Some(ResponseError::UnsupportedVersion));
-            body.error_codes(codes);
+            let body = api_versions::response::<B>(Some(ResponseError::UnsupportedVersion));
+            ApiVersions::error_codes(&body, codes);
             return Ok(Some(encode_response(api, 0, prefix.correlation_id, &body)?));
         }
         return Err(CodecError::Unsupported { api, version }.into());
-    }
+    };
     let header = decode_header(&mut frame, api, version)?;
-    guard::check_body(api, version, &frame).map_err(|e| CodecError::Refused {
+    guard::check_body(api, version, row.layout, &frame).map_err(|e| CodecError::Refused {
         api,
         version,
         reason: e,
     })?;
-    let corr = header.correlation_id;
-    let body = &mut frame;
-    let out = match api {
-        ApiKey::ApiVersions => {
-            let _: ApiVersionsRequest = decode_body(body, api, version)?;
-            let resp = handlers::api_versions(None);
-            resp.error_codes(codes);
-            encode_response(api, version, corr, &resp)?
-        }
-        ApiKey::Metadata => {
-            let req: MetadataRequest = decode_body(body, api, version)?;
-            let creating = handlers::auto_create_missing(broker, &req, version).await;
-            let resp = handlers::metadata(&broker.cluster(), &req, version, &creating);
-            resp.error_codes(codes);
-            encode_response(api, version, corr, &resp)?
-        }
-        ApiKey::DescribeCluster => {
-            let req: DescribeClusterRequest = decode_body(body, api, version)?;
-            let resp = handlers::describe_cluster(&broker.cluster(), &req, version);
-            resp.error_codes(codes);
-            encode_response(api, version, corr, &resp)?
-        }
-        ApiKey::Produce => {
-            let req: ProduceRequest = decode_body(body, api, version)?;
-            match handlers::produce(broker, req, version).await {
-                ProduceOutcome::Reply(resp) => {
-                    resp.error_codes(codes);
-                    encode_response(api, version, corr, &resp)?
-                }
-                ProduceOutcome::NoReply => return Ok(None),
-                ProduceOutcome::Close => return Err(ConnectionError::AcksZeroProduceFailed),
-            }
-        }
-        ApiKey::Fetch => {
-            let req: FetchRequest = decode_body(body, api, version)?;
-            let resp = handlers::fetch(broker, config, &req, version).await;
-            resp.error_codes(codes);
-            encode_response(api, version, corr, &resp)?
-        }
-        ApiKey::ListOffsets => {
-            let req: ListOffsetsRequest = decode_body(body, api, version)?;
-            let resp = handlers::list_offsets(broker, &req, version).await;
-            resp.error_codes(codes);
-            encode_response(api, version, corr, &resp)?
-        }
-        ApiKey::OffsetForLeaderEpoch => {
-            let req: OffsetForLeaderEpochRequest = decode_body(body, api, version)?;
-            let resp = handlers::offset_for_leader_epoch(broker, &req).await;
-            resp.error_codes(codes);
-            encode_response(api, version, corr, &resp)?
-        }
-        ApiKey::CreateTopics => {
-            let req: CreateTopicsRequest = decode_body(body, api, version)?;
-            let resp = admin::create_topics(broker, config, req, version).await;
-            resp.error_codes(codes);
-            encode_response(api, version, corr, &resp)?
-        }
-        ApiKey::DeleteTopics => {
-            let req: DeleteTopicsRequest = decode_body(body, api, version)?;
-            let resp = admin::delete_topics(broker, config, req, version).await;
-            resp.error_codes(codes);
-            encode_response(api, version, corr, &resp)?
-        }
-        ApiKey::DescribeConfigs => {
-            let req: DescribeConfigsRequest = decode_body(body, api, version)?;
-            let resp = admin::describe_configs(&broker.cluster(), &req, version);
-            resp.error_codes(codes);
-            encode_response(api, version, corr, &resp)?
-        }
-        // Unreachable while SUPPORTED_APIS and this match agree; refusing keeps a table entry
-        // without a handler from answering garbage.
-        _ => return Err(CodecError::Unsupported { api, version }.into()),
+    let call = Call {
+        broker,
+        config,
+        api,
+        version,
+        correlation_id: header.correlation_id,
+        body: frame,
+        codes,
     };
-    Ok(Some(out))
+    row.run(call).await
 }

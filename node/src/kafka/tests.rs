@@ -30,13 +30,14 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request as K
 use kafka_protocol::ResponseError;
 use railyard_core::api::{Acks, ClientError, FetchReply, OffsetSpec, Request, Response};
 use railyard_core::batch::{decode_records, stamp, validate, BatchBuilder, BatchHeader};
+use railyard_core::metadata::{CONSUMER_OFFSETS_TOPIC, INTERNAL_TOPICS, METADATA_TOPIC};
 use railyard_core::types::{valid_topic_name, Offset, TopicPartition};
 use slog::{o, Logger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Barrier;
 
-use super::codec::SUPPORTED_APIS;
+use super::handlers::Api;
 use super::{serve, KafkaConfig};
 use crate::broker::{Broker, BrokerInfo, ClusterView, PartitionView, TopicView};
 use crate::metrics::{ConnectionErrorKind, Metrics};
@@ -48,7 +49,7 @@ const EPOCH: i32 = 5;
 
 #[derive(Default)]
 struct FakeState {
-    view: ClusterView,
+    view: Arc<ClusterView>,
     logs: BTreeMap<TopicPartition, Vec<Bytes>>,
     /// Every core request seen, in arrival order.
     requests: Vec<Request>,
@@ -65,8 +66,9 @@ struct FakeState {
     auto_create: bool,
 }
 
+/// An in-memory broker (also used by other listener modules' tests for its type).
 #[derive(Clone)]
-struct FakeBroker(Arc<Mutex<FakeState>>);
+pub(crate) struct FakeBroker(Arc<Mutex<FakeState>>);
 
 impl FakeBroker {
     fn new() -> FakeBroker {
@@ -77,10 +79,10 @@ impl FakeBroker {
             replicas: vec![1, 2, 3],
             isr: vec![1, 2],
         };
-        let view = ClusterView {
-            cluster_id: "railyard-test".into(),
-            controller: Some(3),
-            brokers: vec![
+        let view = ClusterView::new(
+            "railyard-test".into(),
+            Some(3),
+            vec![
                 BrokerInfo {
                     id: 1,
                     host: "127.0.0.1".into(),
@@ -94,7 +96,7 @@ impl FakeBroker {
                     rack: None,
                 },
             ],
-            topics: vec![
+            vec![
                 TopicView {
                     name: TOPIC.into(),
                     id: [0xAB; 16],
@@ -108,9 +110,9 @@ impl FakeBroker {
                     configs: BTreeMap::new(),
                 },
             ],
-        };
+        );
         let mut state = FakeState {
-            view,
+            view: Arc::new(view),
             ..FakeState::default()
         };
         for p in 0..2 {
@@ -118,6 +120,31 @@ impl FakeBroker {
         }
         state.not_leader.insert(TopicPartition::new(MOVED, 0));
         FakeBroker(Arc::new(Mutex::new(state)))
+    }
+
+    /// Adds `__consumer_offsets` (one partition, an empty log that would take writes) to the
+    /// view, as the cluster will once it hosts consumer groups.
+    fn with_internal_topic(self) -> FakeBroker {
+        {
+            let mut state = self.0.lock().unwrap();
+            let mut topics = state.view.topics().to_vec();
+            topics.push(TopicView {
+                name: CONSUMER_OFFSETS_TOPIC.into(),
+                id: [0xEE; 16],
+                partitions: vec![PartitionView {
+                    partition: 0,
+                    leader: Some(1),
+                    leader_epoch: EPOCH,
+                    replicas: vec![1, 2],
+                    isr: vec![1, 2],
+                }],
+                configs: BTreeMap::new(),
+            });
+            state.set_topics(topics);
+            let tp = TopicPartition::new(CONSUMER_OFFSETS_TOPIC, 0);
+            state.logs.insert(tp, Vec::new());
+        }
+        self
     }
 
     fn log(&self, topic: &str, partition: i32) -> Vec<Bytes> {
@@ -133,8 +160,12 @@ impl FakeBroker {
         let mut state = self.0.lock().unwrap();
         state.requests.push(request.clone());
         let tp = match &request {
+            Request::Fetch {
+                tp,
+                offset,
+                max_bytes,
+            } => return Response::Fetch(state.fetch(tp, *offset, *max_bytes)),
             Request::Produce { tp, .. }
-            | Request::Fetch { tp, .. }
             | Request::ListOffsets { tp, .. }
             | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } if state.not_controller => {
@@ -146,18 +177,17 @@ impl FakeBroker {
             Request::CreateTopic { .. } => return Response::CreateTopic(state.create(&request)),
             Request::DeleteTopic { name } => return Response::DeleteTopic(state.delete(name)),
             Request::AutoCreateTopic { .. } => return Response::CreateTopic(Ok(())),
-            Request::FetchMany { .. } => {
-                unreachable!("the listener fetches one partition at a time")
+            Request::FetchMany { partitions } => {
+                let replies = partitions
+                    .iter()
+                    .map(|p| state.fetch(&p.tp, p.offset, p.max_bytes))
+                    .collect();
+                return Response::FetchMany(replies);
             }
         };
-        let not_leader = state.not_leader.contains(&tp);
+        let missing = state.missing(&tp);
         let Some(log) = state.logs.get_mut(&tp) else {
-            let e = if not_leader {
-                ClientError::NotLeader { leader: Some(2) }
-            } else {
-                ClientError::UnknownPartition(tp)
-            };
-            return error_response(&request, e);
+            return error_response(&request, missing);
         };
         let end = log_end(log);
         match request {
@@ -169,30 +199,6 @@ impl FakeBroker {
                     log.push(stored.freeze());
                     Ok(end)
                 }
-            }),
-            Request::Fetch {
-                offset, max_bytes, ..
-            } => Response::Fetch(if offset < 0 || offset > end {
-                Err(ClientError::OffsetOutOfRange {
-                    offset,
-                    start: 0,
-                    end,
-                })
-            } else {
-                let mut batches = Vec::new();
-                let mut size = 0u64;
-                for b in log.iter().filter(|b| next_offset(b) > offset) {
-                    if !batches.is_empty() && size + b.len() as u64 > max_bytes {
-                        break;
-                    }
-                    size += b.len() as u64;
-                    batches.push(b.clone());
-                }
-                Ok(FetchReply {
-                    batches,
-                    high_watermark: end,
-                    log_start_offset: 0,
-                })
             }),
             Request::ListOffsets { spec, .. } => Response::ListOffsets(Ok(match spec {
                 OffsetSpec::Earliest => (0, -1),
@@ -210,17 +216,62 @@ impl FakeBroker {
                     (-1, -1)
                 }))
             }
-            Request::CreateTopic { .. }
+            Request::Fetch { .. }
+            | Request::CreateTopic { .. }
             | Request::DeleteTopic { .. }
             | Request::FetchMany { .. }
             | Request::AutoCreateTopic { .. } => {
-                unreachable!("admin requests are answered before the partition lookup")
+                unreachable!("fetches and admin requests are answered before the log lookup")
             }
         }
     }
 }
 
 impl FakeState {
+    /// A read of one partition, as `Replica::fetch` answers it: whole batches from the one
+    /// holding `offset`, the first even past `max_bytes`.
+    fn fetch(
+        &self,
+        tp: &TopicPartition,
+        offset: Offset,
+        max_bytes: u64,
+    ) -> Result<FetchReply, ClientError> {
+        let Some(log) = self.logs.get(tp) else {
+            return Err(self.missing(tp));
+        };
+        let end = log_end(log);
+        if offset < 0 || offset > end {
+            return Err(ClientError::OffsetOutOfRange {
+                offset,
+                start: 0,
+                end,
+            });
+        }
+        let mut batches = Vec::new();
+        let mut size = 0u64;
+        for b in log.iter().filter(|b| next_offset(b) > offset) {
+            if !batches.is_empty() && size + b.len() as u64 > max_bytes {
+                break;
+            }
+            size += b.len() as u64;
+            batches.push(b.clone());
+        }
+        Ok(FetchReply {
+            batches,
+            high_watermark: end,
+            log_start_offset: 0,
+        })
+    }
+
+    /// The error for a partition this node has no log of.
+    fn missing(&self, tp: &TopicPartition) -> ClientError {
+        if self.not_leader.contains(tp) {
+            ClientError::NotLeader { leader: Some(2) }
+        } else {
+            ClientError::UnknownPartition(tp.clone())
+        }
+    }
+
     /// The controller's checks (as `core::node::handle_admin` makes them), then the topic
     /// appears in the view with every partition led by broker 1.
     fn create(&mut self, request: &Request) -> Result<(), ClientError> {
@@ -235,7 +286,7 @@ impl FakeState {
         else {
             unreachable!("create gets CreateTopic requests only")
         };
-        if self.view.topics.iter().any(|t| t.name == *name) {
+        if self.view.topic(name).is_some() {
             return Err(ClientError::TopicAlreadyExists(name.clone()));
         }
         if let Some((key, value)) = configs.iter().find(|(k, _)| {
@@ -258,7 +309,7 @@ impl FakeState {
         if !(1..=100).contains(partitions) {
             return Err(ClientError::InvalidPartitions(*partitions));
         }
-        let brokers = self.view.brokers.len();
+        let brokers = self.view.brokers().len();
         if *replication_factor < 1 || *replication_factor as usize > brokers {
             return Err(ClientError::InvalidReplicationFactor {
                 asked: *replication_factor,
@@ -283,23 +334,38 @@ impl FakeState {
             let tp = TopicPartition::new(name.as_str(), p.partition);
             self.logs.insert(tp, Vec::new());
         }
-        self.view.topics.push(TopicView {
+        let mut topics = self.view.topics().to_vec();
+        topics.push(TopicView {
             name: name.clone(),
             id: [self.created; 16],
             partitions,
             configs: configs.clone(),
         });
+        self.set_topics(topics);
         Ok(())
     }
 
     fn delete(&mut self, name: &str) -> Result<(), ClientError> {
-        let before = self.view.topics.len();
-        self.view.topics.retain(|t| t.name != name);
-        if self.view.topics.len() == before {
+        if self.view.topic(name).is_none() {
             return Err(ClientError::UnknownTopic(name.to_string()));
         }
+        let mut topics = self.view.topics().to_vec();
+        topics.retain(|t| t.name != name);
+        self.set_topics(topics);
         self.logs.retain(|tp, _| tp.topic != name);
         Ok(())
+    }
+
+    /// Publishes a new view with `topics`, as the runtime does after a metadata change.
+    fn set_topics(&mut self, topics: Vec<TopicView>) {
+        let v = &self.view;
+        let view = ClusterView::new(
+            v.cluster_id().to_owned(),
+            v.controller(),
+            v.brokers().to_vec(),
+            topics,
+        );
+        self.view = Arc::new(view);
     }
 }
 
@@ -308,7 +374,7 @@ impl Broker for FakeBroker {
         1
     }
 
-    fn cluster(&self) -> ClusterView {
+    fn cluster(&self) -> Arc<ClusterView> {
         self.0.lock().unwrap().view.clone()
     }
 
@@ -501,9 +567,9 @@ fn advertised(resp: &ApiVersionsResponse) -> Vec<(i16, i16, i16)> {
 }
 
 fn expected_table() -> Vec<(i16, i16, i16)> {
-    let mut want: Vec<_> = SUPPORTED_APIS
+    let mut want: Vec<_> = Api::<FakeBroker>::ALL
         .iter()
-        .map(|&(k, min, max)| (k as i16, min, max))
+        .map(|api| (api.key as i16, api.min, api.max))
         .collect();
     want.sort();
     want
@@ -1209,7 +1275,7 @@ fn create_codes(resp: &CreateTopicsResponse) -> Vec<(String, i16)> {
 fn created_topic_names(broker: &FakeBroker) -> Vec<String> {
     broker
         .cluster()
-        .topics
+        .topics()
         .iter()
         .map(|t| t.name.clone())
         .collect()
@@ -1232,13 +1298,7 @@ async fn test_create_topics_then_duplicate_is_topic_already_exists() {
     assert_eq!((t.name.as_str(), t.error_code), ("fresh", 0));
     assert_eq!(t.error_message, None);
     assert_eq!((t.num_partitions, t.replication_factor), (3, 2));
-    let id = broker
-        .cluster()
-        .topics
-        .iter()
-        .find(|t| t.name == "fresh")
-        .unwrap()
-        .id;
+    let id = broker.cluster().topic("fresh").unwrap().id;
     assert_eq!(*t.topic_id.as_bytes(), id);
     let configs: Vec<_> = t
         .configs
@@ -1649,4 +1709,191 @@ async fn test_describe_configs_for_topics_and_brokers() {
         assert_eq!(resp.results[2].error_message, None);
         assert!(resp.results[4].error_message.is_some());
     }
+}
+
+#[tokio::test]
+async fn test_fetch_across_partitions_is_one_core_request() {
+    // A fetch naming several partitions reaches the core as one FetchMany of the partitions in
+    // the view, in request order; a partition missing from the view is answered here; the
+    // request's max_bytes is shared in request order, so a later partition gets what is left.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    c.call(&produce_request(-1, TOPIC, 0, batch(&["zero"], 1)), 9)
+        .await;
+    let one = batch(&["one"], 1);
+    c.call(&produce_request(-1, TOPIC, 1, one.clone()), 9).await;
+    let partition = |p: i32| {
+        FetchPartition::default()
+            .with_partition(p)
+            .with_fetch_offset(0)
+            .with_partition_max_bytes(1 << 20)
+    };
+    let req = FetchRequest::default()
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(TOPIC))
+                .with_partitions(vec![partition(1), partition(0)]),
+            FetchTopic::default()
+                .with_topic(name("nope"))
+                .with_partitions(vec![partition(0)]),
+        ]);
+    let before = broker.requests().len();
+    let resp = c.call(&req, 12).await;
+    let fetches: Vec<_> = broker.requests()[before..]
+        .iter()
+        .map(|r| match r {
+            Request::FetchMany { partitions } => partitions
+                .iter()
+                .map(|p| (p.tp.clone(), p.offset))
+                .collect::<Vec<_>>(),
+            other => panic!("a fetch sent {other:?} to the core"),
+        })
+        .collect();
+    let tp = |p| TopicPartition::new(TOPIC, p);
+    assert_eq!(fetches, vec![vec![(tp(1), 0), (tp(0), 0)]]);
+    let got = |t: usize, p: usize| {
+        let part = &resp.responses[t].partitions[p];
+        (
+            part.error_code,
+            values(part.records.as_ref().unwrap_or(&Bytes::new())),
+        )
+    };
+    assert_eq!(got(0, 0), (0, vec![(0, "one".to_string())]));
+    assert_eq!(got(0, 1), (0, vec![(0, "zero".to_string())]));
+    let unknown = ResponseError::UnknownTopicOrPartition.code();
+    assert_eq!(got(1, 0).0, unknown);
+
+    // A budget of one batch: the first partition takes it, the second gets nothing.
+    let one_batch = req.clone().with_max_bytes(one.len() as i32);
+    let resp = c.call(&one_batch, 12).await;
+    let sizes: Vec<_> = resp.responses[0]
+        .partitions
+        .iter()
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .collect();
+    assert_eq!(sizes, vec![one.len(), 0]);
+}
+
+#[tokio::test]
+async fn test_metadata_marks_internal_topics_internal() {
+    // An internal topic in the view is listed with is_internal set; client topics are not.
+    let addr = start(
+        FakeBroker::new().with_internal_topic(),
+        KafkaConfig::default(),
+    )
+    .await;
+    let mut c = Client::connect(addr).await;
+    let resp = c
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    let flags: Vec<_> = resp
+        .topics
+        .iter()
+        .map(|t| (t.name.as_deref().unwrap().to_string(), t.is_internal))
+        .collect();
+    assert_eq!(
+        flags,
+        vec![
+            (TOPIC.to_string(), false),
+            (MOVED.to_string(), false),
+            (CONSUMER_OFFSETS_TOPIC.to_string(), true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn test_create_internal_topic_is_invalid_request() {
+    // Creating any internal topic is INVALID_REQUEST with a message, whatever else is wrong with
+    // the request, and reaches neither the core nor the view.
+    let broker = FakeBroker::new();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let mut topics: Vec<_> = INTERNAL_TOPICS
+        .iter()
+        .map(|&t| creatable(t, 1, 1))
+        .collect();
+    // A bad config would otherwise be INVALID_CONFIG.
+    topics[0] = topics[0]
+        .clone()
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("retention.ms"))
+            .with_value(None)]);
+    for version in [2, 7] {
+        let resp = c.call(&create_request(topics.clone()), version).await;
+        let invalid = ResponseError::InvalidRequest.code();
+        let want: Vec<_> = INTERNAL_TOPICS
+            .iter()
+            .map(|&t| (t.to_string(), invalid))
+            .collect();
+        assert_eq!(create_codes(&resp), want, "v{version}");
+        for t in &resp.topics {
+            let message = t.error_message.as_deref().unwrap();
+            assert!(message.contains("internal topic"), "{message}");
+        }
+    }
+    assert!(broker.requests().is_empty(), "{:?}", broker.requests());
+    assert_eq!(created_topic_names(&broker), vec![TOPIC, MOVED]);
+}
+
+#[tokio::test]
+async fn test_delete_internal_topic_is_invalid_topic_exception() {
+    // Deleting an internal topic, by name (listed in the view or not) or by id, is
+    // INVALID_TOPIC_EXCEPTION (with a message from v5), reaches no core, and deletes nothing.
+    let broker = FakeBroker::new().with_internal_topic();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let invalid = ResponseError::InvalidTopicException.code();
+    for version in [1, 5] {
+        let resp = c
+            .call(
+                &delete_request(&[METADATA_TOPIC, CONSUMER_OFFSETS_TOPIC]),
+                version,
+            )
+            .await;
+        let codes: Vec<_> = resp.responses.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, vec![invalid, invalid], "v{version}");
+        let messages = resp.responses.iter().all(|r| r.error_message.is_some());
+        assert_eq!(messages, version >= 5, "v{version}");
+    }
+    let by_id = DeleteTopicsRequest::default().with_topics(vec![DeleteTopicState::default()
+        .with_name(None)
+        .with_topic_id(super::codec::uuid_carrier([0xEE; 16]).topic_id)]);
+    let resp = c.call(&by_id, 6).await;
+    let r = &resp.responses[0];
+    assert_eq!(
+        (r.error_code, *r.topic_id.as_bytes()),
+        (invalid, [0xEE; 16])
+    );
+    assert!(broker.requests().is_empty(), "{:?}", broker.requests());
+    assert_eq!(
+        created_topic_names(&broker),
+        vec![TOPIC, MOVED, CONSUMER_OFFSETS_TOPIC]
+    );
+}
+
+#[tokio::test]
+async fn test_produce_to_internal_topic_is_invalid_topic_exception() {
+    // A produce to an internal topic is INVALID_TOPIC_EXCEPTION whether or not the view lists
+    // it, and nothing is written: the listener answers without the core.
+    let broker = FakeBroker::new().with_internal_topic();
+    let addr = start(broker.clone(), KafkaConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let invalid = ResponseError::InvalidTopicException.code();
+    for topic in [CONSUMER_OFFSETS_TOPIC, METADATA_TOPIC] {
+        for version in [3, 12] {
+            let resp = c
+                .call(&produce_request(-1, topic, 0, batch(&["x"], 1)), version)
+                .await;
+            let part = &resp.responses[0].partition_responses[0];
+            assert_eq!(
+                (part.error_code, part.base_offset),
+                (invalid, -1),
+                "{topic} v{version}"
+            );
+        }
+    }
+    assert!(broker.requests().is_empty(), "{:?}", broker.requests());
+    assert!(broker.log(CONSUMER_OFFSETS_TOPIC, 0).is_empty());
 }

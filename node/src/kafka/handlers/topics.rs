@@ -1,100 +1,155 @@
-//! The admin APIs: CreateTopics, DeleteTopics and DescribeConfigs.
+//! CreateTopics and DeleteTopics.
 //!
 //! Topic changes go to the core as [`Request::CreateTopic`] / [`Request::DeleteTopic`]; only the
 //! controller (the metadata partition's leader, Metadata's `controller_id`) accepts them, and
 //! every other broker answers NOT_CONTROLLER so the client retries there. The topics of one
-//! request run concurrently, each on its own task, and are answered in request order.
+//! request run concurrently, each on its own task, and are answered in request order. Internal
+//! topics are refused here as the core would refuse them: creating one is INVALID_REQUEST,
+//! deleting one INVALID_TOPIC_EXCEPTION.
 //!
 //! `timeout_ms` is advisory: the core bounds a proposal's lifetime itself (an expired one is
 //! REQUEST_TIMED_OUT). It only caps how long a successful change waits to become visible in
 //! this broker's cluster view, which is what lets CreateTopics v7 report the new topic's id and
 //! a client's next Metadata on this connection see the topic.
-//!
-//! DescribeConfigs answers from the cluster view: the overrides set at creation, and the
-//! defaults in [`TOPIC_CONFIGS`] for the rest.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::time::Duration;
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
-};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use railyard_core::api::{ClientError, Request, Response};
-use railyard_core::types::valid_topic_name;
+use railyard_core::metadata::is_internal_topic;
 use tokio::task::JoinHandle;
 
-use super::codec::uuid_carrier;
-use super::handlers::client_error_code;
-use super::KafkaConfig;
+use super::common::client_error_code;
+use super::configs::config_entries;
+use super::{Answer, Ctx, Handler, ResponseOf};
 use crate::broker::{Broker, ClusterView};
+use crate::kafka::codec::uuid_carrier;
+use crate::kafka::guard::{GuardError, Reader};
+use crate::kafka::KafkaConfig;
+
+pub struct CreateTopics;
+
+impl Handler for CreateTopics {
+    type Request = CreateTopicsRequest;
+
+    /// v2..=7 (the layout is the same in all of them but for the flexible encoding).
+    fn layout(r: &mut Reader<'_>, _version: i16) -> Result<(), GuardError> {
+        r.array(|r| {
+            r.string()?; // name
+            r.skip(4 + 2)?; // num_partitions, replication_factor
+            r.array(|r| {
+                r.skip(4)?; // partition_index
+                r.array(|r| r.skip(4))?; // broker_ids
+                r.tags()
+            })?;
+            r.array(|r| {
+                r.string()?; // config name
+                r.string()?; // config value (nullable)
+                r.tags()
+            })?;
+            r.tags()
+        })?;
+        r.skip(4 + 1) // timeout_ms, validate_only
+    }
+
+    async fn handle<B: Broker>(
+        ctx: Ctx<'_, B>,
+        request: CreateTopicsRequest,
+    ) -> Answer<CreateTopicsResponse> {
+        Answer::Reply(create_topics(ctx.broker, ctx.config, request, ctx.version).await)
+    }
+
+    fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>) {
+        out.extend(response.topics.iter().map(|t| t.error_code));
+    }
+
+    #[cfg(test)]
+    fn sample(_version: i16) -> CreateTopicsRequest {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableReplicaAssignment, CreatableTopicConfig,
+        };
+        use kafka_protocol::messages::BrokerId;
+        let config = |name, value: Option<&'static str>| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_value(value.map(StrBytes::from_static_str))
+        };
+        CreateTopicsRequest::default()
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(super::common::sample_topic())
+                    .with_assignments(vec![CreatableReplicaAssignment::default()
+                        .with_broker_ids(vec![BrokerId(1), BrokerId(2)])])
+                    .with_configs(vec![config("retention.ms", Some("1")), config("x", None)]),
+                CreatableTopic::default().with_name(super::common::sample_topic()),
+            ])
+            .with_validate_only(true)
+    }
+}
+
+pub struct DeleteTopics;
+
+impl Handler for DeleteTopics {
+    type Request = DeleteTopicsRequest;
+
+    /// v1..=6: names up to v5, (name, id) pairs in v6.
+    fn layout(r: &mut Reader<'_>, v: i16) -> Result<(), GuardError> {
+        if v >= 6 {
+            r.array(|r| {
+                r.string()?; // name (nullable)
+                r.skip(16)?; // topic_id
+                r.tags()
+            })?;
+        } else {
+            r.array(|r| r.string())?; // topic_names
+        }
+        r.skip(4) // timeout_ms
+    }
+
+    async fn handle<B: Broker>(
+        ctx: Ctx<'_, B>,
+        request: DeleteTopicsRequest,
+    ) -> Answer<DeleteTopicsResponse> {
+        Answer::Reply(delete_topics(ctx.broker, ctx.config, request, ctx.version).await)
+    }
+
+    fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>) {
+        out.extend(response.responses.iter().map(|t| t.error_code));
+    }
+
+    #[cfg(test)]
+    fn sample(v: i16) -> DeleteTopicsRequest {
+        use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+        let name = super::common::sample_topic;
+        if v >= 6 {
+            DeleteTopicsRequest::default().with_topics(vec![
+                DeleteTopicState::default().with_name(Some(name())),
+                DeleteTopicState::default()
+                    .with_name(None)
+                    .with_topic_id(uuid_carrier([3; 16]).topic_id),
+            ])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(), name()])
+        }
+    }
+}
 
 /// Partitions of a topic created with `num_partitions` -1 (Kafka's `num.partitions`).
 pub const DEFAULT_PARTITIONS: i64 = 1;
 /// Replication factor of a topic created with `replication_factor` -1, capped at the number of
 /// brokers (Kafka's `default.replication.factor`).
 pub const DEFAULT_REPLICATION_FACTOR: i64 = 3;
-
-/// DescribeConfigs resource types (Kafka's `ConfigResource.Type`).
-pub const RESOURCE_TOPIC: i8 = 2;
-pub const RESOURCE_BROKER: i8 = 4;
-
-/// Config sources (Kafka's `DescribeConfigsResponse.ConfigSource`).
-const SOURCE_TOPIC_CONFIG: i8 = 1;
-const SOURCE_DEFAULT_CONFIG: i8 = 5;
-
-/// Config types (Kafka's `ConfigDef.Type` as numbered in DescribeConfigs v3+).
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
-const TYPE_LIST: i8 = 7;
-
-/// A topic config the metadata holds, with the default a topic without an override has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TopicConfig {
-    pub name: &'static str,
-    pub default: &'static str,
-    /// The broker config the default comes from (reported as its synonym).
-    pub broker_name: &'static str,
-    config_type: i8,
-}
-
-/// The topic configs reported, in Kafka's (alphabetical) order.
-pub const TOPIC_CONFIGS: &[TopicConfig] = &[
-    TopicConfig {
-        name: "cleanup.policy",
-        default: "delete",
-        broker_name: "log.cleanup.policy",
-        config_type: TYPE_LIST,
-    },
-    TopicConfig {
-        name: "retention.bytes",
-        default: "-1",
-        broker_name: "log.retention.bytes",
-        config_type: TYPE_LONG,
-    },
-    TopicConfig {
-        name: "retention.ms",
-        default: "604800000",
-        broker_name: "log.retention.ms",
-        config_type: TYPE_LONG,
-    },
-    TopicConfig {
-        name: "segment.bytes",
-        default: "1073741824",
-        broker_name: "log.segment.bytes",
-        config_type: TYPE_INT,
-    },
-];
 
 /// Why one topic of an admin request failed: a Kafka error code and the message sent with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,7 +252,7 @@ pub async fn create_topics<B: Broker>(
     version: i16,
 ) -> CreateTopicsResponse {
     let view = broker.cluster();
-    let brokers = i64::try_from(view.brokers.len()).unwrap_or(i64::MAX);
+    let brokers = i64::try_from(view.brokers().len()).unwrap_or(i64::MAX);
     let default_rf = DEFAULT_REPLICATION_FACTOR.min(brokers).max(1);
     let wait = visible_wait(config, req.timeout_ms);
     let mut dups = Duplicates::new(req.topics.iter().map(|t| t.name.to_string()));
@@ -246,10 +301,19 @@ pub async fn create_topics<B: Broker>(
 
 /// The core request for one topic, or why the listener refuses it outright.
 fn create_request(
-    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    topic: &CreatableTopic,
     default_rf: i64,
     validate_only: bool,
 ) -> Result<Request, AdminError> {
+    let name = topic.name.as_str();
+    if is_internal_topic(name) {
+        // The core refuses it the same way; answering here keeps a bad config or assignment
+        // in the same request from being reported instead.
+        return Err(AdminError::kafka(
+            ResponseError::InvalidRequest,
+            format!("{name} is an internal topic; only the cluster creates it"),
+        ));
+    }
     let assignments = manual_assignment(topic)?;
     let mut configs = BTreeMap::new();
     for c in &topic.configs {
@@ -295,9 +359,7 @@ fn create_request(
 /// A manual replica assignment as Kafka sends it: partition indexes 0..n, each once, and then
 /// `num_partitions` and `replication_factor` must both be -1. The controller checks the broker
 /// ids. Empty when the controller is to place the replicas.
-fn manual_assignment(
-    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
-) -> Result<Vec<Vec<u64>>, AdminError> {
+fn manual_assignment(topic: &CreatableTopic) -> Result<Vec<Vec<u64>>, AdminError> {
     if topic.assignments.is_empty() {
         return Ok(Vec::new());
     }
@@ -367,10 +429,7 @@ async fn create_one<B: Broker>(
     let id = if validate_only {
         None
     } else {
-        wait_for_view(&broker, wait, |v| {
-            v.topics.iter().find(|t| t.name == name).map(|t| t.id)
-        })
-        .await
+        wait_for_view(&broker, wait, |v| v.topic(&name).map(|t| t.id)).await
     };
     Ok(Created {
         partitions,
@@ -420,50 +479,6 @@ fn creatable_configs(overrides: &BTreeMap<String, String>) -> Vec<CreatableTopic
                 .with_config_source(e.source)
         })
         .collect()
-}
-
-/// One config of a topic as reported.
-struct ConfigEntry {
-    name: String,
-    value: String,
-    source: i8,
-    config_type: i8,
-    /// The broker config a default value comes from.
-    broker_name: Option<&'static str>,
-}
-
-fn config_entries(overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
-    let mut out: Vec<ConfigEntry> = TOPIC_CONFIGS
-        .iter()
-        .map(|c| match overrides.get(c.name) {
-            Some(v) => ConfigEntry {
-                name: c.name.to_string(),
-                value: v.clone(),
-                source: SOURCE_TOPIC_CONFIG,
-                config_type: c.config_type,
-                broker_name: None,
-            },
-            None => ConfigEntry {
-                name: c.name.to_string(),
-                value: c.default.to_string(),
-                source: SOURCE_DEFAULT_CONFIG,
-                config_type: c.config_type,
-                broker_name: Some(c.broker_name),
-            },
-        })
-        .collect();
-    for (k, v) in overrides {
-        if !TOPIC_CONFIGS.iter().any(|c| c.name == k) {
-            out.push(ConfigEntry {
-                name: k.clone(),
-                value: v.clone(),
-                source: SOURCE_TOPIC_CONFIG,
-                config_type: 0,
-                broker_name: None,
-            });
-        }
-    }
-    out
 }
 
 /// A topic named by a DeleteTopics request: by name (v1+) or, in v6, by id.
@@ -527,32 +542,7 @@ pub async fn delete_topics<B: Broker>(
             }
             continue;
         }
-        let resolved = match (&name, id) {
-            (Some(n), None) => {
-                let id = view
-                    .topics
-                    .iter()
-                    .find(|t| t.name == n.as_str())
-                    .map(|t| t.id);
-                Ok((n.clone(), id))
-            }
-            (None, Some(id)) => match view.topics.iter().find(|t| t.id == id) {
-                Some(t) => Ok((TopicName(StrBytes::from_string(t.name.clone())), Some(id))),
-                None => Err(AdminError::kafka(
-                    ResponseError::UnknownTopicId,
-                    "no topic has this id",
-                )),
-            },
-            (Some(_), Some(_)) => Err(AdminError::kafka(
-                ResponseError::InvalidRequest,
-                "name a topic by its name or by its id, not both",
-            )),
-            (None, None) => Err(AdminError::kafka(
-                ResponseError::InvalidRequest,
-                "a topic needs a name or an id",
-            )),
-        };
-        targets.push(match resolved {
+        targets.push(match resolve_delete(&view, &name, id) {
             Err(e) => DeleteTarget {
                 name,
                 id,
@@ -587,6 +577,50 @@ pub async fn delete_topics<B: Broker>(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
+/// The topic a DeleteTopics entry names, as (name, id), or why the listener refuses it outright.
+fn resolve_delete(
+    view: &ClusterView,
+    name: &Option<TopicName>,
+    id: Option<[u8; 16]>,
+) -> Result<(TopicName, Option<[u8; 16]>), AdminError> {
+    let (name, id) = match (name, id) {
+        (Some(n), None) => (n.clone(), view.topic(n.as_str()).map(|t| t.id)),
+        (None, Some(id)) => match view.topic_by_id(&id) {
+            Some(t) => (TopicName(StrBytes::from_string(t.name.clone())), Some(id)),
+            None => {
+                return Err(AdminError::kafka(
+                    ResponseError::UnknownTopicId,
+                    "no topic has this id",
+                ))
+            }
+        },
+        (Some(_), Some(_)) => {
+            return Err(AdminError::kafka(
+                ResponseError::InvalidRequest,
+                "name a topic by its name or by its id, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(AdminError::kafka(
+                ResponseError::InvalidRequest,
+                "a topic needs a name or an id",
+            ))
+        }
+    };
+    if is_internal_topic(name.as_str()) {
+        // The core refuses it the same way; answering here also covers an internal topic that
+        // is missing from the view, which the core would call unknown.
+        return Err(AdminError::kafka(
+            ResponseError::InvalidTopicException,
+            format!(
+                "{} is an internal topic; only the cluster deletes it",
+                name.as_str()
+            ),
+        ));
+    }
+    Ok((name, id))
+}
+
 /// Runs one topic's deletion and, if it happened, waits (up to `wait`) for this broker's view
 /// to drop the topic.
 async fn delete_one<B: Broker>(broker: B, name: String, wait: Duration) -> Result<(), AdminError> {
@@ -596,93 +630,6 @@ async fn delete_one<B: Broker>(broker: B, name: String, wait: Duration) -> Resul
         Response::DeleteTopic(Err(e)) => return Err(AdminError::core(&e)),
         _ => return Err(AdminError::unexpected()),
     }
-    wait_for_view(&broker, wait, |v| {
-        (!v.topics.iter().any(|t| t.name == name)).then_some(())
-    })
-    .await;
+    wait_for_view(&broker, wait, |v| v.topic(&name).is_none().then_some(())).await;
     Ok(())
-}
-
-/// DescribeConfigs: topics report [`TOPIC_CONFIGS`], with the overrides set at creation;
-/// brokers report no configs.
-pub fn describe_configs(
-    view: &ClusterView,
-    req: &DescribeConfigsRequest,
-    version: i16,
-) -> DescribeConfigsResponse {
-    let results = req
-        .resources
-        .iter()
-        .map(|r| {
-            let out = DescribeConfigsResult::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone())
-                .with_error_message(None);
-            let fail = |out: DescribeConfigsResult, e: ResponseError, msg: String| {
-                out.with_error_code(e.code())
-                    .with_error_message(Some(StrBytes::from_string(msg)))
-            };
-            let name = r.resource_name.as_str();
-            match r.resource_type {
-                RESOURCE_TOPIC => {
-                    let Some(topic) = view.topics.iter().find(|t| t.name == name) else {
-                        let e = if valid_topic_name(name) {
-                            ResponseError::UnknownTopicOrPartition
-                        } else {
-                            ResponseError::InvalidTopicException
-                        };
-                        return fail(out, e, format!("unknown topic {name}"));
-                    };
-                    let wanted = |n: &str| match &r.configuration_keys {
-                        None => true,
-                        Some(keys) => keys.iter().any(|k| k.as_str() == n),
-                    };
-                    let configs = config_entries(&topic.configs)
-                        .into_iter()
-                        .filter(|e| wanted(&e.name))
-                        .map(|e| describe_entry(e, req.include_synonyms, version))
-                        .collect();
-                    out.with_configs(configs)
-                }
-                // The broker's own settings are not exposed; an empty list is a valid answer
-                // that tools asking for them (kcat, admin clients) accept.
-                RESOURCE_BROKER if name.is_empty() || name.parse::<i32>().is_ok() => out,
-                RESOURCE_BROKER => fail(
-                    out,
-                    ResponseError::InvalidRequest,
-                    format!("broker resource name {name:?} is not a broker id"),
-                ),
-                other => fail(
-                    out,
-                    ResponseError::InvalidRequest,
-                    format!("resource type {other} is not supported"),
-                ),
-            }
-        })
-        .collect();
-    DescribeConfigsResponse::default().with_results(results)
-}
-
-fn describe_entry(e: ConfigEntry, synonyms: bool, version: i16) -> DescribeConfigsResourceResult {
-    let mut out = DescribeConfigsResourceResult::default()
-        .with_name(StrBytes::from_string(e.name.clone()))
-        .with_value(Some(StrBytes::from_string(e.value.clone())))
-        .with_config_source(e.source);
-    if synonyms {
-        // Kafka lists where the value comes from, most specific first: the topic override, or
-        // the broker default it falls back to.
-        let (name, source) = match e.broker_name {
-            Some(b) => (b.to_string(), SOURCE_DEFAULT_CONFIG),
-            None => (e.name, SOURCE_TOPIC_CONFIG),
-        };
-        out.synonyms = vec![DescribeConfigsSynonym::default()
-            .with_name(StrBytes::from_string(name))
-            .with_value(Some(StrBytes::from_string(e.value)))
-            .with_source(source)];
-    }
-    if version >= 3 {
-        out.config_type = e.config_type;
-        out.documentation = None;
-    }
-    out
 }

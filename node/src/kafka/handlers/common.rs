@@ -1,0 +1,111 @@
+//! What several handlers share: the error of one partition and the Kafka code of each core
+//! error, where a client that hit NOT_LEADER_OR_FOLLOWER should go, auto-creation eligibility,
+//! and conversions into kafka-protocol's types.
+
+use kafka_protocol::messages::BrokerId;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use railyard_core::api::{ClientError, Response};
+use railyard_core::metadata::is_internal_topic;
+use railyard_core::types::{valid_topic_name, NodeId};
+
+use crate::broker::ClusterView;
+
+/// Why one partition of a request failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PartitionError {
+    /// The core refused or failed the request.
+    Core(ClientError),
+    /// The listener refused it before the core saw it (unknown partition, bad acks, ...).
+    Kafka(ResponseError),
+}
+
+impl PartitionError {
+    /// The Kafka error code sent to the client.
+    pub fn code(&self) -> i16 {
+        match self {
+            PartitionError::Core(e) => client_error_code(e),
+            PartitionError::Kafka(e) => e.code(),
+        }
+    }
+
+    /// The leader a NOT_LEADER_OR_FOLLOWER error points at, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        match self {
+            PartitionError::Core(ClientError::NotLeader { leader }) => *leader,
+            _ => None,
+        }
+    }
+}
+
+/// The Kafka error code of each core error (the mapping `api::ClientError` documents).
+pub fn client_error_code(e: &ClientError) -> i16 {
+    let kafka = match e {
+        ClientError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        ClientError::UnknownPartition(_) => ResponseError::UnknownTopicOrPartition,
+        ClientError::CorruptBatch(_) => ResponseError::CorruptMessage,
+        ClientError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        ClientError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        ClientError::Indeterminate { .. } => ResponseError::RequestTimedOut,
+        ClientError::Storage(_) => ResponseError::KafkaStorageError,
+        ClientError::NotController { .. } => ResponseError::NotController,
+        ClientError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ClientError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        ClientError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ClientError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ClientError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+        ClientError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        ClientError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        ClientError::InvalidRequest(_) => ResponseError::InvalidRequest,
+    };
+    kafka.code()
+}
+
+/// Where a NOT_LEADER_OR_FOLLOWER client should go: the leader the core named, else the one in
+/// the cluster view; with the view's leader epoch when both agree.
+pub fn leader_hint(
+    view: &ClusterView,
+    topic: &str,
+    partition: i32,
+    e: &PartitionError,
+) -> Option<(NodeId, i32)> {
+    if e.code() != ResponseError::NotLeaderOrFollower.code() {
+        return None;
+    }
+    let p = view.partition(topic, partition)?;
+    let leader = e.leader().or(p.leader)?;
+    let epoch = if p.leader == Some(leader) {
+        p.leader_epoch
+    } else {
+        -1
+    };
+    Some((leader, epoch))
+}
+
+/// Whether a client's use of `name` may ask for its creation: missing from the view, a valid
+/// name, not an internal topic.
+pub fn may_auto_create(view: &ClusterView, name: &str) -> bool {
+    view.topic(name).is_none() && valid_topic_name(name) && !is_internal_topic(name)
+}
+
+/// The broker answered a request with another kind of response: a runtime bug. The client gets
+/// a generic error rather than a dead connection.
+pub fn unexpected(_response: &Response) -> PartitionError {
+    PartitionError::Kafka(ResponseError::UnknownServerError)
+}
+
+/// Kafka broker ids are i32; node ids come from configuration, never from the network, and
+/// are small. An id that does not fit is reported as "none" (-1) rather than wrapped.
+pub fn broker_id(id: NodeId) -> BrokerId {
+    BrokerId(i32::try_from(id).unwrap_or(-1))
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+/// The topic name the handlers' test samples use.
+#[cfg(test)]
+pub fn sample_topic() -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(StrBytes::from_static_str("topic-a"))
+}

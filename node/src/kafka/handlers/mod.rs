@@ -1,0 +1,246 @@
+//! The table of the Kafka APIs this listener implements, and the contract of their handlers.
+//!
+//! [`Api::ALL`] is the one list: ApiVersions advertises its version ranges, the dispatcher
+//! refuses any (api, version) outside them, the guard walks the body layout its row names, and
+//! the row's handler answers. A handler is a [`Handler`] in this folder, one file per API
+//! family: it names its kafka-protocol request type (which fixes the response type and the API
+//! key), describes the request's field layout for the guard, turns a decoded request into a
+//! typed response through the [`Broker`], and lists the response's error codes for metrics.
+//! Adding an API is a new handler file plus one `mod` line and one row here.
+//!
+//! Handlers never see bytes: decoding, version checks and encoding happen around them. A
+//! handler sets only fields that exist in the version it answers, because kafka-protocol
+//! refuses to encode a non-default value into a version that lacks the field.
+//!
+//! - [`api_versions`]: ApiVersions, listing the table.
+//! - [`metadata`]: Metadata and DescribeCluster.
+//! - [`produce`]: Produce, one task per partition.
+//! - [`fetch`]: Fetch, one core request per pass, with the long poll.
+//! - [`offsets`]: ListOffsets and OffsetForLeaderEpoch.
+//! - [`topics`]: CreateTopics and DeleteTopics.
+//! - [`configs`]: DescribeConfigs, from the cluster view.
+//! - [`common`]: what several handlers share (partition errors, Kafka codes of core errors).
+
+pub mod api_versions;
+pub mod common;
+pub mod configs;
+pub mod fetch;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod topics;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Request as KafkaRequest;
+
+use super::codec::{decode_body, encode_response};
+use super::guard::{GuardError, Layout, Reader};
+use super::{ConnectionError, KafkaConfig};
+use crate::broker::Broker;
+
+impl<B: Broker> Api<B> {
+    /// Every API we implement, with the inclusive version range advertised for each, in the
+    /// order ApiVersions lists them. Generic over the broker only because the handler column
+    /// is; the other columns are the same for every `B`.
+    pub const ALL: &'static [Api<B>] = &[
+        Api::of::<produce::Produce>(ApiKey::Produce, 3, 12),
+        Api::of::<fetch::Fetch>(ApiKey::Fetch, 4, 12),
+        // v7 adds the MAX_TIMESTAMP (-3) spec, which the core cannot answer.
+        Api::of::<offsets::ListOffsets>(ApiKey::ListOffsets, 1, 6),
+        Api::of::<metadata::Metadata>(ApiKey::Metadata, 0, 12),
+        Api::of::<offsets::OffsetForLeaderEpoch>(ApiKey::OffsetForLeaderEpoch, 2, 4),
+        Api::of::<api_versions::ApiVersions>(ApiKey::ApiVersions, 0, 4),
+        Api::of::<metadata::DescribeCluster>(ApiKey::DescribeCluster, 0, 1),
+        Api::of::<topics::CreateTopics>(ApiKey::CreateTopics, 2, 7),
+        // v6 names topics by name or by id.
+        Api::of::<topics::DeleteTopics>(ApiKey::DeleteTopics, 1, 6),
+        // TOPIC resources (defaults only, see `configs`) and BROKER resources (no configs).
+        Api::of::<configs::DescribeConfigs>(ApiKey::DescribeConfigs, 1, 4),
+    ];
+
+    /// The row of `api` if we advertise `version` of it.
+    pub fn find(api: ApiKey, version: i16) -> Option<&'static Api<B>> {
+        // Ten rows: a scan is as fast as any index.
+        Self::ALL
+            .iter()
+            .find(|row| row.key == api && (row.min..=row.max).contains(&version))
+    }
+
+    /// Runs the row's handler on a request whose header has been read and whose body has
+    /// passed the guard; `None`: send nothing.
+    pub async fn run(&self, call: Call<'_, B>) -> Result<Option<BytesMut>, ConnectionError> {
+        (self.handler)(call).await
+    }
+}
+
+/// One row of [`Api::ALL`].
+pub struct Api<B> {
+    pub key: ApiKey,
+    /// The oldest version advertised.
+    pub min: i16,
+    /// The newest version advertised.
+    pub max: i16,
+    /// The request's field layout, walked by the guard before kafka-protocol decodes it.
+    pub layout: Layout,
+    /// The handler, wrapped to decode the request and encode the response.
+    handler: HandlerFn<B>,
+    /// A request of every advertised version with every array non-empty, for the guard's
+    /// round-trip test.
+    #[cfg(test)]
+    pub sample: fn(i16) -> BytesMut,
+}
+
+/// One Kafka API: how its request is laid out and how it is answered.
+pub trait Handler {
+    /// The kafka-protocol request; its `KEY` is the API key and its `Response` the answer.
+    type Request: KafkaRequest + Send + 'static;
+
+    /// Walks every field of a `version` request body but the trailing top-level tagged fields,
+    /// which the guard reads itself (skipping them: the guard keeps no values), so that the
+    /// guard can refuse impossible array counts before decoding.
+    fn layout(r: &mut Reader<'_>, version: i16) -> Result<(), GuardError>;
+
+    /// Answers a decoded request.
+    fn handle<B: Broker>(
+        ctx: Ctx<'_, B>,
+        request: Self::Request,
+    ) -> impl Future<Output = Answer<ResponseOf<Self>>> + Send;
+
+    /// Appends every error code of a response (top-level, per topic, per partition), zeros
+    /// included. Read back from the response rather than threaded through the handler, so that
+    /// whatever the client is told is what metrics count.
+    fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>);
+
+    /// A `version` request with every array non-empty (see [`Api::sample`]).
+    #[cfg(test)]
+    fn sample(version: i16) -> Self::Request;
+}
+
+/// The response type of a handler's request.
+pub type ResponseOf<H> = <<H as Handler>::Request as KafkaRequest>::Response;
+
+/// What a handler is given besides the request.
+pub struct Ctx<'a, B> {
+    pub broker: &'a B,
+    pub config: &'a KafkaConfig,
+    /// The request's (advertised) version, which the response is encoded in.
+    pub version: i16,
+}
+
+/// What the connection does with a handler's answer.
+#[derive(Debug)]
+pub enum Answer<R> {
+    /// Send this response.
+    Reply(R),
+    /// Send nothing: the client reads no response (an acks=0 produce).
+    NoReply,
+    /// Send nothing and close the connection.
+    Close(ConnectionError),
+}
+
+/// One request as the dispatcher hands it to a row.
+pub struct Call<'a, B> {
+    pub broker: &'a B,
+    pub config: &'a KafkaConfig,
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    /// The request body (the bytes after the header).
+    pub body: Bytes,
+    /// Where the response's error codes are appended.
+    pub codes: &'a mut Vec<i16>,
+}
+
+type Running<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<BytesMut>, ConnectionError>> + Send + 'a>>;
+type HandlerFn<B> = for<'a> fn(Call<'a, B>) -> Running<'a>;
+
+impl<B: Broker> Api<B> {
+    /// The row of handler `H`. Evaluated at compile time, so a row whose key is not its
+    /// handler's request fails the build.
+    const fn of<H: Handler>(key: ApiKey, min: i16, max: i16) -> Api<B> {
+        assert!(
+            key as i16 == <H::Request as KafkaRequest>::KEY,
+            "a row's api key differs from its handler's request"
+        );
+        assert!(0 <= min && min <= max, "a row's version range is empty");
+        Api {
+            key,
+            min,
+            max,
+            layout: H::layout,
+            handler: run::<B, H>,
+            #[cfg(test)]
+            sample: sample::<H>,
+        }
+    }
+}
+
+/// Decodes the body as `H`'s request, lets `H` answer it and encodes the response.
+fn run<B: Broker, H: Handler>(call: Call<'_, B>) -> Running<'_> {
+    Box::pin(async move {
+        let Call {
+            broker,
+            config,
+            api,
+            version,
+            correlation_id,
+            mut body,
+            codes,
+        } = call;
+        let request: H::Request = decode_body(&mut body, api, version)?;
+        let ctx = Ctx {
+            broker,
+            config,
+            version,
+        };
+        match H::handle(ctx, request).await {
+            Answer::Reply(response) => {
+                H::error_codes(&response, codes);
+                Ok(Some(encode_response(
+                    api,
+                    version,
+                    correlation_id,
+                    &response,
+                )?))
+            }
+            Answer::NoReply => Ok(None),
+            Answer::Close(e) => Err(e),
+        }
+    })
+}
+
+#[cfg(test)]
+fn sample<H: Handler>(version: i16) -> BytesMut {
+    use kafka_protocol::protocol::Encodable;
+    let mut buf = BytesMut::new();
+    H::sample(version)
+        .encode(&mut buf, version)
+        .unwrap_or_else(|e| panic!("encoding the sample of api {}: {e}", H::Request::KEY));
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::kafka::tests::FakeBroker;
+
+    #[test]
+    fn test_table_lists_each_api_once() {
+        // One row per API, so ApiVersions lists each once and `find` has one answer.
+        let keys: BTreeSet<i16> = Api::<FakeBroker>::ALL
+            .iter()
+            .map(|a| a.key as i16)
+            .collect();
+        assert_eq!(keys.len(), Api::<FakeBroker>::ALL.len());
+        assert!(Api::<FakeBroker>::find(ApiKey::Fetch, 12).is_some());
+        assert!(Api::<FakeBroker>::find(ApiKey::Fetch, 13).is_none());
+        assert!(Api::<FakeBroker>::find(ApiKey::JoinGroup, 0).is_none());
+    }
+}
