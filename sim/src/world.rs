@@ -37,7 +37,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::disk::{DiskStats, SimDisk};
 use crate::faults::{event_due, FaultConfig};
 use crate::net::{NetStats, PartitionKind, SimNetwork};
-use crate::workload::{record_value, Role, Workload};
+use crate::workload::{record_value, Role, Workload, WALL_EPOCH_MS};
 
 /// Simulated time between two raft ticks of a node.
 pub const TICK_US: u64 = 10_000;
@@ -95,6 +95,9 @@ pub enum Scenario {
     /// replica (cut off until then) has the latest entries: whatever the follower acknowledged
     /// must have been durable.
     FollowerThenLeaderCrash,
+    /// Wall clocks skewed by up to an hour between nodes and stepping by an hour, no other
+    /// fault: no broker may be fenced and no write may stall because of them.
+    ClockSteps,
 }
 
 #[derive(Clone, Debug)]
@@ -150,6 +153,10 @@ impl SimOptions {
         o.log.segment_bytes = 8 * 1024;
         if scenario == Scenario::TornWriteFollower || scenario == Scenario::LeaderCrashMidWrite {
             o.faults.torn_writes = true;
+        }
+        if scenario == Scenario::ClockSteps {
+            o.faults.clock_skew_ms = crate::faults::CLOCK_STEP_MS;
+            o.faults.clock_step_per_s = 1.0;
         }
         o
     }
@@ -220,6 +227,8 @@ pub struct RunStats {
     pub messages_dropped: u64,
     /// Crashes that hit a node in the middle of a step (its writes unsynced, maybe torn).
     pub mid_step_crashes: u64,
+    /// Wall-clock steps injected.
+    pub clock_steps: u64,
     /// Disk counters summed over every node's disk.
     pub disk: DiskStats,
     pub net: NetStats,
@@ -399,6 +408,8 @@ pub struct World {
     admin_sent: u64,
     /// (broker, incarnation) seen fenced in some node's metadata image.
     fenced_seen: BTreeSet<(NodeId, u64)>,
+    /// Each node's wall clock minus true (simulated) time: skew plus the steps so far.
+    wall_offset_ms: BTreeMap<NodeId, i64>,
 }
 
 impl World {
@@ -490,12 +501,22 @@ impl World {
             script_roles: None,
             admin_sent: 0,
             fenced_seen: BTreeSet::new(),
+            wall_offset_ms: BTreeMap::new(),
         };
         w.boot();
         w
     }
 
     fn boot(&mut self) {
+        let skew = self.opts.faults.clock_skew_ms;
+        for id in self.node_ids.clone() {
+            let offset = if skew > 0 {
+                self.rngs.clock.gen_range(-skew..=skew)
+            } else {
+                0
+            };
+            self.wall_offset_ms.insert(id, offset);
+        }
         for id in self.node_ids.clone() {
             self.start_node(id);
             let phase = self.rngs.process.gen_range(0..TICK_US);
@@ -505,7 +526,7 @@ impl World {
             let t = self.rngs.workload.gen_range(0..50_000);
             self.schedule(t, Event::ClientWake(c));
         }
-        if self.opts.scenario == Scenario::Swarm {
+        if matches!(self.opts.scenario, Scenario::Swarm | Scenario::ClockSteps) {
             self.schedule(FAULT_TICK_US, Event::FaultTick);
         } else {
             self.schedule_script();
@@ -520,7 +541,6 @@ impl World {
     fn schedule_script(&mut self) {
         let s = |w: &mut World, at: u64, step| w.schedule(at, Event::Script(step));
         match self.opts.scenario {
-            Scenario::Swarm => {}
             Scenario::LeaderCrashMidWrite => {
                 s(self, 3_000_000, ScriptStep::CrashLeader);
                 s(self, 6_000_000, ScriptStep::CrashLeader);
@@ -535,6 +555,7 @@ impl World {
                 s(self, 2_000_000, ScriptStep::FillFollowerDisk);
                 s(self, 5_000_000, ScriptStep::FillLeaderDisk);
             }
+            Scenario::Swarm | Scenario::ClockSteps => {}
             Scenario::FollowerThenLeaderCrash => {
                 s(self, 2_000_000, ScriptStep::PickRolesIsolateThird);
                 s(self, 2_500_000, ScriptStep::KillFollowerMidWrite);
@@ -586,7 +607,9 @@ impl World {
                 }
                 let now_ms = (self.now / 1000) as i64;
                 let res = match self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
-                    Some(node) => node.tick(now_ms, now_ms),
+                    Some(node) => {
+                        node.tick(now_ms, WALL_EPOCH_MS + now_ms + self.wall_offset_ms[&id])
+                    }
                     None => return,
                 };
                 if let Err(e) = res {
@@ -946,7 +969,10 @@ impl World {
             let Some(client) = self.route.remove(&request_id) else {
                 continue;
             };
-            let lat = self.rngs.workload.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
+            let lat = self
+                .rngs
+                .workload
+                .gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
             self.schedule(
                 at + lat,
                 Event::Reply {
@@ -964,9 +990,13 @@ impl World {
 
     fn client_next(&mut self, c: usize) {
         if let Some((node, request_id, request)) =
-            self.workload.next_request(c, self.now, &mut self.rngs.workload)
+            self.workload
+                .next_request(c, self.now, &mut self.rngs.workload)
         {
-            let lat = self.rngs.workload.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
+            let lat = self
+                .rngs
+                .workload
+                .gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
             self.schedule(
                 self.now + lat,
                 Event::Arrive {
@@ -1020,7 +1050,9 @@ impl World {
             let heal = self.now + f.partition_us.draw(&mut self.rngs.net);
             self.schedule(heal, Event::Heal);
         }
-        if event_due(&mut self.rngs.net, f.clog_per_s, dt) && self.net.random_clog(self.now).is_some() {
+        if event_due(&mut self.rngs.net, f.clog_per_s, dt)
+            && self.net.random_clog(self.now).is_some()
+        {
             self.stats.clogs += 1;
         }
         if event_due(&mut self.rngs.disk, f.bit_flip_per_s, dt)
@@ -1030,6 +1062,20 @@ impl World {
             // A flip at rest is seen by the next cold start: often make that soon.
             let down = f.crash_down_us.draw(&mut self.rngs.disk);
             self.crash(self.faulty_disk_node, down);
+        }
+        if event_due(&mut self.rngs.clock, f.clock_step_per_s, dt) {
+            let id = self.node_ids[self.rngs.clock.gen_range(0..self.node_ids.len())];
+            let step = if self.rngs.clock.gen_bool(0.5) {
+                f.clock_step_ms
+            } else {
+                -f.clock_step_ms
+            };
+            *self
+                .wall_offset_ms
+                .get_mut(&id)
+                .expect("every node has a clock") += step;
+            self.stats.clock_steps += 1;
+            self.trace(13, id, step as u64);
         }
         if !up.is_empty() && event_due(&mut self.rngs.disk, f.disk_full_per_s, dt) {
             let id = up[self.rngs.disk.gen_range(0..up.len())];
@@ -1499,10 +1545,36 @@ impl World {
         }
     }
 
+    /// The clock scenario: steps and skews of the wall clock fence no broker (every timer runs
+    /// on the monotonic clock), and the nodes noticed the steps.
+    fn check_clock_scenario(&mut self) {
+        if self.opts.scenario != Scenario::ClockSteps {
+            return;
+        }
+        if self.stats.brokers_fenced > 0 {
+            self.violation(format!(
+                "clock steps fenced {} broker incarnations",
+                self.stats.brokers_fenced
+            ));
+        }
+        let noticed: u64 = self
+            .up_nodes()
+            .iter()
+            .map(|id| self.slots[id].node.as_ref().expect("up").clock_steps())
+            .sum();
+        if self.stats.clock_steps == 0 || noticed == 0 {
+            self.violation(format!(
+                "clock scenario: {} steps injected, {noticed} noticed",
+                self.stats.clock_steps
+            ));
+        }
+    }
+
     fn finish(mut self) -> SimReport {
         self.check_committed_prefixes();
         self.check_metadata();
         self.check_metadata_liveness();
+        self.check_clock_scenario();
         self.stats.leaders_recorded = self
             .up_nodes()
             .iter()
