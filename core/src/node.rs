@@ -117,12 +117,16 @@ pub struct NodeStats {
     pub appends_refused_disk_low: u64,
     /// Heartbeats received while not the controller (dropped).
     pub heartbeats_misrouted: u64,
+    /// Replicas opened by the periodic reconcile, after their creation had failed.
+    pub replicas_created_late: u64,
 }
 
 /// Most steps one [`Node::pump`] call runs before it returns (the caller comes back for more).
 pub const PUMP_STEPS_MAX: usize = 64;
 /// Most rounds of machine-to-machine messages one input may cause.
 const ROUTE_ROUNDS_MAX: usize = 8;
+/// How often replicas the image assigns here but that failed to open are retried.
+const RECONCILE_EVERY_MS: Millis = 1_000;
 /// A change of the wall clock against the monotonic clock larger than this between two ticks is
 /// logged as a clock step (the wall clock is data; no timer uses it).
 const CLOCK_STEP_WARN_MS: Millis = 1_000;
@@ -173,6 +177,11 @@ pub struct Node {
     active: BTreeSet<TopicPartition>,
     /// Grows whenever a replica is created or deleted (see [`Node::view_version`]).
     replica_set_version: u64,
+    /// Partition files the image does not name wait to be deleted until the metadata replica
+    /// has left repair mode: a metadata log that lost committed records to corruption replays
+    /// into an image that lacks topics, and their data must not go with them.
+    leftovers_pending: bool,
+    last_reconcile_ms: Millis,
 }
 
 /// The image of a node without a metadata group.
@@ -211,6 +220,8 @@ impl Node {
             auto_create: Vec::new(),
             active: BTreeSet::new(),
             replica_set_version: 0,
+            leftovers_pending: true,
+            last_reconcile_ms: 0,
         };
         node.open_metadata()?;
         let wanted = node.wanted_partitions();
@@ -679,7 +690,30 @@ impl Node {
             self.last_retention_ms = now_ms;
             self.apply_retention()?;
         }
+        if now_ms - self.last_reconcile_ms >= RECONCILE_EVERY_MS {
+            self.last_reconcile_ms = now_ms;
+            self.reconcile_replicas();
+            self.remove_leftover_partitions();
+        }
         Ok(())
+    }
+
+    /// Opens every replica the image assigns here that is not open: a creation that failed
+    /// when its record applied (a full disk, a read error in recovery) is retried until it
+    /// works. Deletions need no retry: they are local and cannot fail.
+    fn reconcile_replicas(&mut self) {
+        if self.controller_machine().is_none() {
+            return;
+        }
+        for (tp, (voters, configs)) in self.wanted_partitions() {
+            if self.replicas.contains_key(&tp) {
+                continue;
+            }
+            match self.open_replica(tp, &voters, &[], &configs, None) {
+                Ok(()) => self.stats.replicas_created_late += 1,
+                Err(e) => slog::warn!(self.logger, "cannot create replica yet"; "error" => %e),
+            }
+        }
     }
 
     /// Records the wall clock and warns once per step of it (a jump of the wall clock against
@@ -951,11 +985,17 @@ impl Node {
     }
 
     /// Deletes the files of partitions this node no longer hosts (a delete interrupted by a
-    /// crash, or a topic deleted while the node was down).
+    /// crash, or a topic deleted while the node was down), once the image can be trusted to
+    /// name every topic (see `leftovers_pending`).
     fn remove_leftover_partitions(&mut self) {
-        if self.config.metadata_voters.is_empty() {
+        if !self.leftovers_pending || self.config.metadata_voters.is_empty() {
             return;
         }
+        let meta = metadata_tp();
+        if self.replicas.get(&meta).is_none_or(|r| r.is_repairing()) {
+            return;
+        }
+        self.leftovers_pending = false;
         let dirs = self.disk.list_dirs("").unwrap_or_default();
         for d in dirs {
             if !self.replicas.keys().any(|tp| tp.dir() == d) && looks_like_partition_dir(&d) {

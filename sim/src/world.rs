@@ -186,6 +186,12 @@ const METADATA_VOTERS_MAX: usize = 3;
 const ADMIN_REQUEST_BASE: u64 = 1 << 62;
 /// How often the admin client retries creating the topics until they exist.
 const ADMIN_EVERY_US: u64 = 300_000;
+/// How often the admin client creates or deletes a churn topic during the fault phase.
+const CHURN_EVERY_US: u64 = 700_000;
+/// Most churn topics alive at once.
+const CHURN_TOPICS_MAX: usize = 3;
+/// How often a leader hands leadership back to its partition's preferred replica.
+const PREFERRED_LEADER_CHECK_MS: i64 = 2_000;
 
 /// The nodes' disk reserve (`NodeConfig::min_free_bytes`).
 const MIN_FREE_BYTES: u64 = 64 * 1024;
@@ -229,6 +235,11 @@ pub struct RunStats {
     pub mid_step_crashes: u64,
     /// Wall-clock steps injected.
     pub clock_steps: u64,
+    /// Topic creations and deletions the admin client asked for (churn).
+    pub churn_requests: u64,
+    /// Replicas a node created only at a later reconcile (their first open failed), summed
+    /// over the nodes up at the end.
+    pub replicas_created_late: u64,
     /// Disk counters summed over every node's disk.
     pub disk: DiskStats,
     pub net: NetStats,
@@ -300,6 +311,8 @@ enum Event {
     /// The admin client asks the controller to record the workload's topics (with their fixed
     /// assignments) until they exist, so that leaderships get published under faults too.
     CreateTopics,
+    /// The admin client creates or deletes a topic that no workload uses (topic churn).
+    Churn,
     Liveness,
     StopProducers,
     FinalReads,
@@ -410,6 +423,9 @@ pub struct World {
     fenced_seen: BTreeSet<(NodeId, u64)>,
     /// Each node's wall clock minus true (simulated) time: skew plus the steps so far.
     wall_offset_ms: BTreeMap<NodeId, i64>,
+    /// Churn topics created so far (names are never reused: a re-created name would reuse the
+    /// white-box history of the old partition).
+    churn_created: u64,
 }
 
 impl World {
@@ -502,6 +518,7 @@ impl World {
             admin_sent: 0,
             fenced_seen: BTreeSet::new(),
             wall_offset_ms: BTreeMap::new(),
+            churn_created: 0,
         };
         w.boot();
         w
@@ -533,6 +550,9 @@ impl World {
         }
         self.schedule(PREFIX_CHECK_US, Event::PrefixCheck);
         self.schedule(ADMIN_EVERY_US, Event::CreateTopics);
+        if self.opts.scenario == Scenario::Swarm {
+            self.schedule(CHURN_EVERY_US, Event::Churn);
+        }
         self.schedule(self.opts.fault_phase_us, Event::Liveness);
         let end = self.opts.fault_phase_us + self.opts.liveness_us;
         self.schedule(end, Event::End);
@@ -743,6 +763,12 @@ impl World {
                 self.schedule(self.now + PREFIX_CHECK_US, Event::PrefixCheck);
             }
             Event::CreateTopics => self.create_topics(),
+            Event::Churn => {
+                if !self.in_liveness {
+                    self.churn();
+                    self.schedule(self.now + CHURN_EVERY_US, Event::Churn);
+                }
+            }
             Event::Liveness => self.start_liveness(),
             Event::StopProducers => {
                 for c in self.workload.clients.iter_mut() {
@@ -766,12 +792,6 @@ impl World {
     }
 
     fn node_config(&self, id: NodeId, incarnation: u64) -> NodeConfig {
-        let partitions = self
-            .specs
-            .iter()
-            .filter(|s| s.voters.contains(&id))
-            .cloned()
-            .collect();
         NodeConfig {
             id,
             seed: self.opts.seed ^ (id << 32) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -781,12 +801,11 @@ impl World {
                 ..ReplicaConfig::default()
             },
             log: self.opts.log.clone(),
-            partitions,
+            // Every partition comes from the metadata log, as on real nodes: the admin client
+            // creates the workload's topics (with the specs' assignments) and churns others,
+            // so replica creation and deletion run under the same faults as everything else.
+            partitions: Vec::new(),
             retention_check_ms: 1_000,
-            // The workload's partitions are the fixed layout (opened at start); the metadata
-            // group runs beside them: registration, heartbeats, fencing and leadership records
-            // under the same faults, and the admin client records the topics (see
-            // `create_topics`).
             metadata_voters: self
                 .node_ids
                 .iter()
@@ -801,7 +820,7 @@ impl World {
             }),
             heartbeat_ms: 100,
             session_timeout_ms: 800,
-            preferred_leader_check_ms: None,
+            preferred_leader_check_ms: Some(PREFERRED_LEADER_CHECK_MS),
             min_free_bytes: MIN_FREE_BYTES,
         }
     }
@@ -821,7 +840,7 @@ impl World {
                     } else if report.truncated_from_index.is_some() {
                         self.stats.torn_recoveries += 1;
                     }
-                    let key = (id, self.tp_index[tp]);
+                    let key = (id, tp_key(&mut self.tp_index, tp));
                     let hw = node.replica(tp).unwrap().high_watermark();
                     let repairing = node.replica(tp).unwrap().is_repairing();
                     if report.corruption || report.commit_clamped_from.is_some() || repairing {
@@ -1296,14 +1315,7 @@ impl World {
             );
             a.push(s.voters.clone());
         }
-        let controller = self.up_nodes().into_iter().find(|id| {
-            !self.is_paused(*id)
-                && self.slots[id]
-                    .node
-                    .as_ref()
-                    .is_some_and(|n| n.controller() == Some(*id))
-        });
-        let Some(id) = controller else {
+        let Some(id) = self.controller_node() else {
             self.schedule(self.now + ADMIN_EVERY_US, Event::CreateTopics);
             return;
         };
@@ -1335,6 +1347,61 @@ impl World {
         self.trace(12, id, self.admin_sent);
         self.pump(id);
         self.schedule(self.now + ADMIN_EVERY_US, Event::CreateTopics);
+    }
+
+    /// The up, unpaused node that believes it is the controller.
+    fn controller_node(&self) -> Option<NodeId> {
+        self.up_nodes().into_iter().find(|id| {
+            !self.is_paused(*id)
+                && self.slots[id]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.controller() == Some(*id))
+        })
+    }
+
+    /// Topic churn: the admin client creates a new topic (placed by the controller) or deletes
+    /// one of the churn topics, through the controller, while faults run.
+    fn churn(&mut self) {
+        let Some(id) = self.controller_node() else {
+            return;
+        };
+        let node = self.slots[&id].node.as_ref().expect("up");
+        let alive: Vec<String> = node
+            .metadata()
+            .topics
+            .keys()
+            .filter(|t| t.starts_with("churn-"))
+            .cloned()
+            .collect();
+        let delete = !alive.is_empty()
+            && (alive.len() >= CHURN_TOPICS_MAX || self.rngs.workload.gen_bool(0.4));
+        let request = if delete {
+            let name = alive[self.rngs.workload.gen_range(0..alive.len())].clone();
+            Request::DeleteTopic { name }
+        } else {
+            self.churn_created += 1;
+            Request::CreateTopic {
+                name: format!("churn-{}", self.churn_created),
+                partitions: self.rngs.workload.gen_range(1..=2),
+                replication_factor: self.node_ids.len().min(3) as i64,
+                configs: BTreeMap::new(),
+                assignments: Vec::new(),
+                validate_only: false,
+            }
+        };
+        self.admin_sent += 1;
+        self.stats.churn_requests += 1;
+        let now_ms = (self.now / 1000) as i64;
+        let request_id = ADMIN_REQUEST_BASE + self.admin_sent;
+        let node = self
+            .slots
+            .get_mut(&id)
+            .and_then(|s| s.node.as_mut())
+            .expect("up");
+        node.handle_request(now_ms, request_id, request);
+        self.trace(14, id, self.admin_sent);
+        self.pump(id);
     }
 
     /// White-box checks of the metadata image on every up node: two nodes that applied the same
@@ -1407,6 +1474,25 @@ impl World {
                     ));
                 }
             }
+            // The replicas a node hosts are exactly those its image assigns to it: creation
+            // and deletion followed the metadata log through every fault.
+            let node = self.slots[&id].node.as_ref().unwrap();
+            let wanted: BTreeSet<TopicPartition> = image
+                .assignments()
+                .into_iter()
+                .filter(|(_, r)| r.contains(&id))
+                .map(|(tp, _)| tp)
+                .chain(std::iter::once(metadata_tp()))
+                .collect();
+            let hosted: BTreeSet<TopicPartition> =
+                node.replicas().map(|r| r.tp().clone()).collect();
+            if hosted != wanted {
+                problems.push(format!(
+                    "liveness: node {id} hosts {:?} but its image assigns {:?}",
+                    hosted.difference(&wanted).collect::<Vec<_>>(),
+                    wanted.difference(&hosted).collect::<Vec<_>>()
+                ));
+            }
         }
         for p in problems {
             self.violation(p);
@@ -1430,7 +1516,7 @@ impl World {
             let st = r.status();
             let tp = r.tp();
             if st.role == StateRole::Leader {
-                let key = (self.tp_index[tp], st.term);
+                let key = (tp_key(&mut self.tp_index, tp), st.term);
                 match self.leaders.get(&key) {
                     Some(other) if *other != id => problems.push(format!(
                         "two leaders for {tp} in term {}: {other} and {id}",
@@ -1451,7 +1537,7 @@ impl World {
             }
             let prev = self
                 .hw_seen
-                .insert((id, self.tp_index[tp]), st.high_watermark);
+                .insert((id, tp_key(&mut self.tp_index, tp)), st.high_watermark);
             if prev.is_some_and(|p| st.high_watermark < p) {
                 problems.push(format!(
                     "node {id} {tp}: high watermark went backwards {:?} -> {}",
@@ -1575,6 +1661,18 @@ impl World {
         self.check_metadata();
         self.check_metadata_liveness();
         self.check_clock_scenario();
+        self.stats.replicas_created_late = self
+            .up_nodes()
+            .iter()
+            .map(|id| {
+                self.slots[id]
+                    .node
+                    .as_ref()
+                    .unwrap()
+                    .stats()
+                    .replicas_created_late
+            })
+            .sum();
         self.stats.leaders_recorded = self
             .up_nodes()
             .iter()
@@ -1678,6 +1776,13 @@ impl World {
             options: self.opts,
         }
     }
+}
+
+/// The white-box key of a partition: its index, assigned on first sight (workload partitions
+/// and the metadata partition first, then churn topics as nodes create them).
+fn tp_key(index: &mut BTreeMap<TopicPartition, usize>, tp: &TopicPartition) -> usize {
+    let next = index.len();
+    *index.entry(tp.clone()).or_insert(next)
 }
 
 /// Runs one simulation.
