@@ -190,6 +190,12 @@ const ADMIN_EVERY_US: u64 = 300_000;
 const CHURN_EVERY_US: u64 = 700_000;
 /// Most churn topics alive at once.
 const CHURN_TOPICS_MAX: usize = 3;
+/// Share of the swarm's process stops that are graceful (SIGTERM: leaderships handed over)
+/// rather than crashes.
+const GRACEFUL_STOP_P: f64 = 0.25;
+/// How long a gracefully stopping node keeps running to hand its leaderships over (the
+/// runtime waits up to 3 s; the handover takes about one round trip).
+const HANDOVER_US: u64 = 300_000;
 /// How often a leader hands leadership back to its partition's preferred replica.
 const PREFERRED_LEADER_CHECK_MS: i64 = 2_000;
 
@@ -235,6 +241,8 @@ pub struct RunStats {
     pub mid_step_crashes: u64,
     /// Wall-clock steps injected.
     pub clock_steps: u64,
+    /// Graceful stops (leaderships handed over, then exit).
+    pub graceful_stops: u64,
     /// Topic creations and deletions the admin client asked for (churn).
     pub churn_requests: u64,
     /// Replicas a node created only at a later reconcile (their first open failed), summed
@@ -301,6 +309,8 @@ enum Event {
     Restart(NodeId),
     /// Crash the node now if the armed mid-step crash has not happened yet.
     ForceCrash(NodeId, u64),
+    /// A graceful stop's handover window ended: (node, incarnation, downtime).
+    StopNow(NodeId, u64, u64),
     /// A second crash shortly after a mid-step one (correlated failures, e.g. a power loss
     /// that takes out two racks): crashes a partition leader if one is up.
     CorrelatedCrash,
@@ -725,6 +735,7 @@ impl World {
                     self.crash_now(id, after);
                 }
             }
+            Event::StopNow(id, incarnation, down) => self.stop_now(id, incarnation, down),
             Event::CorrelatedCrash => {
                 if self.in_liveness {
                     return;
@@ -897,6 +908,45 @@ impl World {
         self.schedule(self.now + 500_000, Event::ForceCrash(id, inc));
     }
 
+    /// A graceful stop (SIGTERM), as the runtime does it: hand every leadership to a caught-up
+    /// follower, keep running for the handover window, then answer what is pending and exit.
+    /// Unlike a crash, nothing written is lost (the page cache survives the process).
+    fn graceful_stop(&mut self, id: NodeId, restart_after: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        if slot.restart_after.is_some() || slot.paused_until.is_some() {
+            return;
+        }
+        node.transfer_all_leaderships();
+        let inc = slot.incarnation;
+        self.trace(15, id, inc);
+        self.pump(id);
+        let at = self.now + HANDOVER_US;
+        self.schedule(at, Event::StopNow(id, inc, restart_after));
+    }
+
+    /// The end of a graceful stop's handover window.
+    fn stop_now(&mut self, id: NodeId, incarnation: u64, restart_after: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        if slot.incarnation != incarnation || slot.paused_until.is_some() {
+            return;
+        }
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        node.abandon_pending();
+        self.pump(id);
+        let slot = self.slots.get_mut(&id).unwrap();
+        slot.node = None;
+        slot.restart_after = None;
+        slot.held.clear();
+        self.stats.graceful_stops += 1;
+        self.trace(16, id, 0);
+        self.schedule(self.now + restart_after, Event::Restart(id));
+    }
+
     /// The process dies now; unsynced writes are lost or torn.
     fn crash_now(&mut self, id: NodeId, restart_after: u64) {
         let slot = self.slots.get_mut(&id).unwrap();
@@ -1053,7 +1103,11 @@ impl World {
         if !up.is_empty() && event_due(&mut self.rngs.process, f.crash_per_s, dt) {
             let id = up[self.rngs.process.gen_range(0..up.len())];
             let down = f.crash_down_us.draw(&mut self.rngs.process);
-            self.crash(id, down);
+            if self.rngs.process.gen_bool(GRACEFUL_STOP_P) {
+                self.graceful_stop(id, down);
+            } else {
+                self.crash(id, down);
+            }
         }
         if !up.is_empty() && event_due(&mut self.rngs.process, f.pause_per_s, dt) {
             let id = up[self.rngs.process.gen_range(0..up.len())];

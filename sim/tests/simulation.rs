@@ -69,6 +69,8 @@ fn add_stats(total: &mut railyard_sim::world::RunStats, s: &railyard_sim::world:
     total.leaders_recorded += s.leaders_recorded;
     total.fail_stops += s.fail_stops;
     total.clock_steps += s.clock_steps;
+    total.graceful_stops += s.graceful_stops;
+    total.churn_requests += s.churn_requests;
     total.acked_all += s.acked_all;
     total.disk.read_errors += s.disk.read_errors;
     total.disk.torn_writes += s.disk.torn_writes;
@@ -102,6 +104,8 @@ fn missing(total: &railyard_sim::world::RunStats) -> Vec<&'static str> {
         ("partition-blocked messages", total.net.blocked),
         ("acks=all writes", total.acked_all),
         ("wall-clock steps", total.clock_steps),
+        ("graceful stops", total.graceful_stops),
+        ("topic churn through the controller", total.churn_requests),
         ("brokers fenced by the controller", total.brokers_fenced),
         (
             "leaderships recorded in the metadata log",
