@@ -572,25 +572,35 @@ impl Node {
     /// After an input touched `tps`: processes their machines' outputs (node events first in
     /// their order, then replies, as they were emitted), then queues `replies`.
     fn after_input(&mut self, tps: &[TopicPartition], replies: Replies) {
-        let mut pending: Vec<TopicPartition> = tps.to_vec();
+        let mut next = Vec::new();
+        for tp in tps {
+            self.drain_output(tp, &mut next);
+        }
+        // Messages between machines: each round delivers what the previous one sent.
         for _ in 0..ROUTE_ROUNDS_MAX {
-            let mut next = Vec::new();
-            for tp in std::mem::take(&mut pending) {
-                let Some(r) = self.replicas.get_mut(&tp) else {
-                    continue;
-                };
-                for effect in r.take_output() {
-                    if let Some(to) = self.apply_effect(effect) {
-                        next.push(to);
-                    }
-                }
-            }
             if next.is_empty() {
                 break;
             }
-            pending = next;
+            for tp in std::mem::take(&mut next) {
+                self.drain_output(&tp, &mut next);
+            }
         }
         self.replies.extend(replies);
+    }
+
+    /// Carries out the machine output of `tp`; partitions that got messages go to `sent_to`.
+    fn drain_output(&mut self, tp: &TopicPartition, sent_to: &mut Vec<TopicPartition>) {
+        let Some(r) = self.replicas.get_mut(tp) else {
+            return;
+        };
+        if !r.has_output() {
+            return;
+        }
+        for effect in r.take_output() {
+            if let Some(to) = self.apply_effect(effect) {
+                sent_to.push(to);
+            }
+        }
     }
 
     /// Carries out one machine effect; returns the partition a message went to.
@@ -883,7 +893,10 @@ impl Node {
             }
         }
         // Machine outputs first, so a CreateTopic is answered only once its replicas exist here.
-        let touched: Vec<TopicPartition> = active.into_iter().collect();
+        let touched: Vec<TopicPartition> = active
+            .into_iter()
+            .filter(|tp| self.replicas.get(tp).is_some_and(|r| r.has_output()))
+            .collect();
         self.after_input(&touched, replies);
         Ok(())
     }

@@ -302,6 +302,11 @@ impl Replica {
         self.replayed
     }
 
+    /// Whether [`Replica::take_output`] has anything.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
     /// The machine's effects for the node since the last call (replies, node events, messages
     /// to other machines), in order.
     pub fn take_output(&mut self) -> Vec<Effect> {

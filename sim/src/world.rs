@@ -1835,8 +1835,12 @@ impl World {
 /// The white-box key of a partition: its index, assigned on first sight (workload partitions
 /// and the metadata partition first, then churn topics as nodes create them).
 fn tp_key(index: &mut BTreeMap<TopicPartition, usize>, tp: &TopicPartition) -> usize {
+    if let Some(i) = index.get(tp) {
+        return *i; // The hot path (every replica after every step): no clone.
+    }
     let next = index.len();
-    *index.entry(tp.clone()).or_insert(next)
+    index.insert(tp.clone(), next);
+    next
 }
 
 /// Runs one simulation.
