@@ -42,10 +42,14 @@ use crate::storage::{OpenReport, PartitionStorage, StorageError};
 use crate::types::{is_internal_topic, Millis, NodeId, TopicPartition};
 
 /// A partition this node hosts and its raft voters.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionSpec {
     pub tp: TopicPartition,
     pub voters: Vec<NodeId>,
+    /// Members that follow without voting (a replica joining by a conf change). Only the
+    /// first open of a partition uses `voters` and `learners`; afterwards the configuration
+    /// it persisted wins.
+    pub learners: Vec<NodeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +86,13 @@ pub struct NodeConfig {
     /// them later), so a filling disk seldom reaches ENOSPC, which is fail-stop. Checked every
     /// tick. Reads and the metadata log go on.
     pub min_free_bytes: u64,
+}
+
+/// A partition this node should host, and its configuration if it is created now.
+struct Wanted {
+    voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+    configs: BTreeMap<String, String>,
 }
 
 /// Where clients reach a broker.
@@ -225,8 +236,8 @@ impl Node {
         };
         node.open_metadata()?;
         let wanted = node.wanted_partitions();
-        for (tp, (voters, configs)) in wanted {
-            node.open_replica(tp, &voters, &[], &configs, None)?;
+        for (tp, w) in wanted {
+            node.open_replica(tp, &w.voters, &w.learners, &w.configs, None)?;
         }
         node.remove_leftover_partitions();
         Ok(node)
@@ -275,24 +286,27 @@ impl Node {
     }
 
     /// The partitions this node hosts: the fixed layout's and the image's.
-    fn wanted_partitions(
-        &self,
-    ) -> BTreeMap<TopicPartition, (Vec<NodeId>, BTreeMap<String, String>)> {
+    fn wanted_partitions(&self) -> BTreeMap<TopicPartition, Wanted> {
         let mut wanted = BTreeMap::new();
+        // A fixed-layout partition not naming this node is one it joins: its leader adds it
+        // with a conf change, and until then it only listens.
         for spec in &self.config.partitions {
-            assert!(
-                spec.voters.contains(&self.id),
-                "{} hosts {}",
-                self.id,
-                spec.tp
-            );
-            wanted.insert(spec.tp.clone(), (spec.voters.clone(), BTreeMap::new()));
+            let w = Wanted {
+                voters: spec.voters.clone(),
+                learners: spec.learners.clone(),
+                configs: BTreeMap::new(),
+            };
+            wanted.insert(spec.tp.clone(), w);
         }
         for t in self.metadata().topics.values() {
             for (p, replicas) in &t.partitions {
                 if replicas.contains(&self.id) {
-                    let tp = TopicPartition::new(t.name.clone(), *p);
-                    wanted.insert(tp, (replicas.clone(), t.configs.clone()));
+                    let w = Wanted {
+                        voters: replicas.clone(),
+                        learners: Vec::new(),
+                        configs: t.configs.clone(),
+                    };
+                    wanted.insert(TopicPartition::new(t.name.clone(), *p), w);
                 }
             }
         }
@@ -715,11 +729,11 @@ impl Node {
         if self.controller_machine().is_none() {
             return;
         }
-        for (tp, (voters, configs)) in self.wanted_partitions() {
+        for (tp, w) in self.wanted_partitions() {
             if self.replicas.contains_key(&tp) {
                 continue;
             }
-            match self.open_replica(tp, &voters, &[], &configs, None) {
+            match self.open_replica(tp, &w.voters, &w.learners, &w.configs, None) {
                 Ok(()) => self.stats.replicas_created_late += 1,
                 Err(e) => slog::warn!(self.logger, "cannot create replica yet"; "error" => %e),
             }

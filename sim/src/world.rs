@@ -98,7 +98,17 @@ pub enum Scenario {
     /// Wall clocks skewed by up to an hour between nodes and stepping by an hour, no other
     /// fault: no broker may be fenced and no write may stall because of them.
     ClockSteps,
+    /// Under the seed's swarm faults, partition `r-0` (voters 1, 2, 3) takes the last node as
+    /// a learner, promotes it through joint consensus while removing a voter, and leaves the
+    /// joint configuration; writes to it go on and must all survive.
+    Reconfigure,
 }
+
+/// The partition the reconfiguration scenario changes: outside the metadata log (it is the
+/// raft group's own configuration that moves, not the assignment).
+const RECONFIG_TOPIC: &str = "r";
+/// How often the reconfiguration driver looks at the configuration and proposes the next change.
+const RECONFIG_EVERY_US: u64 = 250_000;
 
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -153,6 +163,11 @@ impl SimOptions {
         o.log.segment_bytes = 8 * 1024;
         if scenario == Scenario::TornWriteFollower || scenario == Scenario::LeaderCrashMidWrite {
             o.faults.torn_writes = true;
+        }
+        if scenario == Scenario::Reconfigure {
+            // The swarm's faults, on a cluster with a node to add.
+            o.faults = SimOptions::from_seed(seed).faults;
+            o.node_count = 4;
         }
         if scenario == Scenario::ClockSteps {
             o.faults.clock_skew_ms = crate::faults::CLOCK_STEP_MS;
@@ -323,6 +338,8 @@ enum Event {
     CreateTopics,
     /// The admin client creates or deletes a topic that no workload uses (topic churn).
     Churn,
+    /// The reconfiguration scenario's driver looks at `r-0` and proposes its next change.
+    Reconfigure,
     Liveness,
     StopProducers,
     FinalReads,
@@ -436,6 +453,21 @@ pub struct World {
     /// Churn topics created so far (names are never reused: a re-created name would reuse the
     /// white-box history of the old partition).
     churn_created: u64,
+    /// Partitions outside the metadata log (the reconfiguration scenario's), opened from the
+    /// node config; the admin client does not create them.
+    fixed: Vec<PartitionSpec>,
+    /// The reconfiguration scenario's progress.
+    reconfig: Reconfig,
+}
+
+/// Where the reconfiguration scenario stands.
+#[derive(Debug, Default)]
+struct Reconfig {
+    /// The voter being removed, chosen when the joint change is first proposed.
+    removed: Option<NodeId>,
+    /// Conf changes proposed (some are refused or lost and proposed again).
+    proposals: u64,
+    done: bool,
 }
 
 impl World {
@@ -450,9 +482,23 @@ impl World {
                 specs.push(PartitionSpec {
                     tp: TopicPartition::new(topic.clone(), p),
                     voters,
+                    learners: Vec::new(),
                 });
                 k += 1;
             }
+        }
+        let mut fixed = Vec::new();
+        if opts.scenario == Scenario::Reconfigure {
+            let joiner = *node_ids.last().expect("nodes");
+            // The joiner opens it too, as no member: the leader adds it with a conf change.
+            let spec = PartitionSpec {
+                tp: TopicPartition::new(RECONFIG_TOPIC, 0),
+                voters: vec![1, 2, 3],
+                learners: Vec::new(),
+            };
+            specs.push(spec.clone());
+            fixed.push(spec);
+            let _ = joiner;
         }
         let faulty_disk_node = node_ids[rngs.disk.gen_range(0..node_ids.len())];
         let net = SimNetwork::new(&node_ids, &opts.faults, rngs.net.gen());
@@ -529,6 +575,8 @@ impl World {
             fenced_seen: BTreeSet::new(),
             wall_offset_ms: BTreeMap::new(),
             churn_created: 0,
+            fixed,
+            reconfig: Reconfig::default(),
         };
         w.boot();
         w
@@ -553,7 +601,13 @@ impl World {
             let t = self.rngs.workload.gen_range(0..50_000);
             self.schedule(t, Event::ClientWake(c));
         }
-        if matches!(self.opts.scenario, Scenario::Swarm | Scenario::ClockSteps) {
+        if self.opts.scenario == Scenario::Reconfigure {
+            self.schedule(2_000_000, Event::Reconfigure);
+        }
+        if matches!(
+            self.opts.scenario,
+            Scenario::Swarm | Scenario::ClockSteps | Scenario::Reconfigure
+        ) {
             self.schedule(FAULT_TICK_US, Event::FaultTick);
         } else {
             self.schedule_script();
@@ -585,7 +639,7 @@ impl World {
                 s(self, 2_000_000, ScriptStep::FillFollowerDisk);
                 s(self, 5_000_000, ScriptStep::FillLeaderDisk);
             }
-            Scenario::Swarm | Scenario::ClockSteps => {}
+            Scenario::Swarm | Scenario::ClockSteps | Scenario::Reconfigure => {}
             Scenario::FollowerThenLeaderCrash => {
                 s(self, 2_000_000, ScriptStep::PickRolesIsolateThird);
                 s(self, 2_500_000, ScriptStep::KillFollowerMidWrite);
@@ -774,6 +828,12 @@ impl World {
                 self.schedule(self.now + PREFIX_CHECK_US, Event::PrefixCheck);
             }
             Event::CreateTopics => self.create_topics(),
+            Event::Reconfigure => {
+                self.reconfigure();
+                if !self.reconfig.done {
+                    self.schedule(self.now + RECONFIG_EVERY_US, Event::Reconfigure);
+                }
+            }
             Event::Churn => {
                 if !self.in_liveness {
                     self.churn();
@@ -815,7 +875,13 @@ impl World {
             // Every partition comes from the metadata log, as on real nodes: the admin client
             // creates the workload's topics (with the specs' assignments) and churns others,
             // so replica creation and deletion run under the same faults as everything else.
-            partitions: Vec::new(),
+            // Fixed partitions: on their voters, and on the reconfiguration's joiner.
+            partitions: self
+                .fixed
+                .iter()
+                .filter(|s| s.voters.contains(&id) || Some(&id) == self.node_ids.last())
+                .cloned()
+                .collect(),
             retention_check_ms: 1_000,
             metadata_voters: self
                 .node_ids
@@ -1360,7 +1426,7 @@ impl World {
     /// every topic exists.
     fn create_topics(&mut self) {
         let mut topics: BTreeMap<String, Vec<Vec<NodeId>>> = BTreeMap::new();
-        for s in &self.specs {
+        for s in self.specs.iter().filter(|s| !self.fixed.contains(s)) {
             let a = topics.entry(s.tp.topic.clone()).or_default();
             assert_eq!(
                 a.len(),
@@ -1401,6 +1467,107 @@ impl World {
         self.trace(12, id, self.admin_sent);
         self.pump(id);
         self.schedule(self.now + ADMIN_EVERY_US, Event::CreateTopics);
+    }
+
+    /// One round of the reconfiguration driver (see [`Scenario::Reconfigure`]): from the
+    /// leader's configuration, propose the next change; a refused or lost proposal is simply
+    /// proposed again next round.
+    fn reconfigure(&mut self) {
+        use raft::eraftpb::{ConfChangeTransition as T, ConfChangeType as C};
+        let tp = TopicPartition::new(RECONFIG_TOPIC, 0);
+        let joiner = *self.node_ids.last().expect("nodes");
+        let Some(leader) = self.leader_of(&tp).filter(|l| !self.is_paused(*l)) else {
+            return;
+        };
+        let node = self.slots[&leader].node.as_ref().expect("up");
+        let r = node.replica(&tp).expect("leader hosts it");
+        let cs = r.conf_state();
+        let commit = r.status().commit;
+        let joined = self.slots[&joiner]
+            .node
+            .as_ref()
+            .and_then(|n| n.replica(&tp))
+            .is_some_and(|j| j.status().commit >= commit);
+        let change = if !cs.voters_outgoing.is_empty() {
+            // An empty change with the automatic transition leaves the joint configuration
+            // (an empty *explicit* one would enter another).
+            Some(conf_change(&[], T::Auto))
+        } else if !cs.voters.contains(&joiner) && !cs.learners.contains(&joiner) {
+            Some(conf_change(&[(C::AddLearnerNode, joiner)], T::Auto))
+        } else if cs.learners.contains(&joiner) && joined {
+            // Remove a voter other than the current leader (chosen afresh until the joint
+            // change is in the log: leadership may move meanwhile).
+            let removed = [1, 2, 3]
+                .into_iter()
+                .find(|v| *v != leader)
+                .expect("two others");
+            self.reconfig.removed = Some(removed);
+            let steps = [(C::AddNode, joiner), (C::RemoveNode, removed)];
+            Some(conf_change(&steps, T::Explicit))
+        } else if let Some(removed) = self
+            .reconfig
+            .removed
+            .filter(|r| cs.voters.contains(&joiner) && !cs.voters.contains(r))
+        {
+            let _ = removed;
+            self.reconfig.done = true;
+            None
+        } else {
+            None
+        };
+        let Some(cc) = change else {
+            return;
+        };
+        let node = self
+            .slots
+            .get_mut(&leader)
+            .and_then(|s| s.node.as_mut())
+            .expect("up");
+        if node.propose_conf_change(&tp, cc).is_ok() {
+            self.reconfig.proposals += 1;
+        }
+        self.trace(17, leader, self.reconfig.proposals);
+        self.pump(leader);
+    }
+
+    /// The scenario's end state: every up member of `r-0`'s final configuration holds it, with
+    /// the joiner a voter and the removed voter gone.
+    fn check_reconfigured(&mut self) {
+        if self.opts.scenario != Scenario::Reconfigure {
+            return;
+        }
+        let tp = TopicPartition::new(RECONFIG_TOPIC, 0);
+        if !self.reconfig.done {
+            self.violation(format!(
+                "reconfiguration of {tp} did not finish ({} proposals)",
+                self.reconfig.proposals
+            ));
+            return;
+        }
+        let joiner = *self.node_ids.last().expect("nodes");
+        let removed = self.reconfig.removed.expect("chosen before done");
+        let mut want: Vec<NodeId> = [1, 2, 3, joiner]
+            .into_iter()
+            .filter(|n| *n != removed)
+            .collect();
+        want.sort_unstable();
+        let mut problems = Vec::new();
+        for id in want.clone() {
+            let Some(r) = self.slots[&id].node.as_ref().and_then(|n| n.replica(&tp)) else {
+                continue;
+            };
+            let cs = r.conf_state();
+            let mut voters = cs.voters.clone();
+            voters.sort_unstable();
+            if voters != want || !cs.voters_outgoing.is_empty() {
+                problems.push(format!(
+                    "node {id}: {tp} ends with configuration {cs:?}, not {want:?}"
+                ));
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
     }
 
     /// The up, unpaused node that believes it is the controller.
@@ -1515,7 +1682,7 @@ impl World {
                     )),
                 }
             }
-            for s in &self.specs {
+            for s in self.specs.iter().filter(|s| !self.fixed.contains(s)) {
                 if !image.topics.contains_key(&s.tp.topic) {
                     problems.push(format!(
                         "liveness: node {id}'s metadata lacks topic {}",
@@ -1537,6 +1704,12 @@ impl World {
                 .filter(|(_, r)| r.contains(&id))
                 .map(|(tp, _)| tp)
                 .chain(std::iter::once(metadata_tp()))
+                .chain(
+                    self.fixed
+                        .iter()
+                        .filter(|s| s.voters.contains(&id) || Some(&id) == self.node_ids.last())
+                        .map(|s| s.tp.clone()),
+                )
                 .collect();
             let hosted: BTreeSet<TopicPartition> =
                 node.replicas().map(|r| r.tp().clone()).collect();
@@ -1715,6 +1888,7 @@ impl World {
         self.check_metadata();
         self.check_metadata_liveness();
         self.check_clock_scenario();
+        self.check_reconfigured();
         self.stats.replicas_created_late = self
             .up_nodes()
             .iter()
@@ -1830,6 +2004,26 @@ impl World {
             options: self.opts,
         }
     }
+}
+
+/// A `ConfChangeV2` of `steps` (change type, node).
+fn conf_change(
+    steps: &[(raft::eraftpb::ConfChangeType, NodeId)],
+    transition: raft::eraftpb::ConfChangeTransition,
+) -> raft::eraftpb::ConfChangeV2 {
+    let mut cc = raft::eraftpb::ConfChangeV2::default();
+    cc.set_transition(transition);
+    let changes: Vec<raft::eraftpb::ConfChangeSingle> = steps
+        .iter()
+        .map(|(t, id)| {
+            let mut c = raft::eraftpb::ConfChangeSingle::default();
+            c.set_change_type(*t);
+            c.node_id = *id;
+            c
+        })
+        .collect();
+    cc.set_changes(changes.into());
+    cc
 }
 
 /// The white-box key of a partition: its index, assigned on first sight (workload partitions

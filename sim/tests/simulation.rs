@@ -126,6 +126,19 @@ fn scenario(s: Scenario) -> SimReport {
     r
 }
 
+/// Raft configuration changes under the swarm's faults: a learner joins `r-0`, is promoted
+/// through joint consensus while a voter is removed, the joint configuration is left, and
+/// writes to the partition survive (the scenario's own check, then every usual one).
+#[test]
+fn test_scenario_reconfigure_under_faults() {
+    for seed in 1..=4 {
+        let r = run_catching(SimOptions::scenario(seed, Scenario::Reconfigure))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ok(&r);
+        assert!(r.stats.acked_all > 100, "too little work: {:?}", r.stats);
+    }
+}
+
 /// Wall clocks skewed by up to an hour and stepping by an hour: no broker is fenced, writes go
 /// on (the scenario's checks), and the nodes noticed the steps.
 #[test]
