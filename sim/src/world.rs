@@ -1649,6 +1649,25 @@ impl World {
                     by_count.insert(image.records_applied, (id, image.clone()));
                 }
             }
+            // The published view (core's rules, as the runtime answers Metadata) never names
+            // a leader that another node was in that term.
+            let node = self.slots[&id].node.as_ref().unwrap();
+            for t in railyard_core::view::topics(node) {
+                for p in &t.partitions {
+                    let tp = TopicPartition::new(t.name.clone(), p.partition);
+                    let (Some(leader), Some(&idx)) = (p.leader, self.tp_index.get(&tp)) else {
+                        continue;
+                    };
+                    match self.leaders.get(&(idx, p.leader_epoch as u64)) {
+                        Some(real) if *real != leader => problems.push(format!(
+                            "node {id}'s view names {leader} leader of {tp} in term {}, \
+                             but the leader then was {real}",
+                            p.leader_epoch
+                        )),
+                        _ => {}
+                    }
+                }
+            }
             for (tp, l) in &image.leaders {
                 let (Some(leader), Some(&idx)) = (l.leader, self.tp_index.get(tp)) else {
                     continue;
