@@ -53,7 +53,9 @@ impl Mutation {
 }
 
 /// Whether this build carries the planted bugs.
-pub const ENABLED: bool = cfg!(feature = "mutations");
+pub fn enabled() -> bool {
+    cfg!(feature = "mutations")
+}
 
 #[cfg(feature = "mutations")]
 thread_local! {

@@ -502,7 +502,8 @@ mod tests {
         assert_eq!(
             s,
             "lat=100..500us drop=off dup=off reorder=off clog=off part=off dw=5..20us \
-             ds=100..500us dr=5..20us torn=off flip=off rerr=off full=off crash=off pause=off"
+             ds=100..500us dr=5..20us torn=off flip=off rerr=off full=off crash=off pause=off \
+             skew=off clockstep=off"
         );
     }
 

@@ -52,7 +52,7 @@ fn options(scenario: Scenario, seed: u64) -> SimOptions {
 #[test]
 fn test_every_mutation_is_caught_by_the_simulator() {
     assert!(
-        railyard_core::mutation::ENABLED,
+        railyard_core::mutation::enabled(),
         "built with the mutations feature"
     );
     assert_eq!(
