@@ -502,7 +502,13 @@ fn write_bytes(img: &mut Vec<u8>, offset: u64, data: &[u8]) {
 /// sector boundary half the time. Returns how many operations were (at least partly) kept and
 /// whether the last one was torn.
 fn crash_file(durable: &mut Vec<u8>, ops: &[Op], rng: &mut ChaCha8Rng) -> (usize, bool) {
-    let kept = rng.gen_range(0..=ops.len());
+    // Half the time everything up to the write in flight reached the platter (the classic
+    // torn tail); otherwise any prefix did.
+    let kept = if rng.gen_bool(0.5) {
+        ops.len()
+    } else {
+        rng.gen_range(0..=ops.len())
+    };
     if kept == 0 {
         return (0, false);
     }

@@ -948,15 +948,16 @@ impl World {
         }
     }
 
-    /// Crash: the process dies. Half the time it dies right now, between two steps; otherwise it
-    /// dies in the middle of one of its next steps, after a few disk operations, so that the
-    /// step's writes are unsynced and may be lost or torn.
+    /// Crash: the process dies. A quarter of the time it dies right now, between two steps;
+    /// otherwise in the middle of one of its next steps, after a few disk operations, so that
+    /// the step's writes are unsynced and may be lost or torn (the interesting case, and rare
+    /// enough per crash that the swarm needs it often to see torn writes).
     fn crash(&mut self, id: NodeId, restart_after: u64) {
         let slot = self.slots.get_mut(&id).unwrap();
         if slot.node.is_none() || slot.restart_after.is_some() {
             return;
         }
-        if self.rngs.process.gen_bool(0.5) {
+        if self.rngs.process.gen_bool(0.25) {
             self.crash_now(id, restart_after);
             return;
         }

@@ -28,6 +28,9 @@ fn test_swarm_seeds_hold_every_invariant_and_cover_every_fault() {
     // fault class has fired: rare classes (a torn write needs a crash mid-step on a seed whose
     // disks tear) need not fire in the first `n`, but must within `SWARM_SEEDS_MAX`.
     while seed < n || (!missing(&total).is_empty() && seed < SWARM_SEEDS_MAX.max(n)) {
+        if seed >= n {
+            eprintln!("swarm: seed {seed}, still missing {:?}", missing(&total));
+        }
         seed += 1;
         let r = match run_catching(SimOptions::from_seed(seed)) {
             Ok(r) => r,
@@ -47,6 +50,7 @@ fn test_swarm_seeds_hold_every_invariant_and_cover_every_fault() {
         failures.len(),
         failures.join("\n")
     );
+    eprintln!("swarm: {seed} seeds ran");
     let missing = missing(&total);
     assert!(
         missing.is_empty(),
