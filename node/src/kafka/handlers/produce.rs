@@ -246,3 +246,33 @@ fn add_endpoint(view: &ClusterView, id: NodeId, endpoints: &mut Vec<NodeEndpoint
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::protocol::StrBytes;
+    use railyard_core::types::{CONSUMER_OFFSETS_TOPIC, METADATA_TOPIC};
+
+    use super::*;
+    use crate::kafka::handlers::common::sample_view;
+
+    fn topic(name: &str) -> TopicName {
+        TopicName(StrBytes::from_string(name.to_owned()))
+    }
+
+    #[test]
+    fn test_produce_to_an_internal_topic_is_refused_whether_or_not_the_view_lists_it() {
+        // Only the cluster writes its internal topics: INVALID_TOPIC_EXCEPTION before the core,
+        // for one the view lists (which a real node's view never does) and one it does not.
+        let view = sample_view();
+        assert!(view.topic(CONSUMER_OFFSETS_TOPIC).is_some());
+        assert!(view.topic(METADATA_TOPIC).is_none());
+        for name in [CONSUMER_OFFSETS_TOPIC, METADATA_TOPIC] {
+            let records = Some(Bytes::from_static(b"whatever"));
+            assert_eq!(
+                produce_batches(&view, &topic(name), 0, records),
+                Err(PartitionError::Kafka(ResponseError::InvalidTopicException)),
+                "{name}"
+            );
+        }
+    }
+}

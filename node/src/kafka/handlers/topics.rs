@@ -633,3 +633,29 @@ async fn delete_one<B: Broker>(broker: B, name: String, wait: Duration) -> Resul
     wait_for_view(&broker, wait, |v| v.topic(&name).is_none().then_some(())).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use railyard_core::types::CONSUMER_OFFSETS_TOPIC;
+
+    use super::*;
+    use crate::kafka::handlers::common::sample_view;
+
+    #[test]
+    fn test_deleting_an_internal_topic_listed_in_the_view_is_invalid_topic_exception() {
+        // An internal topic the view lists (a real node's view lists none) is refused by id and
+        // by name with INVALID_TOPIC_EXCEPTION before any core request; the answer keeps the id.
+        let view = sample_view();
+        let by_id = resolve_delete(&view, &None, Some([0xEE; 16]));
+        let name = TopicName(StrBytes::from_static_str(CONSUMER_OFFSETS_TOPIC));
+        let by_name = resolve_delete(&view, &Some(name), None);
+        for refused in [by_id, by_name] {
+            let e = refused.expect_err("an internal topic is refused");
+            assert_eq!(e.code, ResponseError::InvalidTopicException.code());
+            assert!(e.message.contains("internal topic"), "{}", e.message);
+        }
+        // A client topic resolves, by id to its name and by name to its id.
+        let orders = resolve_delete(&view, &None, Some([0xAB; 16])).unwrap();
+        assert_eq!((orders.0.as_str(), orders.1), ("orders", Some([0xAB; 16])));
+    }
+}
