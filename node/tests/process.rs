@@ -39,6 +39,15 @@ fn start_cluster(topic_name: &str, partitions: u32) -> ProcessCluster {
     )
 }
 
+/// The runtime the librdkafka futures run on (the tests themselves are synchronous).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// An acks=all producer that notices a dead leader quickly (short request timeout, frequent
 /// metadata refresh) and gives a record 20 s.
 fn producer(bootstrap: &str) -> FutureProducer {
@@ -74,6 +83,21 @@ fn read_partition(
     read.into_iter()
         .map(|r| (r.offset, r.value.unwrap_or_default()))
         .collect()
+}
+
+/// kill -9 of `leader` (of partition 0 of `topic`), and the new leader's election, which must
+/// come within [`NEW_LEADER_WITHIN`]; returns the new leader, when it was seen and how long the
+/// failover took.
+fn kill_leader(cluster: &mut ProcessCluster, topic: &str, leader: u64) -> (u64, Instant, Duration) {
+    let killed_at = Instant::now();
+    cluster.node(leader).kill9();
+    let (next, elected_at) = cluster.wait_for_leader(topic, 0, Some(leader), WAIT);
+    let took = elected_at - killed_at;
+    assert!(
+        took <= NEW_LEADER_WITHIN,
+        "new leader {next} took {took:?} after the kill of {leader} (limit {NEW_LEADER_WITHIN:?})"
+    );
+    (next, elected_at, took)
 }
 
 /// Acknowledged records of a background producer: (offset, value, when acknowledged).
@@ -151,11 +175,7 @@ fn test_kill9_leader_during_acks_all_production() {
     let mut cluster = start_cluster(TOPIC, 1);
     let (first, _) = cluster.wait_for_leader(TOPIC, 0, None, WAIT);
     let bootstrap = cluster.bootstrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = runtime();
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Acked = Arc::default();
     let producing = rt.spawn(produce_until(
@@ -169,13 +189,7 @@ fn test_kill9_leader_during_acks_all_production() {
 
     // kill -9 the leader mid-production.
     let killed_at = Instant::now();
-    cluster.node(first).kill9();
-    let (second, elected_at) = cluster.wait_for_leader(TOPIC, 0, Some(first), WAIT);
-    let failover = elected_at - killed_at;
-    assert!(
-        failover <= NEW_LEADER_WITHIN,
-        "new leader {second} took {failover:?} after the kill (limit {NEW_LEADER_WITHIN:?})"
-    );
+    let (second, _, failover) = kill_leader(&mut cluster, TOPIC, first);
     wait_for_acks_since(&acked, killed_at, 200, "after the kill");
 
     // While the killed node is down, the leader's ISR must not list it.
@@ -205,14 +219,7 @@ fn test_kill9_leader_during_acks_all_production() {
     // commit needs it.
     let mut second_failover = None;
     if leader_now != first {
-        let killed2 = Instant::now();
-        cluster.node(leader_now).kill9();
-        let (third, at) = cluster.wait_for_leader(TOPIC, 0, Some(leader_now), WAIT);
-        let took = at - killed2;
-        assert!(
-            took <= NEW_LEADER_WITHIN,
-            "second failover to {third} took {took:?} (limit {NEW_LEADER_WITHIN:?})"
-        );
+        let (third, at, took) = kill_leader(&mut cluster, TOPIC, leader_now);
         second_failover = Some((leader_now, third, took));
         wait_for_acks_since(&acked, at, 200, "with the restarted node as a needed voter");
     }
@@ -263,33 +270,19 @@ fn test_whole_cluster_restart_keeps_every_committed_record() {
     let mut cluster = start_cluster(TOPIC, PARTITIONS as u32);
     cluster.wait_for_all_leaders(TOPIC, PARTITIONS, WAIT);
     let bootstrap = cluster.bootstrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let rt = runtime();
     let acked: BTreeMap<(i32, i64), String> = rt.block_on(async {
         let producer = producer(&bootstrap);
-        let mut pending = Vec::new();
-        for i in 0..RECORDS {
-            let (key, value) = (format!("k{i}"), format!("value-{i}"));
-            let record = FutureRecord::to(TOPIC).key(&key).payload(&value);
-            let delivery = producer
-                .send_result(record)
-                .unwrap_or_else(|(e, _)| panic!("enqueueing {i}: {e}"));
-            pending.push((value, delivery));
-        }
+        let records: Vec<(String, String)> = (0..RECORDS)
+            .map(|i| (format!("k{i}"), format!("value-{i}")))
+            .collect();
+        let at = profiles::produce_all(&producer, TOPIC, &records).await;
         let mut acked = BTreeMap::new();
-        for (value, delivery) in pending {
-            match delivery.await.expect("delivery future") {
-                Ok((p, offset)) => {
-                    assert!(
-                        acked.insert((p, offset), value).is_none(),
-                        "offset acked twice"
-                    );
-                }
-                Err((e, _)) => panic!("{value} not acknowledged: {e}"),
-            }
+        for (place, (_, value)) in at.into_iter().zip(records) {
+            assert!(
+                acked.insert(place, value).is_none(),
+                "{place:?} acked twice"
+            );
         }
         acked
     });

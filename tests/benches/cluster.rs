@@ -513,17 +513,24 @@ fn produce_phase(opts: &Opts, bootstrap: &str, run: &mut Run) {
     eprintln!("  produce: {rate:.1} MB/s, {recs:.0} rec/s, batch {batch:.0} B; {probe}");
 }
 
+/// The bench partition's high watermark, and a list that assigns the partition from
+/// `from(high)`.
+fn start_at(consumer: &BaseConsumer, from: impl Fn(i64) -> i64) -> (i64, TopicPartitionList) {
+    let (_, high) = consumer
+        .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(from(high)))
+        .expect("tpl");
+    (high, tpl)
+}
+
 fn latency_phase(opts: &Opts, bootstrap: &str, rate: f64, run: &mut Run) {
     let consumer: BaseConsumer = profiles::assign_consumer(bootstrap)
         .set("fetch.min.bytes", "1")
         .create()
         .expect("creating the consumer");
-    let (_, high) = consumer
-        .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
-        .expect("watermarks");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(high))
-        .expect("tpl");
+    let (_, tpl) = start_at(&consumer, |high| high);
     consumer.assign(&tpl).expect("assign");
     // Let the consumer connect and start long-polling before anything is sent.
     let _ = consumer.poll(Duration::from_millis(1000));
@@ -631,12 +638,7 @@ fn catchup_phase(opts: &Opts, bootstrap: &str, run: &mut Run) {
         .set("queued.max.messages.kbytes", "262144")
         .create()
         .expect("creating the consumer");
-    let (_, high) = consumer
-        .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
-        .expect("watermarks");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(0))
-        .expect("tpl");
+    let (high, tpl) = start_at(&consumer, |_| 0);
     let th0 = thread_ticks();
     let start = Instant::now();
     consumer.assign(&tpl).expect("assign");

@@ -9,12 +9,16 @@
 //!   [`crate::java_partition`] computes), 5 ms linger.
 //! - [`assign_consumer`]: a consumer for `assign` (no group membership, nothing committed), with
 //!   a short fetch wait so tests do not idle.
+//!
+//! [`produce_all`] and [`read_from_start`] are the two halves of a round trip: every record
+//! enqueued at once and every acknowledgement awaited, then everything read back by assign.
 
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::eventually::Deadline;
@@ -50,6 +54,33 @@ pub fn assign_consumer(bootstrap: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "100");
     c
+}
+
+/// Enqueues every `(key, value)` of `records` to `topic` at once (librdkafka's queue holds
+/// them and batches), then awaits each acknowledgement; returns where each record was
+/// acknowledged, `(partition, offset)`, in the order of `records`. Panics naming the first
+/// record that could not be enqueued or was not acknowledged.
+pub async fn produce_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(String, String)],
+) -> Vec<(i32, i64)> {
+    let mut pending = Vec::with_capacity(records.len());
+    for (i, (k, v)) in records.iter().enumerate() {
+        let delivery = producer
+            .send_result(FutureRecord::to(topic).key(k).payload(v))
+            .unwrap_or_else(|(e, _)| panic!("enqueueing record {i} ({k}): {e}"));
+        pending.push(delivery);
+    }
+    let mut acked = Vec::with_capacity(records.len());
+    for (i, delivery) in pending.into_iter().enumerate() {
+        match delivery.await {
+            Ok(Ok(at)) => acked.push(at),
+            Ok(Err((e, _))) => panic!("record {i} ({}) was not acknowledged: {e}", records[i].0),
+            Err(_) => panic!("record {i}: delivery future cancelled"),
+        }
+    }
+    acked
 }
 
 /// One record as read back.

@@ -64,6 +64,17 @@ impl Fixture {
         assert_eq!(results, vec![Ok(TOPIC.to_string())], "creating {TOPIC}");
     }
 
+    /// Creates `orders` and waits until rdkafka metadata shows it [`fully_led`]; returns the
+    /// consumer that saw it.
+    async fn create_orders_led(&self) -> BaseConsumer {
+        self.create_orders().await;
+        let consumer = self.consumer();
+        tokio::task::block_in_place(|| {
+            poll_orders_metadata(&consumer, "6 led partitions with 3 replicas", fully_led)
+        });
+        consumer
+    }
+
     /// CreateTopics for one topic, retried on NOT_CONTROLLER (see [`Fixture::retry`]).
     async fn create(&self, topic: &NewTopic<'_>) -> Vec<TopicResult> {
         self.retry("CreateTopics", || {
@@ -212,31 +223,12 @@ async fn test_admin_created_topic_serves_metadata_produce_and_fetch() {
     const RECORDS: usize = 600;
     let started = Instant::now();
     let f = Fixture::start().await;
-    f.create_orders().await;
-
-    let consumer = f.consumer();
-    let md = tokio::task::block_in_place(|| {
-        poll_orders_metadata(&consumer, "6 led partitions with 3 replicas", fully_led)
-    });
+    let consumer = f.create_orders_led().await;
     let led = started.elapsed();
 
     let producer = f.producer();
-    let mut pending = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
-        let (k, v) = (key(i), value(i));
-        let delivery = producer
-            .send_result(FutureRecord::to(TOPIC).key(&k).payload(&v))
-            .unwrap_or_else(|(e, _)| panic!("enqueueing record {i}: {e}"));
-        pending.push(delivery);
-    }
-    let mut acked: Vec<(i32, i64)> = Vec::with_capacity(RECORDS);
-    for (i, delivery) in pending.into_iter().enumerate() {
-        match delivery.await {
-            Ok(Ok((partition, offset))) => acked.push((partition, offset)),
-            Ok(Err((e, _))) => panic!("record {i} was not acknowledged: {e}; metadata {md:?}"),
-            Err(_) => panic!("record {i}: delivery future cancelled"),
-        }
-    }
+    let records: Vec<(String, String)> = (0..RECORDS).map(|i| (key(i), value(i))).collect();
+    let acked = profiles::produce_all(&producer, TOPIC, &records).await;
     for (i, &(partition, _)) in acked.iter().enumerate() {
         assert_eq!(
             partition,
@@ -427,11 +419,7 @@ async fn test_admin_describe_configs_reports_override_and_defaults() {
 async fn test_admin_delete_topic_removes_it_from_metadata_and_produce() {
     let started = Instant::now();
     let f = Fixture::start().await;
-    f.create_orders().await;
-    let consumer = f.consumer();
-    tokio::task::block_in_place(|| {
-        poll_orders_metadata(&consumer, "6 led partitions with 3 replicas", fully_led)
-    });
+    let consumer = f.create_orders_led().await;
     // A producer that knows the topic (its metadata cache holds all 6 partitions).
     let warm = f.producer();
     for i in 0..PARTITIONS as usize * 4 {

@@ -7,7 +7,7 @@ use railyard_tests::profiles::{self, OnError};
 use railyard_tests::{java_partition, topic, InProcessCluster};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 const TOPIC: &str = "interop";
 const PARTITIONS: i32 = 4;
@@ -42,24 +42,9 @@ async fn test_rdkafka_100k_keyed_acks_all_roundtrip_with_murmur2_placement() {
         .create()
         .expect("creating the producer");
     let produce_start = Instant::now();
-    let mut pending = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
-        let (k, v) = (key(i), value(i));
-        let record = FutureRecord::to(TOPIC).key(&k).payload(&v);
-        let delivery = producer
-            .send_result(record)
-            .unwrap_or_else(|(e, _)| panic!("enqueueing record {i}: {e}"));
-        pending.push(delivery);
-    }
+    let records: Vec<(String, String)> = (0..RECORDS).map(|i| (key(i), value(i))).collect();
     // key index -> (partition, offset) as acknowledged.
-    let mut acked: Vec<(i32, i64)> = Vec::with_capacity(RECORDS);
-    for (i, delivery) in pending.into_iter().enumerate() {
-        match delivery.await {
-            Ok(Ok((partition, offset))) => acked.push((partition, offset)),
-            Ok(Err((e, _))) => panic!("record {i} was not acknowledged: {e}"),
-            Err(_) => panic!("record {i}: delivery future cancelled"),
-        }
-    }
+    let acked = profiles::produce_all(&producer, TOPIC, &records).await;
     let produce_time = produce_start.elapsed();
 
     // Consume by assign, no group: each partition from offset 0 until all records are read.
