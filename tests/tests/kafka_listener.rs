@@ -1597,7 +1597,7 @@ async fn test_create_internal_topic_is_invalid_request() {
 
 // Proves deleting an internal topic by name is INVALID_TOPIC_EXCEPTION (with a message from
 // v5), reaches no core, and deletes nothing. (An internal topic listed in the view, deleted by
-// id, is a unit test of `resolve_delete`: a real node's view lists none.)
+// id, is a unit test of `delete_topics`: a real node's view lists none.)
 #[tokio::test]
 async fn test_delete_internal_topic_is_invalid_topic_exception() {
     let h = Harness::one_node("", KafkaConfig::default()).await;
@@ -1620,7 +1620,7 @@ async fn test_delete_internal_topic_is_invalid_topic_exception() {
 
 // Proves a produce to an internal topic is INVALID_TOPIC_EXCEPTION and nothing is written: the
 // listener answers without the core. (The same with the topic listed in the view is a unit
-// test of `produce_batches`.)
+// test of `produce`.)
 #[tokio::test]
 async fn test_produce_to_internal_topic_is_invalid_topic_exception() {
     let h = Harness::one_node("", KafkaConfig::default()).await;

@@ -110,6 +110,27 @@ pub fn sample_topic() -> kafka_protocol::messages::TopicName {
     kafka_protocol::messages::TopicName(StrBytes::from_static_str("topic-a"))
 }
 
+/// The handlers' unit-test broker: it answers from a fixed view and fails the test if a
+/// request reaches it (a handler that must answer alone never calls it).
+#[cfg(test)]
+#[derive(Clone)]
+pub struct ViewOnly(pub std::sync::Arc<ClusterView>);
+
+#[cfg(test)]
+impl crate::broker::Broker for ViewOnly {
+    fn node_id(&self) -> NodeId {
+        1
+    }
+
+    fn cluster(&self) -> std::sync::Arc<ClusterView> {
+        self.0.clone()
+    }
+
+    async fn request(&self, request: railyard_core::api::Request) -> Response {
+        panic!("a request reached the core: {request:?}")
+    }
+}
+
 /// A cluster view no real node publishes, for the handlers' unit tests: broker 1 (rack
 /// `rack-a`) and broker 2 are live and broker 3, which holds replicas, is fenced (missing from
 /// the broker list); broker 3 is the controller. `orders` (id `[0xAB; 16]`) has two partitions

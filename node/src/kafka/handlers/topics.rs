@@ -636,26 +636,41 @@ async fn delete_one<B: Broker>(broker: B, name: String, wait: Duration) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use railyard_core::types::CONSUMER_OFFSETS_TOPIC;
+    use std::sync::Arc;
+
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use railyard_core::types::{CONSUMER_OFFSETS_TOPIC, METADATA_TOPIC};
 
     use super::*;
-    use crate::kafka::handlers::common::sample_view;
+    use crate::kafka::handlers::common::{sample_view, ViewOnly};
 
-    #[test]
-    fn test_deleting_an_internal_topic_listed_in_the_view_is_invalid_topic_exception() {
-        // An internal topic the view lists (a real node's view lists none) is refused by id and
-        // by name with INVALID_TOPIC_EXCEPTION before any core request; the answer keeps the id.
-        let view = sample_view();
-        let by_id = resolve_delete(&view, &None, Some([0xEE; 16]));
-        let name = TopicName(StrBytes::from_static_str(CONSUMER_OFFSETS_TOPIC));
-        let by_name = resolve_delete(&view, &Some(name), None);
-        for refused in [by_id, by_name] {
-            let e = refused.expect_err("an internal topic is refused");
-            assert_eq!(e.code, ResponseError::InvalidTopicException.code());
-            assert!(e.message.contains("internal topic"), "{}", e.message);
+    #[tokio::test]
+    async fn test_deleting_an_internal_topic_listed_in_the_view_is_invalid_topic_exception() {
+        // An internal topic the view lists (a real node's view lists none) is refused by name
+        // (listed or not; with a message from v5) and by id (the answer keeping the id) with
+        // INVALID_TOPIC_EXCEPTION, and no request reaches the core.
+        let broker = ViewOnly(Arc::new(sample_view()));
+        let config = KafkaConfig::default();
+        let invalid = ResponseError::InvalidTopicException.code();
+        let names = [METADATA_TOPIC, CONSUMER_OFFSETS_TOPIC]
+            .map(|n| TopicName(StrBytes::from_static_str(n)))
+            .to_vec();
+        for version in [1, 5] {
+            let req = DeleteTopicsRequest::default().with_topic_names(names.clone());
+            let resp = delete_topics(&broker, &config, req, version).await;
+            let codes: Vec<_> = resp.responses.iter().map(|r| r.error_code).collect();
+            assert_eq!(codes, vec![invalid, invalid], "v{version}");
+            let messages = resp.responses.iter().all(|r| r.error_message.is_some());
+            assert_eq!(messages, version >= 5, "v{version}");
         }
-        // A client topic resolves, by id to its name and by name to its id.
-        let orders = resolve_delete(&view, &None, Some([0xAB; 16])).unwrap();
-        assert_eq!((orders.0.as_str(), orders.1), ("orders", Some([0xAB; 16])));
+        let by_id = DeleteTopicsRequest::default().with_topics(vec![DeleteTopicState::default()
+            .with_name(None)
+            .with_topic_id(uuid_carrier([0xEE; 16]).topic_id)]);
+        let resp = delete_topics(&broker, &config, by_id, 6).await;
+        let r = &resp.responses[0];
+        assert_eq!(
+            (r.error_code, *r.topic_id.as_bytes()),
+            (invalid, [0xEE; 16])
+        );
     }
 }
