@@ -20,6 +20,7 @@ pub mod replica;
 pub mod snapshot;
 pub mod storage;
 pub mod types;
+pub mod view;
 
 /// The controller's records, image and placement, under their former name.
 pub use controller as metadata;

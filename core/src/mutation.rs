@@ -52,15 +52,23 @@ impl Mutation {
     }
 }
 
+/// Whether this build carries the planted bugs.
+pub fn enabled() -> bool {
+    cfg!(feature = "mutations")
+}
+
 #[cfg(feature = "mutations")]
 thread_local! {
     static PLANTED: std::cell::Cell<Option<Mutation>> = const { std::cell::Cell::new(None) };
 }
 
-/// Plants `m` (or none) for the code running on this thread.
-#[cfg(feature = "mutations")]
+/// Plants `m` (or none) for the code running on this thread. Panics when asked to plant one
+/// in a build without the `mutations` feature.
 pub fn plant(m: Option<Mutation>) {
+    #[cfg(feature = "mutations")]
     PLANTED.with(|p| p.set(m));
+    #[cfg(not(feature = "mutations"))]
+    assert!(m.is_none(), "built without the mutations feature");
 }
 
 /// Whether `m` is planted. Always false without the `mutations` feature.

@@ -42,10 +42,14 @@ use crate::storage::{OpenReport, PartitionStorage, StorageError};
 use crate::types::{is_internal_topic, Millis, NodeId, TopicPartition};
 
 /// A partition this node hosts and its raft voters.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionSpec {
     pub tp: TopicPartition,
     pub voters: Vec<NodeId>,
+    /// Members that follow without voting (a replica joining by a conf change). Only the
+    /// first open of a partition uses `voters` and `learners`; afterwards the configuration
+    /// it persisted wins.
+    pub learners: Vec<NodeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +88,13 @@ pub struct NodeConfig {
     pub min_free_bytes: u64,
 }
 
+/// A partition this node should host, and its configuration if it is created now.
+struct Wanted {
+    voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+    configs: BTreeMap<String, String>,
+}
+
 /// Where clients reach a broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerEndpoint {
@@ -117,12 +128,16 @@ pub struct NodeStats {
     pub appends_refused_disk_low: u64,
     /// Heartbeats received while not the controller (dropped).
     pub heartbeats_misrouted: u64,
+    /// Replicas opened by the periodic reconcile, after their creation had failed.
+    pub replicas_created_late: u64,
 }
 
 /// Most steps one [`Node::pump`] call runs before it returns (the caller comes back for more).
 pub const PUMP_STEPS_MAX: usize = 64;
 /// Most rounds of machine-to-machine messages one input may cause.
 const ROUTE_ROUNDS_MAX: usize = 8;
+/// How often replicas the image assigns here but that failed to open are retried.
+const RECONCILE_EVERY_MS: Millis = 1_000;
 /// A change of the wall clock against the monotonic clock larger than this between two ticks is
 /// logged as a clock step (the wall clock is data; no timer uses it).
 const CLOCK_STEP_WARN_MS: Millis = 1_000;
@@ -173,6 +188,11 @@ pub struct Node {
     active: BTreeSet<TopicPartition>,
     /// Grows whenever a replica is created or deleted (see [`Node::view_version`]).
     replica_set_version: u64,
+    /// Partition files the image does not name wait to be deleted until the metadata replica
+    /// has left repair mode: a metadata log that lost committed records to corruption replays
+    /// into an image that lacks topics, and their data must not go with them.
+    leftovers_pending: bool,
+    last_reconcile_ms: Millis,
 }
 
 /// The image of a node without a metadata group.
@@ -211,11 +231,13 @@ impl Node {
             auto_create: Vec::new(),
             active: BTreeSet::new(),
             replica_set_version: 0,
+            leftovers_pending: true,
+            last_reconcile_ms: 0,
         };
         node.open_metadata()?;
         let wanted = node.wanted_partitions();
-        for (tp, (voters, configs)) in wanted {
-            node.open_replica(tp, &voters, &[], &configs, None)?;
+        for (tp, w) in wanted {
+            node.open_replica(tp, &w.voters, &w.learners, &w.configs, None)?;
         }
         node.remove_leftover_partitions();
         Ok(node)
@@ -264,24 +286,27 @@ impl Node {
     }
 
     /// The partitions this node hosts: the fixed layout's and the image's.
-    fn wanted_partitions(
-        &self,
-    ) -> BTreeMap<TopicPartition, (Vec<NodeId>, BTreeMap<String, String>)> {
+    fn wanted_partitions(&self) -> BTreeMap<TopicPartition, Wanted> {
         let mut wanted = BTreeMap::new();
+        // A fixed-layout partition not naming this node is one it joins: its leader adds it
+        // with a conf change, and until then it only listens.
         for spec in &self.config.partitions {
-            assert!(
-                spec.voters.contains(&self.id),
-                "{} hosts {}",
-                self.id,
-                spec.tp
-            );
-            wanted.insert(spec.tp.clone(), (spec.voters.clone(), BTreeMap::new()));
+            let w = Wanted {
+                voters: spec.voters.clone(),
+                learners: spec.learners.clone(),
+                configs: BTreeMap::new(),
+            };
+            wanted.insert(spec.tp.clone(), w);
         }
         for t in self.metadata().topics.values() {
             for (p, replicas) in &t.partitions {
                 if replicas.contains(&self.id) {
-                    let tp = TopicPartition::new(t.name.clone(), *p);
-                    wanted.insert(tp, (replicas.clone(), t.configs.clone()));
+                    let w = Wanted {
+                        voters: replicas.clone(),
+                        learners: Vec::new(),
+                        configs: t.configs.clone(),
+                    };
+                    wanted.insert(TopicPartition::new(t.name.clone(), *p), w);
                 }
             }
         }
@@ -561,25 +586,35 @@ impl Node {
     /// After an input touched `tps`: processes their machines' outputs (node events first in
     /// their order, then replies, as they were emitted), then queues `replies`.
     fn after_input(&mut self, tps: &[TopicPartition], replies: Replies) {
-        let mut pending: Vec<TopicPartition> = tps.to_vec();
+        let mut next = Vec::new();
+        for tp in tps {
+            self.drain_output(tp, &mut next);
+        }
+        // Messages between machines: each round delivers what the previous one sent.
         for _ in 0..ROUTE_ROUNDS_MAX {
-            let mut next = Vec::new();
-            for tp in std::mem::take(&mut pending) {
-                let Some(r) = self.replicas.get_mut(&tp) else {
-                    continue;
-                };
-                for effect in r.take_output() {
-                    if let Some(to) = self.apply_effect(effect) {
-                        next.push(to);
-                    }
-                }
-            }
             if next.is_empty() {
                 break;
             }
-            pending = next;
+            for tp in std::mem::take(&mut next) {
+                self.drain_output(&tp, &mut next);
+            }
         }
         self.replies.extend(replies);
+    }
+
+    /// Carries out the machine output of `tp`; partitions that got messages go to `sent_to`.
+    fn drain_output(&mut self, tp: &TopicPartition, sent_to: &mut Vec<TopicPartition>) {
+        let Some(r) = self.replicas.get_mut(tp) else {
+            return;
+        };
+        if !r.has_output() {
+            return;
+        }
+        for effect in r.take_output() {
+            if let Some(to) = self.apply_effect(effect) {
+                sent_to.push(to);
+            }
+        }
     }
 
     /// Carries out one machine effect; returns the partition a message went to.
@@ -679,7 +714,30 @@ impl Node {
             self.last_retention_ms = now_ms;
             self.apply_retention()?;
         }
+        if now_ms - self.last_reconcile_ms >= RECONCILE_EVERY_MS {
+            self.last_reconcile_ms = now_ms;
+            self.reconcile_replicas();
+            self.remove_leftover_partitions();
+        }
         Ok(())
+    }
+
+    /// Opens every replica the image assigns here that is not open: a creation that failed
+    /// when its record applied (a full disk, a read error in recovery) is retried until it
+    /// works. Deletions need no retry: they are local and cannot fail.
+    fn reconcile_replicas(&mut self) {
+        if self.controller_machine().is_none() {
+            return;
+        }
+        for (tp, w) in self.wanted_partitions() {
+            if self.replicas.contains_key(&tp) {
+                continue;
+            }
+            match self.open_replica(tp, &w.voters, &w.learners, &w.configs, None) {
+                Ok(()) => self.stats.replicas_created_late += 1,
+                Err(e) => slog::warn!(self.logger, "cannot create replica yet"; "error" => %e),
+            }
+        }
     }
 
     /// Records the wall clock and warns once per step of it (a jump of the wall clock against
@@ -849,7 +907,10 @@ impl Node {
             }
         }
         // Machine outputs first, so a CreateTopic is answered only once its replicas exist here.
-        let touched: Vec<TopicPartition> = active.into_iter().collect();
+        let touched: Vec<TopicPartition> = active
+            .into_iter()
+            .filter(|tp| self.replicas.get(tp).is_some_and(|r| r.has_output()))
+            .collect();
         self.after_input(&touched, replies);
         Ok(())
     }
@@ -951,11 +1012,17 @@ impl Node {
     }
 
     /// Deletes the files of partitions this node no longer hosts (a delete interrupted by a
-    /// crash, or a topic deleted while the node was down).
+    /// crash, or a topic deleted while the node was down), once the image can be trusted to
+    /// name every topic (see `leftovers_pending`).
     fn remove_leftover_partitions(&mut self) {
-        if self.config.metadata_voters.is_empty() {
+        if !self.leftovers_pending || self.config.metadata_voters.is_empty() {
             return;
         }
+        let meta = metadata_tp();
+        if self.replicas.get(&meta).is_none_or(|r| r.is_repairing()) {
+            return;
+        }
+        self.leftovers_pending = false;
         let dirs = self.disk.list_dirs("").unwrap_or_default();
         for d in dirs {
             if !self.replicas.keys().any(|tp| tp.dir() == d) && looks_like_partition_dir(&d) {

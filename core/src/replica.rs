@@ -302,6 +302,11 @@ impl Replica {
         self.replayed
     }
 
+    /// Whether [`Replica::take_output`] has anything.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
     /// The machine's effects for the node since the last call (replies, node events, messages
     /// to other machines), in order.
     pub fn take_output(&mut self) -> Vec<Effect> {
@@ -1052,7 +1057,17 @@ impl Replica {
                 info!(self.logger, "configuration changed"; "index" => e.index,
                     "voters" => ?cs.voters, "learners" => ?cs.learners,
                     "outgoing" => ?cs.voters_outgoing);
-                self.raw.mut_store().set_conf_state(&cs)
+                self.raw.mut_store().set_conf_state(&cs)?;
+                if self.is_leader() && !cs.voters.contains(&self.id) {
+                    // raft-rs keeps a removed leader leading (an untested branch there):
+                    // hand leadership to a caught-up member of the new configuration.
+                    if let Some(to) = self.best_successor() {
+                        info!(self.logger, "removed from the configuration; handing over";
+                            "to" => to);
+                        self.raw.transfer_leader(to);
+                    }
+                }
+                Ok(())
             }
             Err(err) => {
                 // raft rejects a change that is invalid in the current configuration (e.g.

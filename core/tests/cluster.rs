@@ -63,6 +63,7 @@ fn config(id: NodeId, log: LogConfig, metadata: bool, size: u64, incarnation: u6
             vec![PartitionSpec {
                 tp: tp(),
                 voters: vec![1, 2, 3],
+                learners: vec![],
             }]
         },
         retention_check_ms: 50,

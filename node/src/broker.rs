@@ -13,38 +13,8 @@ use std::sync::Arc;
 use railyard_core::api::{Request, Response};
 use railyard_core::types::{NodeId, PartitionId};
 
-/// A broker as clients see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BrokerInfo {
-    pub id: NodeId,
-    /// Host clients connect to (the advertised Kafka listener).
-    pub host: String,
-    pub port: u16,
-    pub rack: Option<String>,
-}
-
-/// One partition as clients see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionView {
-    pub partition: PartitionId,
-    /// The current leader, if one is known.
-    pub leader: Option<NodeId>,
-    /// The leader's raft term (Kafka's leader epoch).
-    pub leader_epoch: i32,
-    pub replicas: Vec<NodeId>,
-    /// Voters caught up with the leader.
-    pub isr: Vec<NodeId>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicView {
-    pub name: String,
-    /// A stable topic id (Kafka's UUID), derived from the name for static topics.
-    pub id: [u8; 16],
-    pub partitions: Vec<PartitionView>,
-    /// Topic config overrides set at creation (`retention.ms`, ...); absent keys are defaults.
-    pub configs: BTreeMap<String, String>,
-}
+/// The view's parts and the rules that build them live in core, where the simulator runs them.
+pub use railyard_core::view::{BrokerInfo, PartitionView, TopicView};
 
 /// What the Kafka listener answers from: an immutable snapshot of brokers, topics and leaders.
 ///

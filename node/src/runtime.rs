@@ -29,7 +29,7 @@ use railyard_core::types::NodeId;
 use slog::{error, info, Logger};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::{Broker, BrokerInfo, ClusterView, PartitionView, TopicView};
+use crate::broker::{Broker, BrokerInfo, ClusterView};
 use crate::config::NodeConfig;
 use crate::file_disk::FileDisk;
 use crate::metrics::{Metrics, PartitionStats};
@@ -239,18 +239,13 @@ pub fn start_core_with_disk(
     let logger = logger.clone();
     let tick = Duration::from_millis(config.tick_ms);
     let base = base_view(config);
-    let self_id = config.id;
     // Open in the core thread: the Node is single-threaded (Rc) and must live there.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
     std::thread::Builder::new()
         .name(format!("railyard-core-{}", config.id))
         .spawn(move || {
             let disk = make_disk();
-            let published = Published {
-                view,
-                base,
-                self_id,
-            };
+            let published = Published { view, base };
             let node = match Node::open(core_config, disk, &logger) {
                 Ok(n) => {
                     // The listeners start once this returns: publish the replayed topics
@@ -300,7 +295,6 @@ struct Published {
     view: Arc<RwLock<Arc<ClusterView>>>,
     /// The brokers as configured (used until they register).
     base: Arc<ClusterView>,
-    self_id: NodeId,
 }
 
 /// The brokers, from the config; topics come from the metadata image.
@@ -456,71 +450,10 @@ fn partition_stats(node: &Node) -> Vec<PartitionStats> {
         .collect()
 }
 
-/// Builds the view from the metadata image. Brokers: the configured ones, with the listener
-/// and rack they registered, plus any other registered broker, minus the fenced (Kafka lists
-/// only live brokers; this node always lists itself). Leaders, epochs and ISRs: this node's
-/// own replica when it knows a leader, else the metadata log's last record, which leaders
-/// report to the controller, so partitions hosted elsewhere have leaders too.
+/// Publishes the view that `railyard_core::view` builds (its docs give the rules), indexed.
 fn publish(node: &Node, p: &Published) {
-    let image = node.metadata();
-    let mut brokers = p.base.brokers().to_vec();
-    brokers.retain(|b| b.id == p.self_id || !image.brokers.get(&b.id).is_some_and(|m| m.fenced));
-    for b in brokers.iter_mut() {
-        if let Some(m) = image.brokers.get(&b.id) {
-            b.host = m.host.clone();
-            b.port = m.port;
-            b.rack = m.rack.clone();
-        }
-    }
-    for m in image.brokers.values() {
-        if !m.fenced && !brokers.iter().any(|b| b.id == m.id) {
-            brokers.push(BrokerInfo {
-                id: m.id,
-                host: m.host.clone(),
-                port: m.port,
-                rack: m.rack.clone(),
-            });
-        }
-    }
-    brokers.sort_by_key(|b| b.id);
-    let mut topics = Vec::with_capacity(image.topics.len());
-    for t in image.topics.values() {
-        let partitions = t
-            .partitions
-            .iter()
-            .map(|(part, replicas)| {
-                let tp = railyard_core::types::TopicPartition::new(t.name.clone(), *part);
-                let recorded = image.leaders.get(&tp);
-                let mut pv = PartitionView {
-                    partition: *part,
-                    leader: recorded.and_then(|l| l.leader),
-                    leader_epoch: recorded.map_or(-1, |l| l.epoch as i32),
-                    replicas: replicas.clone(),
-                    isr: recorded.map(|l| l.isr.clone()).unwrap_or_default(),
-                };
-                if let Some(r) = node.replica(&tp) {
-                    let term = r.term();
-                    if r.is_leader() {
-                        pv.leader = Some(node.id());
-                        pv.leader_epoch = term as i32;
-                        pv.isr = r.isr();
-                    } else if recorded.is_none_or(|l| l.epoch < term) {
-                        // This replica has seen a newer term than the record: trust it (the
-                        // leader is unknown while an election runs).
-                        pv.leader = r.leader();
-                        pv.leader_epoch = term as i32;
-                    }
-                }
-                pv
-            })
-            .collect();
-        topics.push(TopicView {
-            name: t.name.clone(),
-            id: t.id,
-            partitions,
-            configs: t.configs.clone(),
-        });
-    }
+    let brokers = railyard_core::view::brokers(node, p.base.brokers());
+    let topics = railyard_core::view::topics(node);
     let v = ClusterView::new(
         p.base.cluster_id().to_owned(),
         node.controller(),

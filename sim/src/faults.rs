@@ -160,7 +160,17 @@ pub struct FaultConfig {
     pub pause_per_s: f64,
     /// How long a pause lasts.
     pub pause_us: RangeUs,
+    /// Largest skew of a node's wall clock from true time, either way, drawn per node at boot
+    /// (0: clocks agree).
+    pub clock_skew_ms: i64,
+    /// Wall-clock steps (one node's clock jumps by `clock_step_ms`, either way) per second.
+    pub clock_step_per_s: f64,
+    /// How far a step jumps.
+    pub clock_step_ms: i64,
 }
+
+/// One hour: the size of the swarm's wall-clock steps and its largest skew.
+pub const CLOCK_STEP_MS: i64 = 3_600_000;
 
 impl FaultConfig {
     /// The fault-free config: small realistic latencies, every fault class off.
@@ -188,6 +198,9 @@ impl FaultConfig {
             crash_down_us: RangeUs::fixed(0),
             pause_per_s: 0.0,
             pause_us: RangeUs::fixed(0),
+            clock_skew_ms: 0,
+            clock_step_per_s: 0.0,
+            clock_step_ms: CLOCK_STEP_MS,
         }
     }
 
@@ -218,6 +231,12 @@ impl FaultConfig {
         let crash_down_us = RangeUs::new(10_000, rng.gen_range(50_000..=2_000_000));
         let pause_per_s = draw_rate(rng, 1..=3, 5);
         let pause_us = RangeUs::new(10_000, rng.gen_range(50_000..=1_000_000));
+        let clock_skew_ms = if rng.gen_bool(0.5) {
+            rng.gen_range(1..=CLOCK_STEP_MS)
+        } else {
+            0
+        };
+        let clock_step_per_s = draw_rate(rng, 1..=2, 5);
         let config = Self {
             net_latency_us,
             drop_p,
@@ -247,6 +266,9 @@ impl FaultConfig {
             crash_down_us,
             pause_per_s,
             pause_us,
+            clock_skew_ms,
+            clock_step_per_s,
+            clock_step_ms: CLOCK_STEP_MS,
         };
         config.assert_valid();
         config
@@ -273,6 +295,7 @@ impl FaultConfig {
             ("disk_full_per_s", self.disk_full_per_s),
             ("crash_per_s", self.crash_per_s),
             ("pause_per_s", self.pause_per_s),
+            ("clock_step_per_s", self.clock_step_per_s),
         ] {
             assert!(r >= 0.0 && r.is_finite(), "{name} = {r} is not a rate");
         }
@@ -327,7 +350,13 @@ impl fmt::Display for FaultConfig {
         write!(f, " rerr={}", Prob(self.read_error_p))?;
         write!(f, " full={}", Rate(self.disk_full_per_s))?;
         write!(f, " crash={}", Rate(self.crash_per_s))?;
-        write!(f, " pause={}", Rate(self.pause_per_s))
+        write!(f, " pause={}", Rate(self.pause_per_s))?;
+        if self.clock_skew_ms > 0 {
+            write!(f, " skew<={}ms", self.clock_skew_ms)?;
+        } else {
+            write!(f, " skew=off")?;
+        }
+        write!(f, " clockstep={}", Rate(self.clock_step_per_s))
     }
 }
 
@@ -473,7 +502,8 @@ mod tests {
         assert_eq!(
             s,
             "lat=100..500us drop=off dup=off reorder=off clog=off part=off dw=5..20us \
-             ds=100..500us dr=5..20us torn=off flip=off rerr=off full=off crash=off pause=off"
+             ds=100..500us dr=5..20us torn=off flip=off rerr=off full=off crash=off pause=off \
+             skew=off clockstep=off"
         );
     }
 

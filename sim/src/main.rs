@@ -73,7 +73,7 @@ fn mutation_campaign(args: &Args, name: &str) -> ExitCode {
         eprintln!("unknown mutation {name:?}; known: {}", names.join(", "));
         return ExitCode::FAILURE;
     };
-    if !cfg!(feature = "mutations") {
+    if !railyard_core::mutation::enabled() {
         eprintln!("built without the mutations feature: add --features mutations");
         return ExitCode::FAILURE;
     }

@@ -2,7 +2,7 @@
 //! (`railyard_core::mutation`) and report which check caught it. Proof that the checkers have
 //! teeth: `cargo test` runs every mutation on seeds known to catch it (tests/tests/mutations.rs).
 
-use railyard_core::mutation::Mutation;
+use railyard_core::mutation::{plant, Mutation};
 
 use crate::world::{run_catching, SimOptions};
 
@@ -13,7 +13,9 @@ pub fn run_planted(m: Mutation, opts: SimOptions) -> Option<String> {
     // Remember where an assertion fired, to name the check that caught the bug.
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| {
-        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
         PANIC_AT.with(|p| *p.borrow_mut() = at);
     }));
     let outcome = run_catching(opts);
@@ -37,16 +39,8 @@ thread_local! {
 
 /// The violation without its timestamp, cut to one short line.
 fn check_name(violation: &str) -> String {
-    let text = violation.split_once("ms ").map_or(violation, |(_, rest)| rest);
+    let text = violation
+        .split_once("ms ")
+        .map_or(violation, |(_, rest)| rest);
     text.chars().take(120).collect()
-}
-
-#[cfg(feature = "mutations")]
-fn plant(m: Option<Mutation>) {
-    railyard_core::mutation::plant(m);
-}
-
-#[cfg(not(feature = "mutations"))]
-fn plant(m: Option<Mutation>) {
-    assert!(m.is_none(), "built without the mutations feature");
 }

@@ -81,6 +81,10 @@ pub struct Workload {
     pub last_ok_send_us: BTreeMap<TopicPartition, u64>,
 }
 
+/// The simulated wall clock's epoch (2026-01-01T00:00:00Z): true wall time is this plus the
+/// simulated time; a node's wall clock adds its skew and steps.
+pub const WALL_EPOCH_MS: i64 = 1_767_225_600_000;
+
 /// How long a client waits for a reply before giving up (simulated µs).
 pub const CLIENT_TIMEOUT_US: u64 = 2_000_000;
 /// Largest fetch response a consumer asks for.
@@ -174,13 +178,10 @@ impl Workload {
                 let value = self.next_value;
                 self.next_value += 1;
                 self.sent_values.insert(value, tp.clone());
-                let batch = BatchBuilder::new((t / 1000) as i64)
-                    .record(
-                        None,
-                        Some(value.to_string().as_bytes()),
-                        &[],
-                        (t / 1000) as i64,
-                    )
+                // Clients stamp records with true wall time; the nodes' clocks may be skewed.
+                let ts = WALL_EPOCH_MS + (t / 1000) as i64;
+                let batch = BatchBuilder::new(ts)
+                    .record(None, Some(value.to_string().as_bytes()), &[], ts)
                     .build();
                 self.history
                     .push(Event::invoke(c.process, Op::send(tp.to_string(), value), t));

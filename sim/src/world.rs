@@ -37,7 +37,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::disk::{DiskStats, SimDisk};
 use crate::faults::{event_due, FaultConfig};
 use crate::net::{NetStats, PartitionKind, SimNetwork};
-use crate::workload::{record_value, Role, Workload};
+use crate::workload::{record_value, Role, Workload, WALL_EPOCH_MS};
 
 /// Simulated time between two raft ticks of a node.
 pub const TICK_US: u64 = 10_000;
@@ -95,7 +95,20 @@ pub enum Scenario {
     /// replica (cut off until then) has the latest entries: whatever the follower acknowledged
     /// must have been durable.
     FollowerThenLeaderCrash,
+    /// Wall clocks skewed by up to an hour between nodes and stepping by an hour, no other
+    /// fault: no broker may be fenced and no write may stall because of them.
+    ClockSteps,
+    /// Under the seed's swarm faults, partition `r-0` (voters 1, 2, 3) takes the last node as
+    /// a learner, promotes it through joint consensus while removing a voter, and leaves the
+    /// joint configuration; writes to it go on and must all survive.
+    Reconfigure,
 }
+
+/// The partition the reconfiguration scenario changes: outside the metadata log (it is the
+/// raft group's own configuration that moves, not the assignment).
+const RECONFIG_TOPIC: &str = "r";
+/// How often the reconfiguration driver looks at the configuration and proposes the next change.
+const RECONFIG_EVERY_US: u64 = 250_000;
 
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -151,6 +164,15 @@ impl SimOptions {
         if scenario == Scenario::TornWriteFollower || scenario == Scenario::LeaderCrashMidWrite {
             o.faults.torn_writes = true;
         }
+        if scenario == Scenario::Reconfigure {
+            // The swarm's faults, on a cluster with a node to add.
+            o.faults = SimOptions::from_seed(seed).faults;
+            o.node_count = 4;
+        }
+        if scenario == Scenario::ClockSteps {
+            o.faults.clock_skew_ms = crate::faults::CLOCK_STEP_MS;
+            o.faults.clock_step_per_s = 1.0;
+        }
         o
     }
 
@@ -179,6 +201,18 @@ const METADATA_VOTERS_MAX: usize = 3;
 const ADMIN_REQUEST_BASE: u64 = 1 << 62;
 /// How often the admin client retries creating the topics until they exist.
 const ADMIN_EVERY_US: u64 = 300_000;
+/// How often the admin client creates or deletes a churn topic during the fault phase.
+const CHURN_EVERY_US: u64 = 700_000;
+/// Most churn topics alive at once.
+const CHURN_TOPICS_MAX: usize = 3;
+/// Share of the swarm's process stops that are graceful (SIGTERM: leaderships handed over)
+/// rather than crashes.
+const GRACEFUL_STOP_P: f64 = 0.25;
+/// How long a gracefully stopping node keeps running to hand its leaderships over (the
+/// runtime waits up to 3 s; the handover takes about one round trip).
+const HANDOVER_US: u64 = 300_000;
+/// How often a leader hands leadership back to its partition's preferred replica.
+const PREFERRED_LEADER_CHECK_MS: i64 = 2_000;
 
 /// The nodes' disk reserve (`NodeConfig::min_free_bytes`).
 const MIN_FREE_BYTES: u64 = 64 * 1024;
@@ -220,6 +254,15 @@ pub struct RunStats {
     pub messages_dropped: u64,
     /// Crashes that hit a node in the middle of a step (its writes unsynced, maybe torn).
     pub mid_step_crashes: u64,
+    /// Wall-clock steps injected.
+    pub clock_steps: u64,
+    /// Graceful stops (leaderships handed over, then exit).
+    pub graceful_stops: u64,
+    /// Topic creations and deletions the admin client asked for (churn).
+    pub churn_requests: u64,
+    /// Replicas a node created only at a later reconcile (their first open failed), summed
+    /// over the nodes up at the end.
+    pub replicas_created_late: u64,
     /// Disk counters summed over every node's disk.
     pub disk: DiskStats,
     pub net: NetStats,
@@ -281,6 +324,8 @@ enum Event {
     Restart(NodeId),
     /// Crash the node now if the armed mid-step crash has not happened yet.
     ForceCrash(NodeId, u64),
+    /// A graceful stop's handover window ended: (node, incarnation, downtime).
+    StopNow(NodeId, u64, u64),
     /// A second crash shortly after a mid-step one (correlated failures, e.g. a power loss
     /// that takes out two racks): crashes a partition leader if one is up.
     CorrelatedCrash,
@@ -291,6 +336,10 @@ enum Event {
     /// The admin client asks the controller to record the workload's topics (with their fixed
     /// assignments) until they exist, so that leaderships get published under faults too.
     CreateTopics,
+    /// The admin client creates or deletes a topic that no workload uses (topic churn).
+    Churn,
+    /// The reconfiguration scenario's driver looks at `r-0` and proposes its next change.
+    Reconfigure,
     Liveness,
     StopProducers,
     FinalReads,
@@ -399,6 +448,26 @@ pub struct World {
     admin_sent: u64,
     /// (broker, incarnation) seen fenced in some node's metadata image.
     fenced_seen: BTreeSet<(NodeId, u64)>,
+    /// Each node's wall clock minus true (simulated) time: skew plus the steps so far.
+    wall_offset_ms: BTreeMap<NodeId, i64>,
+    /// Churn topics created so far (names are never reused: a re-created name would reuse the
+    /// white-box history of the old partition).
+    churn_created: u64,
+    /// Partitions outside the metadata log (the reconfiguration scenario's), opened from the
+    /// node config; the admin client does not create them.
+    fixed: Vec<PartitionSpec>,
+    /// The reconfiguration scenario's progress.
+    reconfig: Reconfig,
+}
+
+/// Where the reconfiguration scenario stands.
+#[derive(Debug, Default)]
+struct Reconfig {
+    /// The voter being removed, chosen when the joint change is first proposed.
+    removed: Option<NodeId>,
+    /// Conf changes proposed (some are refused or lost and proposed again).
+    proposals: u64,
+    done: bool,
 }
 
 impl World {
@@ -413,9 +482,23 @@ impl World {
                 specs.push(PartitionSpec {
                     tp: TopicPartition::new(topic.clone(), p),
                     voters,
+                    learners: Vec::new(),
                 });
                 k += 1;
             }
+        }
+        let mut fixed = Vec::new();
+        if opts.scenario == Scenario::Reconfigure {
+            let joiner = *node_ids.last().expect("nodes");
+            // The joiner opens it too, as no member: the leader adds it with a conf change.
+            let spec = PartitionSpec {
+                tp: TopicPartition::new(RECONFIG_TOPIC, 0),
+                voters: vec![1, 2, 3],
+                learners: Vec::new(),
+            };
+            specs.push(spec.clone());
+            fixed.push(spec);
+            let _ = joiner;
         }
         let faulty_disk_node = node_ids[rngs.disk.gen_range(0..node_ids.len())];
         let net = SimNetwork::new(&node_ids, &opts.faults, rngs.net.gen());
@@ -490,12 +573,25 @@ impl World {
             script_roles: None,
             admin_sent: 0,
             fenced_seen: BTreeSet::new(),
+            wall_offset_ms: BTreeMap::new(),
+            churn_created: 0,
+            fixed,
+            reconfig: Reconfig::default(),
         };
         w.boot();
         w
     }
 
     fn boot(&mut self) {
+        let skew = self.opts.faults.clock_skew_ms;
+        for id in self.node_ids.clone() {
+            let offset = if skew > 0 {
+                self.rngs.clock.gen_range(-skew..=skew)
+            } else {
+                0
+            };
+            self.wall_offset_ms.insert(id, offset);
+        }
         for id in self.node_ids.clone() {
             self.start_node(id);
             let phase = self.rngs.process.gen_range(0..TICK_US);
@@ -505,13 +601,22 @@ impl World {
             let t = self.rngs.workload.gen_range(0..50_000);
             self.schedule(t, Event::ClientWake(c));
         }
-        if self.opts.scenario == Scenario::Swarm {
+        if self.opts.scenario == Scenario::Reconfigure {
+            self.schedule(2_000_000, Event::Reconfigure);
+        }
+        if matches!(
+            self.opts.scenario,
+            Scenario::Swarm | Scenario::ClockSteps | Scenario::Reconfigure
+        ) {
             self.schedule(FAULT_TICK_US, Event::FaultTick);
         } else {
             self.schedule_script();
         }
         self.schedule(PREFIX_CHECK_US, Event::PrefixCheck);
         self.schedule(ADMIN_EVERY_US, Event::CreateTopics);
+        if self.opts.scenario == Scenario::Swarm {
+            self.schedule(CHURN_EVERY_US, Event::Churn);
+        }
         self.schedule(self.opts.fault_phase_us, Event::Liveness);
         let end = self.opts.fault_phase_us + self.opts.liveness_us;
         self.schedule(end, Event::End);
@@ -520,7 +625,6 @@ impl World {
     fn schedule_script(&mut self) {
         let s = |w: &mut World, at: u64, step| w.schedule(at, Event::Script(step));
         match self.opts.scenario {
-            Scenario::Swarm => {}
             Scenario::LeaderCrashMidWrite => {
                 s(self, 3_000_000, ScriptStep::CrashLeader);
                 s(self, 6_000_000, ScriptStep::CrashLeader);
@@ -535,6 +639,7 @@ impl World {
                 s(self, 2_000_000, ScriptStep::FillFollowerDisk);
                 s(self, 5_000_000, ScriptStep::FillLeaderDisk);
             }
+            Scenario::Swarm | Scenario::ClockSteps | Scenario::Reconfigure => {}
             Scenario::FollowerThenLeaderCrash => {
                 s(self, 2_000_000, ScriptStep::PickRolesIsolateThird);
                 s(self, 2_500_000, ScriptStep::KillFollowerMidWrite);
@@ -586,7 +691,9 @@ impl World {
                 }
                 let now_ms = (self.now / 1000) as i64;
                 let res = match self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
-                    Some(node) => node.tick(now_ms, now_ms),
+                    Some(node) => {
+                        node.tick(now_ms, WALL_EPOCH_MS + now_ms + self.wall_offset_ms[&id])
+                    }
                     None => return,
                 };
                 if let Err(e) = res {
@@ -682,6 +789,7 @@ impl World {
                     self.crash_now(id, after);
                 }
             }
+            Event::StopNow(id, incarnation, down) => self.stop_now(id, incarnation, down),
             Event::CorrelatedCrash => {
                 if self.in_liveness {
                     return;
@@ -720,6 +828,18 @@ impl World {
                 self.schedule(self.now + PREFIX_CHECK_US, Event::PrefixCheck);
             }
             Event::CreateTopics => self.create_topics(),
+            Event::Reconfigure => {
+                self.reconfigure();
+                if !self.reconfig.done {
+                    self.schedule(self.now + RECONFIG_EVERY_US, Event::Reconfigure);
+                }
+            }
+            Event::Churn => {
+                if !self.in_liveness {
+                    self.churn();
+                    self.schedule(self.now + CHURN_EVERY_US, Event::Churn);
+                }
+            }
             Event::Liveness => self.start_liveness(),
             Event::StopProducers => {
                 for c in self.workload.clients.iter_mut() {
@@ -743,12 +863,6 @@ impl World {
     }
 
     fn node_config(&self, id: NodeId, incarnation: u64) -> NodeConfig {
-        let partitions = self
-            .specs
-            .iter()
-            .filter(|s| s.voters.contains(&id))
-            .cloned()
-            .collect();
         NodeConfig {
             id,
             seed: self.opts.seed ^ (id << 32) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -758,12 +872,17 @@ impl World {
                 ..ReplicaConfig::default()
             },
             log: self.opts.log.clone(),
-            partitions,
+            // Every partition comes from the metadata log, as on real nodes: the admin client
+            // creates the workload's topics (with the specs' assignments) and churns others,
+            // so replica creation and deletion run under the same faults as everything else.
+            // Fixed partitions: on their voters, and on the reconfiguration's joiner.
+            partitions: self
+                .fixed
+                .iter()
+                .filter(|s| s.voters.contains(&id) || Some(&id) == self.node_ids.last())
+                .cloned()
+                .collect(),
             retention_check_ms: 1_000,
-            // The workload's partitions are the fixed layout (opened at start); the metadata
-            // group runs beside them: registration, heartbeats, fencing and leadership records
-            // under the same faults, and the admin client records the topics (see
-            // `create_topics`).
             metadata_voters: self
                 .node_ids
                 .iter()
@@ -778,7 +897,7 @@ impl World {
             }),
             heartbeat_ms: 100,
             session_timeout_ms: 800,
-            preferred_leader_check_ms: None,
+            preferred_leader_check_ms: Some(PREFERRED_LEADER_CHECK_MS),
             min_free_bytes: MIN_FREE_BYTES,
         }
     }
@@ -798,7 +917,7 @@ impl World {
                     } else if report.truncated_from_index.is_some() {
                         self.stats.torn_recoveries += 1;
                     }
-                    let key = (id, self.tp_index[tp]);
+                    let key = (id, tp_key(&mut self.tp_index, tp));
                     let hw = node.replica(tp).unwrap().high_watermark();
                     let repairing = node.replica(tp).unwrap().is_repairing();
                     if report.corruption || report.commit_clamped_from.is_some() || repairing {
@@ -853,6 +972,45 @@ impl World {
         slot.restart_after = Some(restart_after);
         let inc = slot.incarnation;
         self.schedule(self.now + 500_000, Event::ForceCrash(id, inc));
+    }
+
+    /// A graceful stop (SIGTERM), as the runtime does it: hand every leadership to a caught-up
+    /// follower, keep running for the handover window, then answer what is pending and exit.
+    /// Unlike a crash, nothing written is lost (the page cache survives the process).
+    fn graceful_stop(&mut self, id: NodeId, restart_after: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        if slot.restart_after.is_some() || slot.paused_until.is_some() {
+            return;
+        }
+        node.transfer_all_leaderships();
+        let inc = slot.incarnation;
+        self.trace(15, id, inc);
+        self.pump(id);
+        let at = self.now + HANDOVER_US;
+        self.schedule(at, Event::StopNow(id, inc, restart_after));
+    }
+
+    /// The end of a graceful stop's handover window.
+    fn stop_now(&mut self, id: NodeId, incarnation: u64, restart_after: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        if slot.incarnation != incarnation || slot.paused_until.is_some() {
+            return;
+        }
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        node.abandon_pending();
+        self.pump(id);
+        let slot = self.slots.get_mut(&id).unwrap();
+        slot.node = None;
+        slot.restart_after = None;
+        slot.held.clear();
+        self.stats.graceful_stops += 1;
+        self.trace(16, id, 0);
+        self.schedule(self.now + restart_after, Event::Restart(id));
     }
 
     /// The process dies now; unsynced writes are lost or torn.
@@ -946,7 +1104,10 @@ impl World {
             let Some(client) = self.route.remove(&request_id) else {
                 continue;
             };
-            let lat = self.rngs.workload.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
+            let lat = self
+                .rngs
+                .workload
+                .gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
             self.schedule(
                 at + lat,
                 Event::Reply {
@@ -964,9 +1125,13 @@ impl World {
 
     fn client_next(&mut self, c: usize) {
         if let Some((node, request_id, request)) =
-            self.workload.next_request(c, self.now, &mut self.rngs.workload)
+            self.workload
+                .next_request(c, self.now, &mut self.rngs.workload)
         {
-            let lat = self.rngs.workload.gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
+            let lat = self
+                .rngs
+                .workload
+                .gen_range(CLIENT_LATENCY_US.0..CLIENT_LATENCY_US.1);
             self.schedule(
                 self.now + lat,
                 Event::Arrive {
@@ -1004,7 +1169,11 @@ impl World {
         if !up.is_empty() && event_due(&mut self.rngs.process, f.crash_per_s, dt) {
             let id = up[self.rngs.process.gen_range(0..up.len())];
             let down = f.crash_down_us.draw(&mut self.rngs.process);
-            self.crash(id, down);
+            if self.rngs.process.gen_bool(GRACEFUL_STOP_P) {
+                self.graceful_stop(id, down);
+            } else {
+                self.crash(id, down);
+            }
         }
         if !up.is_empty() && event_due(&mut self.rngs.process, f.pause_per_s, dt) {
             let id = up[self.rngs.process.gen_range(0..up.len())];
@@ -1020,7 +1189,9 @@ impl World {
             let heal = self.now + f.partition_us.draw(&mut self.rngs.net);
             self.schedule(heal, Event::Heal);
         }
-        if event_due(&mut self.rngs.net, f.clog_per_s, dt) && self.net.random_clog(self.now).is_some() {
+        if event_due(&mut self.rngs.net, f.clog_per_s, dt)
+            && self.net.random_clog(self.now).is_some()
+        {
             self.stats.clogs += 1;
         }
         if event_due(&mut self.rngs.disk, f.bit_flip_per_s, dt)
@@ -1030,6 +1201,20 @@ impl World {
             // A flip at rest is seen by the next cold start: often make that soon.
             let down = f.crash_down_us.draw(&mut self.rngs.disk);
             self.crash(self.faulty_disk_node, down);
+        }
+        if event_due(&mut self.rngs.clock, f.clock_step_per_s, dt) {
+            let id = self.node_ids[self.rngs.clock.gen_range(0..self.node_ids.len())];
+            let step = if self.rngs.clock.gen_bool(0.5) {
+                f.clock_step_ms
+            } else {
+                -f.clock_step_ms
+            };
+            *self
+                .wall_offset_ms
+                .get_mut(&id)
+                .expect("every node has a clock") += step;
+            self.stats.clock_steps += 1;
+            self.trace(13, id, step as u64);
         }
         if !up.is_empty() && event_due(&mut self.rngs.disk, f.disk_full_per_s, dt) {
             let id = up[self.rngs.disk.gen_range(0..up.len())];
@@ -1241,7 +1426,7 @@ impl World {
     /// every topic exists.
     fn create_topics(&mut self) {
         let mut topics: BTreeMap<String, Vec<Vec<NodeId>>> = BTreeMap::new();
-        for s in &self.specs {
+        for s in self.specs.iter().filter(|s| !self.fixed.contains(s)) {
             let a = topics.entry(s.tp.topic.clone()).or_default();
             assert_eq!(
                 a.len(),
@@ -1250,14 +1435,7 @@ impl World {
             );
             a.push(s.voters.clone());
         }
-        let controller = self.up_nodes().into_iter().find(|id| {
-            !self.is_paused(*id)
-                && self.slots[id]
-                    .node
-                    .as_ref()
-                    .is_some_and(|n| n.controller() == Some(*id))
-        });
-        let Some(id) = controller else {
+        let Some(id) = self.controller_node() else {
             self.schedule(self.now + ADMIN_EVERY_US, Event::CreateTopics);
             return;
         };
@@ -1291,6 +1469,162 @@ impl World {
         self.schedule(self.now + ADMIN_EVERY_US, Event::CreateTopics);
     }
 
+    /// One round of the reconfiguration driver (see [`Scenario::Reconfigure`]): from the
+    /// leader's configuration, propose the next change; a refused or lost proposal is simply
+    /// proposed again next round.
+    fn reconfigure(&mut self) {
+        use raft::eraftpb::{ConfChangeTransition as T, ConfChangeType as C};
+        let tp = TopicPartition::new(RECONFIG_TOPIC, 0);
+        let joiner = *self.node_ids.last().expect("nodes");
+        let Some(leader) = self.leader_of(&tp).filter(|l| !self.is_paused(*l)) else {
+            return;
+        };
+        let node = self.slots[&leader].node.as_ref().expect("up");
+        let r = node.replica(&tp).expect("leader hosts it");
+        let cs = r.conf_state();
+        let commit = r.status().commit;
+        let joined = self.slots[&joiner]
+            .node
+            .as_ref()
+            .and_then(|n| n.replica(&tp))
+            .is_some_and(|j| j.status().commit >= commit);
+        let change = if !cs.voters_outgoing.is_empty() {
+            // An empty change with the automatic transition leaves the joint configuration
+            // (an empty *explicit* one would enter another).
+            Some(conf_change(&[], T::Auto))
+        } else if !cs.voters.contains(&joiner) && !cs.learners.contains(&joiner) {
+            Some(conf_change(&[(C::AddLearnerNode, joiner)], T::Auto))
+        } else if cs.learners.contains(&joiner) && joined {
+            // Remove a voter other than the current leader (chosen afresh until the joint
+            // change is in the log: leadership may move meanwhile).
+            let removed = [1, 2, 3]
+                .into_iter()
+                .find(|v| *v != leader)
+                .expect("two others");
+            self.reconfig.removed = Some(removed);
+            let steps = [(C::AddNode, joiner), (C::RemoveNode, removed)];
+            Some(conf_change(&steps, T::Explicit))
+        } else if let Some(removed) = self
+            .reconfig
+            .removed
+            .filter(|r| cs.voters.contains(&joiner) && !cs.voters.contains(r))
+        {
+            let _ = removed;
+            self.reconfig.done = true;
+            None
+        } else {
+            None
+        };
+        let Some(cc) = change else {
+            return;
+        };
+        let node = self
+            .slots
+            .get_mut(&leader)
+            .and_then(|s| s.node.as_mut())
+            .expect("up");
+        if node.propose_conf_change(&tp, cc).is_ok() {
+            self.reconfig.proposals += 1;
+        }
+        self.trace(17, leader, self.reconfig.proposals);
+        self.pump(leader);
+    }
+
+    /// The scenario's end state: every up member of `r-0`'s final configuration holds it, with
+    /// the joiner a voter and the removed voter gone.
+    fn check_reconfigured(&mut self) {
+        if self.opts.scenario != Scenario::Reconfigure {
+            return;
+        }
+        let tp = TopicPartition::new(RECONFIG_TOPIC, 0);
+        if !self.reconfig.done {
+            self.violation(format!(
+                "reconfiguration of {tp} did not finish ({} proposals)",
+                self.reconfig.proposals
+            ));
+            return;
+        }
+        let joiner = *self.node_ids.last().expect("nodes");
+        let removed = self.reconfig.removed.expect("chosen before done");
+        let mut want: Vec<NodeId> = [1, 2, 3, joiner]
+            .into_iter()
+            .filter(|n| *n != removed)
+            .collect();
+        want.sort_unstable();
+        let mut problems = Vec::new();
+        for id in want.clone() {
+            let Some(r) = self.slots[&id].node.as_ref().and_then(|n| n.replica(&tp)) else {
+                continue;
+            };
+            let cs = r.conf_state();
+            let mut voters = cs.voters.clone();
+            voters.sort_unstable();
+            if voters != want || !cs.voters_outgoing.is_empty() {
+                problems.push(format!(
+                    "node {id}: {tp} ends with configuration {cs:?}, not {want:?}"
+                ));
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
+    /// The up, unpaused node that believes it is the controller.
+    fn controller_node(&self) -> Option<NodeId> {
+        self.up_nodes().into_iter().find(|id| {
+            !self.is_paused(*id)
+                && self.slots[id]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.controller() == Some(*id))
+        })
+    }
+
+    /// Topic churn: the admin client creates a new topic (placed by the controller) or deletes
+    /// one of the churn topics, through the controller, while faults run.
+    fn churn(&mut self) {
+        let Some(id) = self.controller_node() else {
+            return;
+        };
+        let node = self.slots[&id].node.as_ref().expect("up");
+        let alive: Vec<String> = node
+            .metadata()
+            .topics
+            .keys()
+            .filter(|t| t.starts_with("churn-"))
+            .cloned()
+            .collect();
+        let delete = !alive.is_empty()
+            && (alive.len() >= CHURN_TOPICS_MAX || self.rngs.workload.gen_bool(0.4));
+        let request = if delete {
+            let name = alive[self.rngs.workload.gen_range(0..alive.len())].clone();
+            Request::DeleteTopic { name }
+        } else {
+            self.churn_created += 1;
+            Request::CreateTopic {
+                name: format!("churn-{}", self.churn_created),
+                partitions: self.rngs.workload.gen_range(1..=2),
+                replication_factor: self.node_ids.len().min(3) as i64,
+                configs: BTreeMap::new(),
+                assignments: Vec::new(),
+                validate_only: false,
+            }
+        };
+        self.admin_sent += 1;
+        self.stats.churn_requests += 1;
+        let now_ms = (self.now / 1000) as i64;
+        let request_id = ADMIN_REQUEST_BASE + self.admin_sent;
+        let node = self
+            .slots
+            .get_mut(&id)
+            .and_then(|s| s.node.as_mut())
+            .expect("up");
+        node.handle_request(now_ms, request_id, request);
+        self.trace(14, id, self.admin_sent);
+        self.pump(id);
+    }
+
     /// White-box checks of the metadata image on every up node: two nodes that applied the same
     /// number of records hold the same image; and every recorded leadership names the node
     /// that really led the partition in that term (as `check_node` saw it).
@@ -1313,6 +1647,25 @@ impl World {
                 Some(_) => {}
                 None => {
                     by_count.insert(image.records_applied, (id, image.clone()));
+                }
+            }
+            // The published view (core's rules, as the runtime answers Metadata) never names
+            // a leader that another node was in that term.
+            let node = self.slots[&id].node.as_ref().unwrap();
+            for t in railyard_core::view::topics(node) {
+                for p in &t.partitions {
+                    let tp = TopicPartition::new(t.name.clone(), p.partition);
+                    let (Some(leader), Some(&idx)) = (p.leader, self.tp_index.get(&tp)) else {
+                        continue;
+                    };
+                    match self.leaders.get(&(idx, p.leader_epoch as u64)) {
+                        Some(real) if *real != leader => problems.push(format!(
+                            "node {id}'s view names {leader} leader of {tp} in term {}, \
+                             but the leader then was {real}",
+                            p.leader_epoch
+                        )),
+                        _ => {}
+                    }
                 }
             }
             for (tp, l) in &image.leaders {
@@ -1348,7 +1701,7 @@ impl World {
                     )),
                 }
             }
-            for s in &self.specs {
+            for s in self.specs.iter().filter(|s| !self.fixed.contains(s)) {
                 if !image.topics.contains_key(&s.tp.topic) {
                     problems.push(format!(
                         "liveness: node {id}'s metadata lacks topic {}",
@@ -1360,6 +1713,31 @@ impl World {
                         s.tp
                     ));
                 }
+            }
+            // The replicas a node hosts are exactly those its image assigns to it: creation
+            // and deletion followed the metadata log through every fault.
+            let node = self.slots[&id].node.as_ref().unwrap();
+            let wanted: BTreeSet<TopicPartition> = image
+                .assignments()
+                .into_iter()
+                .filter(|(_, r)| r.contains(&id))
+                .map(|(tp, _)| tp)
+                .chain(std::iter::once(metadata_tp()))
+                .chain(
+                    self.fixed
+                        .iter()
+                        .filter(|s| s.voters.contains(&id) || Some(&id) == self.node_ids.last())
+                        .map(|s| s.tp.clone()),
+                )
+                .collect();
+            let hosted: BTreeSet<TopicPartition> =
+                node.replicas().map(|r| r.tp().clone()).collect();
+            if hosted != wanted {
+                problems.push(format!(
+                    "liveness: node {id} hosts {:?} but its image assigns {:?}",
+                    hosted.difference(&wanted).collect::<Vec<_>>(),
+                    wanted.difference(&hosted).collect::<Vec<_>>()
+                ));
             }
         }
         for p in problems {
@@ -1384,7 +1762,7 @@ impl World {
             let st = r.status();
             let tp = r.tp();
             if st.role == StateRole::Leader {
-                let key = (self.tp_index[tp], st.term);
+                let key = (tp_key(&mut self.tp_index, tp), st.term);
                 match self.leaders.get(&key) {
                     Some(other) if *other != id => problems.push(format!(
                         "two leaders for {tp} in term {}: {other} and {id}",
@@ -1405,7 +1783,7 @@ impl World {
             }
             let prev = self
                 .hw_seen
-                .insert((id, self.tp_index[tp]), st.high_watermark);
+                .insert((id, tp_key(&mut self.tp_index, tp)), st.high_watermark);
             if prev.is_some_and(|p| st.high_watermark < p) {
                 problems.push(format!(
                     "node {id} {tp}: high watermark went backwards {:?} -> {}",
@@ -1499,10 +1877,49 @@ impl World {
         }
     }
 
+    /// The clock scenario: steps and skews of the wall clock fence no broker (every timer runs
+    /// on the monotonic clock), and the nodes noticed the steps.
+    fn check_clock_scenario(&mut self) {
+        if self.opts.scenario != Scenario::ClockSteps {
+            return;
+        }
+        if self.stats.brokers_fenced > 0 {
+            self.violation(format!(
+                "clock steps fenced {} broker incarnations",
+                self.stats.brokers_fenced
+            ));
+        }
+        let noticed: u64 = self
+            .up_nodes()
+            .iter()
+            .map(|id| self.slots[id].node.as_ref().expect("up").clock_steps())
+            .sum();
+        if self.stats.clock_steps == 0 || noticed == 0 {
+            self.violation(format!(
+                "clock scenario: {} steps injected, {noticed} noticed",
+                self.stats.clock_steps
+            ));
+        }
+    }
+
     fn finish(mut self) -> SimReport {
         self.check_committed_prefixes();
         self.check_metadata();
         self.check_metadata_liveness();
+        self.check_clock_scenario();
+        self.check_reconfigured();
+        self.stats.replicas_created_late = self
+            .up_nodes()
+            .iter()
+            .map(|id| {
+                self.slots[id]
+                    .node
+                    .as_ref()
+                    .unwrap()
+                    .stats()
+                    .replicas_created_late
+            })
+            .sum();
         self.stats.leaders_recorded = self
             .up_nodes()
             .iter()
@@ -1606,6 +2023,37 @@ impl World {
             options: self.opts,
         }
     }
+}
+
+/// A `ConfChangeV2` of `steps` (change type, node).
+fn conf_change(
+    steps: &[(raft::eraftpb::ConfChangeType, NodeId)],
+    transition: raft::eraftpb::ConfChangeTransition,
+) -> raft::eraftpb::ConfChangeV2 {
+    let mut cc = raft::eraftpb::ConfChangeV2::default();
+    cc.set_transition(transition);
+    let changes: Vec<raft::eraftpb::ConfChangeSingle> = steps
+        .iter()
+        .map(|(t, id)| {
+            let mut c = raft::eraftpb::ConfChangeSingle::default();
+            c.set_change_type(*t);
+            c.node_id = *id;
+            c
+        })
+        .collect();
+    cc.set_changes(changes.into());
+    cc
+}
+
+/// The white-box key of a partition: its index, assigned on first sight (workload partitions
+/// and the metadata partition first, then churn topics as nodes create them).
+fn tp_key(index: &mut BTreeMap<TopicPartition, usize>, tp: &TopicPartition) -> usize {
+    if let Some(i) = index.get(tp) {
+        return *i; // The hot path (every replica after every step): no clone.
+    }
+    let next = index.len();
+    index.insert(tp.clone(), next);
+    next
 }
 
 /// Runs one simulation.

@@ -68,6 +68,9 @@ fn add_stats(total: &mut railyard_sim::world::RunStats, s: &railyard_sim::world:
     total.brokers_fenced += s.brokers_fenced;
     total.leaders_recorded += s.leaders_recorded;
     total.fail_stops += s.fail_stops;
+    total.clock_steps += s.clock_steps;
+    total.graceful_stops += s.graceful_stops;
+    total.churn_requests += s.churn_requests;
     total.acked_all += s.acked_all;
     total.disk.read_errors += s.disk.read_errors;
     total.disk.torn_writes += s.disk.torn_writes;
@@ -100,6 +103,9 @@ fn missing(total: &railyard_sim::world::RunStats) -> Vec<&'static str> {
         ("reordered messages", total.net.reordered),
         ("partition-blocked messages", total.net.blocked),
         ("acks=all writes", total.acked_all),
+        ("wall-clock steps", total.clock_steps),
+        ("graceful stops", total.graceful_stops),
+        ("topic churn through the controller", total.churn_requests),
         ("brokers fenced by the controller", total.brokers_fenced),
         (
             "leaderships recorded in the metadata log",
@@ -118,6 +124,29 @@ fn scenario(s: Scenario) -> SimReport {
     assert_ok(&r);
     assert!(r.stats.acked_all > 100, "too little work: {:?}", r.stats);
     r
+}
+
+/// Raft configuration changes under the swarm's faults: a learner joins `r-0`, is promoted
+/// through joint consensus while a voter is removed, the joint configuration is left, and
+/// writes to the partition survive (the scenario's own check, then every usual one).
+#[test]
+fn test_scenario_reconfigure_under_faults() {
+    for seed in 1..=4 {
+        let r = run_catching(SimOptions::scenario(seed, Scenario::Reconfigure))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ok(&r);
+        assert!(r.stats.acked_all > 100, "too little work: {:?}", r.stats);
+    }
+}
+
+/// Wall clocks skewed by up to an hour and stepping by an hour: no broker is fenced, writes go
+/// on (the scenario's checks), and the nodes noticed the steps.
+#[test]
+fn test_scenario_clock_steps_fence_nothing() {
+    let r = scenario(Scenario::ClockSteps);
+    assert!(r.stats.clock_steps >= 5, "{:?}", r.stats);
+    assert_eq!(r.stats.brokers_fenced, 0, "{:?}", r.stats);
+    assert_eq!(r.stats.crashes, 0);
 }
 
 /// The leader of a partition is killed while producers write; a new leader takes over and no

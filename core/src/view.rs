@@ -1,0 +1,130 @@
+//! The cluster as clients see it: live brokers with their listeners, and every partition's
+//! leader, leader epoch and ISR. The rules live here, in core, so the simulator runs them: the
+//! runtime publishes exactly what [`brokers`] and [`topics`] return.
+//!
+//! - **Brokers:** the configured ones with the listener and rack they registered, plus any
+//!   other registered broker, minus the fenced (Kafka lists only live brokers); a node always
+//!   lists itself.
+//! - **Leaders:** the local replica's knowledge when it leads, or has seen a newer term than
+//!   the metadata log's record (an election is running: the leader is then unknown); else the
+//!   record, which leaders report to the controller, so partitions hosted elsewhere have
+//!   leaders too.
+
+use std::collections::BTreeMap;
+
+use crate::node::Node;
+use crate::types::{NodeId, PartitionId, TopicPartition};
+
+/// A broker as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: NodeId,
+    /// Host clients connect to (the advertised Kafka listener).
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// One partition as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionView {
+    pub partition: PartitionId,
+    /// The current leader, if one is known.
+    pub leader: Option<NodeId>,
+    /// The leader's raft term (Kafka's leader epoch); -1 when nothing is known.
+    pub leader_epoch: i32,
+    pub replicas: Vec<NodeId>,
+    /// Voters caught up with the leader.
+    pub isr: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicView {
+    pub name: String,
+    /// A stable topic id (Kafka's UUID).
+    pub id: [u8; 16],
+    /// Sorted by partition.
+    pub partitions: Vec<PartitionView>,
+    /// Topic config overrides set at creation (`retention.ms`, ...); absent keys are defaults.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The live brokers (module docs), sorted by id. `configured` are the brokers the node was
+/// started with, as configured (used until they register).
+pub fn brokers(node: &Node, configured: &[BrokerInfo]) -> Vec<BrokerInfo> {
+    let image = node.metadata();
+    let fenced = |id: NodeId| image.brokers.get(&id).is_some_and(|m| m.fenced);
+    let mut out: Vec<BrokerInfo> = configured
+        .iter()
+        .filter(|b| b.id == node.id() || !fenced(b.id))
+        .cloned()
+        .collect();
+    for b in out.iter_mut() {
+        if let Some(m) = image.brokers.get(&b.id) {
+            b.host = m.host.clone();
+            b.port = m.port;
+            b.rack = m.rack.clone();
+        }
+    }
+    for m in image.brokers.values() {
+        if !m.fenced && !out.iter().any(|b| b.id == m.id) {
+            out.push(BrokerInfo {
+                id: m.id,
+                host: m.host.clone(),
+                port: m.port,
+                rack: m.rack.clone(),
+            });
+        }
+    }
+    out.sort_by_key(|b| b.id);
+    out
+}
+
+/// Every topic of the image with its partitions' leaderships (module docs), by name.
+pub fn topics(node: &Node) -> Vec<TopicView> {
+    let image = node.metadata();
+    image
+        .topics
+        .values()
+        .map(|t| TopicView {
+            name: t.name.clone(),
+            id: t.id,
+            partitions: t
+                .partitions
+                .iter()
+                .map(|(p, replicas)| partition(node, &t.name, *p, replicas))
+                .collect(),
+            configs: t.configs.clone(),
+        })
+        .collect()
+}
+
+/// One partition's view (module docs).
+pub fn partition(node: &Node, topic: &str, p: PartitionId, replicas: &[NodeId]) -> PartitionView {
+    let tp = TopicPartition::new(topic, p);
+    let recorded = node.metadata().leaders.get(&tp);
+    let mut pv = PartitionView {
+        partition: p,
+        leader: recorded.and_then(|l| l.leader),
+        leader_epoch: recorded.map_or(-1, |l| l.epoch as i32),
+        replicas: replicas.to_vec(),
+        isr: recorded.map(|l| l.isr.clone()).unwrap_or_default(),
+    };
+    if let Some(r) = node.replica(&tp) {
+        let term = r.term();
+        if r.is_leader() {
+            pv.leader = Some(node.id());
+            pv.leader_epoch = term as i32;
+            pv.isr = r.isr();
+        } else if recorded.is_none_or(|l| l.epoch < term) {
+            // This replica has seen a newer term than the record: trust it.
+            pv.leader = r.leader();
+            pv.leader_epoch = term as i32;
+        }
+    }
+    assert!(
+        pv.leader.is_none() || pv.leader_epoch >= 0,
+        "{tp}: a leader without an epoch"
+    );
+    pv
+}
