@@ -3,7 +3,8 @@
 //! The listener decodes Kafka requests and calls a [`Broker`]; the runtime implements it by
 //! forwarding core requests to the thread that owns the sans-IO [`railyard_core::node::Node`]
 //! and by publishing a [`ClusterView`] (brokers, topics, leaders) when something changed: an
-//! immutable, indexed snapshot behind an `Arc`. Tests implement it with an in-memory fake.
+//! immutable, indexed snapshot behind an `Arc`. The listener's tests serve real nodes through it,
+//! with a wrapper that records the core requests passing by.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -172,8 +172,12 @@ impl Network for QueueNet<'_> {
     }
 }
 
-/// Opens the node's storage and starts its core thread. `peers` are the outbound queues the
-/// transport drains; the returned handle feeds the core.
+/// Makes the core's disk. It runs inside the core thread, because the core [`Node`] holds its
+/// disk in an `Rc` (and a disk such as `MemDisk` is not `Send`).
+pub type MakeDisk = Box<dyn FnOnce() -> Rc<dyn Disk> + Send>;
+
+/// Opens the node's storage (a [`FileDisk`] on `config.data_dir`) and starts its core thread.
+/// `peers` are the outbound queues the transport drains; the returned handle feeds the core.
 pub fn start_core(
     config: &NodeConfig,
     peers: PeerQueues,
@@ -184,6 +188,19 @@ pub fn start_core(
     let disk = FileDisk::open(&config.data_dir)
         .map_err(|e| StartError::Disk(e.to_string()))?
         .with_fsync_observer(move |d| observer.observe_fsync(d));
+    let make_disk: MakeDisk = Box::new(move || -> Rc<dyn Disk> { Rc::new(disk) });
+    start_core_with_disk(config, peers, metrics, logger, make_disk)
+}
+
+/// Starts the core thread on the disk `make_disk` makes there (`config.data_dir` is not used):
+/// [`start_core`] passes a [`FileDisk`], tests an in-memory disk.
+pub fn start_core_with_disk(
+    config: &NodeConfig,
+    peers: PeerQueues,
+    metrics: Arc<Metrics>,
+    logger: &Logger,
+    make_disk: MakeDisk,
+) -> Result<NodeHandle, StartError> {
     let brokers: Vec<NodeId> = config.peers.iter().map(|p| p.id).collect();
     let core_config = CoreNodeConfig {
         id: config.id,
@@ -227,7 +244,7 @@ pub fn start_core(
     std::thread::Builder::new()
         .name(format!("railyard-core-{}", config.id))
         .spawn(move || {
-            let disk: Rc<dyn Disk> = Rc::new(disk);
+            let disk = make_disk();
             let published = Published { view, base };
             let node = match Node::open(core_config, disk, &logger) {
                 Ok(n) => {

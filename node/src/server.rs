@@ -13,7 +13,7 @@ use crate::broker::Broker;
 use crate::config::{NodeConfig, TopicConfig};
 use crate::kafka::{self, KafkaConfig};
 use crate::metrics::Metrics;
-use crate::runtime::{start_core, NodeHandle, PeerQueues};
+use crate::runtime::{start_core, start_core_with_disk, MakeDisk, NodeHandle, PeerQueues};
 use crate::transport;
 
 /// A started node.
@@ -39,8 +39,25 @@ pub enum ServeError {
     Start(#[from] crate::runtime::StartError),
 }
 
-/// Starts one node inside the current tokio runtime.
+/// Where a node keeps its data.
+pub enum Storage {
+    /// Files under the config's `data_dir`, as `railyard start` runs.
+    DataDir,
+    /// The disk this makes in the core thread (tests: an in-memory disk); `data_dir` is unused.
+    Disk(MakeDisk),
+}
+
+/// Starts one node inside the current tokio runtime, keeping its data under `data_dir`.
 pub async fn start_node(config: NodeConfig, logger: &Logger) -> Result<RunningNode, ServeError> {
+    start_node_on(config, logger, Storage::DataDir).await
+}
+
+/// Starts one node inside the current tokio runtime, keeping its data in `storage`.
+pub async fn start_node_on(
+    config: NodeConfig,
+    logger: &Logger,
+    storage: Storage,
+) -> Result<RunningNode, ServeError> {
     config.validate()?;
     let logger = logger.new(o!("node" => config.id));
     let bind = |addr: SocketAddr| async move {
@@ -75,7 +92,12 @@ pub async fn start_node(config: NodeConfig, logger: &Logger) -> Result<RunningNo
         .as_ref()
         .map(|l| l.local_addr().expect("bound listener has an address"));
     let metrics = Arc::new(Metrics::new());
-    let handle = start_core(&config, queues, metrics.clone(), &logger)?;
+    let handle = match storage {
+        Storage::DataDir => start_core(&config, queues, metrics.clone(), &logger)?,
+        Storage::Disk(make_disk) => {
+            start_core_with_disk(&config, queues, metrics.clone(), &logger, make_disk)?
+        }
+    };
     tokio::spawn(transport::run_inbound(
         raft_listener,
         handle.clone(),

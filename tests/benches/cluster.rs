@@ -38,8 +38,7 @@ use hdrhistogram::Histogram;
 use railyard_node::broker::Broker;
 use railyard_node::config::TopicConfig;
 use railyard_node::file_disk::{FileDisk, ProbeResult};
-use railyard_tests::{topic, InProcessCluster};
-use rdkafka::config::ClientConfig;
+use railyard_tests::{profiles, topic, InProcessCluster};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -155,17 +154,13 @@ impl ProducerContext for Ctx {
 
 fn producer(bootstrap: &str) -> (ThreadedProducer<Ctx>, Arc<Counters>) {
     let counters = Arc::new(Counters::default());
-    let p = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("linger.ms", "5")
+    let p = profiles::producer(bootstrap)
         .set("batch.size", "1000000")
         .set("batch.num.messages", "100000")
         .set("queue.buffering.max.messages", "1000000")
         // Bounded so that the flush after a timed phase is short.
         .set("queue.buffering.max.kbytes", "65536")
         .set("message.timeout.ms", "120000")
-        .set("enable.idempotence", "false")
         .set("compression.type", "none")
         .set("statistics.interval.ms", "1000")
         .create_with_context(Ctx(counters.clone()))
@@ -518,22 +513,24 @@ fn produce_phase(opts: &Opts, bootstrap: &str, run: &mut Run) {
     eprintln!("  produce: {rate:.1} MB/s, {recs:.0} rec/s, batch {batch:.0} B; {probe}");
 }
 
-fn latency_phase(opts: &Opts, bootstrap: &str, rate: f64, run: &mut Run) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "railyard-bench-unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "100")
-        .set("fetch.min.bytes", "1")
-        .create()
-        .expect("creating the consumer");
+/// The bench partition's high watermark, and a list that assigns the partition from
+/// `from(high)`.
+fn start_at(consumer: &BaseConsumer, from: impl Fn(i64) -> i64) -> (i64, TopicPartitionList) {
     let (_, high) = consumer
         .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
         .expect("watermarks");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(high))
+    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(from(high)))
         .expect("tpl");
+    (high, tpl)
+}
+
+fn latency_phase(opts: &Opts, bootstrap: &str, rate: f64, run: &mut Run) {
+    let consumer: BaseConsumer = profiles::assign_consumer(bootstrap)
+        .set("fetch.min.bytes", "1")
+        .create()
+        .expect("creating the consumer");
+    let (_, tpl) = start_at(&consumer, |high| high);
     consumer.assign(&tpl).expect("assign");
     // Let the consumer connect and start long-polling before anything is sent.
     let _ = consumer.poll(Duration::from_millis(1000));
@@ -614,10 +611,7 @@ fn latency_phase(opts: &Opts, bootstrap: &str, rate: f64, run: &mut Run) {
 }
 
 fn catchup_phase(opts: &Opts, bootstrap: &str, run: &mut Run) {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("consumer");
+    let probe: BaseConsumer = profiles::client(bootstrap).create().expect("consumer");
     let (_, high) = probe
         .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
         .expect("watermarks");
@@ -638,23 +632,13 @@ fn catchup_phase(opts: &Opts, bootstrap: &str, run: &mut Run) {
             t.elapsed().as_secs_f64()
         );
     }
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "railyard-bench-unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "100")
+    let consumer: BaseConsumer = profiles::assign_consumer(bootstrap)
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "16777216")
         .set("queued.max.messages.kbytes", "262144")
         .create()
         .expect("creating the consumer");
-    let (_, high) = consumer
-        .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
-        .expect("watermarks");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Offset(0))
-        .expect("tpl");
+    let (high, tpl) = start_at(&consumer, |_| 0);
     let th0 = thread_ticks();
     let start = Instant::now();
     consumer.assign(&tpl).expect("assign");

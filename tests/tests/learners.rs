@@ -4,16 +4,13 @@
 //! bootstrapped at the learner alone finds every leader, produces and reads back; produces to a
 //! missing topic auto-create it; a stopped broker is fenced and leaves Metadata.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use railyard_node::broker::{Broker, ClusterView};
+use railyard_node::broker::Broker;
+use railyard_tests::profiles::{self, OnError};
 use railyard_tests::{topic, InProcessCluster};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 const SPREAD: &str = "spread";
 const PARTITIONS: i32 = 4;
@@ -24,67 +21,27 @@ const EXTRA: &str = "controller_voters = [1, 2, 3]\nauto_create_topics = true\n\
                      default_partitions = 2\ndefault_replication_factor = 2\n\
                      heartbeat_ms = 200\nsession_timeout_ms = 2000\n";
 
-fn producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .set("allow.auto.create.topics", "true")
-        .set("enable.idempotence", "false")
-        .create()
-        .expect("creating the producer")
-}
-
-/// Reads `n` records of `topic` (partitions `0..partitions`) from offset 0 by assign, as
-/// (partition, offset, value).
-fn read_back(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<(i32, i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "railyard-learners-unused")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
+/// Reads `n` values of `topic` (partitions `0..partitions`) from offset 0 by assign, sorted.
+fn read_back(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<String> {
+    let consumer: BaseConsumer = profiles::assign_consumer(bootstrap)
         .create()
         .expect("creating the consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Offset(0))
-            .expect("adding a partition");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while out.len() < n {
-        assert!(Instant::now() < deadline, "read {} of {n}", out.len());
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(e)) => panic!("consumer error: {e}"),
-            Some(Ok(m)) => {
-                let v = String::from_utf8(m.payload().expect("a value").to_vec()).expect("utf-8");
-                out.push((m.partition(), m.offset(), v));
-            }
-        }
-    }
-    out
+    let all: Vec<i32> = (0..partitions).collect();
+    let read = profiles::read_from_start(&consumer, topic, &all, WAIT, OnError::Fail, |r| {
+        r.len() >= n
+    });
+    let mut values: Vec<String> = read
+        .into_iter()
+        .map(|r| r.value.expect("a value"))
+        .collect();
+    values.sort();
+    values
 }
 
-async fn wait_views(
-    cluster: &InProcessCluster,
-    what: &str,
-    ok: impl Fn(&[Arc<ClusterView>]) -> bool,
-) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let views: Vec<Arc<ClusterView>> =
-            cluster.nodes.iter().map(|n| n.handle.cluster()).collect();
-        if ok(&views) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {views:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
+// Proves a raft learner of the metadata log serves as a full broker: every node, learner
+// included, agrees on the leaders of partitions it does not host; librdkafka bootstrapped at the
+// learner alone produces and reads back; producing to a missing topic auto-creates it with the
+// configured defaults; and a stopped broker is fenced out of every view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fencing() {
     let cluster =
@@ -107,14 +64,18 @@ async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fenc
             v.controller()
         );
     }
-    wait_views(&cluster, "all four brokers registered", |views| {
-        views.iter().all(|v| v.brokers().len() == 4)
-    })
-    .await;
+    cluster
+        .wait_for_views("all four brokers registered", WAIT, |views| {
+            views.iter().all(|v| v.brokers().len() == 4)
+        })
+        .await;
 
     // librdkafka bootstrapped at the learner only.
     let learner = cluster.nodes[3].kafka_addr.to_string();
-    let p = producer(&learner);
+    let p: FutureProducer = profiles::producer(&learner)
+        .set("allow.auto.create.topics", "true")
+        .create()
+        .expect("creating the producer");
     for i in 0..200 {
         let v = format!("s{i}");
         let k = format!("k{i}");
@@ -123,11 +84,9 @@ async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fenc
             .unwrap_or_else(|(e, _)| panic!("record {i}: {e}"));
     }
     let l2 = learner.clone();
-    let read = tokio::task::spawn_blocking(move || read_back(&l2, SPREAD, PARTITIONS, 200))
+    let values = tokio::task::spawn_blocking(move || read_back(&l2, SPREAD, PARTITIONS, 200))
         .await
         .unwrap();
-    let mut values: Vec<String> = read.into_iter().map(|r| r.2).collect();
-    values.sort();
     let mut want: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
     want.sort();
     assert_eq!(values, want);
@@ -139,14 +98,15 @@ async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fenc
             .await
             .unwrap_or_else(|(e, _)| panic!("auto-created record {i}: {e}"));
     }
-    wait_views(&cluster, "auto-created topic everywhere", |views| {
-        views.iter().all(|v| {
-            v.topic(AUTO).is_some_and(|t| {
-                t.partitions.len() == 2 && t.partitions.iter().all(|p| p.replicas.len() == 2)
+    cluster
+        .wait_for_views("auto-created topic everywhere", WAIT, |views| {
+            views.iter().all(|v| {
+                v.topic(AUTO).is_some_and(|t| {
+                    t.partitions.len() == 2 && t.partitions.iter().all(|p| p.replicas.len() == 2)
+                })
             })
         })
-    })
-    .await;
+        .await;
     let l2 = learner.clone();
     let read = tokio::task::spawn_blocking(move || read_back(&l2, AUTO, 2, 10))
         .await
@@ -166,11 +126,12 @@ async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fenc
     assert!(cluster.nodes[3]
         .handle
         .wait_stopped(Duration::from_secs(10)));
-    wait_views(&cluster, "the stopped broker is fenced", |views| {
-        views[..3].iter().all(|v| {
-            let led = v.partition(SPREAD, victim_partition).and_then(|p| p.leader);
-            v.broker(victim).is_none() && led.is_none()
+    cluster
+        .wait_for_views("the stopped broker is fenced", WAIT, |views| {
+            views[..3].iter().all(|v| {
+                let led = v.partition(SPREAD, victim_partition).and_then(|p| p.leader);
+                v.broker(victim).is_none() && led.is_none()
+            })
         })
-    })
-    .await;
+        .await;
 }

@@ -3,11 +3,11 @@
 //! at run time through the controller.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use railyard_node::broker::{Broker, ClusterView};
-use railyard_tests::{java_partition, InProcessCluster};
+use railyard_node::broker::Broker;
+use railyard_tests::profiles::{self, OnError};
+use railyard_tests::{eventually, java_partition, Deadline, InProcessCluster};
 use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
     TopicResult,
@@ -16,10 +16,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::metadata::MetadataTopic;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 6;
@@ -41,16 +39,16 @@ impl Fixture {
     async fn start() -> Fixture {
         let cluster = InProcessCluster::start(3, Vec::new()).await;
         // Setup: the first controller election is over (the admin client finds one).
-        wait_for_views(&cluster, "an agreed controller", |views| {
-            views[0].controller().is_some()
-                && views
-                    .iter()
-                    .all(|v| v.controller() == views[0].controller())
-        })
-        .await;
+        cluster
+            .wait_for_views("an agreed controller", WAIT, |views| {
+                views[0].controller().is_some()
+                    && views
+                        .iter()
+                        .all(|v| v.controller() == views[0].controller())
+            })
+            .await;
         let bootstrap = cluster.bootstrap();
-        let admin = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
+        let admin = profiles::client(&bootstrap)
             .create()
             .expect("creating the admin client");
         Fixture {
@@ -64,6 +62,17 @@ impl Fixture {
     async fn create_orders(&self) {
         let results = self.create(&orders()).await;
         assert_eq!(results, vec![Ok(TOPIC.to_string())], "creating {TOPIC}");
+    }
+
+    /// Creates `orders` and waits until rdkafka metadata shows it [`fully_led`]; returns the
+    /// consumer that saw it.
+    async fn create_orders_led(&self) -> BaseConsumer {
+        self.create_orders().await;
+        let consumer = self.consumer();
+        tokio::task::block_in_place(|| {
+            poll_orders_metadata(&consumer, "6 led partitions with 3 replicas", fully_led)
+        });
+        consumer
     }
 
     /// CreateTopics for one topic, retried on NOT_CONTROLLER (see [`Fixture::retry`]).
@@ -93,7 +102,7 @@ impl Fixture {
         what: &str,
         call: impl Fn() -> F,
     ) -> Vec<TopicResult> {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Deadline::new(format!("{what} answered by the controller"), WAIT);
         loop {
             let results = call()
                 .await
@@ -104,12 +113,8 @@ impl Fixture {
             if !moved {
                 return results;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: NOT_CONTROLLER for {WAIT:?}"
-            );
             eprintln!("{what}: NOT_CONTROLLER (the controller moved); retrying");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            deadline.pause(&results).await;
             tokio::task::block_in_place(|| {
                 self.admin
                     .inner()
@@ -119,20 +124,14 @@ impl Fixture {
         }
     }
 
-    /// A client config with auto-creation off, so nothing but the admin client makes topics.
-    fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap)
-            .set("allow.auto.create.topics", "false");
-        c
+    /// `profile` with auto-creation off, so nothing but the admin client makes topics.
+    fn no_auto_create(mut profile: ClientConfig) -> ClientConfig {
+        profile.set("allow.auto.create.topics", "false");
+        profile
     }
 
     fn producer(&self) -> FutureProducer {
-        self.client()
-            .set("acks", "all")
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .set("enable.idempotence", "false")
+        Fixture::no_auto_create(profiles::producer(&self.bootstrap))
             .set("message.timeout.ms", "20000")
             // How long an unknown topic may be waited for before queued records fail with
             // UNKNOWN_TOPIC (default 30 s, longer than these tests).
@@ -142,11 +141,7 @@ impl Fixture {
     }
 
     fn consumer(&self) -> BaseConsumer {
-        self.client()
-            .set("group.id", "railyard-admin-unused")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("fetch.wait.max.ms", "100")
+        Fixture::no_auto_create(profiles::assign_consumer(&self.bootstrap))
             .create()
             .expect("creating the consumer")
     }
@@ -163,28 +158,6 @@ fn opts() -> AdminOptions {
         .operation_timeout(Some(Duration::from_secs(10)))
 }
 
-/// Polls every node's cluster view until `done` holds for them all (node order) or [`WAIT`]
-/// passes.
-async fn wait_for_views(
-    cluster: &InProcessCluster,
-    what: &str,
-    done: impl Fn(&[Arc<ClusterView>]) -> bool,
-) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let views: Vec<Arc<ClusterView>> =
-            cluster.nodes.iter().map(|n| n.handle.cluster()).collect();
-        if done(&views) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} within {WAIT:?}: {views:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// What rdkafka metadata lists for a topic: its error, and each partition's (id, leader,
 /// replicas).
 type TopicSummary = (String, Vec<(i32, i32, Vec<i32>)>);
@@ -196,8 +169,7 @@ fn poll_orders_metadata(
     what: &str,
     done: impl Fn(Option<&MetadataTopic>) -> bool,
 ) -> Option<TopicSummary> {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("rdkafka metadata showing {what}"), WAIT, || {
         let md = consumer
             .fetch_metadata(None, Duration::from_secs(5))
             .expect("fetching metadata");
@@ -211,14 +183,11 @@ fn poll_orders_metadata(
             (format!("{:?}", t.error()), parts)
         });
         if done(topic) {
-            return summary;
+            Ok(summary)
+        } else {
+            Err(summary)
         }
-        assert!(
-            Instant::now() < deadline,
-            "rdkafka metadata did not show {what} within {WAIT:?}; last: {summary:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 /// Whether `t` is `orders` as created: 6 partitions (0..6), each with 3 distinct replicas
@@ -254,31 +223,12 @@ async fn test_admin_created_topic_serves_metadata_produce_and_fetch() {
     const RECORDS: usize = 600;
     let started = Instant::now();
     let f = Fixture::start().await;
-    f.create_orders().await;
-
-    let consumer = f.consumer();
-    let md = tokio::task::block_in_place(|| {
-        poll_orders_metadata(&consumer, "6 led partitions with 3 replicas", fully_led)
-    });
+    let consumer = f.create_orders_led().await;
     let led = started.elapsed();
 
     let producer = f.producer();
-    let mut pending = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
-        let (k, v) = (key(i), value(i));
-        let delivery = producer
-            .send_result(FutureRecord::to(TOPIC).key(&k).payload(&v))
-            .unwrap_or_else(|(e, _)| panic!("enqueueing record {i}: {e}"));
-        pending.push(delivery);
-    }
-    let mut acked: Vec<(i32, i64)> = Vec::with_capacity(RECORDS);
-    for (i, delivery) in pending.into_iter().enumerate() {
-        match delivery.await {
-            Ok(Ok((partition, offset))) => acked.push((partition, offset)),
-            Ok(Err((e, _))) => panic!("record {i} was not acknowledged: {e}; metadata {md:?}"),
-            Err(_) => panic!("record {i}: delivery future cancelled"),
-        }
-    }
+    let records: Vec<(String, String)> = (0..RECORDS).map(|i| (key(i), value(i))).collect();
+    let acked = profiles::produce_all(&producer, TOPIC, &records).await;
     for (i, &(partition, _)) in acked.iter().enumerate() {
         assert_eq!(
             partition,
@@ -294,39 +244,21 @@ async fn test_admin_created_topic_serves_metadata_produce_and_fetch() {
     );
 
     let read = tokio::task::block_in_place(|| {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(TOPIC, p, Offset::Offset(0))
-                .expect("adding a partition");
-        }
-        consumer.assign(&tpl).expect("assign");
-        // key -> (partition, offset, value)
-        let mut out: BTreeMap<String, (i32, i64, String)> = BTreeMap::new();
-        let deadline = Instant::now() + WAIT;
-        while out.len() < RECORDS {
-            assert!(
-                Instant::now() < deadline,
-                "read only {} of {RECORDS} records within {WAIT:?}",
-                out.len()
-            );
-            match consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                Some(Err(e)) => panic!("consumer error: {e}"),
-                Some(Ok(m)) => {
-                    let text = |b: Option<&[u8]>| {
-                        String::from_utf8(b.expect("record has bytes").to_vec()).expect("utf-8")
-                    };
-                    let k = text(m.key());
-                    let prev =
-                        out.insert(k.clone(), (m.partition(), m.offset(), text(m.payload())));
-                    assert!(prev.is_none(), "{k} read twice");
-                }
-            }
-        }
-        out
+        let all: Vec<i32> = (0..PARTITIONS).collect();
+        profiles::read_from_start(&consumer, TOPIC, &all, WAIT, OnError::Fail, |r| {
+            r.len() >= RECORDS
+        })
     });
+    // key -> (partition, offset, value)
+    let mut by_key: BTreeMap<String, (i32, i64, String)> = BTreeMap::new();
+    for r in read {
+        let k = r.key.expect("every record has a key");
+        let v = r.value.expect("every record has a value");
+        let prev = by_key.insert(k.clone(), (r.partition, r.offset, v));
+        assert!(prev.is_none(), "{k} read twice");
+    }
     for (i, &(partition, offset)) in acked.iter().enumerate() {
-        let got = read.get(&key(i)).expect("every acknowledged key is read");
+        let got = by_key.get(&key(i)).expect("every acknowledged key is read");
         assert_eq!(
             got,
             &(partition, offset, value(i)),
@@ -377,15 +309,16 @@ async fn test_admin_create_refuses_existing_topic_and_too_many_replicas() {
     );
 
     // `orders` keeps its original shape everywhere, and the refused topic exists nowhere.
-    wait_for_views(&f.cluster, "orders as first created", |views| {
-        views.iter().all(|v| {
-            v.topic(TOPIC).is_some_and(|t| {
-                t.partitions.len() == PARTITIONS as usize
-                    && t.partitions.iter().all(|p| p.replicas.len() == RF)
+    f.cluster
+        .wait_for_views("orders as first created", WAIT, |views| {
+            views.iter().all(|v| {
+                v.topic(TOPIC).is_some_and(|t| {
+                    t.partitions.len() == PARTITIONS as usize
+                        && t.partitions.iter().all(|p| p.replicas.len() == RF)
+                })
             })
         })
-    })
-    .await;
+        .await;
     let consumer = f.consumer();
     let md = tokio::task::block_in_place(|| {
         consumer
@@ -431,12 +364,13 @@ async fn test_admin_refuses_to_create_or_delete_internal_topics() {
     // Nothing appeared: no node's view has `__consumer_offsets`, and the metadata log still
     // works (a topic can be created after the refusals).
     f.create_orders().await;
-    wait_for_views(&f.cluster, "orders, and no __consumer_offsets", |views| {
-        views
-            .iter()
-            .all(|v| v.topic(TOPIC).is_some() && v.topic("__consumer_offsets").is_none())
-    })
-    .await;
+    f.cluster
+        .wait_for_views("orders, and no __consumer_offsets", WAIT, |views| {
+            views
+                .iter()
+                .all(|v| v.topic(TOPIC).is_some() && v.topic("__consumer_offsets").is_none())
+        })
+        .await;
 }
 
 // Proves DescribeConfigs on a created topic reports the creation override (retention.ms =
@@ -446,10 +380,11 @@ async fn test_admin_describe_configs_reports_override_and_defaults() {
     let f = Fixture::start().await;
     f.create_orders().await;
     // Every broker knows the topic, so whichever one librdkafka asks can answer.
-    wait_for_views(&f.cluster, "orders on every node", |views| {
-        views.iter().all(|v| v.topic(TOPIC).is_some())
-    })
-    .await;
+    f.cluster
+        .wait_for_views("orders on every node", WAIT, |views| {
+            views.iter().all(|v| v.topic(TOPIC).is_some())
+        })
+        .await;
 
     let results = f
         .admin
@@ -484,11 +419,7 @@ async fn test_admin_describe_configs_reports_override_and_defaults() {
 async fn test_admin_delete_topic_removes_it_from_metadata_and_produce() {
     let started = Instant::now();
     let f = Fixture::start().await;
-    f.create_orders().await;
-    let consumer = f.consumer();
-    tokio::task::block_in_place(|| {
-        poll_orders_metadata(&consumer, "6 led partitions with 3 replicas", fully_led)
-    });
+    let consumer = f.create_orders_led().await;
     // A producer that knows the topic (its metadata cache holds all 6 partitions).
     let warm = f.producer();
     for i in 0..PARTITIONS as usize * 4 {
@@ -506,10 +437,11 @@ async fn test_admin_delete_topic_removes_it_from_metadata_and_produce() {
         poll_orders_metadata(&consumer, "orders gone", |t| t.is_none())
     });
     assert_eq!(gone, None);
-    wait_for_views(&f.cluster, "orders gone from every node", |views| {
-        views.iter().all(|v| v.topic(TOPIC).is_none())
-    })
-    .await;
+    f.cluster
+        .wait_for_views("orders gone from every node", WAIT, |views| {
+            views.iter().all(|v| v.topic(TOPIC).is_none())
+        })
+        .await;
 
     let again = f.delete(TOPIC).await;
     assert_eq!(

@@ -3,12 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use railyard_tests::profiles::{self, OnError};
 use railyard_tests::{java_partition, topic, InProcessCluster};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::producer::FutureProducer;
 
 const TOPIC: &str = "interop";
 const PARTITIONS: i32 = 4;
@@ -36,76 +35,30 @@ async fn test_rdkafka_100k_keyed_acks_all_roundtrip_with_murmur2_placement() {
     let elected = started.elapsed();
 
     // Produce: all records enqueued at once (the queue holds them), then every delivery awaited.
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
+    let producer: FutureProducer = profiles::producer(&bootstrap)
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
         .set("message.timeout.ms", "60000")
-        .set("enable.idempotence", "false")
         .create()
         .expect("creating the producer");
     let produce_start = Instant::now();
-    let mut pending = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
-        let (k, v) = (key(i), value(i));
-        let record = FutureRecord::to(TOPIC).key(&k).payload(&v);
-        let delivery = producer
-            .send_result(record)
-            .unwrap_or_else(|(e, _)| panic!("enqueueing record {i}: {e}"));
-        pending.push(delivery);
-    }
+    let records: Vec<(String, String)> = (0..RECORDS).map(|i| (key(i), value(i))).collect();
     // key index -> (partition, offset) as acknowledged.
-    let mut acked: Vec<(i32, i64)> = Vec::with_capacity(RECORDS);
-    for (i, delivery) in pending.into_iter().enumerate() {
-        match delivery.await {
-            Ok(Ok((partition, offset))) => acked.push((partition, offset)),
-            Ok(Err((e, _))) => panic!("record {i} was not acknowledged: {e}"),
-            Err(_) => panic!("record {i}: delivery future cancelled"),
-        }
-    }
+    let acked = profiles::produce_all(&producer, TOPIC, &records).await;
     let produce_time = produce_start.elapsed();
 
     // Consume by assign, no group: each partition from offset 0 until all records are read.
     let consume_start = Instant::now();
     let bootstrap2 = bootstrap.clone();
     let read = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap2)
-            .set("group.id", "railyard-interop-unused")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("fetch.wait.max.ms", "100")
+        let consumer: BaseConsumer = profiles::assign_consumer(&bootstrap2)
             .create()
             .expect("creating the consumer");
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(TOPIC, p, Offset::Offset(0))
-                .expect("adding a partition");
-        }
-        consumer.assign(&tpl).expect("assign");
-        // (partition, offset, key, value) in arrival order.
-        let mut out: Vec<(i32, i64, String, String)> = Vec::with_capacity(RECORDS);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while out.len() < RECORDS {
-            assert!(
-                Instant::now() < deadline,
-                "read only {} of {RECORDS} records within 60 s",
-                out.len()
-            );
-            match consumer.poll(Duration::from_millis(500)) {
-                None => {}
-                Some(Err(e)) => panic!("consumer error: {e}"),
-                Some(Ok(m)) => {
-                    let text = |b: Option<&[u8]>| {
-                        String::from_utf8(b.expect("record has bytes").to_vec()).expect("utf-8")
-                    };
-                    out.push((m.partition(), m.offset(), text(m.key()), text(m.payload())));
-                }
-            }
-        }
+        let all: Vec<i32> = (0..PARTITIONS).collect();
+        let within = Duration::from_secs(60);
+        let out = profiles::read_from_start(&consumer, TOPIC, &all, within, OnError::Fail, |r| {
+            r.len() >= RECORDS
+        });
         // Nothing beyond what was produced.
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(300)) {
             panic!(
@@ -123,7 +76,10 @@ async fn test_rdkafka_100k_keyed_acks_all_roundtrip_with_murmur2_placement() {
     // Every key exactly once, where murmur2 and the acknowledgement put it.
     let mut seen: BTreeMap<String, (i32, i64)> = BTreeMap::new();
     let mut per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-    for (partition, offset, k, v) in &read {
+    for r in &read {
+        let (partition, offset) = (&r.partition, &r.offset);
+        let k = r.key.as_ref().expect("every record has a key");
+        let v = r.value.as_ref().expect("every record has a value");
         let i: usize = k["key-".len()..].parse().expect("a key we produced");
         assert_eq!(v, &value(i), "value of {k}");
         assert!(

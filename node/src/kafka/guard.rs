@@ -173,13 +173,13 @@ mod tests {
     use crate::kafka::handlers::metadata::Metadata;
     use crate::kafka::handlers::produce::Produce;
     use crate::kafka::handlers::{Api, Handler};
-    use crate::kafka::tests::FakeBroker;
+    use crate::runtime::NodeHandle;
 
     #[test]
     fn test_walk_consumes_every_advertised_version_exactly() {
         // The skip layouts match kafka-protocol's encoders byte for byte, for every version we
         // advertise, so a valid request is never refused and arrays are found where they are.
-        for api in Api::<FakeBroker>::ALL {
+        for api in Api::<NodeHandle>::ALL {
             for v in api.min..=api.max {
                 let body = (api.sample)(v);
                 assert_eq!(

@@ -23,13 +23,15 @@
 //! With [`KafkaConfig::metrics`] set, every frame is counted: requests, bytes in and out and
 //! latency (frame read to response written) per API, each non-zero error code in a response, and
 //! each connection closed for a bad request, by reason.
+//!
+//! The listener's end-to-end tests (kafka-protocol over loopback against real nodes) are
+//! `tests/tests/kafka_listener.rs` in the `railyard-tests` crate; what a real node cannot be
+//! made to show is unit-tested on the handler functions here.
 
 pub mod codec;
 pub mod guard;
 pub mod handlers;
 pub mod observe;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

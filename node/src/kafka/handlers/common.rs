@@ -109,3 +109,78 @@ pub fn str_bytes(s: &str) -> StrBytes {
 pub fn sample_topic() -> kafka_protocol::messages::TopicName {
     kafka_protocol::messages::TopicName(StrBytes::from_static_str("topic-a"))
 }
+
+/// The handlers' unit-test broker: it answers from a fixed view and fails the test if a
+/// request reaches it (a handler that must answer alone never calls it).
+#[cfg(test)]
+#[derive(Clone)]
+pub struct ViewOnly(pub std::sync::Arc<ClusterView>);
+
+#[cfg(test)]
+impl crate::broker::Broker for ViewOnly {
+    fn node_id(&self) -> NodeId {
+        1
+    }
+
+    fn cluster(&self) -> std::sync::Arc<ClusterView> {
+        self.0.clone()
+    }
+
+    async fn request(&self, request: railyard_core::api::Request) -> Response {
+        panic!("a request reached the core: {request:?}")
+    }
+}
+
+/// A cluster view no real node publishes, for the handlers' unit tests: broker 1 (rack
+/// `rack-a`) and broker 2 are live and broker 3, which holds replicas, is fenced (missing from
+/// the broker list); broker 3 is the controller. `orders` (id `[0xAB; 16]`) has two partitions
+/// led by broker 1 at epoch 5 with replicas 1-3 and ISR 1-2, `moved` (id `[0xCD; 16]`) one led
+/// by broker 2 at epoch 7, and the internal `__consumer_offsets` (id `[0xEE; 16]`) is listed.
+#[cfg(test)]
+pub fn sample_view() -> ClusterView {
+    use crate::broker::{BrokerInfo, PartitionView, TopicView};
+    use railyard_core::types::CONSUMER_OFFSETS_TOPIC;
+    let partition = |p, leader, epoch, replicas: &[NodeId]| PartitionView {
+        partition: p,
+        leader: Some(leader),
+        leader_epoch: epoch,
+        replicas: replicas.to_vec(),
+        isr: vec![1, 2],
+    };
+    let topic = |name: &str, id, partitions| TopicView {
+        name: name.into(),
+        id,
+        partitions,
+        configs: Default::default(),
+    };
+    let broker = |id, host: &str, port, rack: Option<&str>| BrokerInfo {
+        id,
+        host: host.into(),
+        port,
+        rack: rack.map(String::from),
+    };
+    ClusterView::new(
+        "railyard-test".into(),
+        Some(3),
+        vec![
+            broker(1, "127.0.0.1", 9092, Some("rack-a")),
+            broker(2, "broker-2", 9093, None),
+        ],
+        vec![
+            topic(
+                "orders",
+                [0xAB; 16],
+                vec![
+                    partition(0, 1, 5, &[1, 2, 3]),
+                    partition(1, 1, 5, &[1, 2, 3]),
+                ],
+            ),
+            topic("moved", [0xCD; 16], vec![partition(0, 2, 7, &[1, 2, 3])]),
+            topic(
+                CONSUMER_OFFSETS_TOPIC,
+                [0xEE; 16],
+                vec![partition(0, 1, 5, &[1, 2])],
+            ),
+        ],
+    )
+}

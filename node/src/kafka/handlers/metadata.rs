@@ -265,3 +265,127 @@ fn metadata_topic_error(name: Option<TopicName>, e: ResponseError) -> MetadataRe
         .with_error_code(e.code())
         .with_name(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+
+    use super::*;
+    use crate::kafka::handlers::common::sample_view;
+
+    /// Every topic (a null list).
+    fn every_topic() -> MetadataRequest {
+        MetadataRequest::default().with_topics(None)
+    }
+
+    fn ask(names: &[&str]) -> MetadataRequest {
+        let topics = names
+            .iter()
+            .map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(str_bytes(n)))))
+            .collect();
+        MetadataRequest::default().with_topics(Some(topics))
+    }
+
+    #[test]
+    fn test_metadata_v12_reports_racks_replicas_isr_and_a_fenced_brokers_replica_offline() {
+        // Every field comes from the view: brokers with their racks, cluster id, controller,
+        // topic ids, each partition's leader, epoch, replicas and ISR, and (v5+) the replicas
+        // on a broker missing from the broker list (fenced) reported offline.
+        let all = metadata(&sample_view(), &every_topic(), 12, &[]);
+        assert_eq!(all.cluster_id.as_deref(), Some("railyard-test"));
+        assert_eq!(all.controller_id, BrokerId(3));
+        let brokers: Vec<_> = all
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, b.host.to_string(), b.port, b.rack.clone()))
+            .collect();
+        assert_eq!(
+            brokers,
+            vec![
+                (1, "127.0.0.1".into(), 9092, Some(str_bytes("rack-a"))),
+                (2, "broker-2".into(), 9093, None)
+            ]
+        );
+        assert_eq!(all.topics.len(), 3);
+        let orders = &all.topics[0];
+        assert_eq!(orders.name.as_deref().map(|n| n.as_str()), Some("orders"));
+        assert_eq!(orders.error_code, 0);
+        assert_eq!(*orders.topic_id.as_bytes(), [0xAB; 16]);
+        let p = &orders.partitions[1];
+        assert_eq!(
+            (p.partition_index, p.leader_id, p.leader_epoch),
+            (1, BrokerId(1), 5)
+        );
+        assert_eq!(p.replica_nodes, vec![BrokerId(1), BrokerId(2), BrokerId(3)]);
+        assert_eq!(p.isr_nodes, vec![BrokerId(1), BrokerId(2)]);
+        assert_eq!(p.offline_replicas, vec![BrokerId(3)]);
+        let moved = &all.topics[1].partitions[0];
+        assert_eq!((moved.leader_id, moved.leader_epoch), (BrokerId(2), 7));
+        // Offline replicas are a v5 field.
+        let v4 = metadata(&sample_view(), &every_topic(), 4, &[]);
+        assert!(v4.topics[0].partitions[1].offline_replicas.is_empty());
+    }
+
+    #[test]
+    fn test_metadata_v1_lists_asked_topics_and_an_empty_list_asks_for_none() {
+        // v1: unknown topics are UNKNOWN_TOPIC_OR_PARTITION in request order, racks are
+        // reported, and an empty list asks for no topics but still lists the brokers.
+        let view = sample_view();
+        let some = metadata(&view, &ask(&["nope", "orders"]), 1, &[]);
+        assert_eq!(some.controller_id, BrokerId(3));
+        assert_eq!(some.brokers[0].rack.as_deref(), Some("rack-a"));
+        let codes: Vec<_> = some
+            .topics
+            .iter()
+            .map(|t| (t.name.as_deref().unwrap().to_string(), t.error_code))
+            .collect();
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(codes, vec![("nope".into(), unknown), ("orders".into(), 0)]);
+        assert_eq!(some.topics[1].partitions.len(), 2);
+        let none = metadata(&view, &ask(&[]), 1, &[]);
+        assert!(none.topics.is_empty());
+        assert_eq!(none.brokers.len(), 2);
+    }
+
+    #[test]
+    fn test_metadata_marks_internal_topics_internal() {
+        // An internal topic in the view is listed with is_internal set; client topics are not.
+        let resp = metadata(&sample_view(), &every_topic(), 12, &[]);
+        let flags: Vec<_> = resp
+            .topics
+            .iter()
+            .map(|t| (t.name.as_deref().unwrap().to_string(), t.is_internal))
+            .collect();
+        assert_eq!(
+            flags,
+            vec![
+                ("orders".to_string(), false),
+                ("moved".to_string(), false),
+                ("__consumer_offsets".to_string(), true),
+            ]
+        );
+    }
+
+    #[test]
+    fn test_metadata_answers_a_topic_being_created_leader_not_available() {
+        // A missing topic whose creation was requested is LEADER_NOT_AVAILABLE (retriable); one
+        // not being created is UNKNOWN_TOPIC_OR_PARTITION; an invalid name is
+        // INVALID_TOPIC_EXCEPTION even if asked for.
+        let creating = vec!["fresh".to_string(), "a/b".to_string()];
+        let resp = metadata(
+            &sample_view(),
+            &ask(&["fresh", "other", "a/b"]),
+            9,
+            &creating,
+        );
+        let codes: Vec<_> = resp.topics.iter().map(|t| t.error_code).collect();
+        assert_eq!(
+            codes,
+            vec![
+                ResponseError::LeaderNotAvailable.code(),
+                ResponseError::UnknownTopicOrPartition.code(),
+                ResponseError::InvalidTopicException.code(),
+            ]
+        );
+    }
+}

@@ -229,18 +229,18 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::kafka::tests::FakeBroker;
+    use crate::runtime::NodeHandle;
 
     #[test]
     fn test_table_lists_each_api_once() {
         // One row per API, so ApiVersions lists each once and `find` has one answer.
-        let keys: BTreeSet<i16> = Api::<FakeBroker>::ALL
+        let keys: BTreeSet<i16> = Api::<NodeHandle>::ALL
             .iter()
             .map(|a| a.key as i16)
             .collect();
-        assert_eq!(keys.len(), Api::<FakeBroker>::ALL.len());
-        assert!(Api::<FakeBroker>::find(ApiKey::Fetch, 12).is_some());
-        assert!(Api::<FakeBroker>::find(ApiKey::Fetch, 13).is_none());
-        assert!(Api::<FakeBroker>::find(ApiKey::JoinGroup, 0).is_none());
+        assert_eq!(keys.len(), Api::<NodeHandle>::ALL.len());
+        assert!(Api::<NodeHandle>::find(ApiKey::Fetch, 12).is_some());
+        assert!(Api::<NodeHandle>::find(ApiKey::Fetch, 13).is_none());
+        assert!(Api::<NodeHandle>::find(ApiKey::JoinGroup, 0).is_none());
     }
 }

@@ -246,3 +246,48 @@ fn add_endpoint(view: &ClusterView, id: NodeId, endpoints: &mut Vec<NodeEndpoint
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::protocol::StrBytes;
+    use railyard_core::types::{CONSUMER_OFFSETS_TOPIC, METADATA_TOPIC};
+
+    use super::*;
+    use crate::kafka::handlers::common::{sample_view, ViewOnly};
+
+    fn request(topic: &str) -> ProduceRequest {
+        let data = PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(Bytes::from_static(b"whatever")));
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(vec![data])])
+    }
+
+    #[tokio::test]
+    async fn test_produce_to_an_internal_topic_is_refused_whether_or_not_the_view_lists_it() {
+        // Only the cluster writes its internal topics: INVALID_TOPIC_EXCEPTION with no base
+        // offset and no core request, for one the view lists (which a real node's view never
+        // does) and one it does not.
+        let view = Arc::new(sample_view());
+        assert!(view.topic(CONSUMER_OFFSETS_TOPIC).is_some());
+        assert!(view.topic(METADATA_TOPIC).is_none());
+        let broker = ViewOnly(view);
+        let invalid = ResponseError::InvalidTopicException.code();
+        for topic in [CONSUMER_OFFSETS_TOPIC, METADATA_TOPIC] {
+            for version in [3, 12] {
+                let Answer::Reply(resp) = produce(&broker, request(topic), version).await else {
+                    panic!("{topic} v{version}: no reply");
+                };
+                let part = &resp.responses[0].partition_responses[0];
+                let got = (part.error_code, part.base_offset);
+                assert_eq!(got, (invalid, -1), "{topic} v{version}");
+            }
+        }
+    }
+}

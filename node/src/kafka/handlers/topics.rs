@@ -633,3 +633,44 @@ async fn delete_one<B: Broker>(broker: B, name: String, wait: Duration) -> Resul
     wait_for_view(&broker, wait, |v| v.topic(&name).is_none().then_some(())).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use railyard_core::types::{CONSUMER_OFFSETS_TOPIC, METADATA_TOPIC};
+
+    use super::*;
+    use crate::kafka::handlers::common::{sample_view, ViewOnly};
+
+    #[tokio::test]
+    async fn test_deleting_an_internal_topic_listed_in_the_view_is_invalid_topic_exception() {
+        // An internal topic the view lists (a real node's view lists none) is refused by name
+        // (listed or not; with a message from v5) and by id (the answer keeping the id) with
+        // INVALID_TOPIC_EXCEPTION, and no request reaches the core.
+        let broker = ViewOnly(Arc::new(sample_view()));
+        let config = KafkaConfig::default();
+        let invalid = ResponseError::InvalidTopicException.code();
+        let names = [METADATA_TOPIC, CONSUMER_OFFSETS_TOPIC]
+            .map(|n| TopicName(StrBytes::from_static_str(n)))
+            .to_vec();
+        for version in [1, 5] {
+            let req = DeleteTopicsRequest::default().with_topic_names(names.clone());
+            let resp = delete_topics(&broker, &config, req, version).await;
+            let codes: Vec<_> = resp.responses.iter().map(|r| r.error_code).collect();
+            assert_eq!(codes, vec![invalid, invalid], "v{version}");
+            let messages = resp.responses.iter().all(|r| r.error_message.is_some());
+            assert_eq!(messages, version >= 5, "v{version}");
+        }
+        let by_id = DeleteTopicsRequest::default().with_topics(vec![DeleteTopicState::default()
+            .with_name(None)
+            .with_topic_id(uuid_carrier([0xEE; 16]).topic_id)]);
+        let resp = delete_topics(&broker, &config, by_id, 6).await;
+        let r = &resp.responses[0];
+        assert_eq!(
+            (r.error_code, *r.topic_id.as_bytes()),
+            (invalid, [0xEE; 16])
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! A cluster of `railyard start` child processes on loopback, for what only a real process
+//! shows: kill -9, SIGTERM and restarts with the data left on disk. Each node has its own TOML
+//! config, ports and data directory in one temp dir, and its stderr in a log file there; every
+//! process is killed when the cluster is dropped, pass or fail, and a failing test prints the
+//! end of each node's log. Leaders and in-sync replicas are read with a raw Metadata v12
+//! request to one node at a time, so each node is asked what it itself believes.
+//!
+//! The binary is the caller's to name: cargo tells only the integration tests of the crate that
+//! owns it where it is (`env!("CARGO_BIN_EXE_railyard")` in `railyard-node`'s tests).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+
+use super::Spec;
+use crate::eventually::{eventually, Deadline};
+use crate::kafka_conn::call_blocking;
+
+/// How long a node may take to exit after SIGTERM.
+pub const TERMINATE_WITHIN: Duration = Duration::from_secs(15);
+
+/// How many lines of each node's log a failing test prints.
+const LOG_TAIL_LINES: usize = 30;
+
+/// Environment variables that would override the config file; cleared for the children.
+const OVERRIDES: [&str; 7] = [
+    "RAILYARD_LOG",
+    "RAILYARD_LOG_FORMAT",
+    "RAILYARD_CONFIG",
+    "RAILYARD_ID",
+    "RAILYARD_DATA_DIR",
+    "RAILYARD_KAFKA_LISTEN",
+    "RAILYARD_RAFT_LISTEN",
+];
+
+/// One `railyard start` child process (absent while stopped).
+pub struct NodeProcess {
+    pub id: u64,
+    pub kafka: SocketAddr,
+    binary: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Starts the process (it must not be running), its stderr appended to the node's log.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the node log");
+        let mut cmd = Command::new(&self.binary);
+        for var in OVERRIDES {
+            cmd.env_remove(var);
+        }
+        let child = cmd
+            .args(["--log-level", "warning", "start", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.binary.display()));
+        self.child = Some(child);
+    }
+
+    /// Whether the process is running (as far as this handle knows).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// kill -9 and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit (SIGKILL and fail after [`TERMINATE_WITHIN`]).
+    pub fn terminate(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Deadline::new(
+            format!("node {} to exit on SIGTERM", self.id),
+            TERMINATE_WITHIN,
+        );
+        let exit = loop {
+            if let Some(exit) = c.try_wait().expect("waiting for railyard") {
+                break exit;
+            }
+            if deadline.elapsed() >= TERMINATE_WITHIN {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            deadline.pause_blocking("still running");
+        };
+        assert!(
+            exit.success(),
+            "node {} exited with {exit} on SIGTERM",
+            self.id
+        );
+    }
+
+    /// The last `n` lines of the node's log, newest first.
+    fn log_tail(&self, n: usize) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().rev().take(n).map(String::from).collect()
+    }
+}
+
+/// `railyard start` processes sharing a peer list; killed on drop.
+pub struct ProcessCluster {
+    pub nodes: Vec<NodeProcess>,
+    _dir: tempfile::TempDir,
+}
+
+impl ProcessCluster {
+    /// Starts the nodes `spec` describes, each as `binary start --config <its file>`.
+    pub fn start(binary: &Path, spec: &Spec) -> ProcessCluster {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut nodes: Vec<NodeProcess> = spec
+            .write_configs(dir.path())
+            .into_iter()
+            .map(|(config, c)| NodeProcess {
+                id: c.id,
+                kafka: c.kafka_listen,
+                binary: binary.to_path_buf(),
+                config,
+                log: dir.path().join(format!("node-{}.log", c.id)),
+                child: None,
+            })
+            .collect();
+        for n in nodes.iter_mut() {
+            n.start();
+        }
+        ProcessCluster { nodes, _dir: dir }
+    }
+
+    /// `host:port,...` of every node's Kafka listener.
+    pub fn bootstrap(&self) -> String {
+        super::bootstrap(self.nodes.iter().map(|n| n.kafka))
+    }
+
+    /// The node with this id.
+    pub fn node(&mut self, id: u64) -> &mut NodeProcess {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id} in the cluster"))
+    }
+
+    /// The ids of the running nodes.
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The running node that, asked itself, says it leads `partition` of `topic`, and the ISR
+    /// it reports.
+    pub fn self_declared_leader(&self, topic: &str, partition: i32) -> Option<(u64, Vec<u64>)> {
+        self.nodes.iter().filter(|n| n.is_running()).find_map(|n| {
+            let (leader, isr) = partition_state(n.kafka, topic, partition)?;
+            (leader == Some(n.id)).then_some((n.id, isr))
+        })
+    }
+
+    /// Waits until some running node other than `not` declares itself leader of the partition
+    /// and every other running node agrees; returns it and when that was first seen.
+    pub fn wait_for_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        not: Option<u64>,
+        within: Duration,
+    ) -> (u64, Instant) {
+        let what = format!("an agreed leader of {topic}/{partition} other than {not:?}");
+        eventually(&what, within, || {
+            let (leader, _) = self.self_declared_leader(topic, partition)?;
+            let agreed = self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                partition_state(n.kafka, topic, partition).map(|p| p.0) == Some(Some(leader))
+            });
+            (Some(leader) != not && agreed).then(|| (leader, Instant::now()))
+        })
+    }
+
+    /// Waits for an agreed leader of each of the `partitions` partitions of `topic`.
+    pub fn wait_for_all_leaders(&self, topic: &str, partitions: i32, within: Duration) {
+        for p in 0..partitions {
+            self.wait_for_leader(topic, p, None, within);
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for n in self.nodes.iter_mut() {
+            n.kill9();
+        }
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!(
+                    "--- node {} log (last {LOG_TAIL_LINES} lines, newest first)",
+                    n.id
+                );
+                for l in n.log_tail(LOG_TAIL_LINES) {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// Asks the node at `addr` for Metadata v12 and returns `partition`'s (leader, ISR) as that node
+/// sees it; `None` if the node does not answer or does not list the partition.
+pub fn partition_state(
+    addr: SocketAddr,
+    topic: &str,
+    partition: i32,
+) -> Option<(Option<u64>, Vec<u64>)> {
+    let request = MetadataRequest::default().with_topics(None);
+    let resp: MetadataResponse = call_blocking(addr, &request, 12, Duration::from_secs(2)).ok()?;
+    let t = resp
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic))?;
+    let p = t
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)?;
+    let leader = (p.leader_id.0 >= 0).then_some(p.leader_id.0 as u64);
+    Some((leader, p.isr_nodes.iter().map(|b| b.0 as u64).collect()))
+}
