@@ -686,10 +686,7 @@ impl Node {
         for (tp, replica) in self.replicas.iter_mut() {
             replica
                 .tick(now_ms, wall_ms, &mut self.rng, &mut replies)
-                .map_err(|source| NodeError::Storage {
-                    tp: tp.clone(),
-                    source,
-                })?;
+                .map_err(storage_error(tp))?;
             if replica.has_work() {
                 self.active.insert(tp.clone());
             }
@@ -761,10 +758,7 @@ impl Node {
         for (tp, replica) in self.replicas.iter_mut() {
             replica
                 .apply_retention(self.wall_ms)
-                .map_err(|source| NodeError::Storage {
-                    tp: tp.clone(),
-                    source,
-                })?;
+                .map_err(storage_error(tp))?;
             if replica.has_work() {
                 self.active.insert(tp.clone());
             }
@@ -869,12 +863,7 @@ impl Node {
             };
             let repairing = replica.is_repairing();
             let mut send = |m: RaftMessage| queue(&mut outbox, tp, repairing, m);
-            let rd = replica
-                .ready_write(&mut send)
-                .map_err(|source| NodeError::Storage {
-                    tp: tp.clone(),
-                    source,
-                })?;
+            let rd = replica.ready_write(&mut send).map_err(storage_error(tp))?;
             if let Some(rd) = rd {
                 readies.push((tp.clone(), rd));
             }
@@ -923,12 +912,7 @@ impl Node {
             };
             if replica.storage().is_dirty() {
                 self.stats.syncs += 1;
-                replica
-                    .sync_storage()
-                    .map_err(|source| NodeError::Storage {
-                        tp: tp.clone(),
-                        source,
-                    })?;
+                replica.sync_storage().map_err(storage_error(tp))?;
             }
         }
         Ok(())
@@ -947,10 +931,7 @@ impl Node {
             let mut send = |m: RaftMessage| queue(outbox, &tp, repairing, m);
             replica
                 .ready_finish(rd, &mut send, &mut self.rng, &mut replies)
-                .map_err(|source| NodeError::Storage {
-                    tp: tp.clone(),
-                    source,
-                })?;
+                .map_err(storage_error(&tp))?;
         }
         Ok(replies)
     }
@@ -980,10 +961,6 @@ impl Node {
         configs: &BTreeMap<String, String>,
         machine: Option<Box<dyn PartitionMachine>>,
     ) -> Result<(), NodeError> {
-        let wrap = |source| NodeError::Storage {
-            tp: tp.clone(),
-            source,
-        };
         let mut log = log_config_for(&self.config.log, configs);
         if machine.is_some() {
             // The machine's snapshots bound the log (it is compacted behind them); retention
@@ -993,7 +970,7 @@ impl Node {
         }
         let (storage, report) =
             PartitionStorage::open(self.disk.clone(), &tp.dir(), log, voters, learners)
-                .map_err(wrap)?;
+                .map_err(storage_error(&tp))?;
         let replica = Replica::open(
             self.config.id,
             tp.clone(),
@@ -1003,7 +980,7 @@ impl Node {
             &mut self.rng,
             &self.logger,
         )
-        .map_err(wrap)?;
+        .map_err(storage_error(&tp))?;
         self.replicas.insert(tp.clone(), replica);
         self.active.insert(tp.clone());
         self.open_reports.insert(tp, report);
@@ -1105,6 +1082,14 @@ impl Node {
                 heartbeat,
             });
         }
+    }
+}
+
+/// Wraps a partition's storage failure as the node's fail-stop error.
+fn storage_error(tp: &TopicPartition) -> impl FnOnce(StorageError) -> NodeError + '_ {
+    move |source| NodeError::Storage {
+        tp: tp.clone(),
+        source,
     }
 }
 

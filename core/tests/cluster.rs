@@ -223,6 +223,15 @@ impl Cluster {
     }
 }
 
+/// Ticks until some node leads the metadata partition; returns it.
+fn wait_for_controller(c: &mut Cluster) -> NodeId {
+    tick_until(c, 100, "a controller", |c| {
+        c.nodes.iter().any(|n| n.controller() == Some(n.id()))
+    });
+    let n = c.nodes.iter().find(|n| n.controller() == Some(n.id()));
+    n.expect("waited for it").id()
+}
+
 fn elect(c: &mut Cluster) -> NodeId {
     for _ in 0..100 {
         c.tick(1);
@@ -790,15 +799,7 @@ fn test_metadata_log_is_exempt_from_retention() {
         ..LogConfig::default()
     };
     let mut c = Cluster::sized(log, true, 3);
-    tick_until(&mut c, 100, "a controller", |c| {
-        c.nodes.iter().any(|n| n.controller() == Some(n.id()))
-    });
-    let ctl = c
-        .nodes
-        .iter()
-        .find(|n| n.controller() == Some(n.id()))
-        .unwrap()
-        .id();
+    let ctl = wait_for_controller(&mut c);
     // Enough metadata records (topics, registrations) to seal several metadata segments.
     for i in 0..20 {
         assert_eq!(
@@ -836,15 +837,7 @@ fn test_lagging_follower_installs_the_controller_snapshot_with_its_data() {
         ..LogConfig::default()
     };
     let mut c = Cluster::snapshotting(log, true, 3, 20);
-    tick_until(&mut c, 100, "a controller", |c| {
-        c.nodes.iter().any(|n| n.controller() == Some(n.id()))
-    });
-    let ctl = c
-        .nodes
-        .iter()
-        .find(|n| n.controller() == Some(n.id()))
-        .unwrap()
-        .id();
+    let ctl = wait_for_controller(&mut c);
     let lagger = (1..=3).find(|n| *n != ctl).unwrap();
     assert_eq!(
         create(&mut c, ctl, "old", 1, 3),
