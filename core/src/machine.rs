@@ -12,6 +12,7 @@
 //! - [`PartitionMachine::apply`] for every committed normal entry with data, in log order,
 //!   exactly once per entry between two restores (at open the replica replays the committed log
 //!   after the snapshot with `ctx.replaying` set);
+//! - [`PartitionMachine::admit`] for a client's produce on the leader, before it is proposed;
 //! - [`PartitionMachine::on_append`] / [`PartitionMachine::on_truncate`] when entries reach this
 //!   replica's log (leader or follower) or a conflicting suffix is dropped, so state that must
 //!   run ahead of the commit index (a producer's sequence numbers) can be kept and rolled back;
@@ -146,6 +147,16 @@ impl Effects {
     }
 }
 
+/// What [`PartitionMachine::admit`] decided about a produce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Append it.
+    Propose,
+    /// Do not append it; answer the client with this (a duplicate's original base offset, or
+    /// the reason it was refused).
+    Answer(Result<Offset, ClientError>),
+}
+
 /// Why a snapshot could not be restored. The replica never applies such a snapshot: it
 /// re-fetches one from the leader.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +192,13 @@ pub trait PartitionMachine {
         fx: &mut Effects,
     );
 
+    /// A client's produce on the leader, before it is proposed: a machine that screens
+    /// writes (the producer-state table: duplicates answered with their original offset, gaps
+    /// and stale epochs refused) answers here instead of letting it through.
+    fn admit(&mut self, _batch: &[u8], _ctx: &Ctx) -> Admission {
+        Admission::Propose
+    }
+
     /// Entries reached this replica's log (leader or follower), before they commit. State
     /// that must run ahead of the commit index is updated here and rolled back by
     /// [`PartitionMachine::on_truncate`]. Most machines need neither.
@@ -189,6 +207,13 @@ pub trait PartitionMachine {
     /// Entries from `from_index` on were dropped from this replica's log (a new leader's log
     /// conflicted, or a snapshot replaced the log).
     fn on_truncate(&mut self, _from_index: RaftIndex) {}
+
+    /// Whether the log exists only to build this machine's state, so that a snapshot lets the
+    /// log before it be deleted (the metadata log). A data partition's log is what consumers
+    /// read: its machine's snapshots only cap what retention may delete.
+    fn compacts_log(&self) -> bool {
+        false
+    }
 
     /// The machine's state as of `ctx.applied`, encoded.
     fn snapshot(&self) -> Bytes;

@@ -962,9 +962,9 @@ impl Node {
         machine: Option<Box<dyn PartitionMachine>>,
     ) -> Result<(), NodeError> {
         let mut log = log_config_for(&self.config.log, configs);
-        if machine.is_some() {
-            // The machine's snapshots bound the log (it is compacted behind them); retention
-            // would delete entries no snapshot covers yet.
+        if tp == metadata_tp() {
+            // The controller's snapshots bound the metadata log (it is compacted behind them);
+            // retention by size or age means nothing for it.
             log.retention_ms = None;
             log.retention_bytes = None;
         }

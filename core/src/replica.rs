@@ -28,7 +28,7 @@ use slog::{info, o, warn, Logger};
 use crate::api::{Acks, ClientError, FetchReply, OffsetSpec, RequestId, Response};
 use crate::batch;
 use crate::machine::{
-    AppendedEntry, Command, CommittedEntry, Ctx, Effect, Effects, PartitionMachine,
+    Admission, AppendedEntry, Command, CommittedEntry, Ctx, Effect, Effects, PartitionMachine,
 };
 use crate::mutation::{self, Mutation};
 use crate::storage::{with_retries, OpenReport, PartitionStorage, StorageError};
@@ -550,9 +550,10 @@ impl Replica {
         }
         let term = store.log().term(applied)?;
         let data = m.snapshot();
+        let compact = m.compacts_log();
         self.raw
             .mut_store()
-            .save_machine_snapshot(applied, term, data)?;
+            .save_machine_snapshot(applied, term, data, compact)?;
         self.snapshot_index = applied;
         info!(self.logger, "snapshot taken"; "index" => applied,
             "log_first_index" => self.raw.store().log().first_index());
@@ -632,7 +633,18 @@ impl Replica {
         replies: &mut Replies,
     ) {
         let origin = Origin::Client(request);
-        self.propose(now_ms, origin, acks, batch, rng, replies);
+        let ctx = self.ctx();
+        let admission = match self.machine.as_mut() {
+            Some(m) if ctx.is_leader => m.admit(&batch, &ctx),
+            _ => Admission::Propose,
+        };
+        match admission {
+            Admission::Propose => self.propose(now_ms, origin, acks, batch, rng, replies),
+            Admission::Answer(result) if acks != Acks::None => {
+                replies.push((request, Response::Produce(result)))
+            }
+            Admission::Answer(_) => {}
+        }
         self.run_effects(rng, replies);
     }
 
@@ -890,14 +902,22 @@ impl Replica {
         self.raw.raft.prs().conf().to_conf_state()
     }
 
-    /// Deletes whole segments past retention, never anything not yet committed and applied.
+    /// Deletes whole segments past retention, never anything not yet committed and applied,
+    /// nor (with a machine) anything its newest snapshot does not cover: the machine is rebuilt
+    /// from that snapshot plus the log after it.
     pub fn apply_retention(&mut self, now_ms: Millis) -> Result<(), StorageError> {
+        let covered = if self.machine.is_some() {
+            self.snapshot_index
+        } else {
+            RaftIndex::MAX
+        };
         let upto = self
             .raw
             .raft
             .raft_log
             .applied
-            .min(self.raw.store().durable_commit());
+            .min(self.raw.store().durable_commit())
+            .min(covered);
         self.raw
             .mut_store()
             .log_mut()

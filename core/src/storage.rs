@@ -288,12 +288,14 @@ impl PartitionStorage {
     }
 
     /// Saves the machine's state at `index` (applied, so committed and in the log) durably,
-    /// then compacts the log up to the older kept snapshot (see [`crate::snapshot`]).
+    /// then, with `compact`, deletes the log up to the older kept snapshot (see
+    /// [`crate::snapshot`]).
     pub fn save_machine_snapshot(
         &mut self,
         index: RaftIndex,
         term: Term,
         data: Bytes,
+        compact: bool,
     ) -> Result<(), StorageError> {
         assert!(
             index <= self.durable_commit,
@@ -313,7 +315,9 @@ impl PartitionStorage {
         };
         let compact_to = snapshot::save(&self.disk, &self.dir, &snap)?;
         self.machine_snapshot = Some(snap);
-        self.log.compact(compact_to)?;
+        if compact {
+            self.log.compact(compact_to)?;
+        }
         assert!(
             self.log.first_index() <= index + 1,
             "compacted past the newest snapshot"

@@ -490,6 +490,10 @@ impl PartitionMachine for Controller {
         }
     }
 
+    fn compacts_log(&self) -> bool {
+        true
+    }
+
     fn snapshot(&self) -> Bytes {
         self.image.encode()
     }
