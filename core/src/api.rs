@@ -9,13 +9,9 @@ use bytes::Bytes;
 use crate::batch::BatchError;
 use crate::types::{Millis, NodeId, Offset, Term, TopicPartition};
 
-/// Identifies a request so its reply can be matched; chosen by the caller, below
-/// [`INTERNAL_REQUEST`].
+/// Identifies a request so its reply can be matched; chosen by the caller. (State machines'
+/// own proposals are tagged inside the replica, so every id is the caller's.)
 pub type RequestId = u64;
-
-/// Request ids with this bit set belong to the node itself (the controller's own proposals to
-/// the metadata log); callers must not use them.
-pub const INTERNAL_REQUEST: RequestId = 1 << 63;
 
 /// Kafka's `acks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -153,10 +153,11 @@ impl Replica {
         logger: &Logger,
     ) -> Result<Replica, StorageError> {
         let mut storage = storage;
-        let report = storage.open_report().clone();
-        if machine.is_some() {
-            storage.set_has_machine();
+        if machine.is_some() && storage.set_has_machine()? {
+            warn!(logger, "no snapshot verified and the log is compacted: re-fetching";
+                "tp" => %tp);
         }
+        let report = storage.open_report().clone();
         let logger = logger.new(o!("tp" => tp.to_string()));
         if report.truncated_from_index.is_some() || report.corruption {
             warn!(logger, "recovery truncated the log";

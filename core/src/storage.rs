@@ -277,9 +277,24 @@ impl PartitionStorage {
         }
     }
 
-    /// Marks the partition as having a state machine (see the field).
-    pub fn set_has_machine(&mut self) {
+    /// Marks the partition as having a state machine (see the field). If the log no longer
+    /// starts at the beginning and no snapshot verified, the machine cannot be rebuilt here:
+    /// the log is discarded and the replica enters repair mode (it votes for nobody until it
+    /// has caught up), so its leader sends it a snapshot. Term and vote are kept. Returns
+    /// whether that happened.
+    pub fn set_has_machine(&mut self) -> Result<bool, StorageError> {
         self.has_machine = true;
+        if self.machine_snapshot.is_some() || self.log.first_index() <= 1 {
+            return Ok(false);
+        }
+        self.log.discard_all()?;
+        self.state.commit = 0;
+        self.state.repairing = true;
+        self.state_file.write(&self.state.encode_to_vec())?;
+        self.state_file.sync()?;
+        self.durable_commit = 0;
+        self.report.corruption = true;
+        Ok(true)
     }
 
     /// The newest verified state machine snapshot.

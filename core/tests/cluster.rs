@@ -902,6 +902,47 @@ fn test_lagging_follower_installs_the_controller_snapshot_with_its_data() {
     let image = l.metadata().clone();
     c.restart(lagger);
     assert_eq!(c.node(lagger).metadata().topics, image.topics);
+
+    // More records: it snapshots and compacts its own log. Then every snapshot file it has is
+    // corrupted on disk: none is applied, and it re-fetches the state from the leader.
+    for i in 40..80 {
+        assert_eq!(
+            create(&mut c, ctl, &format!("n{i}"), 1, 3),
+            Response::CreateTopic(Ok(()))
+        );
+    }
+    tick_until(&mut c, 50, "the follower compacted its own log", |c| {
+        let r = c.nodes[lagger as usize - 1].replica(&meta).unwrap();
+        r.storage().log().first_index() > 1 && r.snapshot_index() > 0
+    });
+    let disk = c.disks[lagger as usize - 1].clone();
+    let snaps: Vec<String> = disk
+        .list(&meta.dir())
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".snap"))
+        .collect();
+    assert!(!snaps.is_empty());
+    for name in &snaps {
+        let path = railyard_core::disk::join_path(&meta.dir(), name);
+        disk.with_file(&path, |b| b[3] ^= 0x01).unwrap();
+    }
+    c.restart(lagger);
+    let r = c.node(lagger).replica(&meta).unwrap();
+    assert!(r.is_repairing(), "re-fetching, it votes for nobody");
+    assert_eq!(
+        c.node(lagger).open_reports()[&meta].corrupt_snapshots,
+        snaps.len()
+    );
+    tick_until(&mut c, 100, "the state re-fetched from the leader", |c| {
+        let l = &c.nodes[lagger as usize - 1];
+        l.metadata().topics == c.nodes[ctl as usize - 1].metadata().topics
+            && !l.replica(&meta).unwrap().is_repairing()
+    });
+    assert!(c
+        .node(lagger)
+        .replica(&TopicPartition::new("n79", 0))
+        .is_some());
 }
 
 /// Raft configuration changes are applied and persisted: a new replica joins a partition as a

@@ -653,6 +653,26 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Empties the log back to index 0: the start record first (the commit point), then every
+    /// segment. Only for a replica about to re-fetch everything from its leader (its state
+    /// machine lost every snapshot the log needed); raft must not be running over it yet.
+    pub fn discard_all(&mut self) -> Result<(), LogError> {
+        let meta = SnapshotMeta {
+            index: 0,
+            term: 0,
+            next_offset: 0,
+        };
+        self.write_meta(meta)?;
+        for seg in self.segments.drain(..) {
+            let _ = self.disk.remove(&seg.path);
+        }
+        self.dirty.clear();
+        self.meta = meta;
+        self.rebuild_epochs();
+        self.check_invariants();
+        Ok(())
+    }
+
     /// Bytes in segment files.
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size).sum()
