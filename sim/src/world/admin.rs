@@ -1,0 +1,131 @@
+//! The simulator's admin client. It sends its requests to the up, unpaused node that believes it
+//! is the controller: the workload's topics with the fixed layout's assignments (retried every
+//! `ADMIN_EVERY_US` until they all exist), and in the swarm, every `CHURN_EVERY_US`, the
+//! creation or deletion of a topic no workload uses, so that replica creation and deletion run
+//! under the same faults as everything else.
+
+use std::collections::BTreeMap;
+
+use railyard_core::api::Request;
+use railyard_core::types::NodeId;
+use rand::Rng;
+
+use super::{Event, World};
+
+/// Request ids of the simulator's admin client (creating the workload's topics in the metadata
+/// log); the workload's own ids count up from 1.
+const ADMIN_REQUEST_BASE: u64 = 1 << 62;
+
+/// How often the admin client retries creating the topics until they exist.
+pub(super) const ADMIN_EVERY_US: u64 = 300_000;
+
+/// How often the admin client creates or deletes a churn topic during the fault phase.
+pub(super) const CHURN_EVERY_US: u64 = 700_000;
+
+/// Most churn topics alive at once.
+const CHURN_TOPICS_MAX: usize = 3;
+
+impl World {
+    /// The admin client: asks the node that believes it is the controller to record each
+    /// workload topic not yet in its image, with the fixed layout's assignment; retried until
+    /// every topic exists.
+    pub(super) fn create_topics(&mut self) {
+        let mut topics: BTreeMap<String, Vec<Vec<NodeId>>> = BTreeMap::new();
+        for s in self.specs.iter().filter(|s| !self.fixed.contains(s)) {
+            let a = topics.entry(s.tp.topic.clone()).or_default();
+            assert_eq!(
+                a.len(),
+                s.tp.partition as usize,
+                "specs are in partition order"
+            );
+            a.push(s.voters.clone());
+        }
+        let Some(id) = self.controller_node() else {
+            self.schedule(self.now + ADMIN_EVERY_US, Event::CreateTopics);
+            return;
+        };
+        let node = self
+            .slots
+            .get_mut(&id)
+            .and_then(|s| s.node.as_mut())
+            .unwrap();
+        let missing: Vec<(String, Vec<Vec<NodeId>>)> = topics
+            .into_iter()
+            .filter(|(t, _)| !node.metadata().topics.contains_key(t))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let now_ms = (self.now / 1000) as i64;
+        for (name, assignments) in missing {
+            self.admin_sent += 1;
+            let request = Request::CreateTopic {
+                name,
+                partitions: assignments.len() as i64,
+                replication_factor: assignments[0].len() as i64,
+                configs: BTreeMap::new(),
+                assignments,
+                validate_only: false,
+            };
+            node.handle_request(now_ms, ADMIN_REQUEST_BASE + self.admin_sent, request);
+        }
+        self.trace(12, id, self.admin_sent);
+        self.pump(id);
+        self.schedule(self.now + ADMIN_EVERY_US, Event::CreateTopics);
+    }
+
+    /// The up, unpaused node that believes it is the controller.
+    fn controller_node(&self) -> Option<NodeId> {
+        self.up_nodes().into_iter().find(|id| {
+            !self.is_paused(*id)
+                && self.slots[id]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.controller() == Some(*id))
+        })
+    }
+
+    /// Topic churn: the admin client creates a new topic (placed by the controller) or deletes
+    /// one of the churn topics, through the controller, while faults run.
+    pub(super) fn churn(&mut self) {
+        let Some(id) = self.controller_node() else {
+            return;
+        };
+        let node = self.slots[&id].node.as_ref().expect("up");
+        let alive: Vec<String> = node
+            .metadata()
+            .topics
+            .keys()
+            .filter(|t| t.starts_with("churn-"))
+            .cloned()
+            .collect();
+        let delete = !alive.is_empty()
+            && (alive.len() >= CHURN_TOPICS_MAX || self.rngs.workload.gen_bool(0.4));
+        let request = if delete {
+            let name = alive[self.rngs.workload.gen_range(0..alive.len())].clone();
+            Request::DeleteTopic { name }
+        } else {
+            self.churn_created += 1;
+            Request::CreateTopic {
+                name: format!("churn-{}", self.churn_created),
+                partitions: self.rngs.workload.gen_range(1..=2),
+                replication_factor: self.node_ids.len().min(3) as i64,
+                configs: BTreeMap::new(),
+                assignments: Vec::new(),
+                validate_only: false,
+            }
+        };
+        self.admin_sent += 1;
+        self.stats.churn_requests += 1;
+        let now_ms = (self.now / 1000) as i64;
+        let request_id = ADMIN_REQUEST_BASE + self.admin_sent;
+        let node = self
+            .slots
+            .get_mut(&id)
+            .and_then(|s| s.node.as_mut())
+            .expect("up");
+        node.handle_request(now_ms, request_id, request);
+        self.trace(14, id, self.admin_sent);
+        self.pump(id);
+    }
+}

@@ -1,0 +1,285 @@
+//! White-box checkers: properties of the nodes' internal state that the Jepsen history cannot
+//! see. After every step of a node (`check_node`): one leader per (partition, term), and a high
+//! watermark within the log that never moves backwards. Every `PREFIX_CHECK_US` and at the end:
+//! every replica's committed prefix agrees with the others' and holds only records some client
+//! sent, each at one offset (`check_committed_prefixes`); metadata images that applied the same
+//! records agree, and every leader they or the published view name really led in that term
+//! (`check_metadata`). At the end: the scenarios' own outcomes (clock steps fenced no broker;
+//! the reconfiguration finished in the intended configuration).
+
+use std::collections::BTreeMap;
+
+use raft::StateRole;
+use railyard_core::batch::decode_records;
+use railyard_core::metadata::metadata_tp;
+use railyard_core::types::{NodeId, TopicPartition};
+
+use super::scenarios::RECONFIG_TOPIC;
+use super::{Scenario, World};
+use crate::workload::record_value;
+
+impl World {
+    /// White-box checks after every step of a node: one leader per term, watermarks and commit
+    /// indexes never move backwards.
+    pub(super) fn check_node(&mut self, id: NodeId) {
+        let Some(node) = self.slots[&id].node.as_ref() else {
+            return;
+        };
+        let mut problems = Vec::new();
+        for r in node.replicas() {
+            let st = r.status();
+            let tp = r.tp();
+            if st.role == StateRole::Leader {
+                let key = (tp_key(&mut self.tp_index, tp), st.term);
+                match self.leaders.get(&key) {
+                    Some(other) if *other != id => problems.push(format!(
+                        "two leaders for {tp} in term {}: {other} and {id}",
+                        st.term
+                    )),
+                    Some(_) => {}
+                    None => {
+                        self.stats.leader_changes += 1;
+                        self.leaders.insert(key, id);
+                    }
+                }
+            }
+            if st.high_watermark > st.log_end_offset {
+                problems.push(format!(
+                    "node {id} {tp}: high watermark {} beyond log end {}",
+                    st.high_watermark, st.log_end_offset
+                ));
+            }
+            let prev = self
+                .hw_seen
+                .insert((id, tp_key(&mut self.tp_index, tp)), st.high_watermark);
+            if prev.is_some_and(|p| st.high_watermark < p) {
+                problems.push(format!(
+                    "node {id} {tp}: high watermark went backwards {:?} -> {}",
+                    prev, st.high_watermark
+                ));
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
+    /// Every replica's committed prefix agrees: same (term, checksum) at every committed index,
+    /// and every record in it was sent by some client, at one offset only.
+    pub(super) fn check_committed_prefixes(&mut self) {
+        let meta = metadata_tp();
+        let mut new_violations = Vec::new();
+        for id in self.up_nodes() {
+            let node = self.slots[&id].node.as_ref().unwrap();
+            for r in node.replicas() {
+                let tp = r.tp().clone();
+                let log = r.storage().log();
+                let commit = r.storage().durable_commit().min(log.last_index());
+                let key = (id, tp.clone());
+                let from = self
+                    .prefix_checked
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(log.first_index() - 1);
+                if from >= commit {
+                    continue;
+                }
+                let Ok(entries) = log.entries(from + 1, commit + 1, None) else {
+                    continue; // an injected read error: check next time
+                };
+                let reference = self.committed.entry(tp.clone()).or_default();
+                for e in &entries {
+                    let sum = crc32c::crc32c(&e.data);
+                    match reference.get(&e.index) {
+                        Some(&(term, c)) if (term, c) != (e.term, sum) => {
+                            new_violations.push(format!(
+                                "{tp}: committed entry {} differs on node {id}: term {} vs {term}",
+                                e.index, e.term
+                            ))
+                        }
+                        Some(_) => {}
+                        None => {
+                            reference.insert(e.index, (e.term, sum));
+                        }
+                    }
+                    // Metadata records are the controller's, not the workload's.
+                    if e.record_count == 0 || tp == meta {
+                        continue;
+                    }
+                    let Ok(records) = decode_records(&e.data) else {
+                        new_violations
+                            .push(format!("{tp}: committed batch at {} undecodable", e.index));
+                        continue;
+                    };
+                    for rec in records {
+                        let Some(v) = record_value(&rec) else {
+                            new_violations
+                                .push(format!("{tp}: record at {} not a value", rec.offset));
+                            continue;
+                        };
+                        if self.workload.sent_values.get(&v) != Some(&tp) {
+                            new_violations.push(format!(
+                                "{tp}: record {v} at {} was never sent to this partition",
+                                rec.offset
+                            ));
+                        }
+                        match self.committed_values.get(&(tp.clone(), rec.offset)) {
+                            Some(old) if *old != v => new_violations.push(format!(
+                                "{tp}: offset {} holds {v} on node {id} but {old} elsewhere",
+                                rec.offset
+                            )),
+                            Some(_) => {}
+                            None => {
+                                self.committed_values.insert((tp.clone(), rec.offset), v);
+                            }
+                        }
+                    }
+                }
+                self.stats.committed_entries_checked += entries.len() as u64;
+                self.prefix_checked.insert(key, commit);
+            }
+        }
+        for v in new_violations {
+            self.violation(v);
+        }
+    }
+
+    /// White-box checks of the metadata image on every up node: two nodes that applied the same
+    /// number of records hold the same image; and every recorded leadership names the node
+    /// that really led the partition in that term (as `check_node` saw it).
+    pub(super) fn check_metadata(&mut self) {
+        let mut problems = Vec::new();
+        let mut by_count: BTreeMap<u64, (NodeId, railyard_core::metadata::MetadataImage)> =
+            BTreeMap::new();
+        for id in self.up_nodes() {
+            let image = self.slots[&id].node.as_ref().unwrap().metadata();
+            for b in image.brokers.values().filter(|b| b.fenced) {
+                if self.fenced_seen.insert((b.id, b.incarnation)) {
+                    self.stats.brokers_fenced += 1;
+                }
+            }
+            match by_count.get(&image.records_applied) {
+                Some((other, seen)) if seen != image => problems.push(format!(
+                    "metadata images differ after {} records: node {id} vs node {other}",
+                    image.records_applied
+                )),
+                Some(_) => {}
+                None => {
+                    by_count.insert(image.records_applied, (id, image.clone()));
+                }
+            }
+            // The published view (core's rules, as the runtime answers Metadata) never names
+            // a leader that another node was in that term.
+            let node = self.slots[&id].node.as_ref().unwrap();
+            for t in railyard_core::view::topics(node) {
+                for p in &t.partitions {
+                    let tp = TopicPartition::new(t.name.clone(), p.partition);
+                    let (Some(leader), Some(&idx)) = (p.leader, self.tp_index.get(&tp)) else {
+                        continue;
+                    };
+                    match self.leaders.get(&(idx, p.leader_epoch as u64)) {
+                        Some(real) if *real != leader => problems.push(format!(
+                            "node {id}'s view names {leader} leader of {tp} in term {}, \
+                             but the leader then was {real}",
+                            p.leader_epoch
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+            for (tp, l) in &image.leaders {
+                let (Some(leader), Some(&idx)) = (l.leader, self.tp_index.get(tp)) else {
+                    continue;
+                };
+                match self.leaders.get(&(idx, l.epoch)) {
+                    Some(real) if *real == leader => {}
+                    real => problems.push(format!(
+                        "node {id}: metadata records {leader} as leader of {tp} in term {}, \
+                         but the leader then was {real:?}",
+                        l.epoch
+                    )),
+                }
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
+    /// The clock scenario: steps and skews of the wall clock fence no broker (every timer runs
+    /// on the monotonic clock), and the nodes noticed the steps.
+    pub(super) fn check_clock_scenario(&mut self) {
+        if self.opts.scenario != Scenario::ClockSteps {
+            return;
+        }
+        if self.stats.brokers_fenced > 0 {
+            self.violation(format!(
+                "clock steps fenced {} broker incarnations",
+                self.stats.brokers_fenced
+            ));
+        }
+        let noticed: u64 = self
+            .up_nodes()
+            .iter()
+            .map(|id| self.slots[id].node.as_ref().expect("up").clock_steps())
+            .sum();
+        if self.stats.clock_steps == 0 || noticed == 0 {
+            self.violation(format!(
+                "clock scenario: {} steps injected, {noticed} noticed",
+                self.stats.clock_steps
+            ));
+        }
+    }
+
+    /// The scenario's end state: every up member of `r-0`'s final configuration holds it, with
+    /// the joiner a voter and the removed voter gone.
+    pub(super) fn check_reconfigured(&mut self) {
+        if self.opts.scenario != Scenario::Reconfigure {
+            return;
+        }
+        let tp = TopicPartition::new(RECONFIG_TOPIC, 0);
+        if !self.reconfig.done {
+            self.violation(format!(
+                "reconfiguration of {tp} did not finish ({} proposals)",
+                self.reconfig.proposals
+            ));
+            return;
+        }
+        let joiner = *self.node_ids.last().expect("nodes");
+        let removed = self.reconfig.removed.expect("chosen before done");
+        let mut want: Vec<NodeId> = [1, 2, 3, joiner]
+            .into_iter()
+            .filter(|n| *n != removed)
+            .collect();
+        want.sort_unstable();
+        let mut problems = Vec::new();
+        for id in want.clone() {
+            let Some(r) = self.slots[&id].node.as_ref().and_then(|n| n.replica(&tp)) else {
+                continue;
+            };
+            let cs = r.conf_state();
+            let mut voters = cs.voters.clone();
+            voters.sort_unstable();
+            if voters != want || !cs.voters_outgoing.is_empty() {
+                problems.push(format!(
+                    "node {id}: {tp} ends with configuration {cs:?}, not {want:?}"
+                ));
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+    }
+}
+
+/// The white-box key of a partition: its index, assigned on first sight (workload partitions
+/// and the metadata partition first, then churn topics as nodes create them).
+pub(super) fn tp_key(index: &mut BTreeMap<TopicPartition, usize>, tp: &TopicPartition) -> usize {
+    if let Some(i) = index.get(tp) {
+        return *i; // The hot path (every replica after every step): no clone.
+    }
+    let next = index.len();
+    index.insert(tp.clone(), next);
+    next
+}
