@@ -432,6 +432,17 @@ impl Node {
                 return self.request_auto_create(id, t, request);
             }
         };
+        self.handle_data_request(now_ms, id, tp, request);
+    }
+
+    /// A request for one partition's data: produce, fetch, list offsets, leader epochs.
+    fn handle_data_request(
+        &mut self,
+        now_ms: Millis,
+        id: RequestId,
+        tp: TopicPartition,
+        request: Request,
+    ) {
         if is_internal_topic(&tp.topic) && matches!(request, Request::Produce { .. }) {
             // Only the cluster writes its internal topics (Kafka: INVALID_TOPIC_EXCEPTION).
             let err = ClientError::InvalidTopic(tp.topic);

@@ -157,16 +157,7 @@ impl PartitionStorage {
         }
         let mut log = log;
         if let Some(m) = machine_snapshot.as_ref().filter(|m| m.index > state.commit) {
-            // A snapshot from the leader was saved but the crash came before the log was
-            // replaced by it: finish the install (the log's entries up to it are superseded).
-            log.install_snapshot(SnapshotMeta {
-                index: m.index,
-                term: m.term,
-                next_offset: m.next_offset,
-            })?;
-            state.voters = m.voters.clone();
-            state.learners = m.learners.clone();
-            state.commit = m.index;
+            finish_install(&mut log, &mut state, m)?;
             state_dirty = true;
         }
         if state.commit < log.snapshot_meta().index {
@@ -419,6 +410,28 @@ impl PartitionStorage {
             ..Default::default()
         }
     }
+}
+
+/// A snapshot from the leader was saved but the crash came before the log was replaced by
+/// it: finish the install (the log's entries up to it are superseded).
+fn finish_install(
+    log: &mut PartitionLog,
+    state: &mut PersistedState,
+    m: &SnapshotFile,
+) -> Result<(), StorageError> {
+    assert!(
+        m.index > state.commit,
+        "only a snapshot ahead of the commit is unfinished"
+    );
+    log.install_snapshot(SnapshotMeta {
+        index: m.index,
+        term: m.term,
+        next_offset: m.next_offset,
+    })?;
+    state.voters = m.voters.clone();
+    state.learners = m.learners.clone();
+    state.commit = m.index;
+    Ok(())
 }
 
 /// Decodes a raft snapshot's data: a [`SnapshotPayload`], or (from nodes before state machine
