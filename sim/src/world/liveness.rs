@@ -159,6 +159,11 @@ impl World {
         self.check_metadata_liveness();
         self.check_clock_scenario();
         self.check_reconfigured();
+        self.stats.preferred_leaders = self
+            .specs
+            .iter()
+            .filter(|s| self.leader_of(&s.tp) == s.voters.first().copied())
+            .count() as u64;
         self.stats.replicas_created_late = self
             .up_nodes()
             .iter()

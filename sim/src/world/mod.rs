@@ -205,6 +205,8 @@ pub struct RunStats {
     pub clock_steps: u64,
     /// Graceful stops (leaderships handed over, then exit).
     pub graceful_stops: u64,
+    /// Workload partitions led by their preferred (first) replica at the end.
+    pub preferred_leaders: u64,
     /// Topic creations and deletions the admin client asked for (churn).
     pub churn_requests: u64,
     /// Replicas a node created only at a later reconcile (their first open failed), summed

@@ -75,7 +75,7 @@ impl World {
         }
     }
 
-    fn leader_of(&self, tp: &TopicPartition) -> Option<NodeId> {
+    pub(super) fn leader_of(&self, tp: &TopicPartition) -> Option<NodeId> {
         self.up_nodes().into_iter().find(|id| {
             self.slots[id]
                 .node
