@@ -1,6 +1,6 @@
 //! Mutation canaries: run a simulation with one of the core's planted bugs
 //! (`railyard_core::mutation`) and report which check caught it. Proof that the checkers have
-//! teeth: `cargo test` runs every mutation on seeds known to catch it (tests/tests/mutations.rs).
+//! teeth: `cargo test` runs every mutation on seeds known to catch it (`sim/tests/simulation.rs`).
 
 use railyard_core::mutation::{plant, Mutation};
 
