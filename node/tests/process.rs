@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use railyard_tests::profiles::{self, OnError};
+use railyard_tests::profiles::{self, Acks, OnError, Sent};
 use railyard_tests::{eventually, topic, ProcessCluster, Spec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::FutureProducer;
 
 /// The core's election timeout is 10-20 ticks of 100 ms; a new leader must appear within twice
 /// the longest one.
@@ -37,15 +36,6 @@ fn start_cluster(topic_name: &str, partitions: u32) -> ProcessCluster {
         binary,
         &Spec::new(3, vec![topic(topic_name, partitions, 3)]),
     )
-}
-
-/// The runtime the librdkafka futures run on (the tests themselves are synchronous).
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 /// An acks=all producer that notices a dead leader quickly (short request timeout, frequent
@@ -100,56 +90,16 @@ fn kill_leader(cluster: &mut ProcessCluster, topic: &str, leader: u64) -> (u64, 
     (next, elected_at, took)
 }
 
-/// Acknowledged records of a background producer: (offset, value, when acknowledged).
-type Acked = Arc<Mutex<Vec<(i64, String, Instant)>>>;
-
-/// Produces to one partition with acks=all, up to 64 records in flight, until `stop`.
-async fn produce_until(
-    producer: FutureProducer,
-    topic: &'static str,
-    partition: i32,
-    stop: Arc<AtomicBool>,
-    acked: Acked,
-) -> (u64, u64) {
-    let window = Arc::new(tokio::sync::Semaphore::new(64));
-    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut sent = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let permit = window
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
-        let (producer, acked, failed) = (producer.clone(), acked.clone(), failed.clone());
-        let value = format!("value-{sent}");
-        sent += 1;
-        tokio::spawn(async move {
-            let record = FutureRecord::<(), _>::to(topic)
-                .partition(partition)
-                .payload(&value);
-            match producer.send(record, Timeout::Never).await {
-                Ok((p, offset)) => {
-                    assert_eq!(p, partition);
-                    acked.lock().unwrap().push((offset, value, Instant::now()));
-                }
-                Err(_) => {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            drop(permit);
-        });
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    // Every send resolves within message.timeout.ms.
-    let _all = window.acquire_many(64).await.expect("semaphore open");
-    (sent, failed.load(Ordering::Relaxed))
+fn acked_since(acked: &Acks, since: Instant) -> usize {
+    acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a.at > since)
+        .count()
 }
 
-fn acked_since(acked: &Acked, since: Instant) -> usize {
-    acked.lock().unwrap().iter().filter(|a| a.2 > since).count()
-}
-
-fn wait_for_acks_since(acked: &Acked, since: Instant, n: usize, what: &str) {
+fn wait_for_acks_since(acked: &Acks, since: Instant, n: usize, what: &str) {
     eventually(&format!("{n} records acknowledged {what}"), WAIT, || {
         let got = acked_since(acked, since);
         if got >= n {
@@ -175,13 +125,13 @@ fn test_kill9_leader_during_acks_all_production() {
     let mut cluster = start_cluster(TOPIC, 1);
     let (first, _) = cluster.wait_for_leader(TOPIC, 0, None, WAIT);
     let bootstrap = cluster.bootstrap();
-    let rt = runtime();
+    let rt = profiles::runtime();
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Acked = Arc::default();
-    let producing = rt.spawn(produce_until(
+    let acked: Acks = Arc::default();
+    let producing = rt.spawn(profiles::produce_until(
         producer(&bootstrap),
         TOPIC,
-        0,
+        &[0],
         stop.clone(),
         acked.clone(),
     ));
@@ -225,14 +175,14 @@ fn test_kill9_leader_during_acks_all_production() {
     }
 
     stop.store(true, Ordering::Relaxed);
-    let (sent, failed) = rt.block_on(producing).expect("producer task");
+    let Sent { sent, failed } = rt.block_on(producing).expect("producer task");
     let acked = std::mem::take(&mut *acked.lock().unwrap());
-    let last = acked.iter().map(|a| a.0).max().expect("some acks");
+    let last = acked.iter().map(|a| a.offset).max().expect("some acks");
     let read = read_partition(&bootstrap, TOPIC, 0, last);
     let mut lost = Vec::new();
-    for (offset, value, _) in &acked {
-        if read.get(offset) != Some(value) {
-            lost.push((*offset, value.clone(), read.get(offset).cloned()));
+    for a in &acked {
+        if read.get(&a.offset) != Some(&a.value) {
+            lost.push((a.offset, a.value.clone(), read.get(&a.offset).cloned()));
         }
     }
     assert!(
@@ -270,7 +220,7 @@ fn test_whole_cluster_restart_keeps_every_committed_record() {
     let mut cluster = start_cluster(TOPIC, PARTITIONS as u32);
     cluster.wait_for_all_leaders(TOPIC, PARTITIONS, WAIT);
     let bootstrap = cluster.bootstrap();
-    let rt = runtime();
+    let rt = profiles::runtime();
     let acked: BTreeMap<(i32, i64), String> = rt.block_on(async {
         let producer = producer(&bootstrap);
         let records: Vec<(String, String)> = (0..RECORDS)

@@ -10,8 +10,9 @@
 //! - [`cluster`]: node configs written as TOML ([`Spec`]), an [`InProcessCluster`] (nodes in
 //!   this process on files or in-memory disks) and a [`ProcessCluster`] (`railyard start`
 //!   children, for kill -9 and restarts).
-//! - [`profiles`]: librdkafka client configs (producer, assign consumer, plain client) and the
-//!   read-back loop every rdkafka test uses.
+//! - [`profiles`]: librdkafka client configs (producer, assign consumer, plain client), the
+//!   read-back loop every rdkafka test uses, a background producer for fault tests and the
+//!   tokio runtime its futures run on.
 //! - [`kafka_conn`]: a raw Kafka connection over kafka-protocol, async ([`KafkaConn`]) and
 //!   blocking ([`kafka_conn::call_blocking`]).
 //! - [`murmur2`]: the Java client's partitioner, to check where keyed records land.
@@ -27,10 +28,11 @@
 //!   fencing.
 //! - `protocol_snapshots.rs`: insta snapshots of ApiVersions and Metadata.
 //!
-//! Real-process tests (kill -9, whole-cluster restart) live in `node/tests/process.rs`: cargo
-//! tells only the `railyard-node` crate's integration tests where the `railyard` binary is, so
-//! that crate takes this one as a dev-dependency (a dev-dependency cycle, which cargo allows)
-//! and hands the binary to [`ProcessCluster::start`].
+//! Real-process tests live in `node/tests/`: kill -9 and whole-cluster restart in `process.rs`,
+//! a wall-clock step of one node (under libfaketime) in `clock_step.rs`. Cargo tells only the
+//! `railyard-node` crate's integration tests where the `railyard` binary is, so that crate
+//! takes this one as a dev-dependency (a dev-dependency cycle, which cargo allows) and hands
+//! the binary to [`ProcessCluster::start`].
 
 pub mod cluster;
 pub mod eventually;

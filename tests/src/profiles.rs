@@ -12,19 +12,34 @@
 //!
 //! [`produce_all`] and [`read_from_start`] are the two halves of a round trip: every record
 //! enqueued at once and every acknowledgement awaited, then everything read back by assign.
+//! [`produce_until`] is the background load of a fault test: records sent at a steady pace
+//! until told to stop, each acknowledgement kept with when it came.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
 
 use crate::eventually::Deadline;
 
 /// How long a producer profile lets a record wait for its acknowledgement.
 pub const MESSAGE_TIMEOUT_MS: &str = "30000";
+
+/// A runtime for the librdkafka futures of a synchronous test (two workers: these machines
+/// have two cores, and the nodes need them too).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
 
 /// A client of the cluster at `bootstrap` (`host:port,...`) with librdkafka's defaults.
 pub fn client(bootstrap: &str) -> ClientConfig {
@@ -81,6 +96,88 @@ pub async fn produce_all(
         }
     }
     acked
+}
+
+/// Most records [`produce_until`] has in flight at once.
+pub const IN_FLIGHT_MAX: u32 = 64;
+
+/// One acknowledged record of [`produce_until`].
+#[derive(Clone, Debug)]
+pub struct Ack {
+    pub partition: i32,
+    pub offset: i64,
+    pub value: String,
+    /// When the producer saw the acknowledgement.
+    pub at: Instant,
+}
+
+/// The acknowledgements of a running [`produce_until`], shared with the test.
+pub type Acks = Arc<Mutex<Vec<Ack>>>;
+
+/// How many records [`produce_until`] sent, and how many of them failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub sent: u64,
+    pub failed: u64,
+}
+
+/// Sends `value-<n>` records to `partitions` of `topic` in turn, one every 2 ms with at most
+/// [`IN_FLIGHT_MAX`] in flight, until `stop` is set; pushes every acknowledgement to `acks` as
+/// it comes. Returns once every record sent has been acknowledged or has failed (within the
+/// producer's `message.timeout.ms`).
+pub async fn produce_until(
+    producer: FutureProducer,
+    topic: &'static str,
+    partitions: &'static [i32],
+    stop: Arc<AtomicBool>,
+    acks: Acks,
+) -> Sent {
+    assert!(!partitions.is_empty(), "produce_until needs a partition");
+    let window = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX as usize));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let permit = window
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (producer, acks, failed) = (producer.clone(), acks.clone(), failed.clone());
+        let partition = partitions[(sent % partitions.len() as u64) as usize];
+        let value = format!("value-{sent}");
+        sent += 1;
+        tokio::spawn(async move {
+            let record = FutureRecord::<(), _>::to(topic)
+                .partition(partition)
+                .payload(&value);
+            match producer.send(record, Timeout::Never).await {
+                Ok((p, offset)) => {
+                    assert_eq!(p, partition, "acknowledged on another partition");
+                    let at = Instant::now();
+                    let ack = Ack {
+                        partition,
+                        offset,
+                        value,
+                        at,
+                    };
+                    acks.lock().expect("acks lock").push(ack);
+                }
+                Err(_) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(permit);
+        });
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let _all = window
+        .acquire_many(IN_FLIGHT_MAX)
+        .await
+        .expect("the semaphore is never closed");
+    Sent {
+        sent,
+        failed: failed.load(Ordering::Relaxed),
+    }
 }
 
 /// One record as read back.

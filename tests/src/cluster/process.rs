@@ -3,7 +3,13 @@
 //! config, ports and data directory in one temp dir, and its stderr in a log file there; every
 //! process is killed when the cluster is dropped, pass or fail, and a failing test prints the
 //! end of each node's log. Leaders and in-sync replicas are read with a raw Metadata v12
-//! request to one node at a time, so each node is asked what it itself believes.
+//! request to one node at a time, so each node is asked what it itself believes, and so are the
+//! live brokers ([`brokers`]).
+//!
+//! A node may be given extra environment variables ([`NodeProcess::env`]) between
+//! [`ProcessCluster::prepare`] and [`ProcessCluster::start_all`], e.g. to run it under an
+//! `LD_PRELOAD` library; the cluster's temp dir ([`ProcessCluster::dir`]) holds whatever files
+//! such a test needs beside the nodes'.
 //!
 //! The binary is the caller's to name: cargo tells only the integration tests of the crate that
 //! owns it where it is (`env!("CARGO_BIN_EXE_railyard")` in `railyard-node`'s tests).
@@ -13,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 
 use super::Spec;
@@ -40,6 +47,8 @@ const OVERRIDES: [&str; 7] = [
 pub struct NodeProcess {
     pub id: u64,
     pub kafka: SocketAddr,
+    /// Set in the child's environment at every start, after the [`OVERRIDES`] are cleared.
+    pub env: Vec<(String, String)>,
     binary: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -59,6 +68,9 @@ impl NodeProcess {
         for var in OVERRIDES {
             cmd.env_remove(var);
         }
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
         let child = cmd
             .args(["--log-level", "warning", "start", "--config"])
             .arg(&self.config)
@@ -73,6 +85,16 @@ impl NodeProcess {
     /// Whether the process is running (as far as this handle knows).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Everything the node has logged so far (its stderr, across restarts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// kill -9 and reap.
@@ -116,7 +138,7 @@ impl NodeProcess {
 
     /// The last `n` lines of the node's log, newest first.
     fn log_tail(&self, n: usize) -> Vec<String> {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let log = self.log();
         log.lines().rev().take(n).map(String::from).collect()
     }
 }
@@ -124,29 +146,47 @@ impl NodeProcess {
 /// `railyard start` processes sharing a peer list; killed on drop.
 pub struct ProcessCluster {
     pub nodes: Vec<NodeProcess>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl ProcessCluster {
     /// Starts the nodes `spec` describes, each as `binary start --config <its file>`.
     pub fn start(binary: &Path, spec: &Spec) -> ProcessCluster {
+        let mut cluster = ProcessCluster::prepare(binary, spec);
+        cluster.start_all();
+        cluster
+    }
+
+    /// Writes the configs of the nodes `spec` describes and starts none of them (see
+    /// [`ProcessCluster::start_all`]).
+    pub fn prepare(binary: &Path, spec: &Spec) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut nodes: Vec<NodeProcess> = spec
+        let nodes: Vec<NodeProcess> = spec
             .write_configs(dir.path())
             .into_iter()
             .map(|(config, c)| NodeProcess {
                 id: c.id,
                 kafka: c.kafka_listen,
+                env: Vec::new(),
                 binary: binary.to_path_buf(),
                 config,
                 log: dir.path().join(format!("node-{}.log", c.id)),
                 child: None,
             })
             .collect();
-        for n in nodes.iter_mut() {
+        ProcessCluster { nodes, dir }
+    }
+
+    /// Starts every node that is not running.
+    pub fn start_all(&mut self) {
+        for n in self.nodes.iter_mut().filter(|n| !n.is_running()) {
             n.start();
         }
-        ProcessCluster { nodes, _dir: dir }
+    }
+
+    /// The temp dir of the configs, data directories and logs; removed with the cluster.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// `host:port,...` of every node's Kafka listener.
@@ -233,16 +273,48 @@ pub fn partition_state(
     topic: &str,
     partition: i32,
 ) -> Option<(Option<u64>, Vec<u64>)> {
+    let p = partition_metadata(addr, topic, partition)?;
+    let leader = (p.leader_id.0 >= 0).then_some(p.leader_id.0 as u64);
+    Some((leader, p.isr_nodes.iter().map(|b| b.0 as u64).collect()))
+}
+
+/// The replicas of `partition` as the node at `addr` lists them, the preferred leader first;
+/// `None` if the node does not answer or does not list the partition.
+pub fn replicas(addr: SocketAddr, topic: &str, partition: i32) -> Option<Vec<u64>> {
+    let p = partition_metadata(addr, topic, partition)?;
+    Some(p.replica_nodes.iter().map(|b| b.0 as u64).collect())
+}
+
+fn partition_metadata(
+    addr: SocketAddr,
+    topic: &str,
+    partition: i32,
+) -> Option<MetadataResponsePartition> {
     let request = MetadataRequest::default().with_topics(None);
     let resp: MetadataResponse = call_blocking(addr, &request, 12, Duration::from_secs(2)).ok()?;
     let t = resp
         .topics
-        .iter()
+        .into_iter()
         .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic))?;
-    let p = t
-        .partitions
-        .iter()
-        .find(|p| p.partition_index == partition)?;
-    let leader = (p.leader_id.0 >= 0).then_some(p.leader_id.0 as u64);
-    Some((leader, p.isr_nodes.iter().map(|b| b.0 as u64).collect()))
+    t.partitions
+        .into_iter()
+        .find(|p| p.partition_index == partition)
+}
+
+/// The brokers one node lists in Metadata, and the controller it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Brokers {
+    /// Sorted: the registered and unfenced brokers, and the node itself.
+    pub ids: Vec<u64>,
+    pub controller: Option<u64>,
+}
+
+/// Asks the node at `addr` for Metadata v12 without topics; `None` if it does not answer.
+pub fn brokers(addr: SocketAddr) -> Option<Brokers> {
+    let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+    let resp: MetadataResponse = call_blocking(addr, &request, 12, Duration::from_secs(2)).ok()?;
+    let mut ids: Vec<u64> = resp.brokers.iter().map(|b| b.node_id.0 as u64).collect();
+    ids.sort_unstable();
+    let controller = (resp.controller_id.0 >= 0).then_some(resp.controller_id.0 as u64);
+    Some(Brokers { ids, controller })
 }
