@@ -641,29 +641,26 @@ impl PartitionLog {
             meta.next_offset >= self.meta.next_offset,
             "snapshot moves offsets back"
         );
-        self.write_meta(meta)?;
-        for seg in self.segments.drain(..) {
-            // As in retention: a leftover is at or below meta.index, or fails the chain check.
-            let _ = self.disk.remove(&seg.path);
-        }
-        self.dirty.clear();
-        self.meta = meta;
-        self.rebuild_epochs();
-        self.check_invariants();
-        Ok(())
+        self.restart_at(meta)
     }
 
     /// Empties the log back to index 0: the start record first (the commit point), then every
     /// segment. Only for a replica about to re-fetch everything from its leader (its state
     /// machine lost every snapshot the log needed); raft must not be running over it yet.
     pub fn discard_all(&mut self) -> Result<(), LogError> {
-        let meta = SnapshotMeta {
+        self.restart_at(SnapshotMeta {
             index: 0,
             term: 0,
             next_offset: 0,
-        };
+        })
+    }
+
+    /// Replaces the whole log by an empty one starting after `meta`: the synced start record
+    /// is the commit point, and the segment files go after it.
+    fn restart_at(&mut self, meta: SnapshotMeta) -> Result<(), LogError> {
         self.write_meta(meta)?;
         for seg in self.segments.drain(..) {
+            // As in retention: a leftover is at or below meta.index, or fails the chain check.
             let _ = self.disk.remove(&seg.path);
         }
         self.dirty.clear();
