@@ -77,6 +77,11 @@ pub enum Request {
     DeleteTopic {
         name: String,
     },
+    /// Kafka's InitProducerId for an idempotent producer: a new producer id with epoch 0, or,
+    /// given the current id and epoch (KIP-360), the same id with the epoch bumped.
+    InitProducerId {
+        current: Option<(i64, i16)>,
+    },
     /// A client used a topic that does not exist and auto-creation is on: ask the controller
     /// to create it with these defaults. Answered `CreateTopic(Ok(()))` once asked (or when it
     /// exists); the topic appears when the controller's record commits, and clients retry
@@ -153,13 +158,39 @@ pub enum ClientError {
     /// creates.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A sequence number other than 0 from a producer the partition does not know, or no
+    /// longer knows (UNKNOWN_PRODUCER_ID). Nothing was written.
+    #[error("unknown producer id {0}")]
+    UnknownProducerId(i64),
+    /// An epoch older than the producer's current one (INVALID_PRODUCER_EPOCH): a zombie.
+    #[error("producer epoch {epoch} is older than {current}")]
+    InvalidProducerEpoch { epoch: i16, current: i16 },
+    /// A gap in a producer's sequence numbers (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("out of order sequence: expected {expected}, got {got}")]
+    OutOfOrderSequence { expected: i32, got: i32 },
+    /// A retry of a batch that is in the log but not committed yet
+    /// (NOT_ENOUGH_REPLICAS_AFTER_APPEND, retriable). The original may still commit; a later
+    /// retry is answered with its offset.
+    #[error("duplicate of a batch that is not committed yet")]
+    DuplicateNotCommitted,
+    /// An InitProducerId for a producer id the cluster never allocated
+    /// (INVALID_PRODUCER_ID_MAPPING).
+    #[error("producer id {0} was never allocated")]
+    InvalidProducerIdMapping(i64),
+    /// The broker cannot answer yet: its coordinator state or producer ids are still loading
+    /// (COORDINATOR_LOAD_IN_PROGRESS, retriable).
+    #[error("coordinator is loading")]
+    CoordinatorLoading,
 }
 
 impl ClientError {
     /// Whether the write certainly did not happen (Jepsen `fail`) rather than maybe (`info`).
-    /// Every error but `Indeterminate` is raised before the batch is proposed.
+    /// Every other error is raised before the batch is proposed.
     pub fn definitely_not_written(&self) -> bool {
-        !matches!(self, ClientError::Indeterminate { .. })
+        !matches!(
+            self,
+            ClientError::Indeterminate { .. } | ClientError::DuplicateNotCommitted
+        )
     }
 }
 
@@ -184,6 +215,8 @@ pub enum Response {
     /// The topic exists on every node that applied the record (or, validate_only, could).
     CreateTopic(Result<(), ClientError>),
     DeleteTopic(Result<(), ClientError>),
+    /// (producer id, epoch).
+    InitProducerId(Result<(i64, i16), ClientError>),
 }
 
 impl Response {
@@ -201,6 +234,7 @@ impl Response {
                 Response::CreateTopic(Err(err))
             }
             Request::DeleteTopic { .. } => Response::DeleteTopic(Err(err)),
+            Request::InitProducerId { .. } => Response::InitProducerId(Err(err)),
         }
     }
 }

@@ -16,6 +16,8 @@ pub mod machine;
 pub mod mutation;
 pub mod network;
 pub mod node;
+pub mod producer_ids;
+pub mod producers;
 pub mod replica;
 pub mod snapshot;
 pub mod storage;

@@ -59,8 +59,10 @@ pub struct Ctx {
 pub struct CommittedEntry<'a> {
     pub index: RaftIndex,
     pub term: Term,
-    /// The entry's Kafka batch (offsets stamped).
+    /// The entry's Kafka batch as proposed (offsets are stamped when it is read back).
     pub data: &'a Bytes,
+    /// The Kafka offset of the batch's first record.
+    pub base_offset: Offset,
 }
 
 /// An entry that reached this replica's log (not yet committed).

@@ -51,6 +51,10 @@ pub struct BrokerHeartbeat {
     pub leaders: Vec<PartitionLeader>,
     #[prost(message, repeated, tag = "3")]
     pub create_topics: Vec<AutoCreateTopic>,
+    /// Set while the broker waits for a block of producer ids: the grant it asks for (its
+    /// incarnation, request counter and block size).
+    #[prost(message, optional, tag = "4")]
+    pub producer_ids: Option<crate::controller::AllocateProducerIds>,
 }
 
 /// Everything one node sends one peer in one step.

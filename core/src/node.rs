@@ -37,6 +37,8 @@ use crate::machine::{Command, Effect, NodeEvent, PartitionMachine};
 use crate::metadata::PartitionLeader;
 use crate::mutation::{self, Mutation};
 use crate::network::{AutoCreateTopic, BrokerHeartbeat, Envelope, GroupMessage, Network};
+use crate::producer_ids::ProducerIdAllocator;
+use crate::producers::{ProducerTable, PRODUCER_EXPIRATION_MS_DEFAULT};
 use crate::replica::{is_vote_request, Replica, ReplicaConfig, Replies};
 use crate::storage::{OpenReport, PartitionStorage, StorageError};
 use crate::types::{is_internal_topic, Millis, NodeId, TopicPartition};
@@ -193,6 +195,8 @@ pub struct Node {
     /// into an image that lacks topics, and their data must not go with them.
     leftovers_pending: bool,
     last_reconcile_ms: Millis,
+    /// InitProducerId: blocks of producer ids granted by the controller.
+    producer_ids: ProducerIdAllocator,
 }
 
 /// The image of a node without a metadata group.
@@ -208,6 +212,8 @@ impl Node {
     ) -> Result<Node, NodeError> {
         let logger = logger.new(o!("node" => config.id));
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        // The seed differs at every start: it is the incarnation.
+        let producer_ids = ProducerIdAllocator::new(config.id, config.seed);
         let mut node = Node {
             id: config.id,
             config,
@@ -229,6 +235,7 @@ impl Node {
             last_heartbeat_ms: None,
             heartbeat_out: None,
             auto_create: Vec::new(),
+            producer_ids,
             active: BTreeSet::new(),
             replica_set_version: 0,
             leftovers_pending: true,
@@ -414,6 +421,9 @@ impl Node {
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
                 return self.route_to_controller(id, request);
             }
+            Request::InitProducerId { current } => {
+                return self.init_producer_id(id, *current);
+            }
             Request::FetchMany { partitions } => {
                 let reply = partitions.iter().map(|p| self.fetch_one(p)).collect();
                 self.replies.push_back((id, Response::FetchMany(reply)));
@@ -484,6 +494,7 @@ impl Node {
             Request::CreateTopic { .. }
             | Request::DeleteTopic { .. }
             | Request::FetchMany { .. }
+            | Request::InitProducerId { .. }
             | Request::AutoCreateTopic { .. } => unreachable!("handled above"),
         };
         self.replies.push_back((id, reply));
@@ -594,6 +605,33 @@ impl Node {
         self.replies.push_back((id, Response::CreateTopic(reply)));
     }
 
+    /// InitProducerId: an id from this broker's block, or a wait for the controller's next
+    /// grant (asked for in an immediate heartbeat).
+    fn init_producer_id(&mut self, id: RequestId, current: Option<(i64, i16)>) {
+        let next_free = self.metadata().next_producer_id;
+        match self.producer_ids.init(id, current, next_free, self.now_ms) {
+            Some(result) => self
+                .replies
+                .push_back((id, Response::InitProducerId(result))),
+            None => self.send_heartbeat(),
+        }
+    }
+
+    /// Answers InitProducerId requests that a new grant or the wait time settled.
+    fn settle_producer_ids(&mut self) {
+        let mut done = if self.producer_ids.is_waiting() {
+            let image = self.metadata().clone();
+            self.producer_ids.on_image(&image)
+        } else {
+            Vec::new()
+        };
+        done.extend(self.producer_ids.expire(self.now_ms));
+        for (id, result) in done {
+            self.replies
+                .push_back((id, Response::InitProducerId(result)));
+        }
+    }
+
     /// After an input touched `tps`: processes their machines' outputs (node events first in
     /// their order, then replies, as they were emitted), then queues `replies`.
     fn after_input(&mut self, tps: &[TopicPartition], replies: Replies) {
@@ -611,6 +649,9 @@ impl Node {
             }
         }
         self.replies.extend(replies);
+        if tps.contains(&metadata_tp()) {
+            self.settle_producer_ids();
+        }
     }
 
     /// Carries out the machine output of `tp`; partitions that got messages go to `sent_to`.
@@ -706,6 +747,7 @@ impl Node {
             }
         }
         self.after_input(&touched, replies);
+        self.settle_producer_ids();
         if self
             .last_heartbeat_ms
             .is_none_or(|t| now_ms - t >= self.config.heartbeat_ms)
@@ -828,7 +870,10 @@ impl Node {
             let Some(pref) = r.preferred_leader() else {
                 continue;
             };
-            if r.is_leader() && pref != self.id && r.in_sync_replicas().contains(&pref) {
+            // The lag-time ISR, not raft's `recent_active`: check_quorum clears that flag every
+            // election timeout, and this check runs right after ticks, so it would land on a
+            // cleared flag again and again.
+            if r.is_leader() && pref != self.id && r.isr().contains(&pref) {
                 r.transfer_leadership(pref, &mut self.rng);
                 self.active.insert(tp.clone());
             }
@@ -972,6 +1017,13 @@ impl Node {
         configs: &BTreeMap<String, String>,
         machine: Option<Box<dyn PartitionMachine>>,
     ) -> Result<(), NodeError> {
+        // Every data partition keeps its producers' state (idempotence).
+        let machine = machine.or_else(|| {
+            (!is_internal_topic(&tp.topic)).then(|| {
+                Box::new(ProducerTable::new(PRODUCER_EXPIRATION_MS_DEFAULT))
+                    as Box<dyn PartitionMachine>
+            })
+        });
         let mut log = log_config_for(&self.config.log, configs);
         if tp == metadata_tp() {
             // The controller's snapshots bound the metadata log (it is compacted behind them);
@@ -1047,6 +1099,7 @@ impl Node {
             registration,
             leaders,
             create_topics: std::mem::take(&mut self.auto_create),
+            producer_ids: self.producer_ids.wanted().cloned(),
         }
     }
 

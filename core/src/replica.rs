@@ -153,7 +153,8 @@ impl Replica {
         logger: &Logger,
     ) -> Result<Replica, StorageError> {
         let mut storage = storage;
-        if machine.is_some() && storage.set_has_machine()? {
+        let needs_history = machine.as_ref().is_some_and(|m| m.compacts_log());
+        if machine.is_some() && storage.set_has_machine(needs_history)? {
             warn!(logger, "no snapshot verified and the log is compacted: re-fetching";
                 "tp" => %tp);
         }
@@ -240,27 +241,44 @@ impl Replica {
         let log = store.log();
         let commit = store.state().commit.min(log.last_index());
         let mut next = (self.snapshot_index + 1).max(log.first_index());
+        // A machine that compacts its log needs every entry after its snapshot; a data
+        // partition's machine rebuilds from whatever retention left.
         assert!(
-            next <= self.snapshot_index + 1,
+            next <= self.snapshot_index + 1 || !machine.compacts_log(),
             "log starts after the machine snapshot: entries {}..{} lost",
             self.snapshot_index + 1,
             next
         );
-        while next <= commit {
-            let entries = with_retries(|| log.entries(next, commit + 1, Some(1 << 20)))?;
+        while next <= log.last_index() {
+            let entries = with_retries(|| log.entries(next, log.last_index() + 1, Some(1 << 20)))?;
             for e in &entries {
+                let normal = e.kind == crate::log::EntryKind::Normal && !e.data.is_empty();
+                if e.index > commit {
+                    // The uncommitted tail: appended, not applied (the producer table keeps it).
+                    if normal {
+                        let data = [AppendedEntry {
+                            index: e.index,
+                            term: e.term,
+                            data: &e.data,
+                        }];
+                        machine.on_append(&data);
+                    }
+                    continue;
+                }
                 ctx.applied = e.index;
                 self.replayed += 1;
-                if e.kind == crate::log::EntryKind::Normal && !e.data.is_empty() {
+                if normal {
+                    let base_offset = log.end_offset_at(e.index - 1).map_err(StorageError::from)?;
                     let entry = CommittedEntry {
                         index: e.index,
                         term: e.term,
                         data: &e.data,
+                        base_offset,
                     };
                     machine.apply(&entry, &ctx, &mut fx);
                 }
             }
-            next = entries.last().map_or(commit + 1, |e| e.index + 1);
+            next = entries.last().map_or(log.last_index() + 1, |e| e.index + 1);
         }
         machine.check_invariants();
         Ok(())
@@ -540,13 +558,19 @@ impl Replica {
     /// Snapshots the machine at the applied index once `snapshot_entries` were applied since
     /// the last one, then compacts the log (module docs of [`crate::snapshot`]).
     fn maybe_snapshot(&mut self) -> Result<(), StorageError> {
+        self.snapshot_after(self.config.snapshot_entries)
+    }
+
+    /// Snapshots the machine at the applied index if at least `entries` were applied since
+    /// the last snapshot and the applied state is durable.
+    fn snapshot_after(&mut self, entries: u64) -> Result<(), StorageError> {
         let Some(m) = self.machine.as_ref() else {
             return Ok(());
         };
         let applied = self.raw.raft.raft_log.applied;
         let store = self.raw.store();
         let durable = applied <= store.durable_commit() && !store.is_dirty();
-        if applied < self.snapshot_index + self.config.snapshot_entries || !durable {
+        if applied < self.snapshot_index + entries.max(1) || !durable {
             return Ok(());
         }
         let term = store.log().term(applied)?;
@@ -634,10 +658,15 @@ impl Replica {
         replies: &mut Replies,
     ) {
         let origin = Origin::Client(request);
-        let ctx = self.ctx();
-        let admission = match self.machine.as_mut() {
-            Some(m) if ctx.is_leader => m.admit(&batch, &ctx),
-            _ => Admission::Propose,
+        // The checks come before the machine screens the batch, so what it admits is proposed.
+        let admission = match self.check_proposal(&batch) {
+            Err(e) => Admission::Answer(Err(e)),
+            Ok(()) => {
+                let ctx = self.ctx();
+                self.machine
+                    .as_mut()
+                    .map_or(Admission::Propose, |m| m.admit(&batch, &ctx))
+            }
         };
         match admission {
             Admission::Propose => self.propose(now_ms, origin, acks, batch, rng, replies),
@@ -647,6 +676,23 @@ impl Replica {
             Admission::Answer(_) => {}
         }
         self.run_effects(rng, replies);
+    }
+
+    /// Why a batch cannot be proposed here now, if it cannot.
+    fn check_proposal(&self, batch: &[u8]) -> Result<(), ClientError> {
+        if !self.is_leader() || self.raw.store().is_repairing() {
+            return Err(ClientError::NotLeader {
+                leader: self.leader().filter(|l| *l != self.id),
+            });
+        }
+        if batch.len() as u64 > self.config.max_batch_bytes {
+            return Err(ClientError::MessageTooLarge {
+                size: batch.len() as u64,
+                max: self.config.max_batch_bytes,
+            });
+        }
+        batch::validate(batch).map_err(ClientError::CorruptBatch)?;
+        Ok(())
     }
 
     fn propose(
@@ -663,21 +709,8 @@ impl Replica {
                 me.resolve(origin, r, replies);
             }
         };
-        if !self.is_leader() || self.raw.store().is_repairing() {
-            let e = ClientError::NotLeader {
-                leader: self.leader().filter(|l| *l != self.id),
-            };
+        if let Err(e) = self.check_proposal(&batch) {
             return reply(self, replies, Err(e));
-        }
-        if batch.len() as u64 > self.config.max_batch_bytes {
-            let e = ClientError::MessageTooLarge {
-                size: batch.len() as u64,
-                max: self.config.max_batch_bytes,
-            };
-            return reply(self, replies, Err(e));
-        }
-        if let Err(e) = batch::validate(&batch) {
-            return reply(self, replies, Err(ClientError::CorruptBatch(e)));
         }
         let last_before = self.raw.raft.raft_log.last_index();
         let proposed = self.raw.propose(vec![], batch.to_vec());
@@ -691,6 +724,16 @@ impl Replica {
             last_before + 1,
             "a proposal appends exactly one entry"
         );
+        if let Some(m) = self.machine.as_mut() {
+            // The entry is in the leader's log now (unstable): the next produce is screened
+            // against it, even before it is written.
+            let appended = [AppendedEntry {
+                index,
+                term: self.raw.raft.term,
+                data: &batch,
+            }];
+            m.on_append(&appended);
+        }
         if acks == Acks::None {
             return;
         }
@@ -907,6 +950,11 @@ impl Replica {
     /// nor (with a machine) anything its newest snapshot does not cover: the machine is rebuilt
     /// from that snapshot plus the log after it.
     pub fn apply_retention(&mut self, now_ms: Millis) -> Result<(), StorageError> {
+        if self.machine.as_ref().is_some_and(|m| !m.compacts_log()) {
+            // A data partition's machine (the producer table) is small: snapshot it now, so
+            // retention is not held back by up to `snapshot_entries` entries.
+            self.snapshot_after(1)?;
+        }
         let covered = if self.machine.is_some() {
             self.snapshot_index
         } else {
@@ -1043,10 +1091,17 @@ impl Replica {
         let mut ctx = self.ctx();
         ctx.applied = e.index;
         if let Some(m) = self.machine.as_mut() {
+            let base_offset = self
+                .raw
+                .store()
+                .log()
+                .end_offset_at(e.index - 1)
+                .expect("a committed entry's predecessor is in the log");
             let entry = CommittedEntry {
                 index: e.index,
                 term: e.term,
                 data: &e.data,
+                base_offset,
             };
             m.apply(&entry, &ctx, &mut self.fx);
         }

@@ -268,14 +268,16 @@ impl PartitionStorage {
         }
     }
 
-    /// Marks the partition as having a state machine (see the field). If the log no longer
-    /// starts at the beginning and no snapshot verified, the machine cannot be rebuilt here:
-    /// the log is discarded and the replica enters repair mode (it votes for nobody until it
-    /// has caught up), so its leader sends it a snapshot. Term and vote are kept. Returns
-    /// whether that happened.
-    pub fn set_has_machine(&mut self) -> Result<bool, StorageError> {
+    /// Marks the partition as having a state machine (see the field). If the machine needs
+    /// the whole history (`needs_history`: its log is compacted behind its snapshots), the log
+    /// no longer starts at the beginning and no snapshot verified, the machine cannot be
+    /// rebuilt here: the log is discarded and the replica enters repair mode (it votes for
+    /// nobody until it has caught up), so its leader sends it a snapshot. Term and vote are
+    /// kept. Returns whether that happened. A data partition's machine (the producer table)
+    /// rebuilds from whatever log retention left: its data is never discarded for it.
+    pub fn set_has_machine(&mut self, needs_history: bool) -> Result<bool, StorageError> {
         self.has_machine = true;
-        if self.machine_snapshot.is_some() || self.log.first_index() <= 1 {
+        if !needs_history || self.machine_snapshot.is_some() || self.log.first_index() <= 1 {
             return Ok(false);
         }
         self.log.discard_all()?;

@@ -66,6 +66,7 @@ fn heartbeat(incarnation: u64) -> Envelope {
             }),
             leaders: vec![],
             create_topics: vec![],
+            producer_ids: None,
         }),
     }
 }

@@ -110,6 +110,27 @@ pub struct LeaderChanges {
     pub leaders: Vec<PartitionLeader>,
 }
 
+/// A block of producer ids granted to a broker, which hands them to its InitProducerId
+/// clients. The block starts at the image's next free id when the record applies (not at a
+/// value the proposer chose), so two grants never overlap, even across a controller failover.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct AllocateProducerIds {
+    #[prost(uint64, tag = "1")]
+    pub broker: NodeId,
+    /// The broker's request this answers: its incarnation and a counter within it. A broker
+    /// takes only a block that answers its own current request, so a restarted broker never
+    /// reuses its previous block.
+    #[prost(uint64, tag = "2")]
+    pub incarnation: u64,
+    #[prost(uint64, tag = "3")]
+    pub request: u64,
+    #[prost(uint32, tag = "4")]
+    pub size: u32,
+}
+
+/// Most producer ids one block may hold (a record asking for more is ignored).
+pub const PRODUCER_ID_BLOCK_MAX: u32 = 100_000;
+
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum RecordKind {
     #[prost(message, tag = "1")]
@@ -122,12 +143,14 @@ pub enum RecordKind {
     FenceBroker(FenceBroker),
     #[prost(message, tag = "5")]
     LeaderChanges(LeaderChanges),
+    #[prost(message, tag = "6")]
+    AllocateProducerIds(AllocateProducerIds),
 }
 
 /// One metadata change, the value of one record in the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6")]
     pub kind: Option<RecordKind>,
 }
 
@@ -160,6 +183,19 @@ pub struct ImageSnapshot {
     pub leaders: Vec<PartitionLeader>,
     #[prost(uint64, tag = "4")]
     pub records_applied: u64,
+    #[prost(int64, tag = "5")]
+    pub next_producer_id: i64,
+    #[prost(message, repeated, tag = "6")]
+    pub producer_blocks: Vec<ProducerBlockSnapshot>,
+}
+
+/// A broker's newest producer-id block in a snapshot.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProducerBlockSnapshot {
+    #[prost(message, optional, tag = "1")]
+    pub grant: Option<AllocateProducerIds>,
+    #[prost(int64, tag = "2")]
+    pub first: i64,
 }
 
 /// Why a metadata batch could not be read.
@@ -235,6 +271,23 @@ pub struct MetadataImage {
     pub leaders: BTreeMap<TopicPartition, LeaderMeta>,
     /// Records applied so far.
     pub records_applied: u64,
+    /// The lowest producer id no block holds yet.
+    pub next_producer_id: i64,
+    /// Each broker's newest producer-id block.
+    pub producer_blocks: BTreeMap<NodeId, ProducerIdBlock>,
+}
+
+/// Producer ids `first .. first + grant.size`, granted to `grant.broker`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerIdBlock {
+    pub grant: AllocateProducerIds,
+    pub first: i64,
+}
+
+impl ProducerIdBlock {
+    pub fn end(&self) -> i64 {
+        self.first + self.grant.size as i64
+    }
 }
 
 impl MetadataImage {
@@ -332,9 +385,22 @@ impl MetadataImage {
                     }
                 }
             }
+            Some(RecordKind::AllocateProducerIds(a)) => self.grant_producer_ids(a),
             None => {}
         }
         changes
+    }
+
+    fn grant_producer_ids(&mut self, a: &AllocateProducerIds) {
+        if a.size == 0 || a.size > PRODUCER_ID_BLOCK_MAX || a.broker == 0 {
+            return;
+        }
+        let block = ProducerIdBlock {
+            grant: a.clone(),
+            first: self.next_producer_id,
+        };
+        self.next_producer_id = block.end();
+        self.producer_blocks.insert(a.broker, block);
     }
 
     /// The brokers new replicas may be placed on: the configured ones and every registered
@@ -397,6 +463,15 @@ impl MetadataImage {
                 })
                 .collect(),
             records_applied: self.records_applied,
+            next_producer_id: self.next_producer_id,
+            producer_blocks: self
+                .producer_blocks
+                .values()
+                .map(|b| ProducerBlockSnapshot {
+                    grant: Some(b.grant.clone()),
+                    first: b.first,
+                })
+                .collect(),
         };
         Bytes::from(snap.encode_to_vec())
     }
@@ -458,6 +533,27 @@ impl MetadataImage {
             );
         }
         image.records_applied = snap.records_applied;
+        image.next_producer_id = snap.next_producer_id;
+        for b in &snap.producer_blocks {
+            let grant = b
+                .grant
+                .clone()
+                .ok_or_else(|| MetadataError::Decode("producer block without its grant".into()))?;
+            let block = ProducerIdBlock {
+                grant,
+                first: b.first,
+            };
+            let valid = block.first >= 0
+                && block.grant.size <= PRODUCER_ID_BLOCK_MAX
+                && block.end() <= image.next_producer_id;
+            if !valid || image.producer_blocks.contains_key(&block.grant.broker) {
+                return Err(MetadataError::Decode(format!(
+                    "producer block of broker {}",
+                    block.grant.broker
+                )));
+            }
+            image.producer_blocks.insert(block.grant.broker, block);
+        }
         Ok(image)
     }
 
@@ -492,6 +588,17 @@ impl MetadataImage {
         for (id, b) in &self.brokers {
             assert_eq!(*id, b.id, "broker keyed by another id");
             assert_ne!(*id, 0, "broker id 0 is reserved");
+        }
+        let mut blocks: Vec<&ProducerIdBlock> = self.producer_blocks.values().collect();
+        blocks.sort_by_key(|b| b.first);
+        for b in &blocks {
+            assert!(
+                b.first >= 0 && b.end() <= self.next_producer_id,
+                "block {b:?}"
+            );
+        }
+        for w in blocks.windows(2) {
+            assert!(w[0].end() <= w[1].first, "producer blocks overlap: {w:?}");
         }
     }
 

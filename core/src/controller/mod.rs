@@ -67,6 +67,7 @@ struct Leadership {
     fencing: BTreeMap<NodeId, Millis>,
     leaders: BTreeMap<TopicPartition, (LeaderMeta, Millis)>,
     creating: BTreeMap<String, Millis>,
+    granting: BTreeMap<NodeId, (AllocateProducerIds, Millis)>,
 }
 
 impl Leadership {
@@ -77,6 +78,7 @@ impl Leadership {
         self.fencing.clear();
         self.leaders.clear();
         self.creating.clear();
+        self.granting.clear();
     }
 }
 
@@ -302,6 +304,32 @@ impl Controller {
         for t in hb.create_topics {
             self.auto_create(t, ctx, fx);
         }
+        if let Some(want) = hb.producer_ids.filter(|w| w.broker == from) {
+            self.grant_producer_ids(want, ctx, fx);
+        }
+    }
+
+    /// A broker asked for a block of producer ids: granted once per request.
+    fn grant_producer_ids(&mut self, want: AllocateProducerIds, ctx: &Ctx, fx: &mut Effects) {
+        let granted = self
+            .image
+            .producer_blocks
+            .get(&want.broker)
+            .is_some_and(|b| b.grant == want);
+        let window = self.config.session_timeout_ms;
+        let proposed = self
+            .lead
+            .granting
+            .get(&want.broker)
+            .is_some_and(|(w, at)| *w == want && recent(*at, ctx.now_ms, window));
+        if granted || proposed || want.size == 0 || want.size > PRODUCER_ID_BLOCK_MAX {
+            return;
+        }
+        self.lead
+            .granting
+            .insert(want.broker, (want.clone(), ctx.now_ms));
+        let kind = RecordKind::AllocateProducerIds(want);
+        self.propose(Proposal::Internal, kind, ctx, fx);
     }
 
     fn register(&mut self, reg: RegisterBroker, ctx: &Ctx, fx: &mut Effects) {

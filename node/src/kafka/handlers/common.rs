@@ -57,6 +57,12 @@ pub fn client_error_code(e: &ClientError) -> i16 {
         ClientError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         ClientError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         ClientError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ClientError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
+        ClientError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        ClientError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        ClientError::DuplicateNotCommitted => ResponseError::NotEnoughReplicasAfterAppend,
+        ClientError::InvalidProducerIdMapping(_) => ResponseError::InvalidProducerIdMapping,
+        ClientError::CoordinatorLoading => ResponseError::CoordinatorLoadInProgress,
     };
     kafka.code()
 }

@@ -18,6 +18,7 @@
 //! - [`fetch`]: Fetch, one core request per pass, with the long poll.
 //! - [`offsets`]: ListOffsets and OffsetForLeaderEpoch.
 //! - [`topics`]: CreateTopics and DeleteTopics.
+//! - [`producers`]: InitProducerId (idempotent producers).
 //! - [`configs`]: DescribeConfigs, from the cluster view.
 //! - [`common`]: what several handlers share (partition errors, Kafka codes of core errors).
 
@@ -28,6 +29,7 @@ pub mod fetch;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod producers;
 pub mod topics;
 
 use std::future::Future;
@@ -60,6 +62,7 @@ impl<B: Broker> Api<B> {
         Api::of::<topics::DeleteTopics>(ApiKey::DeleteTopics, 1, 6),
         // TOPIC resources (defaults only, see `configs`) and BROKER resources (no configs).
         Api::of::<configs::DescribeConfigs>(ApiKey::DescribeConfigs, 1, 4),
+        Api::of::<producers::InitProducerId>(ApiKey::InitProducerId, 0, 5),
     ];
 
     /// The row of `api` if we advertise `version` of it.
