@@ -22,17 +22,23 @@ pub enum Mutation {
     ApplyBeforeCommit,
     /// `PartitionStorage::set_hard_state` does not persist the vote.
     ForgetHardState,
+    /// `ProducerTable::admit` lets a producer's retry of a batch it already has through.
+    AcceptDuplicateSequence,
+    /// `ProducerTable::on_truncate` keeps the producer batches of a dropped log suffix.
+    KeepProducerStateOnTruncation,
 }
 
 impl Mutation {
     /// Every mutation, for campaigns and the standing test.
-    pub const ALL: [Mutation; 6] = [
+    pub const ALL: [Mutation; 8] = [
         Mutation::AckBeforeSync,
         Mutation::ServePastHw,
         Mutation::SkipTermCheck,
         Mutation::LoseTruncation,
         Mutation::ApplyBeforeCommit,
         Mutation::ForgetHardState,
+        Mutation::AcceptDuplicateSequence,
+        Mutation::KeepProducerStateOnTruncation,
     ];
 
     /// The kebab-case name used on the command line.
@@ -44,6 +50,8 @@ impl Mutation {
             Mutation::LoseTruncation => "lose-truncation",
             Mutation::ApplyBeforeCommit => "apply-before-commit",
             Mutation::ForgetHardState => "forget-hard-state",
+            Mutation::AcceptDuplicateSequence => "accept-duplicate-sequence",
+            Mutation::KeepProducerStateOnTruncation => "keep-producer-state-on-truncation",
         }
     }
 

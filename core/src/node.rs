@@ -733,6 +733,16 @@ impl Node {
         let free = self.disk.available_bytes();
         self.disk_low = free.is_some_and(|f| f < self.config.min_free_bytes);
         self.disk_critical = free.is_some_and(|f| f < self.config.min_free_bytes / 2);
+        // Before the raft ticks: a tick may run check_quorum, which clears every follower's
+        // `recent_active`; checked after it, the preferred leader would look out of sync on
+        // every check that lands on such a tick (with a check period a multiple of the
+        // election timeout, all of them).
+        if let Some(every) = self.config.preferred_leader_check_ms {
+            if now_ms - self.last_preferred_check_ms >= every {
+                self.last_preferred_check_ms = now_ms;
+                self.restore_preferred_leaders();
+            }
+        }
         let mut replies = Replies::new();
         let mut touched = Vec::new();
         for (tp, replica) in self.replicas.iter_mut() {
@@ -753,12 +763,6 @@ impl Node {
             .is_none_or(|t| now_ms - t >= self.config.heartbeat_ms)
         {
             self.send_heartbeat();
-        }
-        if let Some(every) = self.config.preferred_leader_check_ms {
-            if now_ms - self.last_preferred_check_ms >= every {
-                self.last_preferred_check_ms = now_ms;
-                self.restore_preferred_leaders();
-            }
         }
         if now_ms - self.last_retention_ms >= self.config.retention_check_ms {
             self.last_retention_ms = now_ms;
@@ -870,10 +874,7 @@ impl Node {
             let Some(pref) = r.preferred_leader() else {
                 continue;
             };
-            // The lag-time ISR, not raft's `recent_active`: check_quorum clears that flag every
-            // election timeout, and this check runs right after ticks, so it would land on a
-            // cleared flag again and again.
-            if r.is_leader() && pref != self.id && r.isr().contains(&pref) {
+            if r.is_leader() && pref != self.id && r.in_sync_replicas().contains(&pref) {
                 r.transfer_leadership(pref, &mut self.rng);
                 self.active.insert(tp.clone());
             }
@@ -1031,9 +1032,16 @@ impl Node {
             log.retention_ms = None;
             log.retention_bytes = None;
         }
-        let (storage, report) =
-            PartitionStorage::open(self.disk.clone(), &tp.dir(), log, voters, learners)
-                .map_err(storage_error(&tp))?;
+        let needs_history = machine.as_ref().is_none_or(|m| m.compacts_log());
+        let (storage, report) = PartitionStorage::open_with(
+            self.disk.clone(),
+            &tp.dir(),
+            log,
+            voters,
+            learners,
+            needs_history,
+        )
+        .map_err(storage_error(&tp))?;
         let replica = Replica::open(
             self.config.id,
             tp.clone(),

@@ -33,6 +33,7 @@ use prost::Message as _;
 
 use crate::api::ClientError;
 use crate::batch::BatchHeader;
+use crate::mutation::{self, Mutation};
 use crate::machine::{
     Admission, AppendedEntry, Command, CommittedEntry, Ctx, Effects, PartitionMachine, RestoreError,
 };
@@ -340,6 +341,10 @@ impl PartitionMachine for ProducerTable {
         let current = self.effective(id.producer_id, ctx);
         match self.screen(&id, current.as_ref()) {
             Ok(Screened::Fresh) => Admission::Propose,
+            // Planted bug: a retry is written again.
+            Ok(Screened::Duplicate(_)) if mutation::active(Mutation::AcceptDuplicateSequence) => {
+                Admission::Propose
+            }
             Ok(Screened::Duplicate(offset)) if offset >= 0 => {
                 self.stats.duplicates_answered += 1;
                 Admission::Answer(Ok(offset))
@@ -371,6 +376,10 @@ impl PartitionMachine for ProducerTable {
     }
 
     fn on_truncate(&mut self, from_index: RaftIndex) {
+        if mutation::active(Mutation::KeepProducerStateOnTruncation) {
+            // Planted bug: the dropped suffix's batches still count.
+            return;
+        }
         self.tail.split_off(&from_index);
     }
 

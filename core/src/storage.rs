@@ -89,8 +89,12 @@ pub struct PartitionStorage {
     durable_commit: RaftIndex,
     /// The newest state machine snapshot that verified (see [`crate::snapshot`]).
     machine_snapshot: Option<SnapshotFile>,
-    /// Whether the partition has a state machine: then a raft snapshot must carry its state,
-    /// and a metadata-only one is never offered.
+    /// Whether the partition's state machine needs its whole history (its log is compacted
+    /// behind its snapshots, as the metadata log): then a raft snapshot must carry its state,
+    /// and a metadata-only one is never offered. A data partition's producer table does not:
+    /// a follower behind the leader's retention gets a metadata-only snapshot at the leader's
+    /// log start (its log must start where the leader's does, or consumers would lose data
+    /// that retention still keeps) and keeps the table it had.
     has_machine: bool,
     disk: Rc<dyn Disk>,
     dir: String,
@@ -107,6 +111,21 @@ impl PartitionStorage {
         config: LogConfig,
         voters: &[NodeId],
         learners: &[NodeId],
+    ) -> Result<(PartitionStorage, OpenReport), StorageError> {
+        Self::open_with(disk, dir, config, voters, learners, true)
+    }
+
+    /// [`PartitionStorage::open`] for a partition whose machine may not need its whole
+    /// history (`needs_history` false: a data partition's producer table). A machine snapshot
+    /// ahead of the recovered commit then does not replace the log (that would drop records
+    /// consumers may still read): it is ignored, and the machine rebuilds from the log.
+    pub fn open_with(
+        disk: Rc<dyn Disk>,
+        dir: &str,
+        config: LogConfig,
+        voters: &[NodeId],
+        learners: &[NodeId],
+        needs_history: bool,
     ) -> Result<(PartitionStorage, OpenReport), StorageError> {
         let state_path = join_path(dir, STATE_FILE);
         let (mut state_file, payload) = SlotFile::open(disk.clone(), &state_path)?;
@@ -156,6 +175,10 @@ impl PartitionStorage {
             state_dirty = true;
         }
         let mut log = log;
+        let mut machine_snapshot = machine_snapshot;
+        if !needs_history && machine_snapshot.as_ref().is_some_and(|m| m.index > state.commit) {
+            machine_snapshot = None;
+        }
         if let Some(m) = machine_snapshot.as_ref().filter(|m| m.index > state.commit) {
             finish_install(&mut log, &mut state, m)?;
             state_dirty = true;
@@ -276,7 +299,7 @@ impl PartitionStorage {
     /// kept. Returns whether that happened. A data partition's machine (the producer table)
     /// rebuilds from whatever log retention left: its data is never discarded for it.
     pub fn set_has_machine(&mut self, needs_history: bool) -> Result<bool, StorageError> {
-        self.has_machine = true;
+        self.has_machine = needs_history;
         if !needs_history || self.machine_snapshot.is_some() || self.log.first_index() <= 1 {
             return Ok(false);
         }

@@ -1,4 +1,5 @@
-//! Simulated Kafka clients: producers (acks=all and acks=1) and assign-mode consumers writing
+//! Simulated Kafka clients: producers (acks=all, acks=1 and idempotent) and assign-mode
+//! consumers writing
 //! and reading unique integer values, recording every operation in the Jepsen queue history
 //! (`railyard_jepsen::History`, the JSONL format of CHECKER.md).
 //!
@@ -8,6 +9,14 @@
 //! did not happen, `info` when it may have (after which the process is replaced by a new one, as
 //! Jepsen requires). An acks=1 acknowledgement is recorded as `info`: acks=1 promises nothing
 //! about surviving a leader failover, so the checker must not count it as committed.
+//!
+//! Idempotent producers behave like the Java client with `enable.idempotence=true`: they get a
+//! producer id first (InitProducerId), number their batches per partition, and retry a batch
+//! with the same sequence number across timeouts and leader changes until it is acknowledged;
+//! only a fatal answer (a sequence or epoch error) or too many attempts end the operation
+//! without an ok (`info` if any attempt may have written it), after which the client starts
+//! over with a new producer id. Their retries must never be written twice: a `duplicate` in
+//! the history is an error.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +31,32 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Clone, Debug)]
 pub enum Role {
     Producer { acks: Acks },
+    /// acks=all with idempotence (see the module docs).
+    IdempotentProducer,
     Consumer,
+}
+
+/// Most attempts of one idempotent send before the client gives up on it.
+const IDEMPOTENT_ATTEMPTS_MAX: u32 = 40;
+
+/// An idempotent producer's state.
+#[derive(Clone, Debug, Default)]
+pub struct Idempotence {
+    /// (producer id, epoch), once InitProducerId answered.
+    pub producer: Option<(i64, i16)>,
+    pub next_seq: BTreeMap<TopicPartition, i32>,
+    /// The batch being sent, resent as it is until it is acknowledged.
+    pub retry: Option<Retry>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Retry {
+    pub tp: TopicPartition,
+    pub value: u64,
+    pub batch: bytes::Bytes,
+    pub attempts: u32,
+    /// Some attempt may have been written (it timed out, or its outcome was unknown).
+    pub maybe_written: bool,
 }
 
 /// An operation in flight.
@@ -38,6 +72,7 @@ pub struct InFlight {
 pub enum PendingOp {
     Send { tp: TopicPartition, value: u64 },
     Poll { tp: TopicPartition, from: Offset },
+    InitProducerId,
 }
 
 pub struct Client {
@@ -57,6 +92,7 @@ pub struct Client {
     pub stopped: bool,
     /// Final catch-up reader: polls its keys until each reaches `final_targets`.
     pub final_targets: Option<BTreeMap<TopicPartition, Offset>>,
+    pub idempotence: Idempotence,
 }
 
 /// Shared state of the workload: the history and the allocators for processes and values.
@@ -75,6 +111,10 @@ pub struct Workload {
     /// Sends refused because the leader's disk was (almost) full.
     pub send_refused_disk_full: u64,
     pub send_info: u64,
+    /// Idempotent sends resent after a timeout or a retriable error.
+    pub idempotent_retries: u64,
+    /// Idempotent producers that started over with a new producer id.
+    pub idempotent_resets: u64,
     pub polls_ok: u64,
     pub values_read: u64,
     /// Per tp, (time_us) of the last acks=all ok send, for the liveness check.
@@ -105,6 +145,8 @@ impl Workload {
             send_fail: 0,
             send_refused_disk_full: 0,
             send_info: 0,
+            idempotent_retries: 0,
+            idempotent_resets: 0,
             polls_ok: 0,
             values_read: 0,
             last_ok_send_us: BTreeMap::new(),
@@ -127,6 +169,7 @@ impl Workload {
             needs_assign: true,
             stopped: false,
             final_targets: None,
+            idempotence: Idempotence::default(),
         });
         id
     }
@@ -147,12 +190,23 @@ impl Workload {
         let nodes = self.nodes.clone();
         let request_id = self.next_request;
         let c = &mut self.clients[client];
-        if c.stopped || c.in_flight.is_some() {
+        if c.in_flight.is_some() {
             return None;
+        }
+        if c.stopped {
+            // A send still being retried ends unacknowledged.
+            if let Some(r) = c.idempotence.retry.take() {
+                self.end_idempotent_send(client, r, now_us);
+            }
+            return None;
+        }
+        if matches!(c.role, Role::IdempotentProducer) {
+            return self.next_idempotent(client, now_us, rng);
         }
         let tp = match (&c.role, &c.final_targets) {
             // Producers spread writes over their keys at random.
             (Role::Producer { .. }, _) => c.keys[rng.gen_range(0..c.keys.len())].clone(),
+            (Role::IdempotentProducer, _) => unreachable!("handled above"),
             (Role::Consumer, Some(targets)) => {
                 let pending: Vec<&TopicPartition> = targets
                     .iter()
@@ -194,6 +248,7 @@ impl Workload {
                     PendingOp::Send { tp, value },
                 )
             }
+            Role::IdempotentProducer => unreachable!("handled above"),
             Role::Consumer => {
                 if c.needs_assign {
                     c.needs_assign = false;
@@ -225,6 +280,130 @@ impl Workload {
         Some((node, request_id, request))
     }
 
+    /// An idempotent producer's next request: InitProducerId, the batch being retried, or a
+    /// new batch with the partition's next sequence number.
+    fn next_idempotent(
+        &mut self,
+        client: usize,
+        now_us: u64,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<(NodeId, u64, Request)> {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let node_any = self.nodes[rng.gen_range(0..self.nodes.len())];
+        let c = &mut self.clients[client];
+        let Some((pid, epoch)) = c.idempotence.producer else {
+            c.in_flight = Some(InFlight {
+                request_id,
+                node: node_any,
+                deadline_us: now_us + CLIENT_TIMEOUT_US,
+                op: PendingOp::InitProducerId,
+            });
+            return Some((node_any, request_id, Request::InitProducerId { current: None }));
+        };
+        if c.idempotence.retry.is_none() {
+            let tp = c.keys[rng.gen_range(0..c.keys.len())].clone();
+            let value = self.next_value;
+            self.next_value += 1;
+            self.sent_values.insert(value, tp.clone());
+            let seq = c.idempotence.next_seq.entry(tp.clone()).or_insert(0);
+            let ts = WALL_EPOCH_MS + (now_us / 1000) as i64;
+            let batch = BatchBuilder::new(ts)
+                .producer(pid, epoch, *seq)
+                .record(None, Some(value.to_string().as_bytes()), &[], ts)
+                .build();
+            *seq += 1;
+            self.history
+                .push(Event::invoke(c.process, Op::send(tp.to_string(), value), now_us));
+            c.idempotence.retry = Some(Retry {
+                tp,
+                value,
+                batch,
+                attempts: 0,
+                maybe_written: false,
+            });
+        }
+        let r = c.idempotence.retry.as_mut().expect("set above");
+        r.attempts += 1;
+        let node = match c.leader_hint.get(&r.tp) {
+            Some(n) if rng.gen_bool(0.95) => *n,
+            _ => node_any,
+        };
+        let (tp, value) = (r.tp.clone(), r.value);
+        let request = Request::Produce {
+            tp: tp.clone(),
+            acks: Acks::All,
+            batch: r.batch.clone(),
+        };
+        c.in_flight = Some(InFlight {
+            request_id,
+            node,
+            deadline_us: now_us + CLIENT_TIMEOUT_US,
+            op: PendingOp::Send { tp, value },
+        });
+        Some((node, request_id, request))
+    }
+
+    /// An idempotent send's answer.
+    fn idempotent_reply(
+        &mut self,
+        client: usize,
+        result: Result<Offset, ClientError>,
+        now_us: u64,
+    ) {
+        let c = &mut self.clients[client];
+        let mut r = c.idempotence.retry.take().expect("an idempotent send is in progress");
+        let e = match result {
+            Ok(offset) => {
+                self.acked_all += 1;
+                self.last_ok_send_us.insert(r.tp.clone(), now_us);
+                let op = Op::send_ok(r.tp.to_string(), offset, r.value);
+                self.history.push(Event::ok(c.process, op, now_us));
+                return;
+            }
+            Err(e) => e,
+        };
+        match &e {
+            ClientError::NotLeader { leader: Some(l) } => {
+                c.leader_hint.insert(r.tp.clone(), *l);
+            }
+            ClientError::NotLeader { leader: None } => {
+                c.leader_hint.remove(&r.tp);
+            }
+            _ => {}
+        }
+        r.maybe_written |= !e.definitely_not_written();
+        let fatal = matches!(
+            e,
+            ClientError::OutOfOrderSequence { .. }
+                | ClientError::UnknownProducerId(_)
+                | ClientError::InvalidProducerEpoch { .. }
+                | ClientError::CorruptBatch(_)
+                | ClientError::MessageTooLarge { .. }
+        );
+        if fatal || r.attempts >= IDEMPOTENT_ATTEMPTS_MAX {
+            self.end_idempotent_send(client, r, now_us);
+        } else {
+            self.idempotent_retries += 1;
+            self.clients[client].idempotence.retry = Some(r);
+        }
+    }
+
+    /// Gives up on an idempotent send: `info` if an attempt may have written it, else `fail`;
+    /// the client starts over with a new producer id (its sequence numbers are spent).
+    fn end_idempotent_send(&mut self, client: usize, r: Retry, now_us: u64) {
+        let c = &mut self.clients[client];
+        c.idempotence = Idempotence::default();
+        self.idempotent_resets += 1;
+        if r.maybe_written {
+            self.record_info_send(client, &r.tp, r.value, now_us);
+        } else {
+            self.send_fail += 1;
+            let op = Op::send(r.tp.to_string(), r.value);
+            self.history.push(Event::fail(c.process, op, now_us));
+        }
+    }
+
     /// Handles a reply. Returns false if it was stale (the client gave up on it).
     pub fn handle_reply(
         &mut self,
@@ -239,10 +418,20 @@ impl Workload {
         };
         let process = c.process;
         match (inf.op, response) {
+            (PendingOp::InitProducerId, Response::InitProducerId(result)) => {
+                if let Ok(p) = result {
+                    c.idempotence.producer = Some(p);
+                }
+            }
+            (PendingOp::Send { .. }, Response::Produce(result))
+                if matches!(c.role, Role::IdempotentProducer) =>
+            {
+                self.idempotent_reply(client, result, now_us)
+            }
             (PendingOp::Send { tp, value }, Response::Produce(result)) => {
                 let acks = match c.role {
                     Role::Producer { acks } => acks,
-                    Role::Consumer => unreachable!("consumers do not send"),
+                    Role::IdempotentProducer | Role::Consumer => unreachable!("handled above"),
                 };
                 match result {
                     Ok(offset) if acks == Acks::All => {
@@ -350,7 +539,19 @@ impl Workload {
             return false;
         };
         c.leader_hint.clear();
+        if let Some(r) = c.idempotence.retry.as_mut() {
+            // Resent as it is: the partition answers a duplicate with the original offset.
+            r.maybe_written = true;
+            if r.attempts < IDEMPOTENT_ATTEMPTS_MAX {
+                self.idempotent_retries += 1;
+                return true;
+            }
+            let r = c.idempotence.retry.take().expect("checked above");
+            self.end_idempotent_send(client, r, now_us);
+            return true;
+        }
         match inf.op {
+            PendingOp::InitProducerId => {}
             PendingOp::Send { tp, value } => self.record_info_send(client, &tp, value, now_us),
             PendingOp::Poll { .. } => {
                 let p = self.clients[client].process;

@@ -47,7 +47,7 @@ impl World {
     /// have committed a new write since the heal.
     pub(super) fn stop_producers(&mut self) {
         for c in self.workload.clients.iter_mut() {
-            if matches!(c.role, Role::Producer { .. }) {
+            if matches!(c.role, Role::Producer { .. } | Role::IdempotentProducer) {
                 c.stopped = true;
             }
         }

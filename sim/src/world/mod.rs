@@ -93,6 +93,8 @@ pub struct SimOptions {
     pub liveness_us: u64,
     pub producers_all: usize,
     pub producers_leader: usize,
+    /// Idempotent acks=all producers that retry across leader changes.
+    pub producers_idempotent: usize,
     pub consumers: usize,
     pub scenario: Scenario,
     pub log: LogConfig,
@@ -117,6 +119,7 @@ impl SimOptions {
             liveness_us: 10_000_000,
             producers_all: 3,
             producers_leader: 1,
+            producers_idempotent: 2,
             consumers: 2,
             scenario: Scenario::Swarm,
             log: LogConfig {
@@ -446,6 +449,9 @@ impl World {
         }
         for _ in 0..opts.producers_leader {
             workload.add_client(Role::Producer { acks: Acks::Leader }, all_keys.clone());
+        }
+        for _ in 0..opts.producers_idempotent {
+            workload.add_client(Role::IdempotentProducer, all_keys.clone());
         }
         for _ in 0..opts.consumers {
             workload.add_client(Role::Consumer, all_keys.clone());
