@@ -86,6 +86,9 @@ pub enum Request {
         partitions: u32,
         replication_factor: u32,
     },
+    /// A consumer-group request, for the coordinator of the group's `__consumer_offsets`
+    /// partition.
+    Group(crate::groups::GroupRequest),
 }
 
 /// One partition of a [`Request::FetchMany`].
@@ -184,6 +187,7 @@ pub enum Response {
     /// The topic exists on every node that applied the record (or, validate_only, could).
     CreateTopic(Result<(), ClientError>),
     DeleteTopic(Result<(), ClientError>),
+    Group(crate::groups::GroupResponse),
 }
 
 impl Response {
@@ -201,6 +205,9 @@ impl Response {
                 Response::CreateTopic(Err(err))
             }
             Request::DeleteTopic { .. } => Response::DeleteTopic(Err(err)),
+            Request::Group(r) => {
+                Response::Group(crate::groups::GroupResponse::error_for(r, (&err).into()))
+            }
         }
     }
 }
