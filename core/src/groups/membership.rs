@@ -330,7 +330,8 @@ impl GroupCoordinator {
             reset_syncs(g, GroupError::RebalanceInProgress, fx);
         }
         let timeout = g.max_rebalance_timeout_ms();
-        g.rebalance = Some(if g.state == GroupState::Empty {
+        // A zero delay is no delay: the rebalance completes as soon as everyone joined.
+        g.rebalance = Some(if g.state == GroupState::Empty && delay > 0 {
             g.new_member_added = false;
             Rebalance {
                 deadline_ms: ctx.now_ms + delay,
