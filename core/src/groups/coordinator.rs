@@ -437,9 +437,15 @@ impl PartitionMachine for GroupCoordinator {
         ctx: &Ctx,
         fx: &mut Effects,
     ) {
-        if let Some(p) = self.proposals.remove(&tag) {
-            self.finish_proposal(p, result, ctx, fx);
+        let Some(p) = self.proposals.remove(&tag) else {
+            return;
+        };
+        // Only this leadership's own barrier says its predecessors' entries are applied.
+        let ours = self.lead.as_ref().is_some_and(|l| l.barrier == Some(tag));
+        if matches!(p, Proposal::Barrier) && !ours {
+            return;
         }
+        self.finish_proposal(p, result, ctx, fx);
     }
 
     fn snapshot(&self) -> Bytes {

@@ -151,6 +151,21 @@ impl LiveGroup {
         }
     }
 
+    /// Moves to `to`, asserting the move is one of Kafka's (`validPreviousStates`).
+    pub fn transition(&mut self, to: GroupState) {
+        use GroupState::*;
+        let from = self.state;
+        let valid = match to {
+            PreparingRebalance => matches!(from, Stable | CompletingRebalance | Empty),
+            CompletingRebalance => from == PreparingRebalance,
+            Stable => from == CompletingRebalance,
+            Empty => from == PreparingRebalance,
+            Dead => true,
+        };
+        assert!(valid, "group transition {from:?} -> {to:?}");
+        self.state = to;
+    }
+
     /// Whether a member (`member`: its id when it is already one, whose old protocols do not
     /// count) with this type and protocols may join (Kafka's `supportsProtocols`).
     pub fn supports(

@@ -343,7 +343,7 @@ impl GroupCoordinator {
                 initial_remaining_ms: None,
             }
         });
-        g.state = GroupState::PreparingRebalance;
+        g.transition(GroupState::PreparingRebalance);
         self.try_complete_join(name, ctx, fx);
     }
 
@@ -375,7 +375,7 @@ impl GroupCoordinator {
         g.rebalance = None;
         g.generation += 1;
         if g.members.is_empty() {
-            g.state = GroupState::Empty;
+            g.transition(GroupState::Empty);
             g.protocol = None;
             g.leader = None;
             let value = Some(g.to_value(ctx.wall_ms));
@@ -388,7 +388,7 @@ impl GroupCoordinator {
         }
         g.protocol = Some(g.select_protocol().unwrap_or_default());
         g.leader = g.next_leader();
-        g.state = GroupState::CompletingRebalance;
+        g.transition(GroupState::CompletingRebalance);
         let ids: Vec<String> = g.members.keys().cloned().collect();
         for m in ids {
             let reply = current_join(g, &m, false);
@@ -517,7 +517,7 @@ impl GroupCoordinator {
         for m in g.members.values_mut() {
             m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
         }
-        g.state = GroupState::Stable;
+        g.transition(GroupState::Stable);
         let waiting: Vec<(String, RequestId)> = g
             .members
             .values_mut()

@@ -100,7 +100,7 @@ impl GroupCoordinator {
         );
     }
 
-    /// Whether this commit may be written (Kafka's `validateOffsetCommit`).
+    /// Whether this commit may be written (Kafka 4.x `ClassicGroup.validateOffsetCommit`).
     fn check_commit(
         &self,
         group: &str,
@@ -108,25 +108,22 @@ impl GroupCoordinator {
         member_id: &str,
         instance: Option<String>,
     ) -> Result<(), GroupError> {
-        let simple = generation < 0 && member_id.is_empty() && instance.is_none();
+        let managed = generation >= 0 || !member_id.is_empty() || instance.is_some();
         let lead = self.lead.as_ref().expect("handlers run while leading");
         let Some(g) = lead.groups.get(group) else {
-            // Only a simple commit creates a group; a generation from a group we do not
-            // know is from an old coordinator or a lost group.
-            return simple.then_some(()).ok_or(GroupError::IllegalGeneration);
+            // Only a commit with generation -1 creates a group (Kafka's simple consumer); a
+            // generation of a group we do not know is from an older coordinator.
+            if generation >= 0 {
+                return Err(GroupError::IllegalGeneration);
+            }
+            return (!managed).then_some(()).ok_or(GroupError::UnknownMemberId);
         };
-        if g.state == GroupState::Dead {
-            return Err(GroupError::CoordinatorNotAvailable);
+        if managed {
+            validate_member(g, member_id, instance.as_deref(), generation)?;
+        } else if g.state != GroupState::Empty {
+            // A group with members is managed: only they commit.
+            return Err(GroupError::UnknownMemberId);
         }
-        if simple {
-            // A group with members is managed: a commit outside it is from a stale client.
-            return g
-                .members
-                .is_empty()
-                .then_some(())
-                .ok_or(GroupError::IllegalGeneration);
-        }
-        validate_member(g, member_id, instance.as_deref(), generation)?;
         // Commits in PreparingRebalance are allowed (consumers commit while revoking); after
         // the JoinGroup reply the member must sync first.
         if g.state == GroupState::CompletingRebalance {
@@ -220,7 +217,7 @@ impl GroupCoordinator {
             };
             if error.is_none() && !results.iter().any(|(g, _)| g == &name) {
                 records.extend(self.tombstones(&name, usize::MAX));
-                self.group_mut(&name).state = GroupState::Dead;
+                self.group_mut(&name).transition(GroupState::Dead);
             }
             results.push((name, error));
         }
@@ -401,7 +398,7 @@ impl GroupCoordinator {
         lead.last_expiry_ms = Some(ctx.now_ms);
         let (records, emptied) = self.expired_records(ctx);
         for g in &emptied {
-            self.group_mut(g).state = GroupState::Dead;
+            self.group_mut(g).transition(GroupState::Dead);
         }
         if records.is_empty() {
             return self.forget_dead(emptied, None, ctx);

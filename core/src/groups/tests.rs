@@ -456,9 +456,10 @@ fn test_static_member_restart_keeps_assignment() {
 #[test]
 fn test_offset_commit_membership_checks() {
     // Proves commits from non-members, stale generations and simple commits into a managed
-    // group are refused with Kafka's codes, and nothing is proposed for them.
+    // group are refused with Kafka's codes, nothing is proposed for them, and members may
+    // commit during PreparingRebalance but not CompletingRebalance.
     let mut h = Harness::new();
-    let (a, _) = h.form_group();
+    let (a, b) = h.form_group();
     let r = h.commit("stranger", 1, 5, "");
     assert_eq!(
         h.commit_reply(r),
@@ -472,12 +473,38 @@ fn test_offset_commit_membership_checks() {
     let r = h.commit("", -1, 5, "");
     assert_eq!(
         h.commit_reply(r),
-        vec![(tp(0), Some(GroupError::IllegalGeneration))]
+        vec![(tp(0), Some(GroupError::UnknownMemberId))]
     );
+    let mut unknown = GroupRequest::OffsetCommit {
+        group: "other".into(),
+        generation: 3,
+        member_id: "m".into(),
+        group_instance_id: None,
+        offsets: vec![(tp(0), 1, -1, None)],
+    };
+    let want = vec![(tp(0), Some(GroupError::IllegalGeneration))];
+    assert_eq!(h.call(unknown.clone()), GroupResponse::OffsetCommit(want));
+    if let GroupRequest::OffsetCommit { generation, .. } = &mut unknown {
+        *generation = -1;
+    }
+    let want = vec![(tp(0), Some(GroupError::UnknownMemberId))];
+    assert_eq!(h.call(unknown), GroupResponse::OffsetCommit(want));
     assert!(h.proposed.is_empty());
-    let r = h.commit(&a, 1, 5, "");
+    let (_, jc) = h.join_new("c");
+    let r = h.commit(&a, 1, 6, "");
     h.commit_all();
     assert_eq!(h.commit_reply(r), vec![(tp(0), None)]);
+    let ja = h.join(&a, None, &["t"]);
+    let jb = h.join(&b, None, &["t"]);
+    assert_eq!(h.join_reply(ja).generation, 2);
+    assert_eq!(h.join_reply(jb).generation, 2);
+    assert_eq!(h.join_reply(jc).generation, 2);
+    let r = h.commit(&a, 2, 7, "");
+    assert_eq!(
+        h.commit_reply(r),
+        vec![(tp(0), Some(GroupError::RebalanceInProgress))]
+    );
+    assert_eq!(h.fetch(None)[0].offset, 6);
 }
 
 #[test]
