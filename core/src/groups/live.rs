@@ -2,7 +2,7 @@
 //! built from the committed metadata when this replica finishes loading, changed only by the
 //! leader's decisions, and dropped when leadership ends. Pure data and decisions: no effects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
@@ -79,6 +79,10 @@ pub(super) struct LiveGroup {
     pub rebalance: Option<Rebalance>,
     /// The assignment record in flight (CompletingRebalance -> Stable).
     pub sync_tag: Option<u64>,
+    /// Members yet to send their SyncGroup for this generation, and the deadline (the
+    /// rebalance timeout) after which they are removed (Kafka's pending sync expiration).
+    pub awaiting_sync: BTreeSet<String>,
+    pub sync_deadline_ms: Option<Millis>,
     /// A member joined during the initial delay (which then extends).
     pub new_member_added: bool,
 }
@@ -96,6 +100,8 @@ impl LiveGroup {
             pending: BTreeMap::new(),
             rebalance: None,
             sync_tag: None,
+            awaiting_sync: BTreeSet::new(),
+            sync_deadline_ms: None,
             new_member_added: false,
         }
     }
@@ -245,6 +251,7 @@ impl LiveGroup {
     /// Removes a member and its instance mapping; fixes the leader.
     pub fn remove(&mut self, member_id: &str) -> Option<Member> {
         let m = self.members.remove(member_id)?;
+        self.awaiting_sync.remove(member_id);
         if let Some(i) = &m.instance {
             if self.instances.get(i).map(String::as_str) == Some(member_id) {
                 self.instances.remove(i);
@@ -338,6 +345,7 @@ impl LiveGroup {
                     "group {name}: rebalance without a timer"
                 );
                 assert!(self.members.values().all(|m| m.sync.is_none()));
+                assert!(self.awaiting_sync.is_empty() && self.sync_deadline_ms.is_none());
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
                 assert!(!self.members.is_empty(), "group {name}: no members");
@@ -351,6 +359,10 @@ impl LiveGroup {
                 );
                 assert!(self.protocol.is_some() && self.rebalance.is_none());
                 assert!(self.members.values().all(|m| m.join.is_none()));
+                assert!(self
+                    .awaiting_sync
+                    .iter()
+                    .all(|m| self.members.contains_key(m)));
             }
         }
         if self.state == GroupState::Stable {

@@ -329,6 +329,8 @@ impl GroupCoordinator {
         if g.state == GroupState::CompletingRebalance {
             reset_syncs(g, GroupError::RebalanceInProgress, fx);
         }
+        g.awaiting_sync.clear();
+        g.sync_deadline_ms = None;
         let timeout = g.max_rebalance_timeout_ms();
         // A zero delay is no delay: the rebalance completes as soon as everyone joined.
         g.rebalance = Some(if g.state == GroupState::Empty && delay > 0 {
@@ -389,6 +391,8 @@ impl GroupCoordinator {
         g.protocol = Some(g.select_protocol().unwrap_or_default());
         g.leader = g.next_leader();
         g.transition(GroupState::CompletingRebalance);
+        g.awaiting_sync = g.members.keys().cloned().collect();
+        g.sync_deadline_ms = Some(ctx.now_ms + g.max_rebalance_timeout_ms());
         let ids: Vec<String> = g.members.keys().cloned().collect();
         for m in ids {
             let reply = current_join(g, &m, false);
@@ -439,6 +443,7 @@ impl GroupCoordinator {
                 reply_sync(fx, id, SyncResult::error(GroupError::RebalanceInProgress))
             }
             GroupState::Stable => {
+                g.awaiting_sync.remove(&member_id);
                 let m = g.members.get_mut(&member_id).expect("validated");
                 m.touch(ctx.now_ms);
                 let r = sync_ok(g, &member_id);
@@ -462,6 +467,7 @@ impl GroupCoordinator {
         fx: &mut Effects,
     ) {
         let g = self.group_mut(name);
+        g.awaiting_sync.remove(member_id);
         let m = g.members.get_mut(member_id).expect("validated");
         m.touch(ctx.now_ms);
         if let Some(old) = m.sync.replace(id) {
@@ -643,6 +649,26 @@ impl GroupCoordinator {
         for name in names {
             self.expire_sessions(&name, ctx, fx);
             self.rebalance_timer(&name, ctx, fx);
+            self.sync_timer(&name, ctx, fx);
+        }
+    }
+
+    /// Members that never sent SyncGroup within the rebalance timeout of their generation
+    /// are removed, and the group rebalances without them (a leader that never syncs would
+    /// otherwise hold the group in CompletingRebalance).
+    fn sync_timer(&mut self, name: &str, ctx: &Ctx, fx: &mut Effects) {
+        let g = self.group_mut(name);
+        if !g.sync_deadline_ms.is_some_and(|d| ctx.now_ms >= d) {
+            return;
+        }
+        assert!(matches!(
+            g.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        ));
+        g.sync_deadline_ms = None;
+        let late = std::mem::take(&mut g.awaiting_sync);
+        for m in late {
+            self.remove_member(name, &m, ctx, fx);
         }
     }
 

@@ -909,3 +909,115 @@ fn test_error_codes_are_kafkas() {
     assert_eq!(GroupError::code_of(None), 0);
     assert_eq!(GroupState::parse("stable"), Some(GroupState::Stable));
 }
+
+#[test]
+fn test_member_that_never_syncs_is_removed() {
+    // Proves a member that got its JoinGroup reply but never sends SyncGroup is removed
+    // after the rebalance timeout, and the others rebalance without it.
+    let mut h = Harness::new();
+    let (a, ja) = h.join_new("a");
+    let (b, jb) = h.join_new("b");
+    h.advance(DELAY_MS as i64);
+    h.advance(DELAY_MS as i64);
+    assert_eq!(h.join_reply(ja).leader, a);
+    assert_eq!(h.join_reply(jb).generation, 1);
+    let sb = h.sync(&b, 1, &[]);
+    for _ in 0..3 {
+        h.advance(REBALANCE_MS as i64 / 4);
+        assert_eq!(h.heartbeat(&a, 1), Ok(()), "a heartbeats but never syncs");
+    }
+    assert!(h.reply(sb).is_none());
+    h.advance(REBALANCE_MS as i64 / 4);
+    assert_eq!(
+        h.sync_reply(sb).error,
+        Some(GroupError::RebalanceInProgress)
+    );
+    assert_eq!(h.heartbeat(&a, 1), Err(GroupError::UnknownMemberId));
+    let jb = h.join(&b, None, &["t"]);
+    let r = h.join_reply(jb);
+    assert_eq!(
+        (r.generation, r.leader.as_str(), r.members.len()),
+        (2, b.as_str(), 1)
+    );
+}
+
+#[test]
+fn test_old_barrier_does_not_load_a_new_leadership() {
+    // Proves only the current leadership's barrier (or an entry of its term) ends loading.
+    let mut h = Harness::follower();
+    h.elect(1);
+    let (old_tag, _) = h.proposed.pop_front().expect("term 1 barrier");
+    h.elect(2);
+    let mut fx = Effects::default();
+    h.m.on_proposal(old_tag, Ok(0), &h.ctx.clone(), &mut fx);
+    h.absorb(fx);
+    assert!(!h.m.is_loaded());
+    h.commit_all();
+    assert!(h.m.is_loaded());
+}
+
+#[test]
+fn test_group_max_size_and_initial_delay_bound() {
+    // Proves GROUP_MAX_SIZE_REACHED for a member beyond the limit, and that joins extend the
+    // initial delay only up to the rebalance timeout.
+    let mut h = Harness::follower();
+    h.m = GroupCoordinator::new(GroupConfig {
+        group_max_size: 2,
+        group_initial_rebalance_delay_ms: 8_000,
+        ..config()
+    });
+    h.elect(1);
+    h.commit_all();
+    let mut joins = Vec::new();
+    for c in ["a", "b"] {
+        joins.push(h.join_new(c).1);
+    }
+    let mut third = join_request("", None, &["t"]);
+    if let GroupRequest::Join {
+        require_known_member_id,
+        ..
+    } = &mut third
+    {
+        *require_known_member_id = false;
+    }
+    let r = h.call(third);
+    assert!(
+        matches!(r, GroupResponse::Join(j) if j.error == Some(GroupError::GroupMaxSizeReached))
+    );
+    // Delay 8 s, rebalance timeout 20 s: 8 s, then (b joined) 8 s more, then (c joined)
+    // only the 4 s left of the rebalance timeout.
+    h.advance(8_000);
+    assert!(h.replies.is_empty());
+    let b = h
+        .describe()
+        .members
+        .iter()
+        .map(|m| m.member_id.clone())
+        .max()
+        .unwrap();
+    let l = h.call(GroupRequest::Leave {
+        group: "g".into(),
+        members: vec![(b, None)],
+    });
+    assert!(matches!(
+        l,
+        GroupResponse::Leave(LeaveResult { error: None, .. })
+    ));
+    let left = joins.iter().filter(|j| h.replies.contains_key(j)).count();
+    assert_eq!(left, 1, "the member that left hears UNKNOWN_MEMBER_ID");
+    let (_, jc) = h.join_new("c");
+    joins.push(jc);
+    h.advance(8_000);
+    h.advance(3_999);
+    assert!(!h.replies.contains_key(&jc));
+    h.advance(1);
+    let generations: Vec<i32> = joins
+        .iter()
+        .filter_map(|j| h.reply(*j))
+        .map(|r| match r {
+            GroupResponse::Join(j) => j.generation,
+            _ => -2,
+        })
+        .collect();
+    assert_eq!(generations, vec![1, -1, 1]);
+}
