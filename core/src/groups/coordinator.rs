@@ -80,7 +80,6 @@ pub(super) enum Proposal {
     /// The leader's assignment for `generation` (CompletingRebalance -> Stable).
     Assignment {
         group: String,
-        generation: i32,
         assignments: BTreeMap<String, Bytes>,
     },
     /// A static member replaced in a Stable group: its JoinGroup reply waits for the record.
@@ -314,6 +313,7 @@ impl GroupCoordinator {
 
     fn finish_proposal(
         &mut self,
+        tag: u64,
         p: Proposal,
         result: Result<Offset, ClientError>,
         ctx: &Ctx,
@@ -328,11 +328,9 @@ impl GroupCoordinator {
                 }
             }
             Proposal::Commit { request, results } => commit_done(request, results, err, fx),
-            Proposal::Assignment {
-                group,
-                generation,
-                assignments,
-            } => self.assignment_done(&group, generation, assignments, err, ctx, fx),
+            Proposal::Assignment { group, assignments } => {
+                self.assignment_done(&group, tag, assignments, err, ctx, fx)
+            }
             Proposal::StaticJoin { request, reply } => {
                 let reply = match err {
                     None => reply,
@@ -445,7 +443,7 @@ impl PartitionMachine for GroupCoordinator {
         if matches!(p, Proposal::Barrier) && !ours {
             return;
         }
-        self.finish_proposal(p, result, ctx, fx);
+        self.finish_proposal(tag, p, result, ctx, fx);
     }
 
     fn snapshot(&self) -> Bytes {

@@ -170,7 +170,10 @@ impl GroupCoordinator {
 
     /// A JoinGroup naming a member id: a member that got MEMBER_ID_REQUIRED, or a known one.
     fn join_with_id(&mut self, id: RequestId, j: Join, ctx: &Ctx, fx: &mut Effects) {
-        let g = self.group_mut(&j.group);
+        let Some(g) = self.lead_mut().groups.get_mut(&j.group) else {
+            let e = JoinResult::error(GroupError::UnknownMemberId, j.member_id);
+            return reply_join(fx, id, e);
+        };
         if g.pending.remove(&j.member_id).is_some() {
             let member_id = j.member_id.clone();
             return self.add_member(id, j, member_id, ctx, fx);
@@ -300,6 +303,9 @@ impl GroupCoordinator {
             .insert(j.instance.clone().expect("static"), new.clone());
         if g.leader.as_deref() == Some(old.as_str()) {
             g.leader = Some(new.clone());
+        }
+        if g.awaiting_sync.remove(&old) {
+            g.awaiting_sync.insert(new.clone());
         }
         let state = g.state;
         if state == GroupState::Stable && g.select_protocol() == g.protocol {
@@ -481,14 +487,12 @@ impl GroupCoordinator {
         for m in &mut value.members {
             m.assignment = given.get(&m.member_id).cloned().unwrap_or_default();
         }
-        let generation = g.generation;
         let record = GroupRecord::Group {
             group: name.to_string(),
             value: Some(value),
         };
         let p = Proposal::Assignment {
             group: name.to_string(),
-            generation,
             assignments: given,
         };
         let tag = self.propose(p, &[record], ctx, fx);
@@ -500,7 +504,7 @@ impl GroupCoordinator {
     pub(super) fn assignment_done(
         &mut self,
         name: &str,
-        generation: i32,
+        tag: u64,
         assignments: BTreeMap<String, Bytes>,
         err: Option<GroupError>,
         ctx: &Ctx,
@@ -512,9 +516,10 @@ impl GroupCoordinator {
         let Some(g) = self.lead_mut().groups.get_mut(name) else {
             return;
         };
-        if g.state != GroupState::CompletingRebalance || g.generation != generation {
-            return; // A later rebalance superseded it.
+        if g.sync_tag != Some(tag) {
+            return; // A later rebalance or leadership superseded it.
         }
+        assert_eq!(g.state, GroupState::CompletingRebalance);
         g.sync_tag = None;
         if let Some(e) = err {
             reset_syncs(g, e, fx);
@@ -658,7 +663,7 @@ impl GroupCoordinator {
     /// otherwise hold the group in CompletingRebalance).
     fn sync_timer(&mut self, name: &str, ctx: &Ctx, fx: &mut Effects) {
         let g = self.group_mut(name);
-        if !g.sync_deadline_ms.is_some_and(|d| ctx.now_ms >= d) {
+        if g.sync_deadline_ms.is_none_or(|d| ctx.now_ms < d) {
             return;
         }
         assert!(matches!(
