@@ -23,7 +23,7 @@
 //! LeaveGroup, timers) and [`super::offsets`] (offsets and the admin requests).
 
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
@@ -74,6 +74,7 @@ pub(super) enum Proposal {
     Barrier,
     /// An OffsetCommit: the errors decided up front; `None` entries were written.
     Commit {
+        group: String,
         request: RequestId,
         results: Vec<(TopicPartition, Option<GroupError>)>,
     },
@@ -84,11 +85,12 @@ pub(super) enum Proposal {
     },
     /// A static member replaced in a Stable group: its JoinGroup reply waits for the record.
     StaticJoin {
+        group: String,
         request: RequestId,
         reply: JoinResult,
     },
     /// Group metadata nobody waits for (a group that went Empty).
-    Metadata,
+    Metadata { group: String },
     Delete {
         request: RequestId,
         results: Vec<(String, Option<GroupError>)>,
@@ -99,6 +101,19 @@ pub(super) enum Proposal {
     },
     /// Expired offsets, and the groups that go with them.
     Expiry { groups: Vec<String> },
+}
+
+impl Proposal {
+    /// The group whose live state the record writes, for those that write one.
+    fn group(&self) -> Option<&str> {
+        match self {
+            Proposal::Commit { group, .. }
+            | Proposal::Assignment { group, .. }
+            | Proposal::StaticJoin { group, .. }
+            | Proposal::Metadata { group } => Some(group),
+            _ => None,
+        }
+    }
 }
 
 /// Soft state of one leadership (module docs).
@@ -327,18 +342,20 @@ impl GroupCoordinator {
                     l.barrier = None; // `tick` proposes it again.
                 }
             }
-            Proposal::Commit { request, results } => commit_done(request, results, err, fx),
+            Proposal::Commit {
+                request, results, ..
+            } => commit_done(request, results, err, fx),
             Proposal::Assignment { group, assignments } => {
                 self.assignment_done(&group, tag, assignments, err, ctx, fx)
             }
-            Proposal::StaticJoin { request, reply } => {
+            Proposal::StaticJoin { request, reply, .. } => {
                 let reply = match err {
                     None => reply,
                     Some(e) => JoinResult::error(e, reply.member_id),
                 };
                 fx.reply(request, Response::Group(GroupResponse::Join(reply)));
             }
-            Proposal::Metadata => {}
+            Proposal::Metadata { .. } => {}
             Proposal::Delete { request, results } => {
                 self.delete_done(request, results, err, ctx, fx)
             }
@@ -347,6 +364,31 @@ impl GroupCoordinator {
             }
             Proposal::Expiry { groups } => self.expiry_done(groups, err, ctx),
         }
+    }
+
+    /// Groups with a record of theirs in flight: expiry leaves them alone, so that a group
+    /// is never forgotten while a record that recreates it may still commit.
+    pub(super) fn busy_groups(&self) -> BTreeSet<&str> {
+        self.proposals
+            .values()
+            .filter_map(Proposal::group)
+            .collect()
+    }
+
+    /// Partitions of `group` whose commits are in flight: a deletion must cover them too, as
+    /// their records come before its tombstones in the log.
+    pub(super) fn partitions_in_flight(&self, name: &str) -> BTreeSet<TopicPartition> {
+        let written = |p: &Proposal| -> Vec<TopicPartition> {
+            match p {
+                Proposal::Commit { group, results, .. } if group == name => results
+                    .iter()
+                    .filter(|(_, e)| e.is_none())
+                    .map(|(tp, _)| tp.clone())
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        self.proposals.values().flat_map(written).collect()
     }
 
     /// Whether this leadership is loaded and in the current term.

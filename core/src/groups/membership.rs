@@ -174,6 +174,12 @@ impl GroupCoordinator {
             let e = JoinResult::error(GroupError::UnknownMemberId, j.member_id);
             return reply_join(fx, id, e);
         };
+        if g.pending.contains_key(&j.member_id) && j.instance.is_some() {
+            // Ids handed out with MEMBER_ID_REQUIRED are dynamic members' (Kafka refuses
+            // this as an illegal state); a static member joins with "".
+            let e = JoinResult::error(GroupError::UnknownMemberId, j.member_id);
+            return reply_join(fx, id, e);
+        }
         if g.pending.remove(&j.member_id).is_some() {
             let member_id = j.member_id.clone();
             return self.add_member(id, j, member_id, ctx, fx);
@@ -315,7 +321,11 @@ impl GroupCoordinator {
                 group: j.group.clone(),
                 value: Some(g.to_value(ctx.wall_ms)),
             };
-            let p = Proposal::StaticJoin { request: id, reply };
+            let p = Proposal::StaticJoin {
+                group: j.group.clone(),
+                request: id,
+                reply,
+            };
             self.propose(p, &[record], ctx, fx);
             return;
         }
@@ -391,7 +401,10 @@ impl GroupCoordinator {
                 group: name.to_string(),
                 value,
             };
-            self.propose(Proposal::Metadata, &[record], ctx, fx);
+            let p = Proposal::Metadata {
+                group: name.to_string(),
+            };
+            self.propose(p, &[record], ctx, fx);
             return;
         }
         g.protocol = Some(g.select_protocol().unwrap_or_default());

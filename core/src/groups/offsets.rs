@@ -91,6 +91,7 @@ impl GroupCoordinator {
         }
         self.propose(
             Proposal::Commit {
+                group: group.clone(),
                 request: id,
                 results,
             },
@@ -216,7 +217,7 @@ impl GroupCoordinator {
                 Some(_) => Some(GroupError::NonEmptyGroup),
             };
             if error.is_none() && !results.iter().any(|(g, _)| g == &name) {
-                records.extend(self.tombstones(&name, usize::MAX));
+                records.extend(self.tombstones(&name));
                 self.group_mut(&name).transition(GroupState::Dead);
             }
             results.push((name, error));
@@ -279,24 +280,21 @@ impl GroupCoordinator {
         }
     }
 
-    /// Tombstones for up to `max` offsets of `group`, plus its metadata when every offset
-    /// fits.
-    fn tombstones(&self, group: &str, max: usize) -> Vec<GroupRecord> {
-        let offsets = self.committed.offsets.get(group).into_iter().flatten();
-        let mut records: Vec<GroupRecord> = offsets
-            .take(max)
-            .map(|(tp, _)| GroupRecord::Offset {
-                group: group.to_string(),
-                tp: tp.clone(),
-                value: None,
-            })
-            .collect();
-        let all = self.committed.offsets.get(group).map_or(0, |o| o.len()) == records.len();
-        if all && self.committed.groups.contains_key(group) {
-            let group = group.to_string();
-            records.push(GroupRecord::Group { group, value: None });
-        }
-        records
+    /// Tombstones for every offset of `group` (committed or in flight) and its metadata.
+    fn tombstones(&self, group: &str) -> Vec<GroupRecord> {
+        let mut tps = self.partitions_in_flight(group);
+        let committed = self.committed.offsets.get(group).into_iter().flatten();
+        tps.extend(committed.map(|(tp, _)| tp.clone()));
+        let offsets = tps.into_iter().map(|tp| GroupRecord::Offset {
+            group: group.to_string(),
+            tp,
+            value: None,
+        });
+        let metadata = GroupRecord::Group {
+            group: group.to_string(),
+            value: None,
+        };
+        offsets.chain([metadata]).collect()
     }
 
     pub(super) fn offset_delete(
@@ -411,13 +409,14 @@ impl GroupCoordinator {
     fn expired_records(&self, ctx: &Ctx) -> (Vec<GroupRecord>, Vec<String>) {
         let lead = self.lead.as_ref().expect("leading");
         let cutoff = ctx.wall_ms.saturating_sub(self.config.offsets_retention_ms);
+        let busy = self.busy_groups();
         let mut records = Vec::new();
         let mut emptied = Vec::new();
-        for (name, g) in lead
+        let idle = lead
             .groups
             .iter()
-            .filter(|(_, g)| g.state == GroupState::Empty)
-        {
+            .filter(|(name, g)| g.state == GroupState::Empty && !busy.contains(name.as_str()));
+        for (name, g) in idle {
             let offsets = self.committed.offsets.get(name);
             let expired: Vec<&TopicPartition> = offsets
                 .into_iter()

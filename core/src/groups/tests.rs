@@ -1021,3 +1021,206 @@ fn test_group_max_size_and_initial_delay_bound() {
         .collect();
     assert_eq!(generations, vec![1, -1, 1]);
 }
+
+/// One random step of [`test_random_operations_keep_invariants`].
+fn random_step(
+    h: &mut Harness,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    known: &mut Vec<String>,
+    generation_seen: &mut i32,
+) {
+    use rand::Rng;
+    let member = |rng: &mut rand_chacha::ChaCha8Rng, known: &[String]| -> String {
+        match known.len() {
+            0 => "nobody".to_string(),
+            n => known[rng.gen_range(0..n)].clone(),
+        }
+    };
+    let generation = if rng.gen_bool(0.8) {
+        *generation_seen
+    } else {
+        rng.gen_range(-1..4)
+    };
+    let instance = ["i0", "i1"].get(rng.gen_range(0..6)).map(|i| i.to_string());
+    match rng.gen_range(0..12) {
+        0 | 1 => {
+            let id = if rng.gen_bool(0.3) {
+                String::new()
+            } else {
+                member(rng, known)
+            };
+            let mut req = join_request(&id, instance.as_deref(), &["t"]);
+            if let GroupRequest::Join {
+                require_known_member_id,
+                protocols,
+                ..
+            } = &mut req
+            {
+                *require_known_member_id = rng.gen_bool(0.8);
+                if rng.gen_bool(0.1) {
+                    protocols.push(("roundrobin".into(), Bytes::from_static(b"\xff")));
+                }
+            }
+            h.send(req);
+        }
+        2 => {
+            let m = member(rng, known);
+            let assignments = known
+                .iter()
+                .map(|k| (k.clone(), Bytes::from(k.clone())))
+                .collect();
+            h.send(GroupRequest::Sync {
+                group: "g".into(),
+                generation,
+                member_id: m,
+                group_instance_id: instance,
+                protocol_type: None,
+                protocol_name: None,
+                assignments,
+            });
+        }
+        3 => {
+            let m = member(rng, known);
+            h.send(GroupRequest::Heartbeat {
+                group: "g".into(),
+                generation,
+                member_id: m,
+                group_instance_id: instance,
+            });
+        }
+        4 => {
+            let m = member(rng, known);
+            h.send(GroupRequest::Leave {
+                group: "g".into(),
+                members: vec![(m, instance)],
+            });
+        }
+        5 => {
+            let m = if rng.gen_bool(0.3) {
+                String::new()
+            } else {
+                member(rng, known)
+            };
+            let meta = "x".repeat(rng.gen_range(0..20));
+            h.send(GroupRequest::OffsetCommit {
+                group: "g".into(),
+                generation,
+                member_id: m,
+                group_instance_id: None,
+                offsets: vec![(tp(rng.gen_range(0..3)), 5, 1, Some(meta))],
+            });
+        }
+        6 => {
+            let req = match rng.gen_range(0..4) {
+                0 => GroupRequest::Delete {
+                    groups: vec!["g".into()],
+                },
+                1 => GroupRequest::OffsetDelete {
+                    group: "g".into(),
+                    partitions: vec![tp(0)],
+                },
+                2 => GroupRequest::List {
+                    states_filter: vec![],
+                },
+                _ => GroupRequest::Describe {
+                    groups: vec!["g".into(), "x".into()],
+                },
+            };
+            h.send(req);
+        }
+        7 | 8 => h.advance(rng.gen_range(0..4_000)),
+        9 if rng.gen_bool(0.05) => {
+            // A leadership change: in-flight records commit or are lost, then a new term.
+            h.ctx.is_leader = false;
+            let mut fx = Effects::default();
+            h.m.on_role(&h.ctx.clone(), &mut fx);
+            h.absorb(fx);
+            if rng.gen_bool(0.5) {
+                h.commit_all();
+            } else {
+                h.fail_all(ClientError::Indeterminate { reason: "lost" });
+            }
+            let term = h.ctx.term + 1;
+            h.elect(term);
+            h.commit_all();
+        }
+        9 | 10 => h.commit_all(),
+        _ => {
+            let e = if rng.gen_bool(0.5) {
+                ClientError::Indeterminate { reason: "random" }
+            } else {
+                ClientError::NotLeader { leader: None }
+            };
+            h.fail_all(e);
+        }
+    }
+    for r in h.replies.values() {
+        if let GroupResponse::Join(j) = r {
+            if !j.member_id.is_empty() && !known.contains(&j.member_id) {
+                known.push(j.member_id.clone());
+            }
+            *generation_seen = (*generation_seen).max(j.generation);
+        }
+    }
+}
+
+#[test]
+fn test_random_operations_keep_invariants() {
+    // Proves that random client traffic, time and proposal failures never break the
+    // invariants (checked after every step) and that every request gets exactly one reply
+    // once proposals resolve and leadership ends.
+    use rand::SeedableRng;
+    let (mut synced, mut committed) = (0, 0);
+    for seed in 0..200 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut h = Harness::new();
+        let (mut known, mut generation) = (Vec::new(), 0);
+        for _ in 0..300 {
+            random_step(&mut h, &mut rng, &mut known, &mut generation);
+        }
+        h.commit_all();
+        for r in h.replies.values() {
+            match r {
+                GroupResponse::Sync(SyncResult { error: None, .. }) => synced += 1,
+                GroupResponse::OffsetCommit(c) if c.iter().all(|(_, e)| e.is_none()) => {
+                    committed += 1
+                }
+                _ => {}
+            }
+        }
+        let mut answered: Vec<RequestId> = h.replies.keys().copied().collect();
+        h.ctx.is_leader = false;
+        h.ctx.term += 1;
+        let mut fx = Effects::default();
+        h.m.on_role(&h.ctx.clone(), &mut fx);
+        h.absorb(fx);
+        h.commit_all();
+        answered.extend(h.replies.keys().copied());
+        answered.sort();
+        answered.dedup();
+        let sent: Vec<RequestId> = (1..=h.next_id).collect();
+        assert_eq!(answered, sent, "seed {seed}: a request went unanswered");
+        let mut replayed = GroupCoordinator::new(config());
+        for (i, batch) in h.log.iter().enumerate() {
+            let entry = CommittedEntry {
+                index: i as u64 + 1,
+                term: 1,
+                data: batch,
+            };
+            replayed.apply(&entry, &h.ctx.clone(), &mut Effects::default());
+        }
+        assert_eq!(replayed.committed(), h.m.committed(), "seed {seed}");
+        let snap = h.m.snapshot();
+        let mut restored = GroupCoordinator::new(config());
+        let mut fx = Effects::default();
+        restored
+            .restore(&snap, &h.ctx.clone(), &mut fx)
+            .expect("restores");
+        assert_eq!(restored.committed(), h.m.committed(), "seed {seed}");
+    }
+    // The traffic reaches the interesting states, not only errors.
+    assert!(
+        synced > 100 && committed > 100,
+        "synced {synced}, committed {committed}"
+    );
+}
