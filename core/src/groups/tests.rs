@@ -336,6 +336,22 @@ fn test_two_members_join_sync_and_heartbeat() {
             .assignment,
         "B"
     );
+    assert_eq!(d.members[0].metadata, subscription(&["t"]));
+    assert_eq!(d.members[0].client_host, "/10.0.0.1");
+    let list = |h: &mut Harness, states: &[&str]| match h.call(GroupRequest::List {
+        states_filter: states.iter().map(|s| s.to_string()).collect(),
+    }) {
+        GroupResponse::List(Ok(l)) => l,
+        other => panic!("list reply expected, got {other:?}"),
+    };
+    let want = vec![ListedGroup {
+        group: "g".into(),
+        protocol_type: "consumer".into(),
+        state: GroupState::Stable,
+    }];
+    assert_eq!(list(&mut h, &["Stable"]), want);
+    assert_eq!(list(&mut h, &[]), want);
+    assert!(list(&mut h, &["Empty", "Dead"]).is_empty());
     let persisted = &h.m.committed().groups["g"];
     assert_eq!(
         (persisted.generation, persisted.leader.as_deref()),
