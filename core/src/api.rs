@@ -91,6 +91,9 @@ pub enum Request {
         partitions: u32,
         replication_factor: u32,
     },
+    /// A consumer-group request, for the coordinator of the group's `__consumer_offsets`
+    /// partition.
+    Group(crate::groups::GroupRequest),
 }
 
 /// One partition of a [`Request::FetchMany`].
@@ -217,6 +220,7 @@ pub enum Response {
     DeleteTopic(Result<(), ClientError>),
     /// (producer id, epoch).
     InitProducerId(Result<(i64, i16), ClientError>),
+    Group(crate::groups::GroupResponse),
 }
 
 impl Response {
@@ -235,6 +239,9 @@ impl Response {
             }
             Request::DeleteTopic { .. } => Response::DeleteTopic(Err(err)),
             Request::InitProducerId { .. } => Response::InitProducerId(Err(err)),
+            Request::Group(r) => {
+                Response::Group(crate::groups::GroupResponse::error_for(r, (&err).into()))
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod batch;
 pub mod controller;
 pub mod disk;
+pub mod groups;
 pub mod log;
 pub mod machine;
 pub mod mutation;

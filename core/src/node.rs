@@ -441,6 +441,13 @@ impl Node {
                 };
                 return self.request_auto_create(id, t, request);
             }
+            Request::Group(_) => {
+                // Not routed to the coordinators yet: a retriable error, never a panic.
+                let err = ClientError::InvalidRequest("group requests are not routed yet".into());
+                self.replies
+                    .push_back((id, Response::error_for(&request, err)));
+                return;
+            }
         };
         self.handle_data_request(now_ms, id, tp, request);
     }
@@ -495,7 +502,8 @@ impl Node {
             | Request::DeleteTopic { .. }
             | Request::FetchMany { .. }
             | Request::InitProducerId { .. }
-            | Request::AutoCreateTopic { .. } => unreachable!("handled above"),
+            | Request::AutoCreateTopic { .. }
+            | Request::Group(_) => unreachable!("handled above"),
         };
         self.replies.push_back((id, reply));
     }

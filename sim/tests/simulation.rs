@@ -284,33 +284,40 @@ fn test_scenario_follower_then_leader_crash() {
 // this binary so that it runs beside the long swarm test instead of after it.
 
 /// (mutation, scenario, seed that catches it, what the check's report starts with).
-const CANARIES: [(Mutation, Scenario, u64, &str); 6] = [
+const CANARIES: [(Mutation, Scenario, u64, &str); 8] = [
     (
         Mutation::AckBeforeSync,
         Scenario::FollowerThenLeaderCrash,
-        3,
-        "a-0: committed entry",
-    ),
-    (Mutation::ServePastHw, Scenario::Swarm, 4, "checker:"),
-    (
-        Mutation::SkipTermCheck,
-        Scenario::Swarm,
-        29,
+        14,
         "b-1: committed entry",
     ),
+    (Mutation::ServePastHw, Scenario::Swarm, 2, "checker:"),
+    (Mutation::SkipTermCheck, Scenario::Swarm, 59, "node 3's view"),
     (
         Mutation::LoseTruncation,
         Scenario::Swarm,
         2,
-        "b-0: committed entry",
+        "a-0: committed entry",
     ),
     (
         Mutation::ApplyBeforeCommit,
         Scenario::Swarm,
-        2,
-        "b-0: acked",
+        4,
+        "a-1: acked",
     ),
-    (Mutation::ForgetHardState, Scenario::Swarm, 4, "two leaders"),
+    (Mutation::ForgetHardState, Scenario::Swarm, 127, "two leaders"),
+    (
+        Mutation::AcceptDuplicateSequence,
+        Scenario::Swarm,
+        4,
+        "checker: duplicate",
+    ),
+    (
+        Mutation::KeepProducerStateOnTruncation,
+        Scenario::Swarm,
+        6,
+        "assertion at core/src/producers.rs",
+    ),
 ];
 
 fn canary_options(scenario: Scenario, seed: u64) -> SimOptions {
