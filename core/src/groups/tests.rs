@@ -118,6 +118,7 @@ impl Harness {
                 index: self.ctx.applied,
                 term: self.ctx.term,
                 data: &batch,
+                base_offset: 0,
             };
             let mut fx = Effects::default();
             let ctx = self.ctx.clone();
@@ -594,6 +595,7 @@ fn test_restart_rebuilds_from_log_and_snapshot() {
             index: i as u64 + 1,
             term: 1,
             data: batch,
+            base_offset: 0,
         };
         replayed
             .m
@@ -1222,6 +1224,7 @@ fn test_random_operations_keep_invariants() {
                 index: i as u64 + 1,
                 term: 1,
                 data: batch,
+                base_offset: 0,
             };
             replayed.apply(&entry, &h.ctx.clone(), &mut Effects::default());
         }
