@@ -32,6 +32,10 @@ use slog::{o, Logger};
 use crate::api::{ClientError, Request, RequestId, Response};
 use crate::controller::{metadata_tp, Controller, ControllerConfig, MetadataImage, RegisterBroker};
 use crate::disk::Disk;
+use crate::groups::{
+    coordinator_partition, GroupConfig, GroupCoordinator, GroupError, GroupRequest, GroupResponse,
+    ListedGroup,
+};
 use crate::log::LogConfig;
 use crate::machine::{Command, Effect, NodeEvent, PartitionMachine};
 use crate::metadata::PartitionLeader;
@@ -41,7 +45,7 @@ use crate::producer_ids::ProducerIdAllocator;
 use crate::producers::{ProducerTable, PRODUCER_EXPIRATION_MS_DEFAULT};
 use crate::replica::{is_vote_request, Replica, ReplicaConfig, Replies};
 use crate::storage::{OpenReport, PartitionStorage, StorageError};
-use crate::types::{is_internal_topic, Millis, NodeId, TopicPartition};
+use crate::types::{is_internal_topic, Millis, NodeId, TopicPartition, CONSUMER_OFFSETS_TOPIC};
 
 /// A partition this node hosts and its raft voters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +92,12 @@ pub struct NodeConfig {
     /// them later), so a filling disk seldom reaches ENOSPC, which is fail-stop. Checked every
     /// tick. Reads and the metadata log go on.
     pub min_free_bytes: u64,
+    /// Partitions of `__consumer_offsets`, which the controller creates when the cluster forms
+    /// (Kafka's `offsets.topic.num.partitions`; 0: no consumer groups).
+    pub offsets_partitions: u32,
+    /// The group coordinators' settings (session bounds, initial rebalance delay, offset
+    /// retention).
+    pub group: GroupConfig,
 }
 
 /// A partition this node should host, and its configuration if it is created now.
@@ -136,6 +146,10 @@ pub struct NodeStats {
 
 /// Most steps one [`Node::pump`] call runs before it returns (the caller comes back for more).
 pub const PUMP_STEPS_MAX: usize = 64;
+/// Request ids of the per-coordinator parts of a ListGroups (never a caller's: callers count
+/// up from small numbers).
+const LIST_GROUPS_ID_BASE: RequestId = 1 << 62;
+
 /// Most rounds of machine-to-machine messages one input may cause.
 const ROUTE_ROUNDS_MAX: usize = 8;
 /// How often replicas the image assigns here but that failed to open are retried.
@@ -270,6 +284,7 @@ impl Node {
         let controller = Controller::new(ControllerConfig {
             brokers: self.config.brokers.clone(),
             session_timeout_ms: self.config.session_timeout_ms,
+            offsets_partitions: self.config.offsets_partitions,
         });
         let tp = metadata_tp();
         self.open_replica(
@@ -441,12 +456,9 @@ impl Node {
                 };
                 return self.request_auto_create(id, t, request);
             }
-            Request::Group(_) => {
-                // Not routed to the coordinators yet: a retriable error, never a panic.
-                let err = ClientError::InvalidRequest("group requests are not routed yet".into());
-                self.replies
-                    .push_back((id, Response::error_for(&request, err)));
-                return;
+            Request::Group(g) => {
+                let g = g.clone();
+                return self.route_group(id, g);
             }
         };
         self.handle_data_request(now_ms, id, tp, request);
@@ -611,6 +623,88 @@ impl Node {
             }
         };
         self.replies.push_back((id, Response::CreateTopic(reply)));
+    }
+
+    /// A group request: to the coordinator of its group, the leader of
+    /// `__consumer_offsets-{coordinator_partition(group)}`; the machine answers NOT_COORDINATOR
+    /// unless it leads, and so does a node that does not host the partition. ListGroups asks
+    /// every coordinator this node leads.
+    fn route_group(&mut self, id: RequestId, request: GroupRequest) {
+        let answer = |me: &mut Self, e: GroupError| {
+            let r = GroupResponse::error_for(&request, e);
+            me.replies.push_back((id, Response::Group(r)));
+        };
+        let partitions = self
+            .metadata()
+            .topics
+            .get(CONSUMER_OFFSETS_TOPIC)
+            .map_or(0, |t| t.partitions.len() as u32);
+        if partitions == 0 {
+            return answer(self, GroupError::CoordinatorNotAvailable);
+        }
+        if let GroupRequest::List { states_filter } = &request {
+            let filter = states_filter.clone();
+            return self.list_groups(id, filter);
+        }
+        let batched = match &request {
+            GroupRequest::Describe { groups } | GroupRequest::Delete { groups } => groups.len() > 1,
+            _ => false,
+        };
+        if batched {
+            // The Kafka layer splits batched requests by group (their coordinators differ).
+            return answer(self, GroupError::InvalidRequest);
+        }
+        let group = request.group().unwrap_or_default();
+        let tp = TopicPartition::new(
+            CONSUMER_OFFSETS_TOPIC,
+            coordinator_partition(group, partitions),
+        );
+        if !self.replicas.contains_key(&tp) {
+            return answer(self, GroupError::NotCoordinator);
+        }
+        self.command(
+            &tp,
+            Command::Client {
+                id,
+                request: Request::Group(request),
+            },
+        );
+    }
+
+    /// ListGroups: the groups of every coordinator this node leads, merged. Each coordinator
+    /// answers at once; a loading one makes the whole answer COORDINATOR_LOAD_IN_PROGRESS, as
+    /// in Kafka.
+    fn list_groups(&mut self, id: RequestId, states_filter: Vec<String>) {
+        let leading: Vec<TopicPartition> = self
+            .replicas
+            .iter()
+            .filter(|(tp, r)| tp.topic == CONSUMER_OFFSETS_TOPIC && r.is_leader())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let mut merged: Result<Vec<ListedGroup>, GroupError> = Ok(Vec::new());
+        for (i, tp) in leading.iter().enumerate() {
+            let sub = LIST_GROUPS_ID_BASE + i as u64;
+            let request = Request::Group(GroupRequest::List {
+                states_filter: states_filter.clone(),
+            });
+            self.command(tp, Command::Client { id: sub, request });
+            let Some(pos) = self.replies.iter().position(|(rid, _)| *rid == sub) else {
+                merged = Err(GroupError::CoordinatorLoadInProgress);
+                continue;
+            };
+            let (_, reply) = self.replies.remove(pos).expect("found above");
+            match (reply, &mut merged) {
+                (Response::Group(GroupResponse::List(Ok(groups))), Ok(all)) => all.extend(groups),
+                (Response::Group(GroupResponse::List(Err(e))), _) => merged = Err(e),
+                (_, Err(_)) => {}
+                (other, _) => panic!("a coordinator answered ListGroups with {other:?}"),
+            }
+        }
+        if let Ok(all) = &mut merged {
+            all.sort_by(|a, b| a.group.cmp(&b.group));
+        }
+        self.replies
+            .push_back((id, Response::Group(GroupResponse::List(merged))));
     }
 
     /// InitProducerId: an id from this broker's block, or a wait for the controller's next
@@ -1018,6 +1112,18 @@ impl Node {
         self.after_input(&tps, replies);
     }
 
+    /// The machine of a partition the metadata log created: a group coordinator on each
+    /// `__consumer_offsets` partition, the producer table on every data partition.
+    fn machine_for(&self, tp: &TopicPartition) -> Option<Box<dyn PartitionMachine>> {
+        if tp.topic == CONSUMER_OFFSETS_TOPIC {
+            return Some(Box::new(GroupCoordinator::new(self.config.group.clone())));
+        }
+        if is_internal_topic(&tp.topic) {
+            return None;
+        }
+        Some(Box::new(ProducerTable::new(PRODUCER_EXPIRATION_MS_DEFAULT)))
+    }
+
     fn open_replica(
         &mut self,
         tp: TopicPartition,
@@ -1026,17 +1132,11 @@ impl Node {
         configs: &BTreeMap<String, String>,
         machine: Option<Box<dyn PartitionMachine>>,
     ) -> Result<(), NodeError> {
-        // Every data partition keeps its producers' state (idempotence).
-        let machine = machine.or_else(|| {
-            (!is_internal_topic(&tp.topic)).then(|| {
-                Box::new(ProducerTable::new(PRODUCER_EXPIRATION_MS_DEFAULT))
-                    as Box<dyn PartitionMachine>
-            })
-        });
+        let machine = machine.or_else(|| self.machine_for(&tp));
         let mut log = log_config_for(&self.config.log, configs);
-        if tp == metadata_tp() {
-            // The controller's snapshots bound the metadata log (it is compacted behind them);
-            // retention by size or age means nothing for it.
+        if is_internal_topic(&tp.topic) {
+            // Their machines' snapshots bound the internal logs (compacted behind them);
+            // retention by size or age means nothing for them.
             log.retention_ms = None;
             log.retention_bytes = None;
         }

@@ -33,10 +33,10 @@ use prost::Message as _;
 
 use crate::api::ClientError;
 use crate::batch::BatchHeader;
-use crate::mutation::{self, Mutation};
 use crate::machine::{
     Admission, AppendedEntry, Command, CommittedEntry, Ctx, Effects, PartitionMachine, RestoreError,
 };
+use crate::mutation::{self, Mutation};
 use crate::types::{Millis, Offset, RaftIndex};
 
 /// Batches remembered per producer: Kafka's `max.in.flight.requests.per.connection` bound for

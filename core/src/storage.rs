@@ -176,7 +176,11 @@ impl PartitionStorage {
         }
         let mut log = log;
         let mut machine_snapshot = machine_snapshot;
-        if !needs_history && machine_snapshot.as_ref().is_some_and(|m| m.index > state.commit) {
+        if !needs_history
+            && machine_snapshot
+                .as_ref()
+                .is_some_and(|m| m.index > state.commit)
+        {
             machine_snapshot = None;
         }
         if let Some(m) = machine_snapshot.as_ref().filter(|m| m.index > state.commit) {

@@ -74,6 +74,8 @@ fn config(id: NodeId, log: LogConfig, metadata: bool, size: u64, incarnation: u6
         session_timeout_ms: 2_000,
         preferred_leader_check_ms: None,
         min_free_bytes: 0,
+        offsets_partitions: 0,
+        group: Default::default(),
     }
 }
 

@@ -42,6 +42,8 @@ fn config(incarnation: u64) -> NodeConfig {
         session_timeout_ms: 1 << 40,
         preferred_leader_check_ms: None,
         min_free_bytes: 0,
+        offsets_partitions: 0,
+        group: Default::default(),
     }
 }
 

@@ -92,6 +92,44 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Partitions of `__consumer_offsets`, created when the cluster forms (Kafka's
+    /// `offsets.topic.num.partitions`).
+    #[serde(default = "default_offsets_partitions")]
+    pub offsets_topic_num_partitions: u32,
+    /// How long the first rebalance of an empty group waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`).
+    #[serde(default = "default_initial_rebalance_delay_ms")]
+    pub group_initial_rebalance_delay_ms: u32,
+    /// The session timeouts a JoinGroup may ask for (Kafka's `group.min.session.timeout.ms`
+    /// and `group.max.session.timeout.ms`).
+    #[serde(default = "default_group_min_session_timeout_ms")]
+    pub group_min_session_timeout_ms: u32,
+    #[serde(default = "default_group_max_session_timeout_ms")]
+    pub group_max_session_timeout_ms: u32,
+    /// Committed offsets of an empty group expire after this long (Kafka's
+    /// `offsets.retention.minutes`).
+    #[serde(default = "default_offsets_retention_minutes")]
+    pub offsets_retention_minutes: u64,
+}
+
+fn default_offsets_partitions() -> u32 {
+    railyard_core::groups::OFFSETS_PARTITIONS_DEFAULT
+}
+
+fn default_initial_rebalance_delay_ms() -> u32 {
+    3_000
+}
+
+fn default_group_min_session_timeout_ms() -> u32 {
+    6_000
+}
+
+fn default_group_max_session_timeout_ms() -> u32 {
+    1_800_000
+}
+
+fn default_offsets_retention_minutes() -> u64 {
+    7 * 24 * 60
 }
 
 fn default_tick_ms() -> u64 {
@@ -178,6 +216,9 @@ impl NodeConfig {
             .find(|v| !self.peers.iter().any(|p| p.id == **v))
         {
             return bad(format!("controller voter {v} is not a peer"));
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return bad("group_min_session_timeout_ms exceeds group_max_session_timeout_ms".into());
         }
         if self.heartbeat_ms == 0 || self.session_timeout_ms <= 2 * self.heartbeat_ms {
             return bad("session_timeout_ms must exceed two heartbeats (heartbeat_ms > 0)".into());
@@ -289,6 +330,11 @@ mod tests {
             min_free_bytes: 0,
             log_format: LogFormat::Term,
             log_level: "info".into(),
+            offsets_topic_num_partitions: 50,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_retention_minutes: 7 * 24 * 60,
         }
     }
 

@@ -154,9 +154,18 @@ fn dev_configs(o: DevOptions) -> Vec<NodeConfig> {
             min_free_bytes: 256 << 20,
             log_format: LogFormat::Term,
             log_level: "info".into(),
+            // Fewer than Kafka's 50: each is a raft group on every node, idle or not.
+            offsets_topic_num_partitions: DEV_OFFSETS_PARTITIONS,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_retention_minutes: 7 * 24 * 60,
         })
         .collect()
 }
+
+/// `__consumer_offsets` partitions of a `railyard dev` cluster.
+const DEV_OFFSETS_PARTITIONS: u32 = 10;
 
 async fn run(cli: Cli, log: Logger) -> Result<(), String> {
     let configs = match cli.command {

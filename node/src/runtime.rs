@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use railyard_core::api::{Request, Response};
 use railyard_core::disk::Disk;
+use railyard_core::groups::GroupConfig;
 use railyard_core::log::LogConfig;
 use railyard_core::network::{Envelope, Network};
 use railyard_core::node::{Node, NodeConfig as CoreNodeConfig, PUMP_STEPS_MAX};
@@ -192,6 +193,11 @@ pub fn start_core(
     start_core_with_disk(config, peers, metrics, logger, make_disk)
 }
 
+/// Kafka's group timeouts are i32 milliseconds: a larger setting means "as long as possible".
+fn ms_i32(ms: u32) -> i32 {
+    i32::try_from(ms).unwrap_or(i32::MAX)
+}
+
 /// Starts the core thread on the disk `make_disk` makes there (`config.data_dir` is not used):
 /// [`start_core`] passes a [`FileDisk`], tests an in-memory disk.
 pub fn start_core_with_disk(
@@ -223,6 +229,14 @@ pub fn start_core_with_disk(
         session_timeout_ms: config.session_timeout_ms as i64,
         preferred_leader_check_ms: Some(5_000),
         min_free_bytes: config.min_free_bytes,
+        offsets_partitions: config.offsets_topic_num_partitions,
+        group: GroupConfig {
+            group_min_session_timeout_ms: ms_i32(config.group_min_session_timeout_ms),
+            group_max_session_timeout_ms: ms_i32(config.group_max_session_timeout_ms),
+            group_initial_rebalance_delay_ms: ms_i32(config.group_initial_rebalance_delay_ms),
+            offsets_retention_ms: (config.offsets_retention_minutes * 60_000) as i64,
+            ..GroupConfig::default()
+        },
     };
     let (tx, rx) = std::sync::mpsc::sync_channel(CORE_QUEUE_MAX);
     let view = Arc::new(RwLock::new(base_view(config)));

@@ -30,7 +30,9 @@ use rand_chacha::ChaCha8Rng;
 /// What a client does.
 #[derive(Clone, Debug)]
 pub enum Role {
-    Producer { acks: Acks },
+    Producer {
+        acks: Acks,
+    },
     /// acks=all with idempotence (see the module docs).
     IdempotentProducer,
     Consumer,
@@ -299,7 +301,11 @@ impl Workload {
                 deadline_us: now_us + CLIENT_TIMEOUT_US,
                 op: PendingOp::InitProducerId,
             });
-            return Some((node_any, request_id, Request::InitProducerId { current: None }));
+            return Some((
+                node_any,
+                request_id,
+                Request::InitProducerId { current: None },
+            ));
         };
         if c.idempotence.retry.is_none() {
             let tp = c.keys[rng.gen_range(0..c.keys.len())].clone();
@@ -313,8 +319,11 @@ impl Workload {
                 .record(None, Some(value.to_string().as_bytes()), &[], ts)
                 .build();
             *seq += 1;
-            self.history
-                .push(Event::invoke(c.process, Op::send(tp.to_string(), value), now_us));
+            self.history.push(Event::invoke(
+                c.process,
+                Op::send(tp.to_string(), value),
+                now_us,
+            ));
             c.idempotence.retry = Some(Retry {
                 tp,
                 value,
@@ -352,7 +361,11 @@ impl Workload {
         now_us: u64,
     ) {
         let c = &mut self.clients[client];
-        let mut r = c.idempotence.retry.take().expect("an idempotent send is in progress");
+        let mut r = c
+            .idempotence
+            .retry
+            .take()
+            .expect("an idempotent send is in progress");
         let e = match result {
             Ok(offset) => {
                 self.acked_all += 1;

@@ -292,7 +292,12 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 8] = [
         "b-1: committed entry",
     ),
     (Mutation::ServePastHw, Scenario::Swarm, 2, "checker:"),
-    (Mutation::SkipTermCheck, Scenario::Swarm, 59, "node 3's view"),
+    (
+        Mutation::SkipTermCheck,
+        Scenario::Swarm,
+        59,
+        "node 3's view",
+    ),
     (
         Mutation::LoseTruncation,
         Scenario::Swarm,
@@ -305,7 +310,12 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 8] = [
         4,
         "a-1: acked",
     ),
-    (Mutation::ForgetHardState, Scenario::Swarm, 127, "two leaders"),
+    (
+        Mutation::ForgetHardState,
+        Scenario::Swarm,
+        127,
+        "two leaders",
+    ),
     (
         Mutation::AcceptDuplicateSequence,
         Scenario::Swarm,

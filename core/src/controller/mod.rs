@@ -40,7 +40,13 @@ pub struct ControllerConfig {
     pub brokers: Vec<NodeId>,
     /// A broker not heard from for this long is fenced.
     pub session_timeout_ms: Millis,
+    /// Partitions of `__consumer_offsets`, created when the cluster forms (0: never).
+    pub offsets_partitions: u32,
 }
+
+/// The replication factor of `__consumer_offsets`, capped at the brokers there are (Kafka's
+/// `offsets.topic.replication.factor`).
+pub const OFFSETS_REPLICATION_FACTOR: usize = 3;
 
 /// An admin request or an internal record whose proposal is in flight.
 #[derive(Debug, Clone)]
@@ -280,6 +286,39 @@ impl Controller {
         self.propose(Proposal::Internal, kind, ctx, fx);
     }
 
+    /// Creates `__consumer_offsets` once enough brokers are up for its replication factor
+    /// (every configured broker counts as placeable until it is fenced).
+    fn create_offsets_topic(&mut self, ctx: &Ctx, fx: &mut Effects) {
+        let name = crate::types::CONSUMER_OFFSETS_TOPIC;
+        let partitions = self.config.offsets_partitions;
+        let pending = self
+            .lead
+            .creating
+            .get(name)
+            .is_some_and(|at| recent(*at, ctx.now_ms, self.config.session_timeout_ms));
+        if partitions == 0 || pending || self.image.topics.contains_key(name) {
+            return;
+        }
+        let brokers = self.image.placeable_brokers(&self.config.brokers);
+        let rf = self
+            .config
+            .brokers
+            .len()
+            .clamp(1, OFFSETS_REPLICATION_FACTOR);
+        let placed = place_replicas(&self.image, &brokers, name, partitions as i64, rf as i64);
+        let Ok(assignment) = placed else {
+            return; // Too few brokers unfenced: the next tick tries again.
+        };
+        self.lead.creating.insert(name.to_string(), ctx.now_ms);
+        let kind = RecordKind::CreateTopic(CreateTopic {
+            topic_id: topic_id(name, self.image.records_applied).to_vec(),
+            name: name.to_string(),
+            partitions: assignment,
+            configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        });
+        self.propose(Proposal::Internal, kind, ctx, fx);
+    }
+
     /// A heartbeat: liveness, (re-)registration, leaderships and auto-creation, each turned into
     /// a record only when the image differs.
     fn handle_heartbeat(&mut self, from: NodeId, hb: BrokerHeartbeat, ctx: &Ctx, fx: &mut Effects) {
@@ -483,6 +522,7 @@ impl PartitionMachine for Controller {
     fn tick(&mut self, ctx: &Ctx, fx: &mut Effects) {
         if self.is_active() && ctx.is_leader {
             self.fence_silent(ctx, fx);
+            self.create_offsets_topic(ctx, fx);
         }
     }
 

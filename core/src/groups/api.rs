@@ -116,6 +116,10 @@ pub enum GroupError {
     CoordinatorLoadInProgress,
     #[error("coordinator not available")]
     CoordinatorNotAvailable,
+    /// A request the broker cannot route (INVALID_REQUEST): the Kafka layer sends one group
+    /// per DescribeGroups / DeleteGroups request to the core.
+    #[error("invalid request")]
+    InvalidRequest,
     #[error("not the coordinator")]
     NotCoordinator,
     #[error("illegal generation")]
@@ -169,6 +173,7 @@ impl GroupError {
             GroupError::FencedInstanceId => 82,
             GroupError::GroupSubscribedToTopic => 86,
             GroupError::UnstableOffsetCommit => 88,
+            GroupError::InvalidRequest => 42,
         }
     }
 

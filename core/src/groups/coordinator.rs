@@ -530,6 +530,13 @@ impl PartitionMachine for GroupCoordinator {
         }
     }
 
+    /// The log exists only to build the groups and offsets (Kafka compacts
+    /// `__consumer_offsets`): snapshots let it be deleted behind them, and a lagging follower
+    /// installs the state with the snapshot.
+    fn compacts_log(&self) -> bool {
+        true
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use railyard_core::api::{Request, Response};
 use railyard_core::disk::Disk;
+use railyard_core::groups::GroupConfig;
 use railyard_core::network::{Envelope, Network};
 use railyard_core::node::{BrokerEndpoint, Node, NodeConfig};
 use railyard_core::replica::ReplicaConfig;
@@ -19,6 +20,9 @@ use rand::Rng;
 
 use super::checks::tp_key;
 use super::{Event, Scenario, World, TICK_US};
+
+/// `__consumer_offsets` partitions in the simulated cluster: few, so each sees traffic.
+pub(super) const OFFSETS_PARTITIONS: u32 = 3;
 use crate::workload::WALL_EPOCH_MS;
 
 /// Latency between a client and a node (clients are not partitioned from nodes).
@@ -92,6 +96,12 @@ impl World {
             session_timeout_ms: 800,
             preferred_leader_check_ms: Some(PREFERRED_LEADER_CHECK_MS),
             min_free_bytes: MIN_FREE_BYTES,
+            offsets_partitions: OFFSETS_PARTITIONS,
+            group: GroupConfig {
+                group_min_session_timeout_ms: 100,
+                group_initial_rebalance_delay_ms: 200,
+                ..GroupConfig::default()
+            },
         }
     }
 
