@@ -26,11 +26,14 @@ pub enum Mutation {
     AcceptDuplicateSequence,
     /// `ProducerTable::on_truncate` keeps the producer batches of a dropped log suffix.
     KeepProducerStateOnTruncation,
+    /// `GroupCoordinator::offset_commit` answers an OffsetCommit when it proposes the record,
+    /// before the record commits.
+    AckCommitBeforeCommitted,
 }
 
 impl Mutation {
     /// Every mutation, for campaigns and the standing test.
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::AckBeforeSync,
         Mutation::ServePastHw,
         Mutation::SkipTermCheck,
@@ -39,6 +42,7 @@ impl Mutation {
         Mutation::ForgetHardState,
         Mutation::AcceptDuplicateSequence,
         Mutation::KeepProducerStateOnTruncation,
+        Mutation::AckCommitBeforeCommitted,
     ];
 
     /// The kebab-case name used on the command line.
@@ -52,6 +56,7 @@ impl Mutation {
             Mutation::ForgetHardState => "forget-hard-state",
             Mutation::AcceptDuplicateSequence => "accept-duplicate-sequence",
             Mutation::KeepProducerStateOnTruncation => "keep-producer-state-on-truncation",
+            Mutation::AckCommitBeforeCommitted => "ack-commit-before-committed",
         }
     }
 

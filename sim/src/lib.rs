@@ -7,6 +7,7 @@
 
 pub mod disk;
 pub mod faults;
+pub mod group_client;
 pub mod mutations;
 pub mod net;
 pub mod workload;

@@ -24,6 +24,8 @@ use railyard_core::api::{Acks, ClientError, Request, Response};
 use railyard_core::batch::{decode_records, BatchBuilder, DecodedRecord};
 use railyard_core::types::{NodeId, Offset, TopicPartition};
 use railyard_jepsen::{Event, History, Op};
+
+use crate::group_client::{GroupLedger, GroupOp, Member};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -36,6 +38,8 @@ pub enum Role {
     /// acks=all with idempotence (see the module docs).
     IdempotentProducer,
     Consumer,
+    /// A member of a consumer group ([`crate::group_client`]).
+    GroupConsumer,
 }
 
 /// Most attempts of one idempotent send before the client gives up on it.
@@ -75,6 +79,7 @@ pub enum PendingOp {
     Send { tp: TopicPartition, value: u64 },
     Poll { tp: TopicPartition, from: Offset },
     InitProducerId,
+    Group(GroupOp),
 }
 
 pub struct Client {
@@ -95,6 +100,8 @@ pub struct Client {
     /// Final catch-up reader: polls its keys until each reaches `final_targets`.
     pub final_targets: Option<BTreeMap<TopicPartition, Offset>>,
     pub idempotence: Idempotence,
+    /// Set for [`Role::GroupConsumer`].
+    pub member: Option<Member>,
 }
 
 /// Shared state of the workload: the history and the allocators for processes and values.
@@ -121,6 +128,11 @@ pub struct Workload {
     pub values_read: u64,
     /// Per tp, (time_us) of the last acks=all ok send, for the liveness check.
     pub last_ok_send_us: BTreeMap<TopicPartition, u64>,
+    /// What the group checks know, per group.
+    pub groups: BTreeMap<String, GroupLedger>,
+    /// Broken promises the workload saw (committed offsets lost or skipping), for the world
+    /// to report.
+    pub violations: Vec<String>,
 }
 
 /// The simulated wall clock's epoch (2026-01-01T00:00:00Z): true wall time is this plus the
@@ -152,7 +164,41 @@ impl Workload {
             polls_ok: 0,
             values_read: 0,
             last_ok_send_us: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            violations: Vec::new(),
         }
+    }
+
+    /// Adds a member of consumer group `group`, subscribed to `keys`.
+    pub fn add_group_member(&mut self, group: &str, keys: Vec<TopicPartition>) -> usize {
+        let id = self.add_client(Role::GroupConsumer, keys.clone());
+        self.clients[id].member = Some(Member::new(group, keys));
+        self.groups.entry(group.to_string()).or_default();
+        id
+    }
+
+    fn next_group_request(
+        &mut self,
+        client: usize,
+        now_us: u64,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<(NodeId, u64, Request)> {
+        let request_id = self.next_request;
+        let c = &mut self.clients[client];
+        let member = c.member.as_mut().expect("a group consumer has a member");
+        let ledger = self
+            .groups
+            .get_mut(&member.group)
+            .expect("added with its group");
+        let (node, request, op) = member.next(&self.nodes, now_us, ledger, rng)?;
+        self.next_request += 1;
+        c.in_flight = Some(InFlight {
+            request_id,
+            node,
+            deadline_us: now_us + CLIENT_TIMEOUT_US,
+            op: PendingOp::Group(op),
+        });
+        Some((node, request_id, request))
     }
 
     pub fn add_client(&mut self, role: Role, keys: Vec<TopicPartition>) -> usize {
@@ -172,6 +218,7 @@ impl Workload {
             stopped: false,
             final_targets: None,
             idempotence: Idempotence::default(),
+            member: None,
         });
         id
     }
@@ -205,10 +252,13 @@ impl Workload {
         if matches!(c.role, Role::IdempotentProducer) {
             return self.next_idempotent(client, now_us, rng);
         }
+        if matches!(c.role, Role::GroupConsumer) {
+            return self.next_group_request(client, now_us, rng);
+        }
         let tp = match (&c.role, &c.final_targets) {
             // Producers spread writes over their keys at random.
             (Role::Producer { .. }, _) => c.keys[rng.gen_range(0..c.keys.len())].clone(),
-            (Role::IdempotentProducer, _) => unreachable!("handled above"),
+            (Role::IdempotentProducer | Role::GroupConsumer, _) => unreachable!("handled above"),
             (Role::Consumer, Some(targets)) => {
                 let pending: Vec<&TopicPartition> = targets
                     .iter()
@@ -250,7 +300,7 @@ impl Workload {
                     PendingOp::Send { tp, value },
                 )
             }
-            Role::IdempotentProducer => unreachable!("handled above"),
+            Role::IdempotentProducer | Role::GroupConsumer => unreachable!("handled above"),
             Role::Consumer => {
                 if c.needs_assign {
                     c.needs_assign = false;
@@ -431,6 +481,16 @@ impl Workload {
         };
         let process = c.process;
         match (inf.op, response) {
+            (PendingOp::Group(op), response) => {
+                let member = c.member.as_mut().expect("a group consumer has a member");
+                let ledger = self
+                    .groups
+                    .get_mut(&member.group)
+                    .expect("added with its group");
+                if let Some(v) = member.reply(inf.node, op, response, now_us, ledger) {
+                    self.violations.push(v);
+                }
+            }
             (PendingOp::InitProducerId, Response::InitProducerId(result)) => {
                 if let Ok(p) = result {
                     c.idempotence.producer = Some(p);
@@ -444,7 +504,7 @@ impl Workload {
             (PendingOp::Send { tp, value }, Response::Produce(result)) => {
                 let acks = match c.role {
                     Role::Producer { acks } => acks,
-                    Role::IdempotentProducer | Role::Consumer => unreachable!("handled above"),
+                    _ => unreachable!("handled above"),
                 };
                 match result {
                     Ok(offset) if acks == Acks::All => {
@@ -565,6 +625,11 @@ impl Workload {
         }
         match inf.op {
             PendingOp::InitProducerId => {}
+            PendingOp::Group(_) => {
+                if let Some(m) = self.clients[client].member.as_mut() {
+                    m.timed_out();
+                }
+            }
             PendingOp::Send { tp, value } => self.record_info_send(client, &tp, value, now_us),
             PendingOp::Poll { .. } => {
                 let p = self.clients[client].process;

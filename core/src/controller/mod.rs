@@ -305,7 +305,7 @@ impl Controller {
             .brokers
             .len()
             .clamp(1, OFFSETS_REPLICATION_FACTOR);
-        let placed = place_replicas(&self.image, &brokers, name, partitions as i64, rf as i64);
+        let placed = place_internal(&self.image, &brokers, name, partitions as i64, rf as i64);
         let Ok(assignment) = placed else {
             return; // Too few brokers unfenced: the next tick tries again.
         };

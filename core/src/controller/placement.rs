@@ -82,6 +82,27 @@ pub fn place_replicas(
     if !valid_topic_name(name) || is_internal_topic(name) {
         return Err(PlacementError::InvalidTopic(name.to_string()));
     }
+    place(image, brokers, partitions, replication_factor)
+}
+
+/// [`place_replicas`] for an internal topic, which only the controller creates.
+pub fn place_internal(
+    image: &MetadataImage,
+    brokers: &[NodeId],
+    name: &str,
+    partitions: i64,
+    replication_factor: i64,
+) -> Result<Vec<PartitionAssignment>, PlacementError> {
+    assert!(is_internal_topic(name), "{name} is not an internal topic");
+    place(image, brokers, partitions, replication_factor)
+}
+
+fn place(
+    image: &MetadataImage,
+    brokers: &[NodeId],
+    partitions: i64,
+    replication_factor: i64,
+) -> Result<Vec<PartitionAssignment>, PlacementError> {
     if partitions < 1 || partitions > PARTITIONS_PER_TOPIC_MAX as i64 {
         return Err(PlacementError::InvalidPartitions(partitions));
     }

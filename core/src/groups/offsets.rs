@@ -5,6 +5,7 @@
 //! state: a leader's committed state includes every commit it acknowledged, because
 //! acknowledgements wait for the commit.
 
+use crate::mutation::{self, Mutation};
 use std::collections::BTreeSet;
 
 use super::api::{DescribedGroup, FetchedOffset, GroupError, GroupRequest, GroupResponse};
@@ -88,6 +89,12 @@ impl GroupCoordinator {
         }
         if records.is_empty() {
             return commit_done(id, results, None, fx);
+        }
+        if mutation::active(Mutation::AckCommitBeforeCommitted) {
+            // Planted bug: the commit is acknowledged as soon as it is proposed.
+            commit_done(id, results, None, fx);
+            self.propose(Proposal::Metadata { group }, &records, ctx, fx);
+            return;
         }
         self.propose(
             Proposal::Commit {

@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 
 use raft::StateRole;
 use railyard_core::batch::decode_records;
-use railyard_core::metadata::metadata_tp;
-use railyard_core::types::{NodeId, TopicPartition};
+use railyard_core::types::{is_internal_topic, NodeId, TopicPartition};
 
 use super::scenarios::RECONFIG_TOPIC;
 use super::{Scenario, World};
@@ -67,7 +66,6 @@ impl World {
     /// Every replica's committed prefix agrees: same (term, checksum) at every committed index,
     /// and every record in it was sent by some client, at one offset only.
     pub(super) fn check_committed_prefixes(&mut self) {
-        let meta = metadata_tp();
         let mut new_violations = Vec::new();
         for id in self.up_nodes() {
             let node = self.slots[&id].node.as_ref().unwrap();
@@ -103,8 +101,8 @@ impl World {
                             reference.insert(e.index, (e.term, sum));
                         }
                     }
-                    // Metadata records are the controller's, not the workload's.
-                    if e.record_count == 0 || tp == meta {
+                    // Internal topics' records are the cluster's, not the workload's.
+                    if e.record_count == 0 || is_internal_topic(&tp.topic) {
                         continue;
                     }
                     let Ok(records) = decode_records(&e.data) else {

@@ -416,6 +416,7 @@ impl World {
         self.trace(4, client as u64, request_id);
         self.workload
             .handle_reply(client, request_id, response, self.now);
+        self.workload_violations();
         self.client_next(client);
     }
 

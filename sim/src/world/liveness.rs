@@ -85,7 +85,7 @@ impl World {
             targets.insert(spec.tp.clone(), hw);
         }
         for c in self.workload.clients.iter_mut() {
-            if matches!(c.role, Role::Consumer) {
+            if matches!(c.role, Role::Consumer | Role::GroupConsumer) {
                 c.stopped = true;
             }
         }
@@ -248,6 +248,14 @@ impl World {
         self.stats.send_refused_disk_full = w.send_refused_disk_full;
         self.stats.send_info = w.send_info;
         self.stats.polls_ok = w.polls_ok;
+        self.stats.idempotent_retries = w.idempotent_retries;
+        self.stats.idempotent_resets = w.idempotent_resets;
+        for g in w.groups.values() {
+            self.stats.group_commits_acked += g.commits_acked;
+            self.stats.group_joins += g.rebalances;
+            self.stats.group_crashes += g.crashes;
+            self.stats.group_resumes_checked += g.resumes_checked;
+        }
         self.stats.values_read = w.values_read;
         self.stats.net = self.net.stats();
         for slot in self.slots.values() {

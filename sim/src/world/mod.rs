@@ -61,6 +61,9 @@ pub const TICK_US: u64 = 10_000;
 /// How often the committed-prefix check reads newly committed entries.
 const PREFIX_CHECK_US: u64 = 250_000;
 
+/// The consumer group of the simulated group members.
+const SIM_GROUP: &str = "sim-group";
+
 /// A scripted scenario, or the swarm (random faults).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -95,6 +98,8 @@ pub struct SimOptions {
     pub producers_leader: usize,
     /// Idempotent acks=all producers that retry across leader changes.
     pub producers_idempotent: usize,
+    /// Members of one consumer group (`crate::group_client`).
+    pub group_members: usize,
     pub consumers: usize,
     pub scenario: Scenario,
     pub log: LogConfig,
@@ -120,6 +125,7 @@ impl SimOptions {
             producers_all: 3,
             producers_leader: 1,
             producers_idempotent: 2,
+            group_members: 3,
             consumers: 2,
             scenario: Scenario::Swarm,
             log: LogConfig {
@@ -197,6 +203,15 @@ pub struct RunStats {
     /// Leaderships recorded in the metadata log, summed over the images at the end.
     pub leaders_recorded: u64,
     pub send_info: u64,
+    /// Idempotent sends resent (timeouts, leader changes) and producers that started over.
+    pub idempotent_retries: u64,
+    pub idempotent_resets: u64,
+    /// Group members' acknowledged offset commits, completed joins, crashes, and committed
+    /// offsets checked at a resume.
+    pub group_commits_acked: u64,
+    pub group_joins: u64,
+    pub group_crashes: u64,
+    pub group_resumes_checked: u64,
     pub polls_ok: u64,
     pub values_read: u64,
     pub committed_entries_checked: u64,
@@ -453,6 +468,9 @@ impl World {
         for _ in 0..opts.producers_idempotent {
             workload.add_client(Role::IdempotentProducer, all_keys.clone());
         }
+        for _ in 0..opts.group_members {
+            workload.add_group_member(SIM_GROUP, all_keys.clone());
+        }
         for _ in 0..opts.consumers {
             workload.add_client(Role::Consumer, all_keys.clone());
         }
@@ -564,6 +582,13 @@ impl World {
                 self.trace ^= byte as u64;
                 self.trace = self.trace.wrapping_mul(0x0100_0000_01b3);
             }
+        }
+    }
+
+    /// Reports what the workload's own checks found.
+    pub(super) fn workload_violations(&mut self) {
+        for v in std::mem::take(&mut self.workload.violations) {
+            self.violation(v);
         }
     }
 
