@@ -284,42 +284,32 @@ fn test_scenario_follower_then_leader_crash() {
 // this binary so that it runs beside the long swarm test instead of after it.
 
 /// (mutation, scenario, seed that catches it, what the check's report starts with).
-const CANARIES: [(Mutation, Scenario, u64, &str); 8] = [
+const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
     (
         Mutation::AckBeforeSync,
         Scenario::FollowerThenLeaderCrash,
-        14,
-        "b-1: committed entry",
+        3,
+        "__consumer_offsets-1: committed entry",
     ),
     (Mutation::ServePastHw, Scenario::Swarm, 2, "checker:"),
-    (
-        Mutation::SkipTermCheck,
-        Scenario::Swarm,
-        59,
-        "node 3's view",
-    ),
+    (Mutation::SkipTermCheck, Scenario::Swarm, 8, "node 2's view"),
     (
         Mutation::LoseTruncation,
         Scenario::Swarm,
         2,
-        "a-0: committed entry",
+        "__consumer_offsets-1: committed entry",
     ),
     (
         Mutation::ApplyBeforeCommit,
         Scenario::Swarm,
-        4,
-        "a-1: acked",
+        2,
+        "group sim-group: committed offset",
     ),
-    (
-        Mutation::ForgetHardState,
-        Scenario::Swarm,
-        127,
-        "two leaders",
-    ),
+    (Mutation::ForgetHardState, Scenario::Swarm, 62, "two leaders"),
     (
         Mutation::AcceptDuplicateSequence,
         Scenario::Swarm,
-        4,
+        2,
         "checker: duplicate",
     ),
     (
@@ -327,6 +317,12 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 8] = [
         Scenario::Swarm,
         6,
         "assertion at core/src/producers.rs",
+    ),
+    (
+        Mutation::AckCommitBeforeCommitted,
+        Scenario::Swarm,
+        2,
+        "group sim-group: committed offset",
     ),
 ];
 
