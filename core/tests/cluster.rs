@@ -10,6 +10,9 @@ use bytes::Bytes;
 use railyard_core::api::{Acks, ClientError, OffsetSpec, Request, Response};
 use railyard_core::batch::{decode_records, BatchBuilder};
 use railyard_core::disk::{Disk, MemDisk};
+use railyard_core::groups::{
+    coordinator_partition, FetchedOffset, GroupConfig, GroupError, GroupRequest, GroupResponse,
+};
 use railyard_core::log::LogConfig;
 use railyard_core::network::{Envelope, Outbox};
 use railyard_core::node::{BrokerEndpoint, Node, NodeConfig, PartitionSpec, PUMP_STEPS_MAX};
@@ -31,6 +34,8 @@ struct Cluster {
     restarts: u64,
     /// `ReplicaConfig::snapshot_entries` of every node.
     snapshot_entries: u64,
+    /// `__consumer_offsets` partitions the controller creates (0: none).
+    offsets_partitions: u32,
 }
 
 fn endpoint(id: NodeId) -> BrokerEndpoint {
@@ -75,7 +80,10 @@ fn config(id: NodeId, log: LogConfig, metadata: bool, size: u64, incarnation: u6
         preferred_leader_check_ms: None,
         min_free_bytes: 0,
         offsets_partitions: 0,
-        group: Default::default(),
+        group: GroupConfig {
+            group_initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        },
     }
 }
 
@@ -98,6 +106,22 @@ impl Cluster {
     }
 
     fn snapshotting(log: LogConfig, metadata: bool, size: u64, snapshot_entries: u64) -> Cluster {
+        Cluster::build(log, metadata, size, snapshot_entries, 0)
+    }
+
+    /// A metadata-driven cluster of 3 with `__consumer_offsets` of `offsets_partitions`.
+    fn with_groups(offsets_partitions: u32) -> Cluster {
+        let entries = ReplicaConfig::default().snapshot_entries;
+        Cluster::build(LogConfig::default(), true, 3, entries, offsets_partitions)
+    }
+
+    fn build(
+        log: LogConfig,
+        metadata: bool,
+        size: u64,
+        snapshot_entries: u64,
+        offsets_partitions: u32,
+    ) -> Cluster {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let disks: Vec<Rc<MemDisk>> = (0..size).map(|_| Rc::new(MemDisk::new())).collect();
         let nodes = (1..=size)
@@ -105,6 +129,7 @@ impl Cluster {
                 let disk: Rc<dyn Disk> = disks[id as usize - 1].clone();
                 let mut cfg = config(id, log.clone(), metadata, size, 0);
                 cfg.replica.snapshot_entries = snapshot_entries;
+                cfg.offsets_partitions = offsets_partitions;
                 Node::open(cfg, disk, &logger).unwrap()
             })
             .collect();
@@ -116,6 +141,7 @@ impl Cluster {
             size,
             restarts: 0,
             snapshot_entries,
+            offsets_partitions,
             cut: BTreeSet::new(),
             in_flight: Vec::new(),
             now_ms: 0,
@@ -136,6 +162,7 @@ impl Cluster {
             self.restarts,
         );
         config.replica.snapshot_entries = self.snapshot_entries;
+        config.offsets_partitions = self.offsets_partitions;
         let node = Node::open(config, disk, &logger).unwrap();
         self.nodes[id as usize - 1] = node;
     }
@@ -1054,4 +1081,225 @@ fn test_conf_changes_add_learner_promote_and_remove_voter() {
     v.sort_unstable();
     assert_eq!(v, want, "the configuration was persisted");
     assert_eq!(c.node(4).replica(&tp()).unwrap().voters(), want);
+}
+
+/// InitProducerId through the controller's blocks, then an idempotent producer's batches: a
+/// retry is answered with its original offset (on the old leader, on a new one after a
+/// failover, and after every node restarted), a gap and a fenced epoch are refused, and the log
+/// holds each batch once.
+#[test]
+fn test_idempotent_producer_across_failover_and_restart() {
+    let mut c = Cluster::with(LogConfig::default(), true);
+    let ctl = wait_for_controller(&mut c);
+    assert_eq!(
+        create(&mut c, ctl, "t", 1, 3),
+        Response::CreateTopic(Ok(()))
+    );
+    tick_until(&mut c, 100, "a leader of t-0", |c| c.leader().is_some());
+    let init = |c: &mut Cluster, node, current| match c
+        .request(node, Request::InitProducerId { current })
+    {
+        Response::InitProducerId(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let (pid, epoch) = init(&mut c, 2, None).expect("a producer id");
+    assert_eq!(epoch, 0);
+    let (other, _) = init(&mut c, 3, None).expect("another producer id");
+    assert_ne!(pid, other, "two brokers never hand out the same id");
+    let send = |c: &mut Cluster, epoch: i16, seq: i32| {
+        let batch = BatchBuilder::new(1_000)
+            .producer(pid, epoch, seq)
+            .record(None, Some(format!("v{seq}").as_bytes()), &[], 1_000)
+            .build();
+        let leader = c.leader().expect("a leader");
+        let tp = tp();
+        match c.request(
+            leader,
+            Request::Produce {
+                tp,
+                acks: Acks::All,
+                batch,
+            },
+        ) {
+            Response::Produce(r) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(send(&mut c, 0, 0), Ok(0));
+    assert_eq!(
+        send(&mut c, 0, 0),
+        Ok(0),
+        "a retry gets the original offset"
+    );
+    assert_eq!(
+        send(&mut c, 0, 2),
+        Err(ClientError::OutOfOrderSequence {
+            expected: 1,
+            got: 2
+        })
+    );
+    assert_eq!(send(&mut c, 0, 1), Ok(1));
+    let old = c.leader().unwrap();
+    isolate(&mut c, old, true);
+    tick_until(&mut c, 200, "a new leader", |c| {
+        c.leader().is_some_and(|l| l != old)
+    });
+    assert_eq!(send(&mut c, 0, 1), Ok(1), "the new leader knows the batch");
+    isolate(&mut c, old, false);
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    tick_until(&mut c, 200, "a leader after the restart", |c| {
+        c.leader().is_some()
+    });
+    assert_eq!(send(&mut c, 0, 1), Ok(1), "rebuilt from the log at open");
+    // KIP-360: a re-init bumps the epoch, and the old epoch is fenced once the new one wrote.
+    let (same, bumped) = init(&mut c, 1, Some((pid, 0))).unwrap();
+    assert_eq!((same, bumped), (pid, 1));
+    assert_eq!(send(&mut c, 1, 0), Ok(2));
+    assert_eq!(
+        send(&mut c, 0, 2),
+        Err(ClientError::InvalidProducerEpoch {
+            epoch: 0,
+            current: 1
+        })
+    );
+    assert_eq!(
+        init(&mut c, 1, Some((1 << 40, 0))),
+        Err(ClientError::InvalidProducerIdMapping(1 << 40))
+    );
+    let leader = c.leader().unwrap();
+    assert_eq!(
+        c.list_offsets(leader, OffsetSpec::Latest).0,
+        3,
+        "each batch written once"
+    );
+}
+
+/// Sends a group request to `node`, retrying while the coordinator loads.
+fn group(c: &mut Cluster, node: NodeId, request: GroupRequest) -> GroupResponse {
+    for _ in 0..50 {
+        match c.request(node, Request::Group(request.clone())) {
+            Response::Group(GroupResponse::OffsetFetch(Err(
+                GroupError::CoordinatorLoadInProgress,
+            )))
+            | Response::Group(GroupResponse::Heartbeat(Err(
+                GroupError::CoordinatorLoadInProgress,
+            ))) => c.tick(1),
+            Response::Group(GroupResponse::Join(j))
+                if j.error == Some(GroupError::CoordinatorLoadInProgress) =>
+            {
+                c.tick(1)
+            }
+            Response::Group(r) => return r,
+            other => panic!("{other:?}"),
+        }
+    }
+    panic!("the coordinator never loaded")
+}
+
+/// The node leading the group's `__consumer_offsets` partition.
+fn coordinator(c: &Cluster, group: &str, partitions: u32) -> Option<NodeId> {
+    let tp = TopicPartition::new(
+        "__consumer_offsets",
+        coordinator_partition(group, partitions),
+    );
+    c.nodes
+        .iter()
+        .find(|n| n.replica(&tp).is_some_and(|r| r.is_leader()))
+        .map(|n| n.id())
+}
+
+/// The controller creates `__consumer_offsets`; a member joins (MEMBER_ID_REQUIRED first),
+/// syncs and commits; every other node answers NOT_COORDINATOR; the coordinator's node is cut
+/// off, and the new coordinator serves the committed offset (measured: the failover time).
+#[test]
+fn test_group_offsets_survive_coordinator_failover() {
+    const PARTITIONS: u32 = 3;
+    let mut c = Cluster::with_groups(PARTITIONS);
+    wait_for_controller(&mut c);
+    tick_until(&mut c, 200, "a coordinator", |c| {
+        coordinator(c, "g", PARTITIONS).is_some()
+    });
+    let coord = coordinator(&c, "g", PARTITIONS).unwrap();
+    let other = (1..=3).find(|n| *n != coord).unwrap();
+    let join = |member_id: &str| GroupRequest::Join {
+        group: "g".into(),
+        member_id: member_id.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/h".into(),
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"t"))],
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        require_known_member_id: true,
+        reason: None,
+    };
+    let GroupResponse::Join(j) = group(&mut c, other, join("")) else {
+        panic!()
+    };
+    assert_eq!(j.error, Some(GroupError::NotCoordinator));
+    let GroupResponse::Join(j) = group(&mut c, coord, join("")) else {
+        panic!()
+    };
+    assert_eq!(j.error, Some(GroupError::MemberIdRequired));
+    let member = j.member_id;
+    let GroupResponse::Join(j) = group(&mut c, coord, join(&member)) else {
+        panic!()
+    };
+    assert_eq!((j.error, j.leader.as_str()), (None, member.as_str()));
+    let sync = GroupRequest::Sync {
+        group: "g".into(),
+        generation: j.generation,
+        member_id: member.clone(),
+        group_instance_id: None,
+        protocol_type: Some("consumer".into()),
+        protocol_name: Some("range".into()),
+        assignments: vec![(member.clone(), Bytes::from_static(b"t-0"))],
+    };
+    let GroupResponse::Sync(s) = group(&mut c, coord, sync) else {
+        panic!()
+    };
+    assert_eq!((s.error, s.assignment), (None, Bytes::from_static(b"t-0")));
+    let commit = GroupRequest::OffsetCommit {
+        group: "g".into(),
+        generation: j.generation,
+        member_id: member,
+        group_instance_id: None,
+        offsets: vec![(tp(), 42, 1, Some("m".into()))],
+    };
+    let GroupResponse::OffsetCommit(r) = group(&mut c, coord, commit) else {
+        panic!()
+    };
+    assert_eq!(r, vec![(tp(), None)]);
+    let fetch = GroupRequest::OffsetFetch {
+        group: "g".into(),
+        partitions: Some(vec![tp()]),
+        require_stable: false,
+    };
+    let cut_at = c.now_ms;
+    isolate(&mut c, coord, true);
+    tick_until(&mut c, 300, "a new coordinator", |c| {
+        coordinator(c, "g", PARTITIONS).is_some_and(|n| n != coord)
+    });
+    let next = coordinator(&c, "g", PARTITIONS).unwrap();
+    let GroupResponse::OffsetFetch(r) = group(&mut c, next, fetch) else {
+        panic!()
+    };
+    let failover_ms = c.now_ms - cut_at;
+    let want = FetchedOffset {
+        tp: tp(),
+        offset: 42,
+        leader_epoch: 1,
+        metadata: Some("m".into()),
+        error: None,
+    };
+    assert_eq!(
+        r,
+        Ok(vec![want]),
+        "the commit survived the coordinator's loss"
+    );
+    eprintln!("coordinator failover: {failover_ms} ms of simulated time (100 ms ticks)");
+    assert!(failover_ms < 10_000, "failover took {failover_ms} ms");
 }
