@@ -154,6 +154,11 @@ async fn connection<B: Broker>(
     }
     let metrics = config.metrics.as_deref();
     let _open = OpenConnection::new(metrics);
+    // Kafka's client_host, as its DescribeGroups shows it (Java's `InetAddress.toString()`).
+    let client_host = stream
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default();
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut codes = Vec::new();
@@ -175,14 +180,15 @@ async fn connection<B: Broker>(
             .ok()
             .and_then(|p| ApiKey::try_from(p.api_key).ok());
         codes.clear();
-        let (bytes_out, result) = match dispatch(&broker, &config, frame, &mut codes).await {
-            Ok(Some(out)) => match write.write_all(&out).await {
-                Ok(()) => (out.len() as u64, Ok(())),
-                Err(e) => (0, Err(ConnectionError::Codec(e.into()))),
-            },
-            Ok(None) => (0, Ok(())),
-            Err(e) => (0, Err(e)),
-        };
+        let (bytes_out, result) =
+            match dispatch(&broker, &config, &client_host, frame, &mut codes).await {
+                Ok(Some(out)) => match write.write_all(&out).await {
+                    Ok(()) => (out.len() as u64, Ok(())),
+                    Err(e) => (0, Err(ConnectionError::Codec(e.into()))),
+                },
+                Ok(None) => (0, Ok(())),
+                Err(e) => (0, Err(e)),
+            };
         if let (Some(m), Some(api)) = (metrics, api) {
             m.record_request(api, started.elapsed(), bytes_in, bytes_out);
             for &code in codes.iter().filter(|&&c| c != 0) {
@@ -229,6 +235,7 @@ impl Drop for OpenConnection<'_> {
 async fn dispatch<B: Broker>(
     broker: &B,
     config: &KafkaConfig,
+    client_host: &str,
     mut frame: Bytes,
     codes: &mut Vec<i16>,
 ) -> Result<Option<BytesMut>, ConnectionError> {
@@ -258,6 +265,8 @@ async fn dispatch<B: Broker>(
         api,
         version,
         correlation_id: header.correlation_id,
+        client_id: header.client_id.as_deref().unwrap_or(""),
+        client_host,
         body: frame,
         codes,
     };

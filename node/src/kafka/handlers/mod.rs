@@ -25,6 +25,7 @@
 pub mod api_versions;
 pub mod common;
 pub mod configs;
+pub mod coordinator;
 pub mod fetch;
 pub mod metadata;
 pub mod offsets;
@@ -63,6 +64,8 @@ impl<B: Broker> Api<B> {
         // TOPIC resources (defaults only, see `configs`) and BROKER resources (no configs).
         Api::of::<configs::DescribeConfigs>(ApiKey::DescribeConfigs, 1, 4),
         Api::of::<producers::InitProducerId>(ApiKey::InitProducerId, 0, 5),
+        // Group keys only; v6 adds share-group keys, which are INVALID_REQUEST like transactions.
+        Api::of::<coordinator::FindCoordinator>(ApiKey::FindCoordinator, 0, 6),
     ];
 
     /// The row of `api` if we advertise `version` of it.
@@ -132,6 +135,10 @@ pub struct Ctx<'a, B> {
     pub config: &'a KafkaConfig,
     /// The request's (advertised) version, which the response is encoded in.
     pub version: i16,
+    /// The request header's client id ("" when null).
+    pub client_id: &'a str,
+    /// The client's address as Kafka reports it ("/10.0.0.1").
+    pub client_host: &'a str,
 }
 
 /// What the connection does with a handler's answer.
@@ -152,6 +159,10 @@ pub struct Call<'a, B> {
     pub api: ApiKey,
     pub version: i16,
     pub correlation_id: i32,
+    /// The request header's client id ("" when null).
+    pub client_id: &'a str,
+    /// The client's address as Kafka reports it ("/10.0.0.1").
+    pub client_host: &'a str,
     /// The request body (the bytes after the header).
     pub body: Bytes,
     /// Where the response's error codes are appended.
@@ -192,6 +203,8 @@ fn run<B: Broker, H: Handler>(call: Call<'_, B>) -> Running<'_> {
             api,
             version,
             correlation_id,
+            client_id,
+            client_host,
             mut body,
             codes,
         } = call;
@@ -200,6 +213,8 @@ fn run<B: Broker, H: Handler>(call: Call<'_, B>) -> Running<'_> {
             broker,
             config,
             version,
+            client_id,
+            client_host,
         };
         match H::handle(ctx, request).await {
             Answer::Reply(response) => {
