@@ -27,6 +27,8 @@ pub mod common;
 pub mod configs;
 pub mod coordinator;
 pub mod fetch;
+pub mod group_offsets;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -66,6 +68,16 @@ impl<B: Broker> Api<B> {
         Api::of::<producers::InitProducerId>(ApiKey::InitProducerId, 0, 5),
         // Group keys only; v6 adds share-group keys, which are INVALID_REQUEST like transactions.
         Api::of::<coordinator::FindCoordinator>(ApiKey::FindCoordinator, 0, 6),
+        // v4+: MEMBER_ID_REQUIRED first (KIP-394); v5+ static members; v9 skip_assignment.
+        Api::of::<groups::JoinGroup>(ApiKey::JoinGroup, 0, 9),
+        Api::of::<groups::SyncGroup>(ApiKey::SyncGroup, 0, 5),
+        Api::of::<groups::Heartbeat>(ApiKey::Heartbeat, 0, 4),
+        Api::of::<groups::LeaveGroup>(ApiKey::LeaveGroup, 0, 5),
+        // v0-1 are gone in Kafka 4 (KIP-896); kafka-protocol 0.18 has no v10 (topic ids).
+        Api::of::<group_offsets::OffsetCommit>(ApiKey::OffsetCommit, 2, 9),
+        // v0 is gone in Kafka 4; v8+ batch groups; kafka-protocol 0.18 has no v10 request.
+        Api::of::<group_offsets::OffsetFetch>(ApiKey::OffsetFetch, 1, 9),
+        Api::of::<group_offsets::OffsetDelete>(ApiKey::OffsetDelete, 0, 0),
     ];
 
     /// The row of `api` if we advertise `version` of it.
@@ -259,6 +271,25 @@ mod tests {
         assert_eq!(keys.len(), Api::<NodeHandle>::ALL.len());
         assert!(Api::<NodeHandle>::find(ApiKey::Fetch, 12).is_some());
         assert!(Api::<NodeHandle>::find(ApiKey::Fetch, 13).is_none());
-        assert!(Api::<NodeHandle>::find(ApiKey::JoinGroup, 0).is_none());
+        // The group APIs, with Kafka 4's floors (KIP-896) and kafka-protocol 0.18's ceilings.
+        let groups = [
+            (ApiKey::FindCoordinator, 0, 6),
+            (ApiKey::JoinGroup, 0, 9),
+            (ApiKey::SyncGroup, 0, 5),
+            (ApiKey::Heartbeat, 0, 4),
+            (ApiKey::LeaveGroup, 0, 5),
+            (ApiKey::OffsetCommit, 2, 9),
+            (ApiKey::OffsetFetch, 1, 9),
+            (ApiKey::OffsetDelete, 0, 0),
+        ];
+        for (api, min, max) in groups {
+            let row = Api::<NodeHandle>::find(api, min).expect("a group api row");
+            assert_eq!((row.min, row.max), (min, max), "{api:?}");
+        }
+        // Transactions and the KIP-848 consumer protocol are not implemented.
+        assert!(Api::<NodeHandle>::find(ApiKey::TxnOffsetCommit, 3).is_none());
+        assert!(Api::<NodeHandle>::find(ApiKey::OffsetCommit, 1).is_none());
+        assert!(Api::<NodeHandle>::find(ApiKey::OffsetFetch, 0).is_none());
+        assert!(Api::<NodeHandle>::find(ApiKey::ConsumerGroupHeartbeat, 0).is_none());
     }
 }
