@@ -20,13 +20,19 @@
 //! - [`topics`]: CreateTopics and DeleteTopics.
 //! - [`producers`]: InitProducerId (idempotent producers).
 //! - [`configs`]: DescribeConfigs, from the cluster view.
-//! - [`common`]: what several handlers share (partition errors, Kafka codes of core errors).
+//! - [`coordinator`]: FindCoordinator, from the cluster view.
+//! - [`groups`]: JoinGroup, SyncGroup, Heartbeat and LeaveGroup (classic group membership).
+//! - [`group_offsets`]: OffsetCommit, OffsetFetch and OffsetDelete.
+//! - [`group_admin`]: ListGroups, DescribeGroups and DeleteGroups.
+//! - [`common`]: what several handlers share (partition errors, Kafka codes of core errors,
+//!   sending group requests).
 
 pub mod api_versions;
 pub mod common;
 pub mod configs;
 pub mod coordinator;
 pub mod fetch;
+pub mod group_admin;
 pub mod group_offsets;
 pub mod groups;
 pub mod metadata;
@@ -78,11 +84,16 @@ impl<B: Broker> Api<B> {
         // v0 is gone in Kafka 4; v8+ batch groups; kafka-protocol 0.18 has no v10 request.
         Api::of::<group_offsets::OffsetFetch>(ApiKey::OffsetFetch, 1, 9),
         Api::of::<group_offsets::OffsetDelete>(ApiKey::OffsetDelete, 0, 0),
+        // v4+ states filter, v5 types filter (only "classic" groups exist).
+        Api::of::<group_admin::ListGroups>(ApiKey::ListGroups, 0, 5),
+        // v6 answers unknown groups GROUP_ID_NOT_FOUND instead of Dead (KIP-1043): not yet.
+        Api::of::<group_admin::DescribeGroups>(ApiKey::DescribeGroups, 0, 5),
+        Api::of::<group_admin::DeleteGroups>(ApiKey::DeleteGroups, 0, 2),
     ];
 
     /// The row of `api` if we advertise `version` of it.
     pub fn find(api: ApiKey, version: i16) -> Option<&'static Api<B>> {
-        // Ten rows: a scan is as fast as any index.
+        // Two dozen rows: a scan is as fast as any index.
         Self::ALL
             .iter()
             .find(|row| row.key == api && (row.min..=row.max).contains(&version))
@@ -281,6 +292,9 @@ mod tests {
             (ApiKey::OffsetCommit, 2, 9),
             (ApiKey::OffsetFetch, 1, 9),
             (ApiKey::OffsetDelete, 0, 0),
+            (ApiKey::ListGroups, 0, 5),
+            (ApiKey::DescribeGroups, 0, 5),
+            (ApiKey::DeleteGroups, 0, 2),
         ];
         for (api, min, max) in groups {
             let row = Api::<NodeHandle>::find(api, min).expect("a group api row");
@@ -290,6 +304,7 @@ mod tests {
         assert!(Api::<NodeHandle>::find(ApiKey::TxnOffsetCommit, 3).is_none());
         assert!(Api::<NodeHandle>::find(ApiKey::OffsetCommit, 1).is_none());
         assert!(Api::<NodeHandle>::find(ApiKey::OffsetFetch, 0).is_none());
+        assert!(Api::<NodeHandle>::find(ApiKey::DescribeGroups, 6).is_none());
         assert!(Api::<NodeHandle>::find(ApiKey::ConsumerGroupHeartbeat, 0).is_none());
     }
 }
