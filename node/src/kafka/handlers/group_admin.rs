@@ -212,9 +212,8 @@ pub async fn describe_groups<B: Broker>(
         .zip(replies)
         .map(|(id, reply)| {
             let out = match reply {
-                Some(GroupResponse::Describe(groups)) if groups.len() == 1 => {
-                    let group = groups.into_iter().next().expect("one group, checked above");
-                    described(group, version)
+                Some(GroupResponse::Describe(mut groups)) if groups.len() == 1 => {
+                    described(groups.remove(0), version)
                 }
                 _ => KafkaDescribedGroup::default().with_error_code(unknown_server_error()),
             };

@@ -285,11 +285,10 @@ pub async fn join_group<B: Broker>(
     };
     match ask_group(broker, request).await {
         Some(GroupResponse::Join(r)) => join_response(r, version),
-        _ => join_response(
-            JoinResult::error(GroupError::NotCoordinator, member_id),
-            version,
-        )
-        .with_error_code(unknown_server_error()),
+        // The default protocol name, "", is valid in every version.
+        _ => JoinGroupResponse::default()
+            .with_error_code(unknown_server_error())
+            .with_member_id(StrBytes::from_string(member_id)),
     }
 }
 
@@ -613,6 +612,24 @@ mod tests {
         assert_eq!(r.error_code, 16);
         let r = leave_group(&broker, LeaveGroup::sample(5), 5).await;
         assert_eq!(r.error_code, 16);
+    }
+
+    #[tokio::test]
+    async fn test_an_empty_group_id_gets_the_cores_invalid_group_id() {
+        // The listener passes empty ids through: the coordinator refuses them.
+        let broker = GroupFake::new(|g| {
+            let e = GroupError::InvalidGroupId;
+            assert_eq!(g.group(), Some(""));
+            Response::Group(GroupResponse::error_for(g, e))
+        });
+        let join = JoinGroup::sample(9).with_group_id(group_id(""));
+        assert_eq!(join_group(&broker, CLIENT, join, 9).await.error_code, 24);
+        let sync = SyncGroup::sample(5).with_group_id(group_id(""));
+        assert_eq!(sync_group(&broker, sync, 5).await.error_code, 24);
+        let beat = Heartbeat::sample(4).with_group_id(group_id(""));
+        assert_eq!(heartbeat(&broker, beat).await.error_code, 24);
+        let leave = LeaveGroup::sample(1).with_group_id(group_id(""));
+        assert_eq!(leave_group(&broker, leave, 1).await.error_code, 24);
     }
 
     #[tokio::test]
