@@ -326,7 +326,7 @@ mod tests {
         let known = g == "g";
         DescribedGroup {
             group: g.into(),
-            error: g.is_empty().then_some(GroupError::InvalidGroupId),
+            error: (g == "loading").then_some(GroupError::CoordinatorLoadInProgress),
             state: if known {
                 GroupState::Stable
             } else {
@@ -441,11 +441,15 @@ mod tests {
 
     #[tokio::test]
     async fn test_describe_and_delete_errors_per_group() {
-        // An empty id is the core's INVALID_GROUP_ID; a foreign reply UNKNOWN_SERVER_ERROR.
+        // A group's own error stays on that group (an empty id is a valid group here, as in
+        // Kafka: the core describes it); a foreign reply is UNKNOWN_SERVER_ERROR.
         let broker = coordinator();
-        let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(str_bytes(""))]);
+        let ids = ["", "loading", "g"].map(|g| GroupId(str_bytes(g)));
+        let req = DescribeGroupsRequest::default().with_groups(ids.to_vec());
         let r = describe_groups(&broker, req, 5).await;
-        assert_eq!(r.groups[0].error_code, 24);
+        let codes: Vec<i16> = r.groups.iter().map(|g| g.error_code).collect();
+        assert_eq!(codes, vec![0, 14, 0]);
+        assert_eq!(r.groups[0].group_state.as_str(), "Dead");
         let foreign = GroupFake::replying(GroupResponse::Heartbeat(Ok(())));
         let r = describe_groups(&foreign, DescribeGroups::sample(1), 1).await;
         assert!(r.groups.iter().all(|g| g.error_code == -1));

@@ -673,13 +673,13 @@ mod tests {
 
     #[tokio::test]
     async fn test_commit_core_errors_and_foreign_replies() {
-        // The core's group errors (an empty group id, not coordinating) and replies of another
+        // The core's group errors (a stale generation, not coordinating) and replies of another
         // kind land on the partitions that were sent.
-        let empty = GroupFake::new(|g| {
-            Response::Group(GroupResponse::error_for(g, GroupError::InvalidGroupId))
+        let stale = GroupFake::new(|g| {
+            Response::Group(GroupResponse::error_for(g, GroupError::IllegalGeneration))
         });
-        let r = offset_commit(&empty, OffsetCommit::sample(8).with_group_id(group(""))).await;
-        assert_eq!(codes(&r), vec![vec![24, 24]]);
+        let r = offset_commit(&stale, OffsetCommit::sample(8)).await;
+        assert_eq!(codes(&r), vec![vec![22, 22]]);
         let moved = GroupFake::new(|g| {
             Response::error_for(
                 &Request::Group(g.clone()),
