@@ -272,3 +272,57 @@ async fn dispatch<B: Broker>(
     };
     row.run(call).await
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::{JoinGroupResponse, RequestHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use railyard_core::api::Response;
+    use railyard_core::groups::{GroupError, GroupRequest, GroupResponse};
+
+    use super::*;
+    use crate::kafka::handlers::common::GroupFake;
+    use crate::kafka::handlers::groups::JoinGroup;
+    use crate::kafka::handlers::Handler;
+
+    #[tokio::test]
+    async fn test_dispatch_hands_the_client_id_and_host_to_handlers() {
+        // JoinGroup records who joined: the header's client id and the connection's address.
+        let broker = GroupFake::new(|g| {
+            Response::Group(GroupResponse::error_for(g, GroupError::MemberIdRequired))
+        });
+        let (api, v) = (ApiKey::JoinGroup, 9);
+        let mut frame = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(v)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("rdkafka")))
+            .encode(&mut frame, api.request_header_version(v))
+            .expect("a header");
+        JoinGroup::sample(v).encode(&mut frame, v).expect("a body");
+        let mut codes = Vec::new();
+        let config = KafkaConfig::default();
+        let out = dispatch(&broker, &config, "/10.1.2.3", frame.freeze(), &mut codes)
+            .await
+            .expect("an answer")
+            .expect("a response frame");
+        assert_eq!(codes, vec![79]);
+        let [GroupRequest::Join {
+            client_id,
+            client_host,
+            ..
+        }] = &broker.seen()[..]
+        else {
+            panic!("one join expected")
+        };
+        assert_eq!(
+            (client_id.as_str(), client_host.as_str()),
+            ("rdkafka", "/10.1.2.3")
+        );
+        // Length prefix, correlation id, tagged fields (a v1 response header), then the body.
+        let mut body = Bytes::from(out).slice(4 + 4 + 1..);
+        let r = JoinGroupResponse::decode(&mut body, v).expect("a JoinGroup response");
+        assert_eq!(r.error_code, 79);
+    }
+}
