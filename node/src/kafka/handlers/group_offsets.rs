@@ -10,9 +10,11 @@
 //! per group, concurrently, answered in request order. Topic ids (OffsetCommit v10, OffsetFetch
 //! v10) are not in kafka-protocol 0.18's requests and are not advertised.
 
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestTopic;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
@@ -26,7 +28,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use railyard_core::groups::{FetchedOffset, GroupError, GroupRequest, GroupResponse};
+use railyard_core::groups::{CommitOffset, FetchedOffset, GroupError, GroupRequest, GroupResponse};
 use railyard_core::types::TopicPartition;
 
 use super::common::{ask_group, ask_groups, unknown_server_error};
@@ -260,46 +262,8 @@ pub async fn offset_commit<B: Broker>(
         }
         verdicts.push(topic);
     }
-    let sent = offsets.len();
-    let codes = if sent == 0 {
-        Vec::new()
-    } else {
-        let request = GroupRequest::OffsetCommit {
-            group: req.group_id.to_string(),
-            generation: req.generation_id_or_member_epoch,
-            member_id: req.member_id.to_string(),
-            group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
-            offsets,
-        };
-        match ask_group(broker, request).await {
-            Some(GroupResponse::OffsetCommit(r)) => {
-                r.into_iter().map(|(_, e)| GroupError::code_of(e)).collect()
-            }
-            _ => vec![unknown_server_error(); sent],
-        }
-    };
-    let codes = fill(verdicts, codes);
-    let topics = req
-        .topics
-        .iter()
-        .zip(codes)
-        .map(|(t, codes)| {
-            let partitions = t
-                .partitions
-                .iter()
-                .zip(codes)
-                .map(|(p, code)| {
-                    OffsetCommitResponsePartition::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(code)
-                })
-                .collect();
-            OffsetCommitResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    OffsetCommitResponse::default().with_topics(topics)
+    let codes = fill(verdicts, commit_codes(broker, &req, offsets).await);
+    OffsetCommitResponse::default().with_topics(commit_topics(&req, codes))
 }
 
 /// OffsetFetch: one group up to v7, a batch of groups from v8.
@@ -390,27 +354,7 @@ pub async fn offset_delete<B: Broker>(
         _ => vec![unknown_server_error(); sent],
     };
     let codes = fill(verdicts, codes);
-    let topics = req
-        .topics
-        .iter()
-        .zip(codes)
-        .map(|(t, codes)| {
-            let partitions = t
-                .partitions
-                .iter()
-                .zip(codes)
-                .map(|(p, code)| {
-                    OffsetDeleteResponsePartition::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(code)
-                })
-                .collect();
-            OffsetDeleteResponseTopic::default()
-                .with_name(t.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    OffsetDeleteResponse::default().with_topics(topics)
+    OffsetDeleteResponse::default().with_topics(delete_topics(&req, codes))
 }
 
 /// OffsetFetch v8+: one core request per group, concurrently, answered in request order.
@@ -451,6 +395,67 @@ async fn offset_fetch_groups<B: Broker>(
         })
         .collect();
     OffsetFetchResponse::default().with_groups(groups)
+}
+
+/// The core's code for each partition sent in an OffsetCommit (none sent: nothing asked).
+async fn commit_codes<B: Broker>(
+    broker: &B,
+    req: &OffsetCommitRequest,
+    offsets: Vec<CommitOffset>,
+) -> Vec<i16> {
+    let sent = offsets.len();
+    if sent == 0 {
+        return Vec::new();
+    }
+    let request = GroupRequest::OffsetCommit {
+        group: req.group_id.to_string(),
+        generation: req.generation_id_or_member_epoch,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        offsets,
+    };
+    match ask_group(broker, request).await {
+        Some(GroupResponse::OffsetCommit(r)) => {
+            r.into_iter().map(|(_, e)| GroupError::code_of(e)).collect()
+        }
+        _ => vec![unknown_server_error(); sent],
+    }
+}
+
+/// OffsetCommit's topics, in request order, with each partition's code.
+fn commit_topics(
+    req: &OffsetCommitRequest,
+    codes: Vec<Vec<i16>>,
+) -> Vec<OffsetCommitResponseTopic> {
+    let topic = |(t, codes): (&OffsetCommitRequestTopic, Vec<i16>)| {
+        let partitions = t.partitions.iter().zip(codes).map(|(p, code)| {
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(code)
+        });
+        OffsetCommitResponseTopic::default()
+            .with_name(t.name.clone())
+            .with_partitions(partitions.collect())
+    };
+    req.topics.iter().zip(codes).map(topic).collect()
+}
+
+/// OffsetDelete's topics, in request order, with each partition's code.
+fn delete_topics(
+    req: &OffsetDeleteRequest,
+    codes: Vec<Vec<i16>>,
+) -> Vec<OffsetDeleteResponseTopic> {
+    let topic = |(t, codes): (&OffsetDeleteRequestTopic, Vec<i16>)| {
+        let partitions = t.partitions.iter().zip(codes).map(|(p, code)| {
+            OffsetDeleteResponsePartition::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(code)
+        });
+        OffsetDeleteResponseTopic::default()
+            .with_name(t.name.clone())
+            .with_partitions(partitions.collect())
+    };
+    req.topics.iter().zip(codes).map(topic).collect()
 }
 
 /// Why the listener refuses a partition before the core sees it, if it does.
