@@ -170,6 +170,7 @@ impl Reader<'_> {
 mod tests {
     use super::*;
     use crate::kafka::handlers::fetch::Fetch;
+    use crate::kafka::handlers::group_offsets::OffsetCommit;
     use crate::kafka::handlers::metadata::Metadata;
     use crate::kafka::handlers::produce::Produce;
     use crate::kafka::handlers::{Api, Handler};
@@ -218,6 +219,16 @@ mod tests {
         produce.extend_from_slice(&i32::MAX.to_be_bytes());
         assert!(matches!(
             check_body(ApiKey::Produce, 3, Produce::layout, &produce),
+            Err(GuardError::ArrayTooLong { .. })
+        ));
+        // And in a group request: OffsetCommit v2, one topic, four billion partitions.
+        let mut commit = vec![0, 1, b'g', 0, 0, 0, 0, 0, 0]; // group, generation, member ""
+        commit.extend_from_slice(&[0; 8]); // retention_time_ms
+        commit.extend_from_slice(&1i32.to_be_bytes());
+        commit.extend_from_slice(&[0, 1, b't']);
+        commit.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            check_body(ApiKey::OffsetCommit, 2, OffsetCommit::layout, &commit),
             Err(GuardError::ArrayTooLong { .. })
         ));
         assert_eq!(

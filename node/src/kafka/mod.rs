@@ -154,6 +154,11 @@ async fn connection<B: Broker>(
     }
     let metrics = config.metrics.as_deref();
     let _open = OpenConnection::new(metrics);
+    // Kafka's client_host, as its DescribeGroups shows it (Java's `InetAddress.toString()`).
+    let client_host = stream
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default();
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut codes = Vec::new();
@@ -175,14 +180,15 @@ async fn connection<B: Broker>(
             .ok()
             .and_then(|p| ApiKey::try_from(p.api_key).ok());
         codes.clear();
-        let (bytes_out, result) = match dispatch(&broker, &config, frame, &mut codes).await {
-            Ok(Some(out)) => match write.write_all(&out).await {
-                Ok(()) => (out.len() as u64, Ok(())),
-                Err(e) => (0, Err(ConnectionError::Codec(e.into()))),
-            },
-            Ok(None) => (0, Ok(())),
-            Err(e) => (0, Err(e)),
-        };
+        let (bytes_out, result) =
+            match dispatch(&broker, &config, &client_host, frame, &mut codes).await {
+                Ok(Some(out)) => match write.write_all(&out).await {
+                    Ok(()) => (out.len() as u64, Ok(())),
+                    Err(e) => (0, Err(ConnectionError::Codec(e.into()))),
+                },
+                Ok(None) => (0, Ok(())),
+                Err(e) => (0, Err(e)),
+            };
         if let (Some(m), Some(api)) = (metrics, api) {
             m.record_request(api, started.elapsed(), bytes_in, bytes_out);
             for &code in codes.iter().filter(|&&c| c != 0) {
@@ -229,6 +235,7 @@ impl Drop for OpenConnection<'_> {
 async fn dispatch<B: Broker>(
     broker: &B,
     config: &KafkaConfig,
+    client_host: &str,
     mut frame: Bytes,
     codes: &mut Vec<i16>,
 ) -> Result<Option<BytesMut>, ConnectionError> {
@@ -258,8 +265,64 @@ async fn dispatch<B: Broker>(
         api,
         version,
         correlation_id: header.correlation_id,
+        client_id: header.client_id.as_deref().unwrap_or(""),
+        client_host,
         body: frame,
         codes,
     };
     row.run(call).await
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::{JoinGroupResponse, RequestHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use railyard_core::api::Response;
+    use railyard_core::groups::{GroupError, GroupRequest, GroupResponse};
+
+    use super::*;
+    use crate::kafka::handlers::common::GroupFake;
+    use crate::kafka::handlers::groups::JoinGroup;
+    use crate::kafka::handlers::Handler;
+
+    #[tokio::test]
+    async fn test_dispatch_hands_the_client_id_and_host_to_handlers() {
+        // JoinGroup records who joined: the header's client id and the connection's address.
+        let broker = GroupFake::new(|g| {
+            Response::Group(GroupResponse::error_for(g, GroupError::MemberIdRequired))
+        });
+        let (api, v) = (ApiKey::JoinGroup, 9);
+        let mut frame = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(v)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("rdkafka")))
+            .encode(&mut frame, api.request_header_version(v))
+            .expect("a header");
+        JoinGroup::sample(v).encode(&mut frame, v).expect("a body");
+        let mut codes = Vec::new();
+        let config = KafkaConfig::default();
+        let out = dispatch(&broker, &config, "/10.1.2.3", frame.freeze(), &mut codes)
+            .await
+            .expect("an answer")
+            .expect("a response frame");
+        assert_eq!(codes, vec![79]);
+        let [GroupRequest::Join {
+            client_id,
+            client_host,
+            ..
+        }] = &broker.seen()[..]
+        else {
+            panic!("one join expected")
+        };
+        assert_eq!(
+            (client_id.as_str(), client_host.as_str()),
+            ("rdkafka", "/10.1.2.3")
+        );
+        // Length prefix, correlation id, tagged fields (a v1 response header), then the body.
+        let mut body = Bytes::from(out).slice(4 + 4 + 1..);
+        let r = JoinGroupResponse::decode(&mut body, v).expect("a JoinGroup response");
+        assert_eq!(r.error_code, 79);
+    }
 }

@@ -5,11 +5,12 @@
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use railyard_core::api::{ClientError, Response};
+use railyard_core::api::{ClientError, Request, Response};
+use railyard_core::groups::{GroupRequest, GroupResponse};
 use railyard_core::metadata::is_internal_topic;
 use railyard_core::types::{valid_topic_name, NodeId};
 
-use crate::broker::ClusterView;
+use crate::broker::{Broker, ClusterView};
 
 /// Why one partition of a request failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +101,45 @@ pub fn unexpected(_response: &Response) -> PartitionError {
     PartitionError::Kafka(ResponseError::UnknownServerError)
 }
 
+/// The code of a reply the handler cannot read: the broker answered with another kind of
+/// response, or the task waiting for the answer failed (see [`unexpected`]).
+pub fn unknown_server_error() -> i16 {
+    ResponseError::UnknownServerError.code()
+}
+
+/// Sends one group request to the coordinator machinery; `None` when the broker answered with
+/// anything but a group reply (the caller answers UNKNOWN_SERVER_ERROR). A core error the node
+/// answers with instead of running the request (not leading the group's `__consumer_offsets`
+/// partition, ...) arrives as the request's own reply carrying `GroupError::from(&ClientError)`
+/// (NOT_COORDINATOR), built by `Response::error_for`.
+pub async fn ask_group<B: Broker>(broker: &B, request: GroupRequest) -> Option<GroupResponse> {
+    match broker.request(Request::Group(request)).await {
+        Response::Group(reply) => Some(reply),
+        _ => None,
+    }
+}
+
+/// Sends each group request on its own task, so that requests for groups coordinated by
+/// different partitions run concurrently, and returns the replies in order.
+pub async fn ask_groups<B: Broker>(
+    broker: &B,
+    requests: Vec<GroupRequest>,
+) -> Vec<Option<GroupResponse>> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            let broker = broker.clone();
+            tokio::spawn(async move { ask_group(&broker, request).await })
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        // A panic in the broker's request future surfaces here as a join error.
+        replies.push(task.await.ok().flatten());
+    }
+    replies
+}
+
 /// Kafka broker ids are i32; node ids come from configuration, never from the network, and
 /// are small. An id that does not fit is reported as "none" (-1) rather than wrapped.
 pub fn broker_id(id: NodeId) -> BrokerId {
@@ -134,6 +174,70 @@ impl crate::broker::Broker for ViewOnly {
 
     async fn request(&self, request: railyard_core::api::Request) -> Response {
         panic!("a request reached the core: {request:?}")
+    }
+}
+
+/// The handlers' unit-test broker for group requests: it answers every `Request::Group` with
+/// `answer` (from [`sample_view`]) and records the requests; any other request fails the test.
+#[cfg(test)]
+#[derive(Clone)]
+pub struct GroupFake {
+    view: std::sync::Arc<ClusterView>,
+    answer: std::sync::Arc<dyn Fn(&GroupRequest) -> Response + Send + Sync>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<GroupRequest>>>,
+}
+
+#[cfg(test)]
+impl GroupFake {
+    pub fn new(answer: impl Fn(&GroupRequest) -> Response + Send + Sync + 'static) -> Self {
+        GroupFake {
+            view: std::sync::Arc::new(sample_view()),
+            answer: std::sync::Arc::new(answer),
+            seen: Default::default(),
+        }
+    }
+
+    /// A fake that answers every request with its group reply.
+    pub fn replying(reply: GroupResponse) -> Self {
+        GroupFake::new(move |_| Response::Group(reply.clone()))
+    }
+
+    /// The group requests received, in order.
+    pub fn seen(&self) -> Vec<GroupRequest> {
+        self.seen.lock().expect("a test thread panicked").clone()
+    }
+}
+
+#[cfg(test)]
+impl crate::broker::Broker for GroupFake {
+    fn node_id(&self) -> NodeId {
+        1
+    }
+
+    fn cluster(&self) -> std::sync::Arc<ClusterView> {
+        self.view.clone()
+    }
+
+    async fn request(&self, request: Request) -> Response {
+        let Request::Group(request) = request else {
+            panic!("a non-group request reached the core: {request:?}")
+        };
+        let reply = (self.answer)(&request);
+        self.seen
+            .lock()
+            .expect("a test thread panicked")
+            .push(request);
+        reply
+    }
+}
+
+/// Encodes a handler's response in `version`, failing the test if kafka-protocol refuses it
+/// (a field set that the version lacks).
+#[cfg(test)]
+pub fn assert_encodes<R: kafka_protocol::protocol::Encodable>(response: &R, version: i16) {
+    let mut buf = bytes::BytesMut::new();
+    if let Err(e) = response.encode(&mut buf, version) {
+        panic!("encoding a v{version} response: {e}");
     }
 }
 

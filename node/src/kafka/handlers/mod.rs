@@ -20,12 +20,21 @@
 //! - [`topics`]: CreateTopics and DeleteTopics.
 //! - [`producers`]: InitProducerId (idempotent producers).
 //! - [`configs`]: DescribeConfigs, from the cluster view.
-//! - [`common`]: what several handlers share (partition errors, Kafka codes of core errors).
+//! - [`coordinator`]: FindCoordinator, from the cluster view.
+//! - [`groups`]: JoinGroup, SyncGroup, Heartbeat and LeaveGroup (classic group membership).
+//! - [`group_offsets`]: OffsetCommit, OffsetFetch and OffsetDelete.
+//! - [`group_admin`]: ListGroups, DescribeGroups and DeleteGroups.
+//! - [`common`]: what several handlers share (partition errors, Kafka codes of core errors,
+//!   sending group requests).
 
 pub mod api_versions;
 pub mod common;
 pub mod configs;
+pub mod coordinator;
 pub mod fetch;
+pub mod group_admin;
+pub mod group_offsets;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -63,11 +72,28 @@ impl<B: Broker> Api<B> {
         // TOPIC resources (defaults only, see `configs`) and BROKER resources (no configs).
         Api::of::<configs::DescribeConfigs>(ApiKey::DescribeConfigs, 1, 4),
         Api::of::<producers::InitProducerId>(ApiKey::InitProducerId, 0, 5),
+        // Group keys only; v6 adds share-group keys, which are INVALID_REQUEST like transactions.
+        Api::of::<coordinator::FindCoordinator>(ApiKey::FindCoordinator, 0, 6),
+        // v4+: MEMBER_ID_REQUIRED first (KIP-394); v5+ static members; v9 skip_assignment.
+        Api::of::<groups::JoinGroup>(ApiKey::JoinGroup, 0, 9),
+        Api::of::<groups::SyncGroup>(ApiKey::SyncGroup, 0, 5),
+        Api::of::<groups::Heartbeat>(ApiKey::Heartbeat, 0, 4),
+        Api::of::<groups::LeaveGroup>(ApiKey::LeaveGroup, 0, 5),
+        // v0-1 are gone in Kafka 4 (KIP-896); kafka-protocol 0.18 has no v10 (topic ids).
+        Api::of::<group_offsets::OffsetCommit>(ApiKey::OffsetCommit, 2, 9),
+        // v0 is gone in Kafka 4; v8+ batch groups; kafka-protocol 0.18 has no v10 request.
+        Api::of::<group_offsets::OffsetFetch>(ApiKey::OffsetFetch, 1, 9),
+        Api::of::<group_offsets::OffsetDelete>(ApiKey::OffsetDelete, 0, 0),
+        // v4+ states filter, v5 types filter (only "classic" groups exist).
+        Api::of::<group_admin::ListGroups>(ApiKey::ListGroups, 0, 5),
+        // v6 answers unknown groups GROUP_ID_NOT_FOUND instead of Dead (KIP-1043): not yet.
+        Api::of::<group_admin::DescribeGroups>(ApiKey::DescribeGroups, 0, 5),
+        Api::of::<group_admin::DeleteGroups>(ApiKey::DeleteGroups, 0, 2),
     ];
 
     /// The row of `api` if we advertise `version` of it.
     pub fn find(api: ApiKey, version: i16) -> Option<&'static Api<B>> {
-        // Ten rows: a scan is as fast as any index.
+        // Two dozen rows: a scan is as fast as any index.
         Self::ALL
             .iter()
             .find(|row| row.key == api && (row.min..=row.max).contains(&version))
@@ -132,6 +158,10 @@ pub struct Ctx<'a, B> {
     pub config: &'a KafkaConfig,
     /// The request's (advertised) version, which the response is encoded in.
     pub version: i16,
+    /// The request header's client id ("" when null).
+    pub client_id: &'a str,
+    /// The client's address as Kafka reports it ("/10.0.0.1").
+    pub client_host: &'a str,
 }
 
 /// What the connection does with a handler's answer.
@@ -152,6 +182,10 @@ pub struct Call<'a, B> {
     pub api: ApiKey,
     pub version: i16,
     pub correlation_id: i32,
+    /// The request header's client id ("" when null).
+    pub client_id: &'a str,
+    /// The client's address as Kafka reports it ("/10.0.0.1").
+    pub client_host: &'a str,
     /// The request body (the bytes after the header).
     pub body: Bytes,
     /// Where the response's error codes are appended.
@@ -192,6 +226,8 @@ fn run<B: Broker, H: Handler>(call: Call<'_, B>) -> Running<'_> {
             api,
             version,
             correlation_id,
+            client_id,
+            client_host,
             mut body,
             codes,
         } = call;
@@ -200,6 +236,8 @@ fn run<B: Broker, H: Handler>(call: Call<'_, B>) -> Running<'_> {
             broker,
             config,
             version,
+            client_id,
+            client_host,
         };
         match H::handle(ctx, request).await {
             Answer::Reply(response) => {
@@ -244,6 +282,29 @@ mod tests {
         assert_eq!(keys.len(), Api::<NodeHandle>::ALL.len());
         assert!(Api::<NodeHandle>::find(ApiKey::Fetch, 12).is_some());
         assert!(Api::<NodeHandle>::find(ApiKey::Fetch, 13).is_none());
-        assert!(Api::<NodeHandle>::find(ApiKey::JoinGroup, 0).is_none());
+        // The group APIs, with Kafka 4's floors (KIP-896) and kafka-protocol 0.18's ceilings.
+        let groups = [
+            (ApiKey::FindCoordinator, 0, 6),
+            (ApiKey::JoinGroup, 0, 9),
+            (ApiKey::SyncGroup, 0, 5),
+            (ApiKey::Heartbeat, 0, 4),
+            (ApiKey::LeaveGroup, 0, 5),
+            (ApiKey::OffsetCommit, 2, 9),
+            (ApiKey::OffsetFetch, 1, 9),
+            (ApiKey::OffsetDelete, 0, 0),
+            (ApiKey::ListGroups, 0, 5),
+            (ApiKey::DescribeGroups, 0, 5),
+            (ApiKey::DeleteGroups, 0, 2),
+        ];
+        for (api, min, max) in groups {
+            let row = Api::<NodeHandle>::find(api, min).expect("a group api row");
+            assert_eq!((row.min, row.max), (min, max), "{api:?}");
+        }
+        // Transactions and the KIP-848 consumer protocol are not implemented.
+        assert!(Api::<NodeHandle>::find(ApiKey::TxnOffsetCommit, 3).is_none());
+        assert!(Api::<NodeHandle>::find(ApiKey::OffsetCommit, 1).is_none());
+        assert!(Api::<NodeHandle>::find(ApiKey::OffsetFetch, 0).is_none());
+        assert!(Api::<NodeHandle>::find(ApiKey::DescribeGroups, 6).is_none());
+        assert!(Api::<NodeHandle>::find(ApiKey::ConsumerGroupHeartbeat, 0).is_none());
     }
 }
