@@ -6,7 +6,8 @@ Scenarios:
 1. admin: create, list and delete topics;
 2. the default producer (idempotent in kafka-python 3: InitProducerId first);
 3. a group consumer commits, closes, reopens and resumes exactly after its last commit;
-4. describe_consumer_groups and list_consumer_group_offsets.
+4. describe_groups and list_group_offsets (kafka-python 2's describe_consumer_groups and
+   list_consumer_group_offsets), and list_groups.
 """
 
 import os
@@ -119,14 +120,16 @@ def main():
     for p, o in firsts.items():
         check(o == committed.get(p, 0), f"partition {p} resumed exactly at {committed.get(p, 0)}")
 
-    described = admin.describe_consumer_groups([group])
-    check(len(described) == 1 and described[0].group == group, "describe_consumer_groups")
-    check(described[0].state in ("Empty", "Stable"), f"group state {described[0].state}")
-    offsets = admin.list_consumer_group_offsets(group)
+    # kafka-python 3 names them describe_groups / list_group_offsets / list_groups (2.x:
+    # describe_consumer_groups / list_consumer_group_offsets / list_consumer_groups).
+    described = admin.describe_groups([group])[group]
+    check(described["error"] is None, f"describe_groups: {described}")
+    check(described["group_state"] in ("Empty", "Stable"), f"group state {described}")
+    offsets = admin.list_group_offsets({group: None})[group]
     got = {tp.partition: om.offset for tp, om in offsets.items()}
-    check(got == committed, f"list_consumer_group_offsets {got} == {committed}")
-    groups = [g[0] if isinstance(g, tuple) else g.group_id for g in admin.list_consumer_groups()]
-    check(group in groups, "list_consumer_groups names the group")
+    check(got == committed, f"list_group_offsets {got} == {committed}")
+    groups = [g["group_id"] for g in admin.list_groups()]
+    check(group in groups, "list_groups names the group")
     print("kafka-python suite passed", flush=True)
 
 

@@ -107,14 +107,26 @@ async fn produce(bootstrap: &str, n: usize, tag: &str) {
     profiles::produce_all(&producer, TOPIC, &records).await;
 }
 
+/// The group's committed offsets. librdkafka fails the call at NOT_COORDINATOR (a
+/// coordinator moved: the preferred-leader check moves leaderships back) rather than retry,
+/// so this retries.
 fn committed(m: &Member) -> BTreeMap<i32, i64> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition(TOPIC, p);
     }
-    m.committed_offsets(tpl, Duration::from_secs(10))
-        .expect("OffsetFetch")
-        .elements()
+    let start = Instant::now();
+    let list = loop {
+        match m.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(l) => break l,
+            Err(e) if start.elapsed() < WAIT => {
+                eprintln!("OffsetFetch: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("OffsetFetch: {e}"),
+        }
+    };
+    list.elements()
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) => Some((e.partition(), o)),
