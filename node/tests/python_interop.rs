@@ -27,14 +27,18 @@ fn python() -> Option<PathBuf> {
             panic!("RAILYARD_PYTHON is not set under CI: .ci/run makes the venv")
         }
         None => {
-            eprintln!("skipped: set RAILYARD_PYTHON to a Python with kafka-python and confluent-kafka");
+            eprintln!(
+                "skipped: set RAILYARD_PYTHON to a Python with kafka-python and confluent-kafka"
+            );
             None
         }
     }
 }
 
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/interop")
+        .join(name)
 }
 
 fn run(python: &Path, bootstrap: &str, args: &[&str]) -> Output {
@@ -56,7 +60,8 @@ fn start(spec: Spec) -> ProcessCluster {
 /// sessions expect.
 fn spec(topics: Vec<railyard_node::config::TopicConfig>) -> Spec {
     let mut s = Spec::new(3, topics);
-    s.extra_toml = "group_initial_rebalance_delay_ms = 0\noffsets_topic_num_partitions = 5\n".into();
+    s.extra_toml =
+        "group_initial_rebalance_delay_ms = 0\noffsets_topic_num_partitions = 5\n".into();
     s
 }
 
@@ -95,5 +100,8 @@ fn test_confluent_idempotent_producer_across_a_leader_kill() {
     let produced = producing.join().expect("the producer thread");
     assert!(produced.status.success(), "idempotent deliveries failed");
     let verified = run(&python, &bootstrap, &[&script, "verify", "idem", n]);
-    assert!(verified.status.success(), "duplicates or gaps after the leader kill");
+    assert!(
+        verified.status.success(),
+        "duplicates or gaps after the leader kill"
+    );
 }

@@ -305,7 +305,12 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
         2,
         "group sim-group: committed offset",
     ),
-    (Mutation::ForgetHardState, Scenario::Swarm, 62, "two leaders"),
+    (
+        Mutation::ForgetHardState,
+        Scenario::Swarm,
+        62,
+        "two leaders",
+    ),
     (
         Mutation::AcceptDuplicateSequence,
         Scenario::Swarm,

@@ -22,9 +22,12 @@ const TOPIC: &str = "grouped";
 const PARTITIONS: i32 = 6;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// What a member's rebalance callbacks saw: (assigned, revoked) partitions, in order.
+/// One rebalance callback: (assigned, revoked) partitions.
+type RebalanceEvent = (Vec<i32>, Vec<i32>);
+
+/// What a member's rebalance callbacks saw, in order.
 #[derive(Clone, Default)]
-struct Rebalances(Arc<Mutex<Vec<(Vec<i32>, Vec<i32>)>>>);
+struct Rebalances(Arc<Mutex<Vec<RebalanceEvent>>>);
 
 impl ClientContext for Rebalances {}
 
