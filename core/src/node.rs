@@ -1202,7 +1202,9 @@ impl Node {
         let leaders = self
             .replicas
             .values()
-            .filter(|r| !is_internal_topic(&r.tp().topic) && r.is_leader() && !r.is_repairing())
+            // Every partition but the metadata log's (whose leader is the controller itself):
+            // brokers that do not host `__consumer_offsets-N` answer FindCoordinator from it.
+            .filter(|r| *r.tp() != metadata_tp() && r.is_leader() && !r.is_repairing())
             .map(|r| PartitionLeader {
                 topic: r.tp().topic.clone(),
                 partition: r.tp().partition,

@@ -56,13 +56,10 @@ fn start(spec: Spec) -> ProcessCluster {
     ProcessCluster::start(Path::new(env!("CARGO_BIN_EXE_railyard")), &spec)
 }
 
-/// A cluster whose groups rebalance at once (no initial delay), as the scripts' short
-/// sessions expect.
+/// Three nodes with `__consumer_offsets`; the kit's test clusters rebalance groups at once
+/// (no initial delay).
 fn spec(topics: Vec<railyard_node::config::TopicConfig>) -> Spec {
-    let mut s = Spec::new(3, topics);
-    s.extra_toml =
-        "group_initial_rebalance_delay_ms = 0\noffsets_topic_num_partitions = 5\n".into();
-    s
+    Spec::new(3, topics).with_groups()
 }
 
 #[test]

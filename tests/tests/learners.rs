@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use railyard_node::broker::Broker;
 use railyard_tests::profiles::{self, OnError};
-use railyard_tests::{topic, InProcessCluster};
+use railyard_tests::{topic, Disks, InProcessCluster, Spec};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -44,10 +44,12 @@ fn read_back(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<Str
 // configured defaults; and a stopped broker is fenced out of every view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_learner_broker_leaders_of_unhosted_partitions_auto_create_and_fencing() {
-    let cluster =
-        InProcessCluster::start_with(4, vec![topic(SPREAD, PARTITIONS as u32, 1)], EXTRA).await;
+    let mut spec = Spec::new(4, vec![topic(SPREAD, PARTITIONS as u32, 1)]).with_groups();
+    spec.extra_toml = EXTRA.to_string();
+    let cluster = InProcessCluster::start_spec(&spec, Disks::Files).await;
     // Every node, the learner included, agrees on a leader for every partition, although each
-    // hosts only some of them.
+    // hosts only some of them: `__consumer_offsets` too (RF 3 of 4), so any broker answers
+    // FindCoordinator.
     let view = cluster.wait_for_leaders(WAIT).await;
     let spread = view.topic(SPREAD).unwrap();
     let hosts: Vec<u64> = spread.partitions.iter().map(|p| p.replicas[0]).collect();

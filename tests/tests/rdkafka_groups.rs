@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use railyard_tests::profiles;
-use railyard_tests::{topic, InProcessCluster};
+use railyard_tests::{topic, Disks, InProcessCluster, Spec};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
@@ -139,8 +139,9 @@ fn committed(m: &Member) -> BTreeMap<i32, i64> {
 }
 
 async fn cluster() -> InProcessCluster {
-    let extra = "group_initial_rebalance_delay_ms = 0\noffsets_topic_num_partitions = 5\n";
-    let c = InProcessCluster::start_with(3, vec![topic(TOPIC, PARTITIONS as u32, 3)], extra).await;
+    // 5 `__consumer_offsets` partitions, no initial rebalance delay.
+    let spec = Spec::new(3, vec![topic(TOPIC, PARTITIONS as u32, 3)]).with_groups();
+    let c = InProcessCluster::start_spec(&spec, Disks::Files).await;
     c.wait_for_leaders(WAIT).await;
     c
 }

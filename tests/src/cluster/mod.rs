@@ -48,7 +48,16 @@ pub struct Spec {
     /// Top-level TOML keys added to every node's config (`controller_voters = [1, 2, 3]`).
     pub extra_toml: String,
     pub tick_ms: u64,
+    /// `__consumer_offsets` partitions (0: no consumer groups, and no internal topic besides
+    /// the metadata log). Test clusters use few: each is a raft group on every node.
+    pub offsets_partitions: u32,
+    /// `group_initial_rebalance_delay_ms`: 0 here, so group tests need not wait 3 s.
+    pub initial_rebalance_delay_ms: u32,
 }
+
+/// `__consumer_offsets` partitions of a test cluster that uses consumer groups (see
+/// [`Spec::with_groups`]); other test clusters have none, so their topic lists are theirs.
+pub const OFFSETS_PARTITIONS: u32 = 5;
 
 impl Spec {
     /// `nodes` nodes hosting `topics`, ticking every [`TICK_MS`].
@@ -58,7 +67,15 @@ impl Spec {
             topics,
             extra_toml: String::new(),
             tick_ms: TICK_MS,
+            offsets_partitions: 0,
+            initial_rebalance_delay_ms: 0,
         }
+    }
+
+    /// This spec with [`OFFSETS_PARTITIONS`] partitions of `__consumer_offsets`.
+    pub fn with_groups(mut self) -> Spec {
+        self.offsets_partitions = OFFSETS_PARTITIONS;
+        self
     }
 
     /// Writes the config of every node, on fresh loopback ports sharing one peer list, as
@@ -95,9 +112,12 @@ fn node_toml(
         .expect("the node is among the peers");
     let mut t = format!(
         "id = {id}\ndata_dir = {:?}\nkafka_listen = \"{kafka}\"\nraft_listen = \"{raft}\"\n\
-         tick_ms = {}\nlog_level = \"warning\"\n",
+         tick_ms = {}\nlog_level = \"warning\"\noffsets_topic_num_partitions = {}\n\
+         group_initial_rebalance_delay_ms = {}\n",
         data_dir.display().to_string(),
-        spec.tick_ms
+        spec.tick_ms,
+        spec.offsets_partitions,
+        spec.initial_rebalance_delay_ms
     );
     for (pid, raft, kafka) in peers {
         t +=
