@@ -19,10 +19,20 @@
 //!    the fdatasync p99 at that phase's average batch size.
 //! 3. **catchup**: the partition is topped up to `--catchup-mib` MiB of payload, then read from
 //!    offset 0 by a fresh consumer. Limit: one loopback TCP stream (std sockets, 1 MiB writes).
+//!    The same pass runs again with `enable.idempotence=true` (InitProducerId, sequence
+//!    numbers screened by the partition's producer table): `idem_vs_plain` is the ratio.
 //! 4. **idle**: a child process (this binary, `--idle-child`) starts its own 3-node cluster with
 //!    one topic of `--idle-partitions` partitions at RF=3, waits until every partition has an
 //!    agreed leader, then idles `--idle-secs`: CPU% of one core (utime+stime from
-//!    /proc/self/stat) and VmRSS.
+//!    /proc/self/stat) and VmRSS. A second child adds `__consumer_offsets` with
+//!    `--idle-offsets` partitions (Kafka's 50 by default): `idle_offsets_*` is what they cost.
+//!
+//! 5. **rebalance**: a 3-member consumer group (librdkafka, 6 partitions) on a cluster with
+//!    `__consumer_offsets`; a fourth member joins and then leaves, 10 times each, eager
+//!    (range) and cooperative-sticky: the median time from the subscribe (or close) until
+//!    every member holds a disjoint share of all partitions. Limit: the rebalance protocol's
+//!    own round trips (JoinGroup, SyncGroup) are sub-millisecond on loopback; the time is the
+//!    clients' heartbeat interval (set to 100 ms here) plus the coordinator's waits.
 //!
 //! Per-thread CPU time (from /proc/self/task) during produce and idle says where time goes.
 
@@ -38,7 +48,7 @@ use hdrhistogram::Histogram;
 use railyard_node::broker::Broker;
 use railyard_node::config::TopicConfig;
 use railyard_node::file_disk::{FileDisk, ProbeResult};
-use railyard_tests::{profiles, topic, InProcessCluster};
+use railyard_tests::{profiles, topic, Disks, InProcessCluster, Spec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -61,6 +71,8 @@ struct Opts {
     catchup_mib: u64,
     idle_secs: f64,
     idle_partitions: u32,
+    /// `__consumer_offsets` partitions of the idle child (0: none).
+    idle_offsets: u32,
     only: Vec<String>,
     idle_child: bool,
 }
@@ -75,6 +87,7 @@ impl Opts {
             catchup_mib: 1024,
             idle_secs: 30.0,
             idle_partitions: 1000,
+            idle_offsets: 0,
             only: Vec::new(),
             idle_child: false,
         };
@@ -98,6 +111,7 @@ impl Opts {
                 "--idle-partitions" => {
                     o.idle_partitions = val().parse().expect("--idle-partitions N")
                 }
+                "--idle-offsets" => o.idle_offsets = val().parse().expect("--idle-offsets N"),
                 "--only" => o.only = val().split(',').map(str::to_string).collect(),
                 "--idle-child" => o.idle_child = true,
                 // `cargo bench` passes `--bench`; filters are not used.
@@ -152,9 +166,10 @@ impl ProducerContext for Ctx {
     }
 }
 
-fn producer(bootstrap: &str) -> (ThreadedProducer<Ctx>, Arc<Counters>) {
+fn producer(bootstrap: &str, idempotent: bool) -> (ThreadedProducer<Ctx>, Arc<Counters>) {
     let counters = Arc::new(Counters::default());
     let p = profiles::producer(bootstrap)
+        .set("enable.idempotence", idempotent.to_string())
         .set("batch.size", "1000000")
         .set("batch.num.messages", "100000")
         .set("queue.buffering.max.messages", "1000000")
@@ -459,7 +474,47 @@ fn print_table(runs: &[Run]) {
 // Phases.
 
 fn produce_phase(opts: &Opts, bootstrap: &str, run: &mut Run) {
-    let (p, c) = producer(bootstrap);
+    let (rate, recs, ticks, c) = unpaced(opts, bootstrap, false);
+    let (batch, batch_recs, rtt50, _rtt99) = batch_stats(&c);
+    let failed = c.failed.load(Ordering::Relaxed);
+    run.set("produce_mb_s", rate);
+    run.set("produce_rec_s", recs);
+    run.set("produce_batch_b", batch);
+    run.set("produce_batch_recs", batch_recs);
+    run.set("produce_rtt_p50_ms", rtt50);
+    run.notes.push(format!("produce CPU by thread: {ticks}"));
+    if failed > 0 {
+        run.notes
+            .push(format!("produce: {failed} records NOT acknowledged"));
+    }
+    let (idem, _, _, ci) = unpaced(opts, bootstrap, true);
+    run.set("produce_idem_mb_s", idem);
+    run.set("idem_vs_plain", idem / rate);
+    let failed = ci.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        run.notes.push(format!(
+            "idempotent produce: {failed} records NOT acknowledged"
+        ));
+    }
+    let probe = fsync_probe(probe_block(batch), 3.0);
+    run.notes.push(format!("ceiling probe: {probe}"));
+    run.set("fsync_batch_mb_s", probe.mb_per_s);
+    run.set("ceiling_mb_s", probe.mb_per_s / 3.0);
+    run.set("produce_vs_ceiling", rate / (probe.mb_per_s / 3.0));
+    run.set("fsync_big_p99_ms", probe.p99_us / 1e3);
+    let (par, _) = fsync_probe_concurrent(probe.block_bytes, (probe.iters / 2).max(20), 3);
+    run.set("fsync3_batch_mb_s", par);
+    run.set("produce_vs_fsync3", rate / (par / 3.0));
+    eprintln!(
+        "  produce: {rate:.1} MB/s, {recs:.0} rec/s, batch {batch:.0} B; idempotent {idem:.1} \
+         MB/s; {probe}"
+    );
+}
+
+/// Unpaced production for `--produce-secs` after the warm-up: (MB/s, records/s, CPU by
+/// thread, the producer's counters once flushed).
+fn unpaced(opts: &Opts, bootstrap: &str, idempotent: bool) -> (f64, f64, String, Arc<Counters>) {
+    let (p, c) = producer(bootstrap, idempotent);
     let stop = AtomicBool::new(false);
     let data = payload();
     let (rate, recs, ticks) = std::thread::scope(|s| {
@@ -489,28 +544,7 @@ fn produce_phase(opts: &Opts, bootstrap: &str, run: &mut Run) {
         )
     });
     p.flush(Duration::from_secs(120)).expect("flushing");
-    let (batch, batch_recs, rtt50, _rtt99) = batch_stats(&c);
-    let failed = c.failed.load(Ordering::Relaxed);
-    run.set("produce_mb_s", rate);
-    run.set("produce_rec_s", recs);
-    run.set("produce_batch_b", batch);
-    run.set("produce_batch_recs", batch_recs);
-    run.set("produce_rtt_p50_ms", rtt50);
-    run.notes.push(format!("produce CPU by thread: {ticks}"));
-    if failed > 0 {
-        run.notes
-            .push(format!("produce: {failed} records NOT acknowledged"));
-    }
-    let probe = fsync_probe(probe_block(batch), 3.0);
-    run.notes.push(format!("ceiling probe: {probe}"));
-    run.set("fsync_batch_mb_s", probe.mb_per_s);
-    run.set("ceiling_mb_s", probe.mb_per_s / 3.0);
-    run.set("produce_vs_ceiling", rate / (probe.mb_per_s / 3.0));
-    run.set("fsync_big_p99_ms", probe.p99_us / 1e3);
-    let (par, _) = fsync_probe_concurrent(probe.block_bytes, (probe.iters / 2).max(20), 3);
-    run.set("fsync3_batch_mb_s", par);
-    run.set("produce_vs_fsync3", rate / (par / 3.0));
-    eprintln!("  produce: {rate:.1} MB/s, {recs:.0} rec/s, batch {batch:.0} B; {probe}");
+    (rate, recs, ticks, c)
 }
 
 /// The bench partition's high watermark, and a list that assigns the partition from
@@ -535,7 +569,7 @@ fn latency_phase(opts: &Opts, bootstrap: &str, rate: f64, run: &mut Run) {
     // Let the consumer connect and start long-polling before anything is sent.
     let _ = consumer.poll(Duration::from_millis(1000));
 
-    let (p, c) = producer(bootstrap);
+    let (p, c) = producer(bootstrap, false);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * opts.latency_secs) as u64;
     let warm_until = now_us() + 1_000_000;
@@ -618,7 +652,7 @@ fn catchup_phase(opts: &Opts, bootstrap: &str, run: &mut Run) {
     drop(probe);
     let want = (opts.catchup_mib << 20) / RECORD_BYTES as u64;
     if (high as u64) < want {
-        let (p, c) = producer(bootstrap);
+        let (p, c) = producer(bootstrap, false);
         let data = payload();
         let t = Instant::now();
         for _ in high as u64..want {
@@ -678,6 +712,38 @@ fn catchup_phase(opts: &Opts, bootstrap: &str, run: &mut Run) {
 /// Runs the idle measurement in a child process (so that RSS and CPU are the cluster's alone)
 /// and parses its `IDLE ...` line.
 fn idle_phase(opts: &Opts, run: &mut Run) {
+    idle_child_run(opts, 0, "idle", run);
+    idle_child_run(opts, GROUPS_IDLE_OFFSETS, "idle_offsets", run);
+    let (cpu, rss) = ("idle_offsets_cpu_pct", "idle_offsets_rss_mib");
+    if let (Some(a), Some(b)) = (run.values.get(cpu), run.values.get("idle_cpu_pct")) {
+        let d = a - b;
+        run.set("offsets_cpu_pct_added", d);
+    }
+    if let (Some(a), Some(b)) = (run.values.get(rss), run.values.get("idle_rss_mib")) {
+        let d = a - b;
+        run.set("offsets_rss_mib_added", d);
+    }
+}
+
+/// The table key of an idle child's figure `k`, under `prefix`.
+fn idle_key(prefix: &str, k: &str) -> Option<&'static str> {
+    Some(match (prefix, k) {
+        ("idle", "elect_s") => "idle_elect_s",
+        ("idle", "cpu_pct") => "idle_cpu_pct",
+        ("idle", "rss_mib") => "idle_rss_mib",
+        ("idle", "rss_base_mib") => "idle_rss_base_mib",
+        ("idle", "hwm_mib") => "idle_hwm_mib",
+        ("idle_offsets", "elect_s") => "idle_offsets_elect_s",
+        ("idle_offsets", "cpu_pct") => "idle_offsets_cpu_pct",
+        ("idle_offsets", "rss_mib") => "idle_offsets_rss_mib",
+        _ => return None,
+    })
+}
+
+/// `__consumer_offsets` partitions in the second idle child (Kafka's default).
+const GROUPS_IDLE_OFFSETS: u32 = 50;
+
+fn idle_child_run(opts: &Opts, offsets: u32, prefix: &str, run: &mut Run) {
     let exe = std::env::current_exe().expect("current exe");
     let out = Command::new(exe)
         .args([
@@ -686,6 +752,8 @@ fn idle_phase(opts: &Opts, run: &mut Run) {
             &opts.idle_secs.to_string(),
             "--idle-partitions",
             &opts.idle_partitions.to_string(),
+            "--idle-offsets",
+            &offsets.to_string(),
         ])
         .output()
         .expect("running the idle child");
@@ -700,13 +768,8 @@ fn idle_phase(opts: &Opts, run: &mut Run) {
     };
     for kv in line["IDLE ".len()..].split_whitespace() {
         if let Some((k, v)) = kv.split_once('=') {
-            let key = match k {
-                "elect_s" => "idle_elect_s",
-                "cpu_pct" => "idle_cpu_pct",
-                "rss_mib" => "idle_rss_mib",
-                "rss_base_mib" => "idle_rss_base_mib",
-                "hwm_mib" => "idle_hwm_mib",
-                _ => continue,
+            let Some(key) = idle_key(prefix, k) else {
+                continue;
             };
             run.set(key, v.parse().unwrap_or(f64::NAN));
         }
@@ -721,7 +784,10 @@ fn idle_phase(opts: &Opts, run: &mut Run) {
 fn idle_child(opts: &Opts) {
     let rss_base = status_mib("VmRSS:");
     let started = Instant::now();
-    let (rt, cluster) = start_cluster(vec![topic("idle", opts.idle_partitions, 3)]);
+    let (rt, cluster) = start_cluster(
+        vec![topic("idle", opts.idle_partitions, 3)],
+        opts.idle_offsets,
+    );
     let elect = started.elapsed().as_secs_f64();
     let (c0, t0, th0) = (self_cpu_ticks(), Instant::now(), thread_ticks());
     std::thread::sleep(Duration::from_secs_f64(opts.idle_secs));
@@ -741,7 +807,10 @@ fn idle_child(opts: &Opts) {
 /// A fresh runtime and a cluster on it. `free_addr` ports are released before the nodes bind
 /// them, so another socket (e.g. an outbound connection of the previous cluster) can take one
 /// meanwhile; then the start panics and is retried with new ports on a new runtime.
-fn start_cluster(topics: Vec<TopicConfig>) -> (tokio::runtime::Runtime, InProcessCluster) {
+fn start_cluster(
+    topics: Vec<TopicConfig>,
+    offsets: u32,
+) -> (tokio::runtime::Runtime, InProcessCluster) {
     for attempt in 1.. {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -749,7 +818,9 @@ fn start_cluster(topics: Vec<TopicConfig>) -> (tokio::runtime::Runtime, InProces
             .expect("runtime");
         let t = topics.clone();
         let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let cluster = rt.block_on(InProcessCluster::start(3, t));
+            let mut spec = Spec::new(3, t);
+            spec.offsets_partitions = offsets;
+            let cluster = rt.block_on(InProcessCluster::start_spec(&spec, Disks::Files));
             rt.block_on(cluster.wait_for_leaders(Duration::from_secs(600)));
             cluster
         }));
@@ -776,7 +847,7 @@ fn leadership(cluster: &InProcessCluster) -> Option<(u64, i32)> {
 fn one_run(opts: &Opts) -> Run {
     let mut run = Run::default();
     if opts.wants("produce") || opts.wants("latency") || opts.wants("catchup") {
-        let (rt, cluster) = start_cluster(vec![topic(TOPIC, 1, 3)]);
+        let (rt, cluster) = start_cluster(vec![topic(TOPIC, 1, 3)], 0);
         let bootstrap = cluster.bootstrap();
         if opts.wants("produce") || opts.wants("latency") {
             produce_phase(opts, &bootstrap, &mut run);
@@ -811,10 +882,100 @@ fn one_run(opts: &Opts) -> Run {
         drop(cluster);
         rt.shutdown_timeout(Duration::from_secs(2));
     }
+    if opts.wants("rebalance") {
+        let (rt, cluster) = start_cluster(vec![topic(GROUP_TOPIC, 6, 3)], 5);
+        rebalance_phase(&cluster.bootstrap(), &mut run);
+        drop(cluster);
+        rt.shutdown_timeout(Duration::from_secs(2));
+    }
     if opts.wants("idle") {
         idle_phase(opts, &mut run);
     }
     run
+}
+
+const GROUP_TOPIC: &str = "grouped";
+const REBALANCES: usize = 10;
+
+fn group_member(bootstrap: &str, group: &str, strategy: &str) -> BaseConsumer {
+    let c: BaseConsumer = profiles::client(bootstrap)
+        .set("group.id", group)
+        .set("partition.assignment.strategy", strategy)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "100")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a group member");
+    c.subscribe(&[GROUP_TOPIC]).expect("subscribe");
+    c
+}
+
+/// Polls the members until they hold a disjoint share of all 6 partitions, each a non-empty
+/// one; returns how long that took.
+fn settle(members: &[&BaseConsumer]) -> Duration {
+    let start = Instant::now();
+    loop {
+        for m in members {
+            let _ = m.poll(Duration::from_millis(5));
+        }
+        let sets: Vec<Vec<i32>> = members
+            .iter()
+            .map(|m| {
+                m.assignment()
+                    .map(|l| l.elements().iter().map(|e| e.partition()).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut all: Vec<i32> = sets.iter().flatten().copied().collect();
+        all.sort_unstable();
+        if sets.iter().all(|s| !s.is_empty()) && all == (0..6).collect::<Vec<_>>() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no stable group: {sets:?}"
+        );
+    }
+}
+
+fn rebalance_phase(bootstrap: &str, run: &mut Run) {
+    for (strategy, join_key, leave_key) in [
+        (
+            "range",
+            "rebalance_join_eager_ms",
+            "rebalance_leave_eager_ms",
+        ),
+        (
+            "cooperative-sticky",
+            "rebalance_join_coop_ms",
+            "rebalance_leave_coop_ms",
+        ),
+    ] {
+        let group = format!("bench-{strategy}");
+        let base: Vec<BaseConsumer> = (0..3)
+            .map(|_| group_member(bootstrap, &group, strategy))
+            .collect();
+        let refs: Vec<&BaseConsumer> = base.iter().collect();
+        settle(&refs);
+        let (mut joins, mut leaves) = (Vec::new(), Vec::new());
+        for _ in 0..REBALANCES {
+            let extra = group_member(bootstrap, &group, strategy);
+            let mut all = refs.clone();
+            all.push(&extra);
+            joins.push(settle(&all).as_secs_f64() * 1e3);
+            drop(all);
+            let t = Instant::now();
+            drop(extra); // close: LeaveGroup
+            settle(&refs);
+            leaves.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let (j, l) = (median(joins), median(leaves));
+        run.set(join_key, j);
+        run.set(leave_key, l);
+        eprintln!(
+            "  rebalance {strategy}: join {j:.0} ms, leave {l:.0} ms (medians of {REBALANCES})"
+        );
+    }
 }
 
 fn main() {
