@@ -394,6 +394,8 @@ const ROWS: &[(&str, &str)] = &[
     ("produce_vs_ceiling", "  produce / ceiling"),
     ("fsync3_batch_mb_s", "  3 concurrent fdatasync streams MB/s"),
     ("produce_vs_fsync3", "  produce / (3-stream MB/s / 3)"),
+    ("produce_idem_mb_s", "idempotent produce payload MB/s"),
+    ("idem_vs_plain", "  idempotent / plain"),
     ("lat_rate_rec_s", "e2e latency phase records/s"),
     ("lat_p50_ms", "e2e p50 ms"),
     ("lat_p99_ms", "e2e p99 ms"),
@@ -413,6 +415,14 @@ const ROWS: &[(&str, &str)] = &[
     ("idle_rss_mib", "idle RSS MiB"),
     ("idle_rss_base_mib", "  RSS before cluster start MiB"),
     ("idle_hwm_mib", "  peak RSS (VmHWM) MiB"),
+    ("idle_offsets_cpu_pct", "idle + 50 __consumer_offsets: CPU %"),
+    ("idle_offsets_rss_mib", "  RSS MiB"),
+    ("offsets_cpu_pct_added", "  CPU % added"),
+    ("offsets_rss_mib_added", "  RSS MiB added"),
+    ("rebalance_join_eager_ms", "rebalance, 4th member joins, eager ms"),
+    ("rebalance_leave_eager_ms", "  it leaves, eager ms"),
+    ("rebalance_join_coop_ms", "  joins, cooperative-sticky ms"),
+    ("rebalance_leave_coop_ms", "  leaves, cooperative-sticky ms"),
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {
