@@ -288,16 +288,21 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
     (
         Mutation::AckBeforeSync,
         Scenario::FollowerThenLeaderCrash,
-        3,
-        "__consumer_offsets-1: committed entry",
+        4,
+        "a-1: committed entry",
     ),
     (Mutation::ServePastHw, Scenario::Swarm, 2, "checker:"),
-    (Mutation::SkipTermCheck, Scenario::Swarm, 8, "node 2's view"),
+    (
+        Mutation::SkipTermCheck,
+        Scenario::Swarm,
+        50,
+        "node 3's view",
+    ),
     (
         Mutation::LoseTruncation,
         Scenario::Swarm,
-        2,
-        "__consumer_offsets-1: committed entry",
+        4,
+        "a-1: committed entry",
     ),
     (
         Mutation::ApplyBeforeCommit,
@@ -308,7 +313,7 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
     (
         Mutation::ForgetHardState,
         Scenario::Swarm,
-        62,
+        303,
         "two leaders",
     ),
     (
