@@ -42,7 +42,7 @@ use crate::metadata::PartitionLeader;
 use crate::mutation::{self, Mutation};
 use crate::network::{AutoCreateTopic, BrokerHeartbeat, Envelope, GroupMessage, Network};
 use crate::producer_ids::ProducerIdAllocator;
-use crate::producers::{ProducerTable, PRODUCER_EXPIRATION_MS_DEFAULT};
+use crate::producers::ProducerTable;
 use crate::replica::{is_vote_request, Replica, ReplicaConfig, Replies};
 use crate::storage::{OpenReport, PartitionStorage, StorageError};
 use crate::types::{is_internal_topic, Millis, NodeId, TopicPartition, CONSUMER_OFFSETS_TOPIC};
@@ -98,6 +98,9 @@ pub struct NodeConfig {
     /// The group coordinators' settings (session bounds, initial rebalance delay, offset
     /// retention).
     pub group: GroupConfig,
+    /// A producer with no batch for this long is forgotten by the partitions (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_expiration_ms: Millis,
 }
 
 /// A partition this node should host, and its configuration if it is created now.
@@ -1121,7 +1124,9 @@ impl Node {
         if is_internal_topic(&tp.topic) {
             return None;
         }
-        Some(Box::new(ProducerTable::new(PRODUCER_EXPIRATION_MS_DEFAULT)))
+        Some(Box::new(ProducerTable::new(
+            self.config.producer_expiration_ms,
+        )))
     }
 
     fn open_replica(

@@ -80,6 +80,7 @@ fn config(id: NodeId, log: LogConfig, metadata: bool, size: u64, incarnation: u6
         preferred_leader_check_ms: None,
         min_free_bytes: 0,
         offsets_partitions: 0,
+        producer_expiration_ms: railyard_core::producers::PRODUCER_EXPIRATION_MS_DEFAULT,
         group: GroupConfig {
             group_initial_rebalance_delay_ms: 0,
             ..GroupConfig::default()

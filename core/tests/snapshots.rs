@@ -43,6 +43,7 @@ fn config(incarnation: u64) -> NodeConfig {
         preferred_leader_check_ms: None,
         min_free_bytes: 0,
         offsets_partitions: 0,
+        producer_expiration_ms: railyard_core::producers::PRODUCER_EXPIRATION_MS_DEFAULT,
         group: Default::default(),
     }
 }

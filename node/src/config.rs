@@ -110,6 +110,14 @@ pub struct NodeConfig {
     /// `offsets.retention.minutes`).
     #[serde(default = "default_offsets_retention_minutes")]
     pub offsets_retention_minutes: u64,
+    /// A producer id with no batch for this long is forgotten by the partitions; its next
+    /// batch gets UNKNOWN_PRODUCER_ID (Kafka's `producer.id.expiration.ms`, one day).
+    #[serde(default = "default_producer_id_expiration_ms")]
+    pub producer_id_expiration_ms: u64,
+}
+
+fn default_producer_id_expiration_ms() -> u64 {
+    railyard_core::producers::PRODUCER_EXPIRATION_MS_DEFAULT as u64
 }
 
 fn default_offsets_partitions() -> u32 {
@@ -216,6 +224,9 @@ impl NodeConfig {
             .find(|v| !self.peers.iter().any(|p| p.id == **v))
         {
             return bad(format!("controller voter {v} is not a peer"));
+        }
+        if self.producer_id_expiration_ms == 0 || self.producer_id_expiration_ms > i64::MAX as u64 {
+            return bad("producer_id_expiration_ms must be positive".into());
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return bad("group_min_session_timeout_ms exceeds group_max_session_timeout_ms".into());
@@ -335,6 +346,7 @@ mod tests {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 7 * 24 * 60,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 

@@ -230,6 +230,7 @@ pub fn start_core_with_disk(
         preferred_leader_check_ms: Some(5_000),
         min_free_bytes: config.min_free_bytes,
         offsets_partitions: config.offsets_topic_num_partitions,
+        producer_expiration_ms: config.producer_id_expiration_ms as i64,
         group: GroupConfig {
             group_min_session_timeout_ms: ms_i32(config.group_min_session_timeout_ms),
             group_max_session_timeout_ms: ms_i32(config.group_max_session_timeout_ms),

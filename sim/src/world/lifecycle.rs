@@ -97,6 +97,7 @@ impl World {
             preferred_leader_check_ms: Some(PREFERRED_LEADER_CHECK_MS),
             min_free_bytes: MIN_FREE_BYTES,
             offsets_partitions: OFFSETS_PARTITIONS,
+            producer_expiration_ms: railyard_core::producers::PRODUCER_EXPIRATION_MS_DEFAULT,
             group: GroupConfig {
                 group_min_session_timeout_ms: 100,
                 group_initial_rebalance_delay_ms: 200,
