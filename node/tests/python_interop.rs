@@ -102,3 +102,34 @@ fn test_confluent_idempotent_producer_across_a_leader_kill() {
         "duplicates or gaps after the leader kill"
     );
 }
+
+/// kafka-python commits an offset; the node leading the group's `__consumer_offsets` partition
+/// is killed -9; a new consumer reads the same committed offset from the new coordinator. The
+/// time from the kill to that read is printed (the figure of the coordinator failover).
+#[test]
+fn test_committed_offsets_survive_a_coordinator_kill() {
+    let Some(python) = python() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = start(spec(vec![topic("fo", 1, 3)]));
+    cluster.wait_for_leader("fo", 0, None, WAIT);
+    let bootstrap = cluster.bootstrap();
+    let script = script("coordinator_failover.py");
+    let script = script.to_str().unwrap();
+    let group = "failover-group";
+    let offsets = railyard_tests::cluster::OFFSETS_PARTITIONS;
+    let partition = railyard_core::groups::coordinator_partition(group, offsets);
+    let commit = run(&python, &bootstrap, &[script, "commit", group, "fo", "42"]);
+    assert!(commit.status.success(), "the commit failed");
+    let (coordinator, _) = cluster.wait_for_leader("__consumer_offsets", partition, None, WAIT);
+    let killed = std::time::Instant::now();
+    cluster.node(coordinator).kill9();
+    let fetched = run(&python, &bootstrap, &[script, "fetch", group, "fo", "42"]);
+    assert!(
+        fetched.status.success(),
+        "the committed offset did not survive"
+    );
+    eprintln!(
+        "coordinator {coordinator} killed; the commit read back {:?} after the kill",
+        killed.elapsed()
+    );
+}
