@@ -145,6 +145,8 @@ pub struct NodeStats {
     pub heartbeats_misrouted: u64,
     /// Replicas opened by the periodic reconcile, after their creation had failed.
     pub replicas_created_late: u64,
+    /// Partition deletions a crash had cut short, finished when the partition was opened.
+    pub deletions_finished: u64,
 }
 
 /// Most steps one [`Node::pump`] call runs before it returns (the caller comes back for more).
@@ -1138,6 +1140,11 @@ impl Node {
         machine: Option<Box<dyn PartitionMachine>>,
     ) -> Result<(), NodeError> {
         let machine = machine.or_else(|| self.machine_for(&tp));
+        if deletion_unfinished(&*self.disk, &tp.dir()) {
+            slog::warn!(self.logger, "finishing a deletion a crash cut short"; "tp" => %tp);
+            self.stats.deletions_finished += 1;
+            remove_dir_files(&*self.disk, &tp.dir());
+        }
         let mut log = log_config_for(&self.config.log, configs);
         if is_internal_topic(&tp.topic) {
             // Their machines' snapshots bound the internal logs (compacted behind them);
@@ -1336,8 +1343,26 @@ fn looks_like_partition_dir(d: &str) -> bool {
 
 /// Removes every file of a partition directory (best effort: leftovers are retried at the
 /// next start).
+/// Marks a partition directory whose files are being deleted: written and synced before the
+/// first removal, removed after the last. A crash in between leaves it, and the next open of
+/// that directory (a restart, or a new topic of the same name) finishes the deletion instead of
+/// reading half a deleted log.
+const DELETING_MARKER: &str = "DELETING";
+
+/// Deletes a partition's files, crash-safely (see [`DELETING_MARKER`]). Best effort: a file
+/// that cannot be removed now is removed at the next open or by the leftover sweep.
 fn remove_dir_files(disk: &dyn Disk, dir: &str) {
+    let marker = crate::disk::join_path(dir, DELETING_MARKER);
+    let _ = disk.create(&marker).and_then(|_| disk.sync(&marker));
     for name in disk.list(dir).unwrap_or_default() {
-        let _ = disk.remove(&crate::disk::join_path(dir, &name));
+        if name != DELETING_MARKER {
+            let _ = disk.remove(&crate::disk::join_path(dir, &name));
+        }
     }
+    let _ = disk.remove(&marker);
+}
+
+/// Whether a deletion of `dir`'s files was cut short by a crash.
+fn deletion_unfinished(disk: &dyn Disk, dir: &str) -> bool {
+    disk.exists(&crate::disk::join_path(dir, DELETING_MARKER))
 }

@@ -164,7 +164,7 @@ impl PartitionStorage {
             report.commit_clamped_from = Some(state.commit);
             assert!(
                 report.corruption || state.repairing || report.truncated_from_index.is_some(),
-                "commit {} above last index {} with no recovery truncation",
+                "{dir}: commit {} above last index {} with no recovery truncation",
                 state.commit,
                 log.last_index()
             );

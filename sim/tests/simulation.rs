@@ -295,14 +295,14 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
     (
         Mutation::SkipTermCheck,
         Scenario::Swarm,
-        50,
-        "node 3's view",
+        39,
+        "b-0: committed entry",
     ),
     (
         Mutation::LoseTruncation,
         Scenario::Swarm,
         4,
-        "a-1: committed entry",
+        "a-0: committed entry",
     ),
     (
         Mutation::ApplyBeforeCommit,
@@ -313,7 +313,7 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
     (
         Mutation::ForgetHardState,
         Scenario::Swarm,
-        303,
+        62,
         "two leaders",
     ),
     (
