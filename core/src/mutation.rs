@@ -24,7 +24,8 @@ pub enum Mutation {
     ForgetHardState,
     /// `ProducerTable::admit` lets a producer's retry of a batch it already has through.
     AcceptDuplicateSequence,
-    /// `ProducerTable::on_truncate` keeps the producer batches of a dropped log suffix.
+    /// `ProducerTable::on_truncate` and `on_append` keep the producer batches of a dropped log
+    /// suffix.
     KeepProducerStateOnTruncation,
     /// `GroupCoordinator::offset_commit` answers an OffsetCommit when it proposes the record,
     /// before the record commits.

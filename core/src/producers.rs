@@ -216,6 +216,12 @@ impl ProducerTable {
         Some((p.epoch as i16, batches))
     }
 
+    /// (raft index, term) of every producer batch the table holds past the commit index: the
+    /// simulator checks that each is in the replica's raft log, with that term.
+    pub fn tail(&self) -> impl Iterator<Item = (RaftIndex, u64)> + '_ {
+        self.tail.iter().map(|(i, (t, _))| (*i, *t))
+    }
+
     /// The producer as the leader sees it: committed state, then the tail's batches.
     fn effective(&self, producer_id: i64, ctx: &Ctx) -> Option<Producer> {
         let mut p = self
@@ -362,16 +368,23 @@ impl PartitionMachine for ProducerTable {
 
     fn on_append(&mut self, entries: &[AppendedEntry<'_>]) {
         for e in entries {
-            let Some(id) = BatchId::of(e.data) else {
-                continue;
+            let id = BatchId::of(e.data);
+            let known = match (self.tail.get(&e.index), &id) {
+                (Some((term, k)), Some(id)) => *term == e.term && k == id,
+                _ => false,
             };
-            match self.tail.get(&e.index) {
-                // The leader recorded its own proposal already.
-                Some((term, known)) if *term == e.term && *known == id => continue,
-                Some(_) => panic!("entry {} replaced without a truncation", e.index),
-                None => {}
+            if known {
+                continue; // the leader recorded its own proposal already
             }
-            self.tail.insert(e.index, (e.term, id));
+            // An append at `index` replaces the log from there on. Raft drops a conflicting
+            // suffix that was never written (a leader's unstable proposals, overwritten by the
+            // next leader) without any truncation of the storage, so this is the only notice.
+            if !mutation::active(Mutation::KeepProducerStateOnTruncation) {
+                self.tail.split_off(&e.index);
+            }
+            if let Some(id) = id {
+                self.tail.insert(e.index, (e.term, id));
+            }
         }
     }
 

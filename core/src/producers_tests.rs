@@ -261,3 +261,55 @@ fn test_snapshot_round_trips_and_corruption_is_refused() {
         .is_err());
     assert_eq!(t2.producers(), 0, "a refused snapshot changes nothing");
 }
+
+#[test]
+fn test_an_append_over_unwritten_proposals_replaces_them() {
+    // A leader proposed seq 0 at index 1 (not yet written) and lost leadership; the next
+    // leader's entry at index 1 (another producer's, and a plain batch at 2) replaces it with
+    // no truncation of the storage.
+    let mut t = ProducerTable::new(PRODUCER_EXPIRATION_MS_DEFAULT);
+    let mine = batch(7, 0, 0, 1, 1);
+    t.on_append(&[AppendedEntry {
+        index: 1,
+        term: 1,
+        data: &mine,
+    }]);
+    t.on_append(&[AppendedEntry {
+        index: 2,
+        term: 1,
+        data: &batch(7, 0, 1, 1, 1),
+    }]);
+    let theirs = batch(8, 0, 0, 1, 1);
+    t.on_append(&[AppendedEntry {
+        index: 1,
+        term: 2,
+        data: &theirs,
+    }]);
+    assert_eq!(
+        t.tail().collect::<Vec<_>>(),
+        vec![(1, 2)],
+        "index 2 went with index 1"
+    );
+    assert_eq!(
+        t.admit(&mine, &ctx(1_000)),
+        Admission::Propose,
+        "the retry is new again"
+    );
+    // The leader's own proposal appended twice (at propose, then when written) is kept once.
+    t.on_append(&[AppendedEntry {
+        index: 1,
+        term: 2,
+        data: &theirs,
+    }]);
+    assert_eq!(t.tail().count(), 1);
+    t.on_append(&[AppendedEntry {
+        index: 2,
+        term: 2,
+        data: &batch(-1, -1, -1, 1, 1),
+    }]);
+    assert_eq!(
+        t.tail().collect::<Vec<_>>(),
+        vec![(1, 2)],
+        "a plain batch holds no producer"
+    );
+}

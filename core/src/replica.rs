@@ -441,6 +441,15 @@ impl Replica {
         isr
     }
 
+    /// The term of the entry at `index` in the raft log (written or not), if it holds one.
+    pub fn log_term(&self, index: RaftIndex) -> Option<Term> {
+        let log = &self.raw.raft.raft_log;
+        if index < log.first_index() || index > log.last_index() {
+            return None;
+        }
+        log.term(index).ok()
+    }
+
     /// How many times this replica's term, role or leader changed.
     pub fn role_changes(&self) -> u64 {
         self.role_changes

@@ -325,8 +325,8 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
     (
         Mutation::KeepProducerStateOnTruncation,
         Scenario::Swarm,
-        6,
-        "assertion at core/src/producers.rs",
+        4,
+        "node 3 a-1: producer table holds",
     ),
     (
         Mutation::AckCommitBeforeCommitted,

@@ -11,11 +11,36 @@ use std::collections::BTreeMap;
 
 use raft::StateRole;
 use railyard_core::batch::decode_records;
+use railyard_core::producers::ProducerTable;
+use railyard_core::replica::Replica;
 use railyard_core::types::{is_internal_topic, NodeId, TopicPartition};
 
 use super::scenarios::RECONFIG_TOPIC;
 use super::{Scenario, World};
 use crate::workload::record_value;
+
+/// The producer table's uncommitted tail names only batches this replica's raft log holds, at
+/// the term it holds them: a batch of a dropped suffix that still counted would make the
+/// leader refuse a retry as a duplicate, or admit one as in sequence.
+fn producer_tail_problems(id: NodeId, r: &Replica) -> Vec<String> {
+    let Some(table) = r
+        .machine()
+        .and_then(|m| m.as_any().downcast_ref::<ProducerTable>())
+    else {
+        return Vec::new();
+    };
+    table
+        .tail()
+        .filter(|(index, term)| r.log_term(*index) != Some(*term))
+        .map(|(index, term)| {
+            format!(
+                "node {id} {}: producer table holds entry {index} of term {term}, the log {:?}",
+                r.tp(),
+                r.log_term(index)
+            )
+        })
+        .collect()
+}
 
 impl World {
     /// White-box checks after every step of a node: one leader per term, watermarks and commit
@@ -48,6 +73,7 @@ impl World {
                     st.high_watermark, st.log_end_offset
                 ));
             }
+            problems.extend(producer_tail_problems(id, r));
             let prev = self
                 .hw_seen
                 .insert((id, tp_key(&mut self.tp_index, tp)), st.high_watermark);
