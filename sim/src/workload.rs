@@ -104,6 +104,21 @@ pub struct Client {
     pub member: Option<Member>,
 }
 
+impl Client {
+    /// Follows a NOT_LEADER answer for `tp`: to the leader it names, or forgets the hint.
+    fn follow_hint(&mut self, tp: &TopicPartition, e: &ClientError) {
+        match e {
+            ClientError::NotLeader { leader: Some(l) } => {
+                self.leader_hint.insert(tp.clone(), *l);
+            }
+            ClientError::NotLeader { leader: None } => {
+                self.leader_hint.remove(tp);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Shared state of the workload: the history and the allocators for processes and values.
 pub struct Workload {
     pub history: History,
@@ -426,15 +441,7 @@ impl Workload {
             }
             Err(e) => e,
         };
-        match &e {
-            ClientError::NotLeader { leader: Some(l) } => {
-                c.leader_hint.insert(r.tp.clone(), *l);
-            }
-            ClientError::NotLeader { leader: None } => {
-                c.leader_hint.remove(&r.tp);
-            }
-            _ => {}
-        }
+        c.follow_hint(&r.tp, &e);
         r.maybe_written |= !e.definitely_not_written();
         let fatal = matches!(
             e,
@@ -522,16 +529,7 @@ impl Workload {
                         self.record_info_send(client, &tp, value, now_us);
                     }
                     Err(e) => {
-                        if let ClientError::NotLeader { leader } = &e {
-                            match leader {
-                                Some(l) => {
-                                    self.clients[client].leader_hint.insert(tp.clone(), *l);
-                                }
-                                None => {
-                                    self.clients[client].leader_hint.remove(&tp);
-                                }
-                            }
-                        }
+                        self.clients[client].follow_hint(&tp, &e);
                         if matches!(e, ClientError::Storage(_)) {
                             self.send_refused_disk_full += 1;
                         }
@@ -587,15 +585,7 @@ impl Workload {
                 }
                 Err(e) => {
                     let c = &mut self.clients[client];
-                    match &e {
-                        ClientError::NotLeader { leader: Some(l) } => {
-                            c.leader_hint.insert(tp.clone(), *l);
-                        }
-                        ClientError::NotLeader { leader: None } => {
-                            c.leader_hint.remove(&tp);
-                        }
-                        _ => {}
-                    }
+                    c.follow_hint(&tp, &e);
                     // A failed poll read nothing and changed nothing.
                     self.history.push(Event::fail(process, Op::poll(), now_us));
                 }
