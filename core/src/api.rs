@@ -33,6 +33,14 @@ pub enum OffsetSpec {
     Latest,
     /// The earliest offset whose record timestamp is >= this.
     Timestamp(Millis),
+    /// The first record with the largest timestamp (Kafka's -3, KIP-734).
+    MaxTimestamp,
+    /// The earliest offset in local storage (Kafka's -4, KIP-405): the log start here, as
+    /// Railyard has no tiered storage.
+    EarliestLocal,
+    /// The highest offset copied to tiered storage (Kafka's -5, KIP-1005): none here, answered
+    /// as Kafka does with tiered storage off (offset and timestamp -1).
+    LatestTiered,
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +84,15 @@ pub enum Request {
     },
     DeleteTopic {
         name: String,
+    },
+    /// Grow a topic to `count` partitions through the controller (Kafka's CreatePartitions).
+    CreatePartitions {
+        topic: String,
+        count: i64,
+        /// Replicas of each new partition, in order (first = preferred leader); empty: the
+        /// controller places them with the topic's replication factor.
+        assignments: Vec<Vec<NodeId>>,
+        validate_only: bool,
     },
     /// Kafka's InitProducerId for an idempotent producer: a new producer id with epoch 0, or,
     /// given the current id and epoch (KIP-360), the same id with the epoch bumped.
@@ -148,6 +165,9 @@ pub enum ClientError {
     /// INVALID_PARTITIONS.
     #[error("invalid number of partitions {0}")]
     InvalidPartitions(i64),
+    /// INVALID_PARTITIONS, for a CreatePartitions that does not grow the topic.
+    #[error("{0}")]
+    InvalidPartitionCount(String),
     /// INVALID_REPLICATION_FACTOR.
     #[error("replication factor {asked} is not in 1..={brokers}")]
     InvalidReplicationFactor { asked: i64, brokers: usize },
@@ -218,6 +238,7 @@ pub enum Response {
     /// The topic exists on every node that applied the record (or, validate_only, could).
     CreateTopic(Result<(), ClientError>),
     DeleteTopic(Result<(), ClientError>),
+    CreatePartitions(Result<(), ClientError>),
     /// (producer id, epoch).
     InitProducerId(Result<(i64, i16), ClientError>),
     Group(crate::groups::GroupResponse),
@@ -238,6 +259,7 @@ impl Response {
                 Response::CreateTopic(Err(err))
             }
             Request::DeleteTopic { .. } => Response::DeleteTopic(Err(err)),
+            Request::CreatePartitions { .. } => Response::CreatePartitions(Err(err)),
             Request::InitProducerId { .. } => Response::InitProducerId(Err(err)),
             Request::Group(r) => {
                 Response::Group(crate::groups::GroupResponse::error_for(r, (&err).into()))

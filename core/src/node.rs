@@ -196,6 +196,8 @@ pub struct Node {
     /// Wall-clock steps noticed (each logged once).
     clock_steps: u64,
     last_heartbeat_ms: Option<Millis>,
+    /// The sum of the replicas' `leaderships_taken` at the last tick.
+    leaderships_reported: u64,
     /// A heartbeat for the controller, sent with the next step's envelopes.
     heartbeat_out: Option<(NodeId, BrokerHeartbeat)>,
     /// Topics clients asked to auto-create, for the next heartbeat.
@@ -252,6 +254,7 @@ impl Node {
             wall_offset_ms: None,
             clock_steps: 0,
             last_heartbeat_ms: None,
+            leaderships_reported: 0,
             heartbeat_out: None,
             auto_create: Vec::new(),
             producer_ids,
@@ -438,7 +441,9 @@ impl Node {
             | Request::Fetch { tp, .. }
             | Request::ListOffsets { tp, .. }
             | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
-            Request::CreateTopic { .. } | Request::DeleteTopic { .. } => {
+            Request::CreateTopic { .. }
+            | Request::DeleteTopic { .. }
+            | Request::CreatePartitions { .. } => {
                 return self.route_to_controller(id, request);
             }
             Request::InitProducerId { current } => {
@@ -517,6 +522,7 @@ impl Node {
             }
             Request::CreateTopic { .. }
             | Request::DeleteTopic { .. }
+            | Request::CreatePartitions { .. }
             | Request::FetchMany { .. }
             | Request::InitProducerId { .. }
             | Request::AutoCreateTopic { .. }
@@ -809,7 +815,11 @@ impl Node {
             } => {
                 if replicas.contains(&self.id) && !self.replicas.contains_key(&tp) {
                     slog::info!(self.logger, "creating replica"; "tp" => %tp);
-                    self.open_replica(tp, &replicas, &[], &configs, None)?;
+                    self.open_replica(tp.clone(), &replicas, &[], &configs, None)?;
+                    if replicas.first() == Some(&self.id) {
+                        let replica = self.replicas.get_mut(&tp).expect("opened above");
+                        replica.campaign_fresh(&mut self.rng);
+                    }
                 }
             }
             NodeEvent::ReplicaGone { tp } => {
@@ -852,6 +862,7 @@ impl Node {
         }
         let mut replies = Replies::new();
         let mut touched = Vec::new();
+        let mut leaderships: u64 = 0;
         for (tp, replica) in self.replicas.iter_mut() {
             replica
                 .tick(now_ms, wall_ms, &mut self.rng, &mut replies)
@@ -862,12 +873,18 @@ impl Node {
             if replica.machine().is_some() {
                 touched.push(tp.clone());
             }
+            leaderships = leaderships.wrapping_add(replica.leaderships_taken());
         }
         self.after_input(&touched, replies);
         self.settle_producer_ids();
-        if self
-            .last_heartbeat_ms
-            .is_none_or(|t| now_ms - t >= self.config.heartbeat_ms)
+        // A leadership taken since the last tick is reported now: clients find a new
+        // partition's (or a failed-over partition's) leader without waiting a heartbeat period.
+        let new_leaderships = leaderships != self.leaderships_reported;
+        self.leaderships_reported = leaderships;
+        if new_leaderships
+            || self
+                .last_heartbeat_ms
+                .is_none_or(|t| now_ms - t >= self.config.heartbeat_ms)
         {
             self.send_heartbeat();
         }

@@ -116,6 +116,12 @@ pub struct Replica {
     last_seen: (Term, StateRole, NodeId),
     /// How many times (term, role, leader) changed: lets observers skip unchanged replicas.
     role_changes: u64,
+    /// How many times this replica became leader: the node reports a new leadership to the
+    /// controller at once instead of at its next periodic heartbeat.
+    leaderships_taken: u64,
+    /// Ticks left in which a new partition's preferred replica campaigns again while no leader
+    /// is known (see [`Replica::campaign_fresh`]).
+    fresh_campaign_ticks: usize,
     /// In repair mode: the commit index of the first leader that replicated to us since.
     repair_target: Option<RaftIndex>,
     /// Produces pending when leadership was lost; answered `Indeterminate` at the next drain.
@@ -193,6 +199,8 @@ impl Replica {
             config,
             last_seen: (0, StateRole::Follower, 0),
             role_changes: 0,
+            leaderships_taken: 0,
+            fresh_campaign_ticks: 0,
             raw,
             pending: BTreeMap::new(),
             repair_target: None,
@@ -450,6 +458,11 @@ impl Replica {
         log.term(index).ok()
     }
 
+    /// How many times this replica became leader (see the field).
+    pub fn leaderships_taken(&self) -> u64 {
+        self.leaderships_taken
+    }
+
     /// How many times this replica's term, role or leader changed.
     pub fn role_changes(&self) -> u64 {
         self.role_changes
@@ -550,6 +563,7 @@ impl Replica {
         self.wall_ms = wall_ms;
         self.raw.tick();
         self.after_raft_call(rng);
+        self.campaign_again(rng);
         self.expire_pending(now_ms, replies);
         if self.is_leader() {
             for id in self.in_sync_replicas() {
@@ -562,6 +576,39 @@ impl Replica {
         }
         self.run_effects(rng, replies);
         self.maybe_snapshot()
+    }
+
+    /// A brand-new partition's preferred replica campaigns at once instead of waiting out an
+    /// election timeout, so a topic has leaders right after its creation (a leaderless window
+    /// makes clients cache "no leader"). Only a replica whose raft state is empty campaigns:
+    /// any other already took part in an election and waits as raft says. The other replicas
+    /// may open a little later (they apply the same metadata record on their own), so the
+    /// campaign repeats for up to one minimum election timeout while no leader is known; with
+    /// pre-vote a repeat bumps no term.
+    pub fn campaign_fresh(&mut self, rng: &mut ChaCha8Rng) {
+        let fresh = self.raw.raft.term == 0 && self.raw.raft.raft_log.last_index() == 0;
+        if !fresh || !self.raw.raft.promotable() {
+            return;
+        }
+        self.fresh_campaign_ticks = self.config.election_tick_min;
+        let _ = self.raw.campaign();
+        self.after_raft_call(rng);
+    }
+
+    fn campaign_again(&mut self, rng: &mut ChaCha8Rng) {
+        if self.fresh_campaign_ticks == 0 {
+            return;
+        }
+        self.fresh_campaign_ticks -= 1;
+        let raft = &self.raw.raft;
+        let waiting = raft.leader_id == raft::INVALID_ID
+            && matches!(raft.state, StateRole::Follower | StateRole::PreCandidate);
+        if !waiting {
+            self.fresh_campaign_ticks = 0;
+            return;
+        }
+        let _ = self.raw.campaign();
+        self.after_raft_call(rng);
     }
 
     /// Snapshots the machine at the applied index once `snapshot_entries` were applied since
@@ -792,8 +839,15 @@ impl Replica {
         self.check_serving()?;
         let log = self.raw.store().log();
         match spec {
-            OffsetSpec::Earliest => Ok((log.start_offset(), -1)),
+            OffsetSpec::Earliest | OffsetSpec::EarliestLocal => Ok((log.start_offset(), -1)),
             OffsetSpec::Latest => Ok((self.high_watermark(), -1)),
+            OffsetSpec::LatestTiered => Ok((-1, -1)),
+            OffsetSpec::MaxTimestamp => {
+                let hw = self.high_watermark();
+                let found = with_retries(|| log.max_timestamp_offset(hw))
+                    .map_err(|e| ClientError::Storage(e.to_string()))?;
+                Ok(found.unwrap_or((-1, -1)))
+            }
             OffsetSpec::Timestamp(ts) => {
                 let hw = self.high_watermark();
                 let found = with_retries(|| log.offset_for_timestamp(ts, hw))
@@ -1029,6 +1083,9 @@ impl Replica {
         let was_leader = self.last_seen.1 == StateRole::Leader;
         self.last_seen = key;
         self.role_changes += 1;
+        if key.1 == StateRole::Leader {
+            self.leaderships_taken += 1;
+        }
         self.caught_up_at.clear();
         self.redraw_election_timeout(rng);
         let ctx = self.ctx();

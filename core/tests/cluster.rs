@@ -348,6 +348,9 @@ fn test_produce_fetch_list_offsets_epochs() {
     assert_eq!(c.list_offsets(l, OffsetSpec::Latest).0, 10);
     assert_eq!(c.list_offsets(l, OffsetSpec::Timestamp(1_004)), (4, 1_004));
     assert_eq!(c.list_offsets(l, OffsetSpec::Timestamp(99_999)).0, -1);
+    assert_eq!(c.list_offsets(l, OffsetSpec::MaxTimestamp), (9, 1_009));
+    assert_eq!(c.list_offsets(l, OffsetSpec::EarliestLocal).0, 0);
+    assert_eq!(c.list_offsets(l, OffsetSpec::LatestTiered), (-1, -1));
     let term = c.node(l).replica(&tp()).unwrap().status().term;
     let Response::OffsetForLeaderEpoch(Ok((epoch, end))) = c.request(
         l,

@@ -891,6 +891,29 @@ async fn test_list_offsets_earliest_latest_and_timestamp() {
         let by_time = c.call(&list_offsets_request(TOPIC, 0, 101), version).await;
         assert_eq!(offset(by_time), (1, 101));
     }
+    // The specials arrive with their versions: max timestamp (v7), earliest-local (v8),
+    // latest-tiered (v9, none without tiered storage); v10 adds a timeout.
+    for version in [9, 10] {
+        let max = c.call(&list_offsets_request(TOPIC, 0, -3), version).await;
+        assert_eq!(offset_of(&max), (0, 2, 200));
+        let local = c.call(&list_offsets_request(TOPIC, 0, -4), version).await;
+        assert_eq!(offset_of(&local).1, 0);
+        let tiered = c.call(&list_offsets_request(TOPIC, 0, -5), version).await;
+        assert_eq!(offset_of(&tiered), (0, -1, -1));
+    }
+    let old = c.call(&list_offsets_request(TOPIC, 0, -3), 6).await;
+    assert_eq!(offset_of(&old).0, ResponseError::UnsupportedVersion.code());
+    let early = c.call(&list_offsets_request(TOPIC, 0, -5), 8).await;
+    assert_eq!(
+        offset_of(&early).0,
+        ResponseError::UnsupportedVersion.code()
+    );
+}
+
+/// (error code, offset, timestamp) of a one-partition ListOffsets answer.
+fn offset_of(resp: &kafka_protocol::messages::ListOffsetsResponse) -> (i16, i64, i64) {
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset, p.timestamp)
 }
 
 // Proves OffsetForLeaderEpoch returns the leader's (epoch, end offset) for its current epoch

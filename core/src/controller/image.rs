@@ -55,6 +55,16 @@ pub struct CreateTopic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// New partitions of an existing topic (Kafka's CreatePartitions): they continue its
+/// numbering.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreatePartitions {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, repeated, tag = "2")]
+    pub partitions: Vec<PartitionAssignment>,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeleteTopic {
     #[prost(string, tag = "1")]
@@ -145,12 +155,14 @@ pub enum RecordKind {
     LeaderChanges(LeaderChanges),
     #[prost(message, tag = "6")]
     AllocateProducerIds(AllocateProducerIds),
+    #[prost(message, tag = "7")]
+    CreatePartitions(CreatePartitions),
 }
 
 /// One metadata change, the value of one record in the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub kind: Option<RecordKind>,
 }
 
@@ -386,9 +398,39 @@ impl MetadataImage {
                 }
             }
             Some(RecordKind::AllocateProducerIds(a)) => self.grant_producer_ids(a),
+            Some(RecordKind::CreatePartitions(c)) => changes = self.add_partitions(c),
             None => {}
         }
         changes
+    }
+
+    /// Adds a topic's new partitions, if they continue its numbering (else the record lost a
+    /// race and changes nothing).
+    fn add_partitions(&mut self, c: &CreatePartitions) -> Vec<ImageChange> {
+        let Some(topic) = self.topics.get_mut(&c.name) else {
+            return Vec::new();
+        };
+        let next = topic.partitions.len() as i64;
+        let continues = c
+            .partitions
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.partition as i64 == next + i as i64 && distinct(&p.replicas));
+        let total = next as u64 + c.partitions.len() as u64;
+        if !continues || total > PARTITIONS_PER_TOPIC_MAX as u64 {
+            return Vec::new();
+        }
+        c.partitions
+            .iter()
+            .map(|p| {
+                topic.partitions.insert(p.partition, p.replicas.clone());
+                ImageChange::PartitionAdded {
+                    tp: TopicPartition::new(c.name.clone(), p.partition),
+                    replicas: p.replicas.clone(),
+                    configs: topic.configs.clone(),
+                }
+            })
+            .collect()
     }
 
     fn grant_producer_ids(&mut self, a: &AllocateProducerIds) {
@@ -612,6 +654,14 @@ impl MetadataImage {
         }
         out
     }
+}
+
+/// Whether `replicas` is a non-empty list of distinct brokers.
+fn distinct(replicas: &[NodeId]) -> bool {
+    let mut sorted = replicas.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    !replicas.is_empty() && sorted.len() == replicas.len()
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::machine::{
     Command, CommittedEntry, Ctx, Effects, NodeEvent, PartitionMachine, RestoreError,
 };
 use crate::network::{AutoCreateTopic, BrokerHeartbeat};
-use crate::types::{Millis, NodeId, Offset, TopicPartition};
+use crate::types::{Millis, NodeId, Offset, PartitionId, TopicPartition};
 
 /// Most leaderships one LeaderChanges record carries (bounds a record's size).
 const LEADERS_PER_RECORD: usize = 1_000;
@@ -56,6 +56,11 @@ enum Proposal {
         name: String,
     },
     Delete {
+        request: RequestId,
+        name: String,
+    },
+    /// A CreatePartitions.
+    Grow {
         request: RequestId,
         name: String,
     },
@@ -141,6 +146,29 @@ impl Controller {
         match request {
             Request::CreateTopic { .. } => self.create_topic(id, request, ctx, fx),
             Request::DeleteTopic { name } => self.delete_topic(id, name, ctx, fx),
+            Request::CreatePartitions {
+                topic,
+                count,
+                assignments,
+                validate_only,
+            } => {
+                let checked = self.check_create_partitions(&topic, count, &assignments);
+                match checked {
+                    Err(e) => fx.reply(id, Response::CreatePartitions(Err(e))),
+                    Ok(_) if validate_only => fx.reply(id, Response::CreatePartitions(Ok(()))),
+                    Ok(partitions) => {
+                        let kind = RecordKind::CreatePartitions(CreatePartitions {
+                            name: topic.clone(),
+                            partitions,
+                        });
+                        let proposal = Proposal::Grow {
+                            request: id,
+                            name: topic,
+                        };
+                        self.propose(proposal, kind, ctx, fx);
+                    }
+                }
+            }
             Request::AutoCreateTopic {
                 name,
                 partitions,
@@ -165,9 +193,71 @@ impl Controller {
 
     fn in_flight(&self, name: &str) -> bool {
         self.proposals.values().any(|p| match p {
-            Proposal::Create { name: n, .. } | Proposal::Delete { name: n, .. } => n == name,
+            Proposal::Create { name: n, .. }
+            | Proposal::Delete { name: n, .. }
+            | Proposal::Grow { name: n, .. } => n == name,
             Proposal::Internal => false,
         })
+    }
+
+    /// Checks a CreatePartitions and places the new partitions: a client topic that exists and
+    /// has no change in flight, a count above the current one, and an assignment (if given)
+    /// for exactly the new partitions with the topic's replication factor.
+    fn check_create_partitions(
+        &self,
+        name: &str,
+        count: i64,
+        assignments: &[Vec<NodeId>],
+    ) -> Result<Vec<PartitionAssignment>, ClientError> {
+        if is_internal_topic(name) {
+            // A group's coordinator partition is a hash modulo the count: changing it would
+            // move every group.
+            return Err(ClientError::InvalidRequest(format!(
+                "{name} is an internal topic; its partition count is fixed"
+            )));
+        }
+        let topic = match self.image.topics.get(name) {
+            Some(t) if !self.in_flight(name) => t,
+            _ => return Err(ClientError::UnknownTopic(name.to_string())),
+        };
+        let current = topic.partitions.len() as i64;
+        let rf = topic.partitions.values().next().map_or(1, Vec::len) as i64;
+        let invalid = |m: String| Err(ClientError::InvalidPartitionCount(m));
+        if count < current {
+            return invalid(format!(
+                "topic {name} has {current} partitions; the count cannot decrease to {count}"
+            ));
+        }
+        if count == current {
+            return invalid(format!("topic {name} already has {current} partitions"));
+        }
+        if count > PARTITIONS_PER_TOPIC_MAX as i64 {
+            return invalid(format!(
+                "{count} partitions is more than the limit of {PARTITIONS_PER_TOPIC_MAX}"
+            ));
+        }
+        let new = (count - current) as usize;
+        let placed = if assignments.is_empty() {
+            let brokers = self.image.placeable_brokers(&self.config.brokers);
+            place_replicas(&self.image, &brokers, name, count, rf)
+                .map(|all| all.into_iter().skip(current as usize).collect::<Vec<_>>())
+        } else if assignments.len() != new {
+            return Err(ClientError::InvalidReplicaAssignment(format!(
+                "{} assignments for {new} new partitions",
+                assignments.len()
+            )));
+        } else if assignments.iter().any(|a| a.len() as i64 != rf) {
+            return Err(ClientError::InvalidReplicaAssignment(format!(
+                "every new partition needs the topic's {rf} replicas"
+            )));
+        } else {
+            check_assignment(&self.image, &self.config.brokers, name, assignments)
+        };
+        let mut placed = placed.map_err(placement_error)?;
+        for (i, p) in placed.iter_mut().enumerate() {
+            p.partition = (current as usize + i) as PartitionId;
+        }
+        Ok(placed)
     }
 
     /// Validates a CreateTopic, then proposes its record; the reply comes when it commits.
@@ -551,6 +641,9 @@ impl PartitionMachine for Controller {
             }
             Proposal::Delete { request, .. } => {
                 fx.reply(request, Response::DeleteTopic(result.map(|_| ())))
+            }
+            Proposal::Grow { request, .. } => {
+                fx.reply(request, Response::CreatePartitions(result.map(|_| ())))
             }
             // Lost or failed: let the next heartbeats propose it again.
             Proposal::Internal if result.is_err() => self.lead.forget_proposals(),

@@ -539,6 +539,37 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The largest record timestamp among batches ending at or below `limit_offset`, and the
+    /// first record carrying it, as (offset, timestamp): Kafka's ListOffsets max timestamp
+    /// (KIP-734). `None` when no such batch holds a record. A segment that ends at or below the
+    /// limit is judged by its running maximum; only the segment the limit cuts is scanned.
+    pub fn max_timestamp_offset(&self, limit_offset: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let mut max_ts: Option<i64> = None;
+        for seg in &self.segments {
+            let whole = seg.end_offset().is_some_and(|end| end <= limit_offset);
+            let seg_max = if whole {
+                seg.entries
+                    .iter()
+                    .any(|e| e.record_count > 0)
+                    .then_some(seg.max_timestamp)
+            } else {
+                seg.entries
+                    .iter()
+                    .filter(|e| e.record_count > 0 && e.end_offset() <= limit_offset)
+                    .map(|e| e.max_timestamp)
+                    .max()
+            };
+            max_ts = max_ts.max(seg_max);
+            if !whole {
+                break;
+            }
+        }
+        match max_ts {
+            Some(ts) => self.offset_for_timestamp(ts, limit_offset),
+            None => Ok(None),
+        }
+    }
+
     /// Kafka OffsetForLeaderEpoch: the largest epoch <= `epoch` present in the log and its end
     /// offset (the start offset of the next epoch, or the LEO for the latest one).
     pub fn end_offset_for_epoch(&self, epoch: u64) -> Option<(u64, i64)> {

@@ -289,6 +289,26 @@ fn test_offset_for_timestamp() {
 }
 
 #[test]
+fn test_max_timestamp_offset() {
+    // KIP-734: the first record with the largest timestamp, whatever the order of timestamps,
+    // among batches below the limit; none in an empty log.
+    let disk = Rc::new(MemDisk::new());
+    let (mut log, _) = open(&disk, small_config());
+    assert_eq!(log.max_timestamp_offset(0), Ok(None));
+    // Entry i holds 4 records from timestamp t_i; entry 7 holds the largest, 9_000..9_003.
+    let starts = |i: u64| if i == 7 { 9_000 } else { 100 * i as i64 };
+    let es: Vec<NewEntry> = (1..=20)
+        .map(|i| normal(i, 1, batch(4, starts(i), 20)))
+        .collect();
+    log.append(&es).unwrap();
+    assert!(log.segment_count() > 2, "the scan crosses segments");
+    let end = log.next_offset();
+    assert_eq!(log.max_timestamp_offset(end), Ok(Some((27, 9_003))));
+    // The limit cuts entry 7 off: the largest before it is entry 6's last record.
+    assert_eq!(log.max_timestamp_offset(24), Ok(Some((23, 603))));
+}
+
+#[test]
 fn test_end_offset_for_epoch() {
     // OffsetForLeaderEpoch from term changes; fixed by truncation and rebuilt on reopen.
     let disk = Rc::new(MemDisk::new());

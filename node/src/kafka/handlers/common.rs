@@ -53,7 +53,9 @@ pub fn client_error_code(e: &ClientError) -> i16 {
         ClientError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
         ClientError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         ClientError::InvalidTopic(_) => ResponseError::InvalidTopicException,
-        ClientError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ClientError::InvalidPartitions(_) | ClientError::InvalidPartitionCount(_) => {
+            ResponseError::InvalidPartitions
+        }
         ClientError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
         ClientError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         ClientError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
@@ -293,4 +295,33 @@ pub fn sample_view() -> ClusterView {
             ),
         ],
     )
+}
+
+/// Kafka's authorized_operations when the client did not ask for them.
+pub const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
+
+// Authorized operations, as Kafka reports them with no authorizer configured: every operation
+// the resource type supports (`AclEntry.supportedOperations`), as a bit set of operation codes
+// (READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
+// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12). Railyard has no ACLs.
+
+/// READ, DELETE and DESCRIBE.
+pub const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS and ALTER_CONFIGS.
+pub const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS and
+/// IDEMPOTENT_WRITE.
+pub const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
+/// `operations` if the client asked for them, else Kafka's "not asked" marker.
+pub fn authorized_operations(asked: bool, operations: i32) -> i32 {
+    if asked {
+        operations
+    } else {
+        OPERATIONS_NOT_ASKED
+    }
 }

@@ -31,11 +31,7 @@ use crate::kafka::guard::{GuardError, Reader};
 /// The only group type this broker has (KIP-848's name for the classic protocol).
 pub const CLASSIC: &str = "classic";
 
-/// Kafka's authorized_operations when the client did not ask for them.
-pub const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
-
-/// READ (3), DELETE (6) and DESCRIBE (8): every operation on a group, as a bit set.
-pub const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+pub use super::common::{GROUP_OPERATIONS, OPERATIONS_NOT_ASKED};
 
 pub struct ListGroups;
 

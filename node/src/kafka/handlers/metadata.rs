@@ -16,7 +16,10 @@ use kafka_protocol::ResponseError;
 use railyard_core::metadata::is_internal_topic;
 use railyard_core::types::{valid_topic_name, NodeId};
 
-use super::common::{broker_id, may_auto_create, str_bytes};
+use super::common::{
+    authorized_operations, broker_id, may_auto_create, str_bytes, CLUSTER_OPERATIONS,
+    TOPIC_OPERATIONS,
+};
 use super::{Answer, Ctx, Handler, ResponseOf};
 use crate::broker::{Broker, ClusterView, TopicView};
 use crate::kafka::codec::uuid_carrier;
@@ -153,7 +156,13 @@ pub fn metadata(
         .collect();
     // Kafka's rule: null asks for every topic, and so does an empty list in v0 only; from v1 an
     // empty list asks for none (clients use it to learn the brokers cheaply).
-    let topic = |t: &TopicView| metadata_topic(t, view, version);
+    let topic_ops = authorized_operations(
+        version >= 8 && req.include_topic_authorized_operations,
+        TOPIC_OPERATIONS,
+    );
+    let topic = |t: &TopicView| {
+        metadata_topic(t, view, version).with_topic_authorized_operations(topic_ops)
+    };
     let topics = match &req.topics {
         None => view.topics().iter().map(topic).collect(),
         Some(list) if list.is_empty() && version == 0 => view.topics().iter().map(topic).collect(),
@@ -187,6 +196,11 @@ pub fn metadata(
         .with_cluster_id(Some(str_bytes(view.cluster_id())))
         .with_controller_id(view.controller().map_or(BrokerId(-1), broker_id))
         .with_topics(topics)
+        // Dropped from Metadata in v11 (DescribeCluster carries it since).
+        .with_cluster_authorized_operations(authorized_operations(
+            (8..=10).contains(&version) && req.include_cluster_authorized_operations,
+            CLUSTER_OPERATIONS,
+        ))
 }
 
 /// DescribeCluster: the same brokers, cluster id and controller as Metadata.
@@ -217,6 +231,10 @@ pub fn describe_cluster(
         })
         .collect();
     DescribeClusterResponse::default()
+        .with_cluster_authorized_operations(authorized_operations(
+            req.include_cluster_authorized_operations,
+            CLUSTER_OPERATIONS,
+        ))
         .with_cluster_id(str_bytes(view.cluster_id()))
         .with_controller_id(view.controller().map_or(BrokerId(-1), broker_id))
         .with_brokers(brokers)
@@ -271,7 +289,7 @@ mod tests {
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 
     use super::*;
-    use crate::kafka::handlers::common::sample_view;
+    use crate::kafka::handlers::common::{sample_view, OPERATIONS_NOT_ASKED};
 
     /// Every topic (a null list).
     fn every_topic() -> MetadataRequest {
@@ -345,6 +363,34 @@ mod tests {
         let none = metadata(&view, &ask(&[]), 1, &[]);
         assert!(none.topics.is_empty());
         assert_eq!(none.brokers.len(), 2);
+    }
+
+    #[test]
+    fn test_authorized_operations_are_every_supported_one_when_asked() {
+        // With no authorizer Kafka reports every operation a resource supports, and i32::MIN
+        // when not asked; Metadata carries the cluster's only in v8..=10.
+        let view = sample_view();
+        let asked = every_topic()
+            .with_include_topic_authorized_operations(true)
+            .with_include_cluster_authorized_operations(true);
+        let v10 = metadata(&view, &asked, 10, &[]);
+        assert_eq!(v10.topics[0].topic_authorized_operations, 3576);
+        assert_eq!(v10.cluster_authorized_operations, 8096);
+        let v12 = metadata(&view, &asked, 12, &[]);
+        assert_eq!(v12.topics[0].topic_authorized_operations, 3576);
+        assert_eq!(v12.cluster_authorized_operations, OPERATIONS_NOT_ASKED);
+        let not_asked = metadata(&view, &every_topic(), 12, &[]);
+        assert_eq!(
+            not_asked.topics[0].topic_authorized_operations,
+            OPERATIONS_NOT_ASKED
+        );
+        let dc = DescribeClusterRequest::default()
+            .with_endpoint_type(1)
+            .with_include_cluster_authorized_operations(true);
+        assert_eq!(
+            describe_cluster(&view, &dc, 1).cluster_authorized_operations,
+            8096
+        );
     }
 
     #[test]

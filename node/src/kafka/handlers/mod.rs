@@ -61,7 +61,7 @@ impl<B: Broker> Api<B> {
         Api::of::<produce::Produce>(ApiKey::Produce, 3, 12),
         Api::of::<fetch::Fetch>(ApiKey::Fetch, 4, 12),
         // v7 adds the MAX_TIMESTAMP (-3) spec, which the core cannot answer.
-        Api::of::<offsets::ListOffsets>(ApiKey::ListOffsets, 1, 6),
+        Api::of::<offsets::ListOffsets>(ApiKey::ListOffsets, 1, 10),
         Api::of::<metadata::Metadata>(ApiKey::Metadata, 0, 12),
         Api::of::<offsets::OffsetForLeaderEpoch>(ApiKey::OffsetForLeaderEpoch, 2, 4),
         Api::of::<api_versions::ApiVersions>(ApiKey::ApiVersions, 0, 4),

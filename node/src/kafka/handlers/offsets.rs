@@ -27,7 +27,7 @@ pub struct ListOffsets;
 impl Handler for ListOffsets {
     type Request = ListOffsetsRequest;
 
-    /// v1..=6, as advertised.
+    /// v1..=10, as advertised.
     fn layout(r: &mut Reader<'_>, v: i16) -> Result<(), GuardError> {
         r.skip(4)?; // replica_id
         if v >= 2 {
@@ -44,7 +44,11 @@ impl Handler for ListOffsets {
                 r.tags()
             })?;
             r.tags()
-        })
+        })?;
+        if v >= 10 {
+            r.skip(4)?; // timeout_ms
+        }
+        Ok(())
     }
 
     async fn handle<B: Broker>(
@@ -118,12 +122,12 @@ impl Handler for OffsetForLeaderEpoch {
     }
 }
 
-/// ListOffsets: earliest (-2), latest (-1, the high watermark) or the first offset at or after a
-/// timestamp.
+/// ListOffsets: earliest (-2), latest (-1, the high watermark), the first offset at or after a
+/// timestamp, or the specials of [`offset_spec`].
 pub async fn list_offsets<B: Broker>(
     broker: &B,
     req: &ListOffsetsRequest,
-    _version: i16,
+    version: i16,
 ) -> ListOffsetsResponse {
     let view = broker.cluster();
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -132,13 +136,7 @@ pub async fn list_offsets<B: Broker>(
         for p in &topic.partitions {
             let out =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let spec = match p.timestamp {
-                -2 => Some(OffsetSpec::Earliest),
-                -1 => Some(OffsetSpec::Latest),
-                t if t >= 0 => Some(OffsetSpec::Timestamp(t)),
-                // -3 (max timestamp) and later specials need versions we do not advertise.
-                _ => None,
-            };
+            let spec = offset_spec(p.timestamp, version);
             let result = match (spec, view.partition(&topic.name, p.partition_index)) {
                 (_, None) => Err(PartitionError::Kafka(
                     ResponseError::UnknownTopicOrPartition,
@@ -164,6 +162,21 @@ pub async fn list_offsets<B: Broker>(
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The query a ListOffsets timestamp names, if the request's version allows it: Kafka accepts
+/// max timestamp (-3) from v7, earliest-local (-4) from v8 and latest-tiered (-5) from v9, and
+/// answers older versions UNSUPPORTED_VERSION.
+fn offset_spec(timestamp: i64, version: i16) -> Option<OffsetSpec> {
+    match timestamp {
+        t if t >= 0 => Some(OffsetSpec::Timestamp(t)),
+        -1 => Some(OffsetSpec::Latest),
+        -2 => Some(OffsetSpec::Earliest),
+        -3 if version >= 7 => Some(OffsetSpec::MaxTimestamp),
+        -4 if version >= 8 => Some(OffsetSpec::EarliestLocal),
+        -5 if version >= 9 => Some(OffsetSpec::LatestTiered),
+        _ => None,
+    }
 }
 
 /// OffsetForLeaderEpoch: the end offset of the requested leader epoch (raft term), which

@@ -7,10 +7,11 @@
 //! topics are refused here as the core would refuse them: creating one is INVALID_REQUEST,
 //! deleting one INVALID_TOPIC_EXCEPTION.
 //!
-//! `timeout_ms` is advisory: the core bounds a proposal's lifetime itself (an expired one is
-//! REQUEST_TIMED_OUT). It only caps how long a successful change waits to become visible in
-//! this broker's cluster view, which is what lets CreateTopics v7 report the new topic's id and
-//! a client's next Metadata on this connection see the topic.
+//! The core bounds a proposal's lifetime itself (an expired one is REQUEST_TIMED_OUT). A
+//! CreateTopics then waits, up to its `timeout_ms`, until this broker's cluster view shows the
+//! topic with a leader for every partition, as Kafka does: a client's next Metadata finds the
+//! leaders (librdkafka caches a missing leader), and v7 reports the topic's id. A DeleteTopics
+//! waits (up to `admin_visible_wait_ms`) for the topic to leave the view.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -67,7 +68,7 @@ impl Handler for CreateTopics {
         ctx: Ctx<'_, B>,
         request: CreateTopicsRequest,
     ) -> Answer<CreateTopicsResponse> {
-        Answer::Reply(create_topics(ctx.broker, ctx.config, request, ctx.version).await)
+        Answer::Reply(create_topics(ctx.broker, request, ctx.version).await)
     }
 
     fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>) {
@@ -247,14 +248,15 @@ impl<K: Hash + Eq> Duplicates<K> {
 /// CreateTopics: each topic becomes one [`Request::CreateTopic`] on its own task.
 pub async fn create_topics<B: Broker>(
     broker: &B,
-    config: &KafkaConfig,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
     let view = broker.cluster();
     let brokers = i64::try_from(view.brokers().len()).unwrap_or(i64::MAX);
     let default_rf = DEFAULT_REPLICATION_FACTOR.min(brokers).max(1);
-    let wait = visible_wait(config, req.timeout_ms);
+    // Kafka answers a CreateTopics with a positive timeout once every new partition has a
+    // leader, or REQUEST_TIMED_OUT when the timeout runs out first; with 0, at once.
+    let wait = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
     let mut dups = Duplicates::new(req.topics.iter().map(|t| t.name.to_string()));
     let mut jobs: Vec<(TopicName, Job<Created>)> = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
@@ -404,7 +406,7 @@ fn manual_assignment(topic: &CreatableTopic) -> Result<Vec<Vec<u64>>, AdminError
 }
 
 /// Runs one topic's creation and, if it happened, waits (up to `wait`) for this broker's view
-/// to show the topic, for its id.
+/// to show the topic with a leader for every partition.
 async fn create_one<B: Broker>(
     broker: B,
     request: Request,
@@ -426,10 +428,25 @@ async fn create_one<B: Broker>(
         Response::CreateTopic(Err(e)) => return Err(AdminError::core(&e)),
         _ => return Err(AdminError::unexpected()),
     }
-    let id = if validate_only {
+    let id = if validate_only || wait.is_zero() {
         None
     } else {
-        wait_for_view(&broker, wait, |v| v.topic(&name).map(|t| t.id)).await
+        let led = |v: &ClusterView| {
+            let t = v.topic(&name)?;
+            t.partitions
+                .iter()
+                .all(|p| p.leader.is_some())
+                .then_some(t.id)
+        };
+        match wait_for_view(&broker, wait, led).await {
+            Some(id) => Some(id),
+            None => {
+                return Err(AdminError::kafka(
+                    ResponseError::RequestTimedOut,
+                    format!("{name} was created, but not every partition had a leader in time"),
+                ))
+            }
+        }
     };
     Ok(Created {
         partitions,
