@@ -22,6 +22,7 @@ pub mod producers;
 pub mod replica;
 pub mod snapshot;
 pub mod storage;
+pub mod topic_config;
 pub mod types;
 pub mod view;
 
