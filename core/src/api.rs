@@ -94,6 +94,13 @@ pub enum Request {
         assignments: Vec<Vec<NodeId>>,
         validate_only: bool,
     },
+    /// Change a topic's config overrides through the controller (Kafka's AlterConfigs and
+    /// IncrementalAlterConfigs for a topic resource).
+    AlterTopicConfigs {
+        topic: String,
+        change: ConfigChange,
+        validate_only: bool,
+    },
     /// Kafka's InitProducerId for an idempotent producer: a new producer id with epoch 0, or,
     /// given the current id and epoch (KIP-360), the same id with the epoch bumped.
     InitProducerId {
@@ -111,6 +118,16 @@ pub enum Request {
     /// A consumer-group request, for the coordinator of the group's `__consumer_offsets`
     /// partition.
     Group(crate::groups::GroupRequest),
+}
+
+/// How an alter changes a topic's overrides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// AlterConfigs: these become the topic's overrides; every other config returns to its
+    /// default.
+    Replace(std::collections::BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: each op changes one config, the others stay.
+    Incremental(Vec<(String, crate::topic_config::AlterOp)>),
 }
 
 /// One partition of a [`Request::FetchMany`].
@@ -165,15 +182,19 @@ pub enum ClientError {
     /// INVALID_PARTITIONS.
     #[error("invalid number of partitions {0}")]
     InvalidPartitions(i64),
+    /// A record timestamp outside the topic's `message.timestamp.*.max.ms` bounds
+    /// (INVALID_TIMESTAMP). Nothing was written.
+    #[error("{0}")]
+    InvalidTimestamp(String),
     /// INVALID_PARTITIONS, for a CreatePartitions that does not grow the topic.
     #[error("{0}")]
     InvalidPartitionCount(String),
     /// INVALID_REPLICATION_FACTOR.
     #[error("replication factor {asked} is not in 1..={brokers}")]
     InvalidReplicationFactor { asked: i64, brokers: usize },
-    /// INVALID_CONFIG.
-    #[error("invalid config {key}={value}")]
-    InvalidConfig { key: String, value: String },
+    /// INVALID_CONFIG; the message names the config and what is wrong with it.
+    #[error("{0}")]
+    InvalidConfig(String),
     /// INVALID_REPLICA_ASSIGNMENT.
     #[error("invalid replica assignment: {0}")]
     InvalidReplicaAssignment(String),
@@ -239,6 +260,7 @@ pub enum Response {
     CreateTopic(Result<(), ClientError>),
     DeleteTopic(Result<(), ClientError>),
     CreatePartitions(Result<(), ClientError>),
+    AlterTopicConfigs(Result<(), ClientError>),
     /// (producer id, epoch).
     InitProducerId(Result<(i64, i16), ClientError>),
     Group(crate::groups::GroupResponse),
@@ -260,6 +282,7 @@ impl Response {
             }
             Request::DeleteTopic { .. } => Response::DeleteTopic(Err(err)),
             Request::CreatePartitions { .. } => Response::CreatePartitions(Err(err)),
+            Request::AlterTopicConfigs { .. } => Response::AlterTopicConfigs(Err(err)),
             Request::InitProducerId { .. } => Response::InitProducerId(Err(err)),
             Request::Group(r) => {
                 Response::Group(crate::groups::GroupResponse::error_for(r, (&err).into()))

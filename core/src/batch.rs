@@ -230,6 +230,34 @@ pub fn stamp(buf: &mut [u8], base_offset: i64, leader_epoch: i32) {
     buf[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// Marks a valid batch LogAppendTime with `now_ms` as its max timestamp, which consumers then
+/// read as every record's timestamp (Kafka's `message.timestamp.type=LogAppendTime`), and
+/// recomputes the CRC over the changed header fields. The records are untouched.
+pub fn stamp_log_append_time(buf: &mut [u8], now_ms: i64) {
+    let mut h = BatchHeader::parse(buf).expect("stamp_log_append_time on a validated batch");
+    h.attributes |= ATTR_TIMESTAMP_TYPE;
+    h.max_timestamp = now_ms;
+    buf[..BATCH_HEADER_LEN].copy_from_slice(&h.encode());
+    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A batch with `header`'s fields but `records` as its records section (compressed with
+/// `compression`): the length, codec bits and CRC are recomputed. How a leader recompresses a
+/// batch without touching its records (the codecs live outside the core).
+pub fn with_records(header: &BatchHeader, compression: Compression, records: &[u8]) -> Bytes {
+    let mut h = *header;
+    h.attributes = (h.attributes & !ATTR_COMPRESSION_MASK) | i16::from(compression.id());
+    h.batch_length = i32::try_from(BATCH_HEADER_LEN - BATCH_LENGTH_OFFSET + records.len())
+        .expect("a batch under 2 GiB");
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + records.len());
+    out.extend_from_slice(&h.encode());
+    out.extend_from_slice(records);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
+}
+
 /// One decoded record, with its absolute offset and timestamp resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedRecord {

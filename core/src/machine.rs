@@ -96,6 +96,11 @@ pub enum NodeEvent {
     },
     /// `tp` no longer exists: close the local replica and delete its files.
     ReplicaGone { tp: TopicPartition },
+    /// A topic's config overrides changed: its local replicas take the new settings.
+    TopicConfigsChanged {
+        topic: String,
+        configs: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// One output of a machine.

@@ -45,6 +45,7 @@ use crate::producer_ids::ProducerIdAllocator;
 use crate::producers::ProducerTable;
 use crate::replica::{is_vote_request, Replica, ReplicaConfig, Replies};
 use crate::storage::{OpenReport, PartitionStorage, StorageError};
+use crate::topic_config::{self, BrokerDefaults, TopicSettings};
 use crate::types::{is_internal_topic, Millis, NodeId, TopicPartition, CONSUMER_OFFSETS_TOPIC};
 
 /// A partition this node hosts and its raft voters.
@@ -101,6 +102,9 @@ pub struct NodeConfig {
     /// A producer with no batch for this long is forgotten by the partitions (Kafka's
     /// `producer.id.expiration.ms`).
     pub producer_expiration_ms: Millis,
+    /// Broker-level defaults of topic configs, under Kafka's broker names (`log.retention.ms`,
+    /// `message.max.bytes`, ...): what a topic without an override gets.
+    pub topic_defaults: BrokerDefaults,
 }
 
 /// A partition this node should host, and its configuration if it is created now.
@@ -290,6 +294,7 @@ impl Node {
         learners.sort_unstable();
         learners.dedup();
         let controller = Controller::new(ControllerConfig {
+            topic_defaults: self.config.topic_defaults.clone(),
             brokers: self.config.brokers.clone(),
             session_timeout_ms: self.config.session_timeout_ms,
             offsets_partitions: self.config.offsets_partitions,
@@ -443,7 +448,8 @@ impl Node {
             | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
             Request::CreateTopic { .. }
             | Request::DeleteTopic { .. }
-            | Request::CreatePartitions { .. } => {
+            | Request::CreatePartitions { .. }
+            | Request::AlterTopicConfigs { .. } => {
                 return self.route_to_controller(id, request);
             }
             Request::InitProducerId { current } => {
@@ -523,6 +529,7 @@ impl Node {
             Request::CreateTopic { .. }
             | Request::DeleteTopic { .. }
             | Request::CreatePartitions { .. }
+            | Request::AlterTopicConfigs { .. }
             | Request::FetchMany { .. }
             | Request::InitProducerId { .. }
             | Request::AutoCreateTopic { .. }
@@ -819,6 +826,23 @@ impl Node {
                     if replicas.first() == Some(&self.id) {
                         let replica = self.replicas.get_mut(&tp).expect("opened above");
                         replica.campaign_fresh(&mut self.rng);
+                    }
+                }
+            }
+            NodeEvent::TopicConfigsChanged { topic, configs } => {
+                let defaults = &self.config.topic_defaults;
+                let settings = TopicSettings::resolve(defaults, &configs);
+                let log = log_config_for(&self.config.log, defaults, &configs);
+                for (tp, r) in self
+                    .replicas
+                    .range_mut(TopicPartition::new(topic.clone(), 0)..)
+                {
+                    if tp.topic != topic {
+                        break;
+                    }
+                    r.set_settings(settings.clone());
+                    if !is_internal_topic(&topic) {
+                        r.set_log_config(log.clone());
                     }
                 }
             }
@@ -1162,7 +1186,7 @@ impl Node {
             self.stats.deletions_finished += 1;
             remove_dir_files(&*self.disk, &tp.dir());
         }
-        let mut log = log_config_for(&self.config.log, configs);
+        let mut log = log_config_for(&self.config.log, &self.config.topic_defaults, configs);
         if is_internal_topic(&tp.topic) {
             // Their machines' snapshots bound the internal logs (compacted behind them);
             // retention by size or age means nothing for them.
@@ -1189,6 +1213,8 @@ impl Node {
             &self.logger,
         )
         .map_err(storage_error(&tp))?;
+        let mut replica = replica;
+        replica.set_settings(TopicSettings::resolve(&self.config.topic_defaults, configs));
         self.replicas.insert(tp.clone(), replica);
         self.active.insert(tp.clone());
         self.open_reports.insert(tp, report);
@@ -1327,27 +1353,34 @@ fn queue(
         .push(GroupMessage::encode(tp, &m));
 }
 
-/// The log config of a partition: the node's defaults with the topic's overrides.
-pub fn log_config_for(base: &LogConfig, configs: &BTreeMap<String, String>) -> LogConfig {
+/// The log config of a partition: the node's log config, with each retention and segment
+/// setting that the topic overrides or the broker defaults name taken from those (topic first);
+/// the node's log config stands for Kafka's defaults (the simulator runs small segments).
+pub fn log_config_for(
+    base: &LogConfig,
+    defaults: &BrokerDefaults,
+    configs: &BTreeMap<String, String>,
+) -> LogConfig {
+    let settings = TopicSettings::resolve(defaults, configs);
+    let set = |name: &str| {
+        let def = topic_config::find(name).expect("a registered config");
+        topic_config::effective(def, configs, defaults).1 != topic_config::Source::Default
+    };
     let mut c = base.clone();
-    for (k, v) in configs {
-        match k.as_str() {
-            "retention.ms" => c.retention_ms = v.parse::<i64>().ok().filter(|x| *x >= 0),
-            "retention.bytes" => {
-                c.retention_bytes = v.parse::<i64>().ok().filter(|x| *x >= 0).map(|x| x as u64)
-            }
-            "segment.bytes" => {
-                if let Ok(x) = v.parse::<u64>() {
-                    c.segment_bytes = x;
-                }
-            }
-            "segment.ms" => {
-                if let Ok(x) = v.parse::<i64>() {
-                    c.segment_ms = x;
-                }
-            }
-            _ => {}
-        }
+    if set("retention.ms") || set("cleanup.policy") {
+        c.retention_ms = settings.retention_ms;
+    }
+    if set("retention.bytes") || set("cleanup.policy") {
+        c.retention_bytes = settings.retention_bytes;
+    }
+    if set("segment.bytes") {
+        c.segment_bytes = settings.segment_bytes;
+    }
+    if set("segment.ms") {
+        c.segment_ms = settings.segment_ms;
+    }
+    if set("index.interval.bytes") {
+        c.index_interval_bytes = settings.index_interval_bytes;
     }
     c
 }

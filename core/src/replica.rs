@@ -26,12 +26,13 @@ use rand_chacha::ChaCha8Rng;
 use slog::{info, o, warn, Logger};
 
 use crate::api::{Acks, ClientError, FetchReply, OffsetSpec, RequestId, Response};
-use crate::batch;
+use crate::batch::{self, BatchHeader};
 use crate::machine::{
     Admission, AppendedEntry, Command, CommittedEntry, Ctx, Effect, Effects, PartitionMachine,
 };
 use crate::mutation::{self, Mutation};
 use crate::storage::{with_retries, OpenReport, PartitionStorage, StorageError};
+use crate::topic_config::{BrokerDefaults, TimestampType, TopicSettings};
 use crate::types::{Millis, NodeId, Offset, RaftIndex, Term, TopicPartition};
 
 /// Tunables of a replica. Ticks are the node's tick interval (see `NodeConfig::tick_ms`).
@@ -139,6 +140,8 @@ pub struct Replica {
     /// On the leader: when each voter was last seen caught up (at a tick). Cleared on any role
     /// change, so a new leader reports a follower in sync only once it has seen it so.
     caught_up_at: BTreeMap<NodeId, Millis>,
+    /// The topic's settings that the produce path enforces (size, timestamps).
+    settings: TopicSettings,
     /// The monotonic time of the last tick.
     now_ms: Millis,
     /// The wall-clock time of the last tick (record timestamps only).
@@ -211,6 +214,7 @@ impl Replica {
             snapshot_index: 0,
             replayed: 0,
             caught_up_at: BTreeMap::new(),
+            settings: TopicSettings::resolve(&BrokerDefaults::default(), &BTreeMap::new()),
             now_ms: 0,
             wall_ms: 0,
             logger,
@@ -715,7 +719,10 @@ impl Replica {
     ) {
         let origin = Origin::Client(request);
         // The checks come before the machine screens the batch, so what it admits is proposed.
-        let admission = match self.check_proposal(&batch) {
+        let checked = self
+            .check_proposal(&batch)
+            .and_then(|()| self.check_topic_policy(&batch));
+        let admission = match checked {
             Err(e) => Admission::Answer(Err(e)),
             Ok(()) => {
                 let ctx = self.ctx();
@@ -725,13 +732,72 @@ impl Replica {
             }
         };
         match admission {
-            Admission::Propose => self.propose(now_ms, origin, acks, batch, rng, replies),
+            Admission::Propose => {
+                let batch = self.stamp(batch);
+                self.propose(now_ms, origin, acks, batch, rng, replies)
+            }
             Admission::Answer(result) if acks != Acks::None => {
                 replies.push((request, Response::Produce(result)))
             }
             Admission::Answer(_) => {}
         }
         self.run_effects(rng, replies);
+    }
+
+    /// Replaces the log's retention and segment settings (a topic's configs changed).
+    pub fn set_log_config(&mut self, config: crate::log::LogConfig) {
+        self.raw.mut_store().log_mut().set_config(config);
+    }
+
+    /// Replaces the topic's settings (at creation and when its configs change).
+    pub fn set_settings(&mut self, settings: TopicSettings) {
+        self.settings = settings;
+    }
+
+    /// Why the topic's configs refuse a client's batch, if they do: `max.message.bytes`, and
+    /// under CreateTime the `message.timestamp.*.max.ms` bounds around the leader's wall clock.
+    /// The bounds are checked on the batch's first and max timestamps (no record is decoded;
+    /// a compressed batch could not be), as Kafka does for the batch's own fields.
+    fn check_topic_policy(&self, batch: &[u8]) -> Result<(), ClientError> {
+        let s = &self.settings;
+        if batch.len() as u64 > s.max_message_bytes as u64 {
+            return Err(ClientError::MessageTooLarge {
+                size: batch.len() as u64,
+                max: s.max_message_bytes as u64,
+            });
+        }
+        if s.timestamp_type == TimestampType::LogAppendTime {
+            return Ok(());
+        }
+        let h = BatchHeader::parse(batch).map_err(ClientError::CorruptBatch)?;
+        let now = self.wall_ms;
+        for ts in [h.base_timestamp, h.max_timestamp] {
+            // -1: the client did not set one (Kafka exempts it too).
+            let early = ts >= 0 && ts < now.saturating_sub(s.timestamp_before_max_ms);
+            let late = ts > now.saturating_add(s.timestamp_after_max_ms);
+            if early || late {
+                return Err(ClientError::InvalidTimestamp(format!(
+                    "timestamp {ts} is outside [{}, {}] (message.timestamp.before.max.ms {}, \
+                     message.timestamp.after.max.ms {})",
+                    now.saturating_sub(s.timestamp_before_max_ms),
+                    now.saturating_add(s.timestamp_after_max_ms),
+                    s.timestamp_before_max_ms,
+                    s.timestamp_after_max_ms
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch as the leader appends it: under LogAppendTime, stamped with the leader's wall
+    /// clock.
+    fn stamp(&self, batch: Bytes) -> Bytes {
+        if self.settings.timestamp_type != TimestampType::LogAppendTime {
+            return batch;
+        }
+        let mut b = batch.to_vec();
+        batch::stamp_log_append_time(&mut b, self.wall_ms);
+        Bytes::from(b)
     }
 
     /// Why a batch cannot be proposed here now, if it cannot.

@@ -231,9 +231,9 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         broker_name: Some("compression.gzip.level"),
         doc: "The compression level to use if compression.type is gzip.",
-        effect: Effect::Enforced(
-            "The level the leader recompresses with when compression.type=gzip (-1: the \
-             codec's default).",
+        effect: Effect::NoEffect(
+            "Leader recompression uses kafka-protocol's gzip codec at its default level; this level is \
+             not applied yet.",
         ),
         ..def(
             "compression.gzip.level",
@@ -249,8 +249,9 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         broker_name: Some("compression.lz4.level"),
         doc: "The compression level to use if compression.type is lz4.",
-        effect: Effect::Enforced(
-            "The level the leader recompresses with when compression.type=lz4.",
+        effect: Effect::NoEffect(
+            "Leader recompression uses kafka-protocol's lz4 codec at level 4; this level is \
+             not applied yet.",
         ),
         ..def(
             "compression.lz4.level",
@@ -277,8 +278,9 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         broker_name: Some("compression.zstd.level"),
         doc: "The compression level to use if compression.type is zstd.",
-        effect: Effect::Enforced(
-            "The level the leader recompresses with when compression.type=zstd.",
+        effect: Effect::NoEffect(
+            "Leader recompression uses kafka-protocol's zstd codec at its default level; this level is \
+             not applied yet.",
         ),
         ..def(
             "compression.zstd.level",
@@ -466,12 +468,14 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
               (message.timestamp.type=CreateTime).",
         effect: Effect::Enforced(
             "With CreateTime, the leader refuses a batch with a record timestamp more than this \
-             after its clock with INVALID_TIMESTAMP; ignored with LogAppendTime.",
+             after its clock with INVALID_TIMESTAMP; ignored with LogAppendTime. The default is \
+             unbounded, as in Kafka 3.x, not Kafka 4.0's one hour: a broker whose wall clock \
+             steps back an hour must not refuse every producer.",
         ),
         ..def(
             "message.timestamp.after.max.ms",
             ConfigType::Long,
-            "3600000",
+            "9223372036854775807",
             Check::Long { min: 0 },
         )
     },

@@ -548,13 +548,14 @@ fn test_effective_precedence_and_source() {
 #[test]
 fn test_resolve_kafka_defaults() {
     // Proves the typed view of a topic with no overrides on a node with no broker defaults
-    // matches Kafka 4.0's defaults.
+    // matches Kafka 4.0's defaults, but for the unbounded message.timestamp.after.max.ms (see
+    // its effect text).
     let s = TopicSettings::resolve(&BrokerDefaults::default(), &map(&[]));
     let expected = TopicSettings {
         max_message_bytes: 1_048_588,
         timestamp_type: TimestampType::CreateTime,
         timestamp_before_max_ms: i64::MAX,
-        timestamp_after_max_ms: 3_600_000,
+        timestamp_after_max_ms: i64::MAX,
         compression: CompressionSetting::Producer,
         min_insync_replicas: 1,
         retention_ms: Some(604_800_000),

@@ -81,6 +81,7 @@ fn config(id: NodeId, log: LogConfig, metadata: bool, size: u64, incarnation: u6
         min_free_bytes: 0,
         offsets_partitions: 0,
         producer_expiration_ms: railyard_core::producers::PRODUCER_EXPIRATION_MS_DEFAULT,
+        topic_defaults: Default::default(),
         group: GroupConfig {
             group_initial_rebalance_delay_ms: 0,
             ..GroupConfig::default()

@@ -44,6 +44,7 @@ fn config(incarnation: u64) -> NodeConfig {
         min_free_bytes: 0,
         offsets_partitions: 0,
         producer_expiration_ms: railyard_core::producers::PRODUCER_EXPIRATION_MS_DEFAULT,
+        topic_defaults: Default::default(),
         group: Default::default(),
     }
 }

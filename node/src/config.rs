@@ -6,9 +6,11 @@
 //! `--topic name:partitions[:replication]`) are created at startup if missing, through the
 //! controller exactly as a CreateTopics request would.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use railyard_core::topic_config::BrokerDefaults;
 use railyard_core::types::{valid_topic_name, NodeId};
 use serde::Deserialize;
 
@@ -114,6 +116,22 @@ pub struct NodeConfig {
     /// batch gets UNKNOWN_PRODUCER_ID (Kafka's `producer.id.expiration.ms`, one day).
     #[serde(default = "default_producer_id_expiration_ms")]
     pub producer_id_expiration_ms: u64,
+    /// Broker-level defaults of topic configs, under Kafka's broker config names, for every
+    /// topic without its own override, e.g. `"log.retention.ms" = 3600000`,
+    /// `"message.max.bytes" = 2097152`, `"log.message.timestamp.type" = "LogAppendTime"`
+    /// (docs/kafka-compatibility.md lists them). Values may be TOML strings, integers or
+    /// booleans (a ratio goes in a string: `"log.cleaner.min.cleanable.ratio" = "0.5"`).
+    #[serde(default)]
+    pub topic_defaults: BTreeMap<String, ConfigValue>,
+}
+
+/// A value of [`NodeConfig::topic_defaults`].
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    String(String),
+    Integer(i64),
+    Boolean(bool),
 }
 
 fn default_producer_id_expiration_ms() -> u64 {
@@ -248,7 +266,27 @@ impl NodeConfig {
         if self.tick_ms == 0 {
             return bad("tick_ms must be positive".into());
         }
+        self.broker_defaults()
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("topic_defaults: {e}")))?;
         Ok(())
+    }
+
+    /// [`NodeConfig::topic_defaults`] as the core takes them: strings, as Kafka stores them.
+    pub fn broker_defaults(&self) -> BrokerDefaults {
+        let out = self
+            .topic_defaults
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    ConfigValue::String(s) => s.clone(),
+                    ConfigValue::Integer(i) => i.to_string(),
+                    ConfigValue::Boolean(b) => b.to_string(),
+                };
+                (k.clone(), s)
+            })
+            .collect();
+        BrokerDefaults(out)
     }
 
     /// Partitions and replication factor of auto-created topics; `None` when auto-creation is
@@ -347,6 +385,7 @@ mod tests {
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 7 * 24 * 60,
             producer_id_expiration_ms: 86_400_000,
+            topic_defaults: BTreeMap::new(),
         }
     }
 

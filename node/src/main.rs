@@ -161,6 +161,7 @@ fn dev_configs(o: DevOptions) -> Vec<NodeConfig> {
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 7 * 24 * 60,
             producer_id_expiration_ms: 86_400_000,
+            topic_defaults: Default::default(),
         })
         .collect()
 }

@@ -231,6 +231,8 @@ pub fn start_core_with_disk(
         min_free_bytes: config.min_free_bytes,
         offsets_partitions: config.offsets_topic_num_partitions,
         producer_expiration_ms: config.producer_id_expiration_ms as i64,
+        // Validated with the config.
+        topic_defaults: config.broker_defaults(),
         group: GroupConfig {
             group_min_session_timeout_ms: ms_i32(config.group_min_session_timeout_ms),
             group_max_session_timeout_ms: ms_i32(config.group_max_session_timeout_ms),

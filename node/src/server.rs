@@ -109,6 +109,7 @@ pub async fn start_node_on(
         handle.clone(),
         KafkaConfig {
             metrics: Some(metrics.clone()),
+            topic_defaults: config.broker_defaults(),
             ..KafkaConfig::default()
         },
         logger.clone(),

@@ -12,6 +12,7 @@
 //! What a real node cannot be made to show (an internal topic in its view, a fenced broker's
 //! replicas) is unit-tested on the handlers' functions in `node/src/kafka/handlers/`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,9 +31,10 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest, MetadataResponse,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ListOffsetsRequest, MetadataRequest, MetadataResponse,
     OffsetForLeaderEpochRequest, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -1663,4 +1665,219 @@ async fn test_produce_to_internal_topic_is_invalid_topic_exception() {
         }
     }
     h.assert_core_untouched();
+}
+
+/// IncrementalAlterConfigs of one topic: (name, op code, value) each.
+fn incremental(topic: &str, ops: &[(&str, i8, Option<&str>)]) -> IncrementalAlterConfigsRequest {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let configs = ops
+        .iter()
+        .map(|(n, op, v)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(n.to_string()))
+                .with_config_operation(*op)
+                .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_string(topic.to_string()))
+        .with_configs(configs)])
+}
+
+// Proves IncrementalAlterConfigs (v0 and flexible v1) sets, appends to and deletes a topic's
+// overrides, and answers Kafka's codes to bad input without changing anything: a bad value or
+// an APPEND to a non-list config INVALID_CONFIG, an internal topic INVALID_REQUEST, an unknown
+// topic UNKNOWN_TOPIC_OR_PARTITION; and AlterConfigs (v2) refuses a bad value the same way.
+#[tokio::test]
+async fn test_alter_configs_ops_and_refusals() {
+    let h = Harness::one_node("", KafkaConfig::default()).await;
+    let mut c = h.connect().await;
+    let code = |r: &IncrementalAlterConfigsResponse| r.responses[0].error_code;
+    let configs = |h: &Harness| h.view().topic(TOPIC).unwrap().configs.clone();
+    for version in [0, 1] {
+        let set = incremental(
+            TOPIC,
+            &[
+                ("retention.ms", 0, Some("1000")),
+                ("cleanup.policy", 2, Some("delete")),
+            ],
+        );
+        assert_eq!(code(&c.call(&set, version).await), 0, "v{version}");
+        let want = BTreeMap::from([
+            ("cleanup.policy".to_string(), "delete".to_string()),
+            ("retention.ms".to_string(), "1000".to_string()),
+        ]);
+        eventually_async("the override applied", Duration::from_secs(10), || async {
+            if configs(&h) == want {
+                Ok(())
+            } else {
+                Err(configs(&h))
+            }
+        })
+        .await;
+        for (bad, want) in [
+            (
+                incremental(TOPIC, &[("retention.ms", 0, Some("-7"))]),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                incremental(TOPIC, &[("max.message.bytes", 2, Some("5"))]),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                incremental(TOPIC, &[("no.such.config", 0, Some("5"))]),
+                ResponseError::InvalidConfig,
+            ),
+            (
+                incremental(TOPIC, &[("retention.ms", 9, Some("5"))]),
+                ResponseError::InvalidRequest,
+            ),
+            (
+                incremental("__consumer_offsets", &[("retention.ms", 0, Some("5"))]),
+                ResponseError::InvalidRequest,
+            ),
+            (
+                incremental("nope", &[("retention.ms", 0, Some("5"))]),
+                ResponseError::UnknownTopicOrPartition,
+            ),
+        ] {
+            let resp = c.call(&bad, version).await;
+            assert_eq!(code(&resp), want.code(), "v{version}: {bad:?}");
+            assert!(resp.responses[0].error_message.is_some());
+        }
+        assert_eq!(configs(&h), want, "a refused alter changes nothing");
+        let delete = incremental(
+            TOPIC,
+            &[("retention.ms", 1, None), ("cleanup.policy", 1, None)],
+        );
+        assert_eq!(code(&c.call(&delete, version).await), 0);
+        eventually_async("the overrides deleted", Duration::from_secs(10), || async {
+            if configs(&h).is_empty() {
+                Ok(())
+            } else {
+                Err(configs(&h))
+            }
+        })
+        .await;
+    }
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let replace = |v: &str| {
+        AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str(TOPIC))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("segment.ms"))
+                .with_value(Some(StrBytes::from_string(v.to_string())))])])
+    };
+    let bad = c.call(&replace("zero"), 2).await;
+    assert_eq!(
+        bad.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    let ok = c.call(&replace("60000"), 2).await;
+    assert_eq!(ok.responses[0].error_code, 0);
+}
+
+// Proves the timestamp configs act on produce: under CreateTime a record older than
+// message.timestamp.before.max.ms is INVALID_TIMESTAMP and not written; under LogAppendTime
+// the leader stamps the batch (timestamp type bit, max timestamp = its clock) with a valid CRC.
+#[tokio::test]
+async fn test_timestamp_configs_refuse_and_stamp() {
+    let h = Harness::one_node("", KafkaConfig::default()).await;
+    let mut c = h.connect().await;
+    let req = create_request(vec![
+        creatable("bounded", 1, 1).with_configs(vec![topic_config(
+            "message.timestamp.before.max.ms",
+            "60000",
+        )]),
+        creatable("stamped", 1, 1).with_configs(vec![topic_config(
+            "message.timestamp.type",
+            "LogAppendTime",
+        )]),
+    ]);
+    let created = c.call(&req, 7).await;
+    assert!(
+        created.topics.iter().all(|t| t.error_code == 0),
+        "{created:?}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let old = c
+        .call(
+            &produce_request(-1, "bounded", 0, batch(&["old"], 1_000)),
+            9,
+        )
+        .await;
+    assert_eq!(
+        first_partition(&old).0,
+        ResponseError::InvalidTimestamp.code()
+    );
+    let fresh = c
+        .call(&produce_request(-1, "bounded", 0, batch(&["new"], now)), 9)
+        .await;
+    assert_eq!(
+        first_partition(&fresh),
+        (0, 0),
+        "the refused batch took no offset"
+    );
+    let stamped = c
+        .call(
+            &produce_request(-1, "stamped", 0, batch(&["a", "b"], 1_000)),
+            9,
+        )
+        .await;
+    assert_eq!(first_partition(&stamped).0, 0);
+    let fetched = c.call(&fetch_request("stamped", 0, 0, 0, 1), 12).await;
+    let records = fetched.responses[0].partitions[0].records.clone().unwrap();
+    let header = validate(&records).expect("a stamped batch keeps a valid CRC");
+    assert!(header.is_log_append_time());
+    assert!(
+        (header.max_timestamp - now).abs() < 60_000,
+        "stamped with the leader's clock: {} vs {now}",
+        header.max_timestamp
+    );
+    let decoded = decode_records(&records).unwrap();
+    assert!(decoded.iter().all(|r| r.timestamp == header.max_timestamp));
+}
+
+// Proves compression.type other than `producer` makes the leader recompress: an uncompressed
+// batch produced to a zstd topic is stored zstd-compressed with the same records, and one to
+// an `uncompressed` topic sent lz4-compressed is stored uncompressed.
+#[tokio::test]
+async fn test_leader_recompresses_to_the_topic_codec() {
+    use railyard_core::batch::Compression;
+    use railyard_node::kafka::recompress::recompress;
+    let h = Harness::one_node("", KafkaConfig::default()).await;
+    let mut c = h.connect().await;
+    let req = create_request(vec![
+        creatable("zstd", 1, 1).with_configs(vec![topic_config("compression.type", "zstd")]),
+        creatable("plain", 1, 1)
+            .with_configs(vec![topic_config("compression.type", "uncompressed")]),
+    ]);
+    let created = c.call(&req, 7).await;
+    assert!(
+        created.topics.iter().all(|t| t.error_code == 0),
+        "{created:?}"
+    );
+    let sent = batch(&["a", "b", "c"], 1_000);
+    let want = decode_records(&sent).unwrap();
+    let lz4 = recompress(sent.clone(), Compression::Lz4).unwrap();
+    for (topic, records, stored_as) in [
+        ("zstd", sent.clone(), Compression::Zstd),
+        ("plain", lz4, Compression::None),
+    ] {
+        let resp = c.call(&produce_request(-1, topic, 0, records), 9).await;
+        assert_eq!(first_partition(&resp), (0, 0), "{topic}");
+        let fetched = c.call(&fetch_request(topic, 0, 0, 0, 1), 12).await;
+        let stored = fetched.responses[0].partitions[0].records.clone().unwrap();
+        let header = validate(&stored).expect("a recompressed batch is valid");
+        assert_eq!(header.compression(), stored_as, "{topic}");
+        let plain = recompress(stored, Compression::None).unwrap();
+        assert_eq!(decode_records(&plain).unwrap(), want, "{topic}");
+    }
 }

@@ -65,6 +65,16 @@ pub struct CreatePartitions {
     pub partitions: Vec<PartitionAssignment>,
 }
 
+/// A topic's new config overrides, replacing the old ones (AlterConfigs and
+/// IncrementalAlterConfigs, resolved by the controller).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlterTopicConfigs {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub configs: BTreeMap<String, String>,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeleteTopic {
     #[prost(string, tag = "1")]
@@ -157,12 +167,14 @@ pub enum RecordKind {
     AllocateProducerIds(AllocateProducerIds),
     #[prost(message, tag = "7")]
     CreatePartitions(CreatePartitions),
+    #[prost(message, tag = "8")]
+    AlterTopicConfigs(AlterTopicConfigs),
 }
 
 /// One metadata change, the value of one record in the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: Option<RecordKind>,
 }
 
@@ -250,6 +262,10 @@ pub enum ImageChange {
     },
     PartitionRemoved {
         tp: TopicPartition,
+    },
+    ConfigsChanged {
+        topic: String,
+        configs: BTreeMap<String, String>,
     },
 }
 
@@ -399,6 +415,15 @@ impl MetadataImage {
             }
             Some(RecordKind::AllocateProducerIds(a)) => self.grant_producer_ids(a),
             Some(RecordKind::CreatePartitions(c)) => changes = self.add_partitions(c),
+            Some(RecordKind::AlterTopicConfigs(a)) => {
+                if let Some(t) = self.topics.get_mut(&a.name) {
+                    t.configs = a.configs.clone();
+                    changes.push(ImageChange::ConfigsChanged {
+                        topic: a.name.clone(),
+                        configs: a.configs.clone(),
+                    });
+                }
+            }
             None => {}
         }
         changes

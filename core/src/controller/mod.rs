@@ -23,11 +23,12 @@ use bytes::Bytes;
 
 pub use self::image::*;
 pub use self::placement::*;
-use crate::api::{ClientError, Request, RequestId, Response};
+use crate::api::{ClientError, ConfigChange, Request, RequestId, Response};
 use crate::machine::{
     Command, CommittedEntry, Ctx, Effects, NodeEvent, PartitionMachine, RestoreError,
 };
 use crate::network::{AutoCreateTopic, BrokerHeartbeat};
+use crate::topic_config::{self, AlterError, BrokerDefaults};
 use crate::types::{Millis, NodeId, Offset, PartitionId, TopicPartition};
 
 /// Most leaderships one LeaderChanges record carries (bounds a record's size).
@@ -42,6 +43,9 @@ pub struct ControllerConfig {
     pub session_timeout_ms: Millis,
     /// Partitions of `__consumer_offsets`, created when the cluster forms (0: never).
     pub offsets_partitions: u32,
+    /// The broker defaults of topic configs: the values IncrementalAlterConfigs APPEND and
+    /// SUBTRACT start from when a topic has no override.
+    pub topic_defaults: BrokerDefaults,
 }
 
 /// The replication factor of `__consumer_offsets`, capped at the brokers there are (Kafka's
@@ -61,6 +65,11 @@ enum Proposal {
     },
     /// A CreatePartitions.
     Grow {
+        request: RequestId,
+        name: String,
+    },
+    /// An AlterConfigs or IncrementalAlterConfigs of a topic.
+    Alter {
         request: RequestId,
         name: String,
     },
@@ -146,6 +155,25 @@ impl Controller {
         match request {
             Request::CreateTopic { .. } => self.create_topic(id, request, ctx, fx),
             Request::DeleteTopic { name } => self.delete_topic(id, name, ctx, fx),
+            Request::AlterTopicConfigs {
+                topic,
+                change,
+                validate_only,
+            } => match self.check_alter(&topic, change) {
+                Err(e) => fx.reply(id, Response::AlterTopicConfigs(Err(e))),
+                Ok(_) if validate_only => fx.reply(id, Response::AlterTopicConfigs(Ok(()))),
+                Ok(configs) => {
+                    let kind = RecordKind::AlterTopicConfigs(AlterTopicConfigs {
+                        name: topic.clone(),
+                        configs,
+                    });
+                    let proposal = Proposal::Alter {
+                        request: id,
+                        name: topic,
+                    };
+                    self.propose(proposal, kind, ctx, fx);
+                }
+            },
             Request::CreatePartitions {
                 topic,
                 count,
@@ -195,9 +223,42 @@ impl Controller {
         self.proposals.values().any(|p| match p {
             Proposal::Create { name: n, .. }
             | Proposal::Delete { name: n, .. }
-            | Proposal::Grow { name: n, .. } => n == name,
+            | Proposal::Grow { name: n, .. }
+            | Proposal::Alter { name: n, .. } => n == name,
             Proposal::Internal => false,
         })
+    }
+
+    /// A topic's overrides after `change`, all checked: a client topic that exists with no
+    /// change in flight, and every resulting config valid. Computed here, on the current image,
+    /// so two alters never lose each other's ops.
+    fn check_alter(
+        &self,
+        name: &str,
+        change: ConfigChange,
+    ) -> Result<BTreeMap<String, String>, ClientError> {
+        if is_internal_topic(name) {
+            return Err(ClientError::InvalidRequest(format!(
+                "{name} is an internal topic; the cluster sets its configs"
+            )));
+        }
+        let topic = match self.image.topics.get(name) {
+            Some(t) if !self.in_flight(name) => t,
+            _ => return Err(ClientError::UnknownTopic(name.to_string())),
+        };
+        match change {
+            ConfigChange::Replace(configs) => {
+                check_topic_configs(&configs)?;
+                Ok(configs)
+            }
+            ConfigChange::Incremental(ops) => {
+                topic_config::apply_incremental(&topic.configs, &ops, &self.config.topic_defaults)
+                    .map_err(|e| match e {
+                        AlterError::Duplicate { .. } => ClientError::InvalidRequest(e.to_string()),
+                        other => ClientError::InvalidConfig(other.to_string()),
+                    })
+            }
+        }
     }
 
     /// Checks a CreatePartitions and places the new partitions: a client topic that exists and
@@ -566,6 +627,9 @@ impl Controller {
                 }),
                 ImageChange::PartitionAdded { .. } => {}
                 ImageChange::PartitionRemoved { tp } => fx.node(NodeEvent::ReplicaGone { tp }),
+                ImageChange::ConfigsChanged { topic, configs } => {
+                    fx.node(NodeEvent::TopicConfigsChanged { topic, configs })
+                }
             }
         }
     }
@@ -645,6 +709,9 @@ impl PartitionMachine for Controller {
             Proposal::Grow { request, .. } => {
                 fx.reply(request, Response::CreatePartitions(result.map(|_| ())))
             }
+            Proposal::Alter { request, .. } => {
+                fx.reply(request, Response::AlterTopicConfigs(result.map(|_| ())))
+            }
             // Lost or failed: let the next heartbeats propose it again.
             Proposal::Internal if result.is_err() => self.lead.forget_proposals(),
             Proposal::Internal => {}
@@ -666,6 +733,19 @@ impl PartitionMachine for Controller {
         let after = image.assignments();
         for tp in before.keys().filter(|tp| !after.contains_key(*tp)) {
             fx.node(NodeEvent::ReplicaGone { tp: tp.clone() });
+        }
+        for (name, t) in &image.topics {
+            let changed = self
+                .image
+                .topics
+                .get(name)
+                .is_some_and(|o| o.configs != t.configs);
+            if changed {
+                fx.node(NodeEvent::TopicConfigsChanged {
+                    topic: name.clone(),
+                    configs: t.configs.clone(),
+                });
+            }
         }
         for (tp, replicas) in &after {
             let configs = image.topics[&tp.topic].configs.clone();
@@ -706,22 +786,13 @@ fn placement_error(e: PlacementError) -> ClientError {
     }
 }
 
-/// The topic configs a CreateTopic may set, with their checks.
+/// The topic configs a CreateTopic (or an alter) may set: every config Kafka documents, with
+/// Kafka's types and ranges (see [`crate::topic_config`]).
 fn check_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), ClientError> {
-    for (k, v) in configs {
-        let ok = match k.as_str() {
-            "retention.ms" | "retention.bytes" => v.parse::<i64>().is_ok_and(|x| x >= -1),
-            "segment.bytes" => v.parse::<u64>().is_ok_and(|x| x >= 1024),
-            "segment.ms" => v.parse::<i64>().is_ok_and(|x| x >= 1),
-            "cleanup.policy" => v == "delete",
-            _ => false,
-        };
-        if !ok {
-            return Err(ClientError::InvalidConfig {
-                key: k.clone(),
-                value: v.clone(),
-            });
-        }
-    }
-    Ok(())
+    topic_config::validate_all(configs).map_err(config_error)
+}
+
+/// A config refused, as the client sees it: INVALID_CONFIG with a message naming the config.
+fn config_error(e: topic_config::ConfigError) -> ClientError {
+    ClientError::InvalidConfig(e.to_string())
 }

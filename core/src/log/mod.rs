@@ -419,6 +419,13 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Replaces the tunables (a topic's configs changed): later rolls and retention runs use
+    /// them; nothing already written changes.
+    pub fn set_config(&mut self, config: LogConfig) {
+        assert!(config.segment_bytes > 0 && config.index_interval_bytes > 0);
+        self.config = config;
+    }
+
     /// The log end offset (Kafka LEO): the offset the next record will get.
     pub fn next_offset(&self) -> i64 {
         self.segments

@@ -29,9 +29,11 @@
 //! made to show is unit-tested on the handler functions here.
 
 pub mod codec;
+pub mod forward;
 pub mod guard;
 pub mod handlers;
 pub mod observe;
+pub mod recompress;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +72,9 @@ pub struct KafkaConfig {
     pub admin_visible_wait_ms: u64,
     /// Where requests, bytes, latencies and error codes are counted; `None` counts nothing.
     pub metrics: Option<Arc<Metrics>>,
+    /// This broker's static defaults of topic configs (Kafka's broker names), reported by
+    /// DescribeConfigs as STATIC_BROKER_CONFIG.
+    pub topic_defaults: railyard_core::topic_config::BrokerDefaults,
 }
 
 /// Equal limits and the same metrics registry (by identity: a registry has no value to compare).
@@ -85,6 +90,7 @@ impl PartialEq for KafkaConfig {
             && self.fetch_poll_interval_ms == other.fetch_poll_interval_ms
             && self.accept_backoff_ms == other.accept_backoff_ms
             && self.admin_visible_wait_ms == other.admin_visible_wait_ms
+            && self.topic_defaults == other.topic_defaults
             && same_metrics
     }
 }
@@ -100,6 +106,7 @@ impl Default for KafkaConfig {
             accept_backoff_ms: 100,
             admin_visible_wait_ms: 2_000,
             metrics: None,
+            topic_defaults: Default::default(),
         }
     }
 }

@@ -98,6 +98,7 @@ impl World {
             min_free_bytes: MIN_FREE_BYTES,
             offsets_partitions: OFFSETS_PARTITIONS,
             producer_expiration_ms: railyard_core::producers::PRODUCER_EXPIRATION_MS_DEFAULT,
+            topic_defaults: Default::default(),
             group: GroupConfig {
                 group_min_session_timeout_ms: 100,
                 group_initial_rebalance_delay_ms: 200,

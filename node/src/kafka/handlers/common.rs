@@ -53,6 +53,7 @@ pub fn client_error_code(e: &ClientError) -> i16 {
         ClientError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
         ClientError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         ClientError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ClientError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         ClientError::InvalidPartitions(_) | ClientError::InvalidPartitionCount(_) => {
             ResponseError::InvalidPartitions
         }

@@ -1,5 +1,7 @@
-//! DescribeConfigs, answered from the cluster view: a topic reports the overrides set at its
-//! creation and the defaults in [`TOPIC_CONFIGS`] for the rest; a broker reports no configs.
+//! DescribeConfigs, answered from the cluster view and the registry of topic configs
+//! ([`railyard_core::topic_config`]): a topic reports every config Kafka documents, with its
+//! override, the broker's static default or Kafka's default; a broker reports the broker-level
+//! defaults of those configs (static or Kafka's), read-only.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +11,9 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use railyard_core::topic_config::{
+    effective, find, BrokerDefaults, ConfigDef, ConfigType, Source, TOPIC_CONFIGS,
+};
 use railyard_core::types::valid_topic_name;
 
 use super::{Answer, Ctx, Handler, ResponseOf};
@@ -40,7 +45,12 @@ impl Handler for DescribeConfigs {
         request: DescribeConfigsRequest,
     ) -> Answer<DescribeConfigsResponse> {
         let view = ctx.broker.cluster();
-        Answer::Reply(describe_configs(&view, &request, ctx.version))
+        Answer::Reply(describe_configs(
+            &view,
+            &request,
+            ctx.version,
+            &ctx.config.topic_defaults,
+        ))
     }
 
     fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>) {
@@ -69,59 +79,12 @@ impl Handler for DescribeConfigs {
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
-/// Config sources (Kafka's `DescribeConfigsResponse.ConfigSource`).
-pub(super) const SOURCE_TOPIC_CONFIG: i8 = 1;
-const SOURCE_DEFAULT_CONFIG: i8 = 5;
-
-/// Config types (Kafka's `ConfigDef.Type` as numbered in DescribeConfigs v3+).
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
-const TYPE_LIST: i8 = 7;
-
-/// A topic config the metadata holds, with the default a topic without an override has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TopicConfig {
-    pub name: &'static str,
-    pub default: &'static str,
-    /// The broker config the default comes from (reported as its synonym).
-    pub broker_name: &'static str,
-    config_type: i8,
-}
-
-/// The topic configs reported, in Kafka's (alphabetical) order.
-pub const TOPIC_CONFIGS: &[TopicConfig] = &[
-    TopicConfig {
-        name: "cleanup.policy",
-        default: "delete",
-        broker_name: "log.cleanup.policy",
-        config_type: TYPE_LIST,
-    },
-    TopicConfig {
-        name: "retention.bytes",
-        default: "-1",
-        broker_name: "log.retention.bytes",
-        config_type: TYPE_LONG,
-    },
-    TopicConfig {
-        name: "retention.ms",
-        default: "604800000",
-        broker_name: "log.retention.ms",
-        config_type: TYPE_LONG,
-    },
-    TopicConfig {
-        name: "segment.bytes",
-        default: "1073741824",
-        broker_name: "log.segment.bytes",
-        config_type: TYPE_INT,
-    },
-];
-
-/// DescribeConfigs: topics report [`TOPIC_CONFIGS`], with the overrides set at creation;
-/// brokers report no configs.
+/// DescribeConfigs: topics report every registered config, brokers their topic-config defaults.
 pub fn describe_configs(
     view: &ClusterView,
     req: &DescribeConfigsRequest,
     version: i16,
+    defaults: &BrokerDefaults,
 ) -> DescribeConfigsResponse {
     let results = req
         .resources
@@ -136,112 +99,268 @@ pub fn describe_configs(
                     .with_error_message(Some(StrBytes::from_string(msg)))
             };
             let name = r.resource_name.as_str();
-            match r.resource_type {
-                RESOURCE_TOPIC => {
-                    let Some(topic) = view.topic(name) else {
+            let entries = match r.resource_type {
+                RESOURCE_TOPIC => match view.topic(name) {
+                    Some(topic) => topic_entries(&topic.configs, defaults),
+                    None => {
                         let e = if valid_topic_name(name) {
                             ResponseError::UnknownTopicOrPartition
                         } else {
                             ResponseError::InvalidTopicException
                         };
                         return fail(out, e, format!("unknown topic {name}"));
-                    };
-                    let wanted = |n: &str| match &r.configuration_keys {
-                        None => true,
-                        Some(keys) => keys.iter().any(|k| k.as_str() == n),
-                    };
-                    let configs = config_entries(&topic.configs)
-                        .into_iter()
-                        .filter(|e| wanted(&e.name))
-                        .map(|e| describe_entry(e, req.include_synonyms, version))
-                        .collect();
-                    out.with_configs(configs)
+                    }
+                },
+                RESOURCE_BROKER if name.is_empty() || name.parse::<i32>().is_ok() => {
+                    broker_entries(defaults)
                 }
-                // The broker's own settings are not exposed; an empty list is a valid answer
-                // that tools asking for them (kcat, admin clients) accept.
-                RESOURCE_BROKER if name.is_empty() || name.parse::<i32>().is_ok() => out,
-                RESOURCE_BROKER => fail(
-                    out,
-                    ResponseError::InvalidRequest,
-                    format!("broker resource name {name:?} is not a broker id"),
-                ),
-                other => fail(
-                    out,
-                    ResponseError::InvalidRequest,
-                    format!("resource type {other} is not supported"),
-                ),
-            }
+                RESOURCE_BROKER => {
+                    let msg = format!("broker resource name {name:?} is not a broker id");
+                    return fail(out, ResponseError::InvalidRequest, msg);
+                }
+                other => {
+                    let msg = format!("resource type {other} is not supported");
+                    return fail(out, ResponseError::InvalidRequest, msg);
+                }
+            };
+            let wanted = |n: &str| match &r.configuration_keys {
+                None => true,
+                Some(keys) => keys.iter().any(|k| k.as_str() == n),
+            };
+            let configs = entries
+                .into_iter()
+                .filter(|e| wanted(&e.name))
+                .map(|e| describe_entry(e, req, version))
+                .collect();
+            out.with_configs(configs)
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn describe_entry(e: ConfigEntry, synonyms: bool, version: i16) -> DescribeConfigsResourceResult {
+fn describe_entry(
+    e: ConfigEntry,
+    req: &DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResourceResult {
     let mut out = DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(e.name.clone()))
-        .with_value(Some(StrBytes::from_string(e.value.clone())))
-        .with_config_source(e.source);
-    if synonyms {
-        // Kafka lists where the value comes from, most specific first: the topic override, or
-        // the broker default it falls back to.
-        let (name, source) = match e.broker_name {
-            Some(b) => (b.to_string(), SOURCE_DEFAULT_CONFIG),
-            None => (e.name, SOURCE_TOPIC_CONFIG),
-        };
-        out.synonyms = vec![DescribeConfigsSynonym::default()
-            .with_name(StrBytes::from_string(name))
-            .with_value(Some(StrBytes::from_string(e.value)))
-            .with_source(source)];
+        .with_value(e.value.clone().map(StrBytes::from_string))
+        .with_read_only(e.read_only)
+        .with_config_source(e.source.code())
+        .with_is_sensitive(false);
+    if req.include_synonyms {
+        out.synonyms = e
+            .synonyms
+            .into_iter()
+            .map(|(name, value, source)| {
+                DescribeConfigsSynonym::default()
+                    .with_name(StrBytes::from_string(name))
+                    .with_value(value.map(StrBytes::from_string))
+                    .with_source(source.code())
+            })
+            .collect();
     }
     if version >= 3 {
-        out.config_type = e.config_type;
-        out.documentation = None;
+        out.config_type = e.kind.map_or(0, ConfigType::code);
+        out.documentation = req
+            .include_documentation
+            .then(|| e.doc.map(StrBytes::from_static_str))
+            .flatten();
     }
     out
 }
 
-/// One config of a topic as reported.
+/// One config as reported.
 pub(super) struct ConfigEntry {
     pub(super) name: String,
-    pub(super) value: String,
-    pub(super) source: i8,
-    config_type: i8,
-    /// The broker config a default value comes from.
-    broker_name: Option<&'static str>,
+    pub(super) value: Option<String>,
+    pub(super) source: Source,
+    pub(super) read_only: bool,
+    kind: Option<ConfigType>,
+    doc: Option<&'static str>,
+    /// Where the value could come from, most specific first, as Kafka lists synonyms.
+    synonyms: Vec<(String, Option<String>, Source)>,
 }
 
-/// Each known config with its override or default, then any other override the controller
-/// accepted.
-pub(super) fn config_entries(overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
+/// Every registered config of a topic with its override or default, then any other override
+/// the metadata holds (none that a client could set).
+pub(super) fn topic_entries(
+    overrides: &BTreeMap<String, String>,
+    defaults: &BrokerDefaults,
+) -> Vec<ConfigEntry> {
     let mut out: Vec<ConfigEntry> = TOPIC_CONFIGS
         .iter()
-        .map(|c| match overrides.get(c.name) {
-            Some(v) => ConfigEntry {
-                name: c.name.to_string(),
-                value: v.clone(),
-                source: SOURCE_TOPIC_CONFIG,
-                config_type: c.config_type,
-                broker_name: None,
-            },
-            None => ConfigEntry {
-                name: c.name.to_string(),
-                value: c.default.to_string(),
-                source: SOURCE_DEFAULT_CONFIG,
-                config_type: c.config_type,
-                broker_name: Some(c.broker_name),
-            },
+        .map(|def| {
+            let (value, source) = effective(def, overrides, defaults);
+            let mut synonyms = Vec::new();
+            if let Some(v) = overrides.get(def.name) {
+                synonyms.push((def.name.to_string(), Some(v.clone()), Source::Topic));
+            }
+            synonyms.extend(broker_synonyms(def, defaults));
+            ConfigEntry {
+                name: def.name.to_string(),
+                value,
+                source,
+                read_only: false,
+                kind: Some(def.kind),
+                doc: Some(def.doc),
+                synonyms,
+            }
         })
         .collect();
     for (k, v) in overrides {
-        if !TOPIC_CONFIGS.iter().any(|c| c.name == k) {
+        if find(k).is_none() {
             out.push(ConfigEntry {
                 name: k.clone(),
-                value: v.clone(),
-                source: SOURCE_TOPIC_CONFIG,
-                config_type: 0,
-                broker_name: None,
+                value: Some(v.clone()),
+                source: Source::Topic,
+                read_only: false,
+                kind: None,
+                doc: None,
+                synonyms: vec![(k.clone(), Some(v.clone()), Source::Topic)],
             });
         }
     }
     out
+}
+
+/// The broker-level synonyms of a topic config: the static broker value if set, then Kafka's
+/// default.
+fn broker_synonyms(
+    def: &ConfigDef,
+    defaults: &BrokerDefaults,
+) -> Vec<(String, Option<String>, Source)> {
+    let Some(broker_name) = def.broker_name else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let (Some(v), Source::Broker) = effective(def, &BTreeMap::new(), defaults) {
+        out.push((broker_name.to_string(), Some(v), Source::Broker));
+    }
+    out.push((
+        broker_name.to_string(),
+        def.default.map(str::to_owned),
+        Source::Default,
+    ));
+    out
+}
+
+/// A broker's configs: the broker-level default of every topic config that has one. They are
+/// read-only: they come from the node's config file.
+fn broker_entries(defaults: &BrokerDefaults) -> Vec<ConfigEntry> {
+    let mut out: Vec<ConfigEntry> = TOPIC_CONFIGS
+        .iter()
+        .filter_map(|def| {
+            let name = def.broker_name?;
+            let (value, source) = effective(def, &BTreeMap::new(), defaults);
+            Some(ConfigEntry {
+                name: name.to_string(),
+                value,
+                source,
+                read_only: true,
+                kind: Some(def.kind),
+                doc: Some(def.doc),
+                synonyms: broker_synonyms(def, defaults),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::handlers::common::sample_view;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+
+    fn ask(resource_type: i8, name: &str, keys: Option<&[&str]>) -> DescribeConfigsRequest {
+        let keys = keys.map(|k| {
+            k.iter()
+                .map(|k| StrBytes::from_string(k.to_string()))
+                .collect()
+        });
+        DescribeConfigsRequest::default()
+            .with_resources(vec![DescribeConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(StrBytes::from_string(name.to_string()))
+                .with_configuration_keys(keys)])
+            .with_include_synonyms(true)
+            .with_include_documentation(true)
+    }
+
+    #[test]
+    fn test_topic_reports_every_registered_config_with_its_source_and_synonyms() {
+        // A topic lists all of Kafka's topic configs; a value comes from the topic's override,
+        // else the broker's static default, else Kafka's, and the synonyms say so in order.
+        let defaults = BrokerDefaults(BTreeMap::from([(
+            "log.retention.ms".to_string(),
+            "3600000".to_string(),
+        )]));
+        let resp = describe_configs(
+            &sample_view(),
+            &ask(RESOURCE_TOPIC, "orders", None),
+            4,
+            &defaults,
+        );
+        let r = &resp.results[0];
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.configs.len(), TOPIC_CONFIGS.len());
+        let get = |n: &str| r.configs.iter().find(|c| c.name.as_str() == n).unwrap();
+        let retention = get("retention.ms");
+        assert_eq!(retention.value.as_deref(), Some("3600000"));
+        assert_eq!(retention.config_source, Source::Broker.code());
+        let syn: Vec<_> = retention
+            .synonyms
+            .iter()
+            .map(|s| (s.name.to_string(), s.source))
+            .collect();
+        assert_eq!(
+            syn,
+            vec![
+                ("log.retention.ms".to_string(), Source::Broker.code()),
+                ("log.retention.ms".to_string(), Source::Default.code())
+            ]
+        );
+        let max = get("max.message.bytes");
+        assert_eq!(
+            (max.value.as_deref(), max.config_source, max.config_type),
+            (
+                Some("1048588"),
+                Source::Default.code(),
+                ConfigType::Int.code()
+            )
+        );
+        assert!(max.documentation.is_some());
+    }
+
+    #[test]
+    fn test_broker_reports_its_read_only_defaults_and_bad_resources_fail() {
+        let defaults = BrokerDefaults(BTreeMap::from([(
+            "message.max.bytes".to_string(),
+            "2000000".to_string(),
+        )]));
+        let view = sample_view();
+        let keys = ["message.max.bytes", "log.retention.ms"];
+        let resp = describe_configs(&view, &ask(RESOURCE_BROKER, "1", Some(&keys)), 4, &defaults);
+        let c = &resp.results[0].configs;
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].name.as_str(), "log.retention.ms");
+        assert_eq!(c[0].config_source, Source::Default.code());
+        assert_eq!(
+            (c[1].value.as_deref(), c[1].config_source, c[1].read_only),
+            (Some("2000000"), Source::Broker.code(), true)
+        );
+        let bad = describe_configs(&view, &ask(RESOURCE_BROKER, "x", None), 4, &defaults);
+        assert_eq!(
+            bad.results[0].error_code,
+            ResponseError::InvalidRequest.code()
+        );
+        let unknown = describe_configs(&view, &ask(RESOURCE_TOPIC, "nope", None), 4, &defaults);
+        assert_eq!(
+            unknown.results[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+    }
 }

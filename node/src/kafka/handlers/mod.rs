@@ -17,7 +17,10 @@
 //! - [`produce`]: Produce, one task per partition.
 //! - [`fetch`]: Fetch, one core request per pass, with the long poll.
 //! - [`offsets`]: ListOffsets and OffsetForLeaderEpoch.
-//! - [`topics`]: CreateTopics and DeleteTopics.
+//! - [`topics`]: CreateTopics and DeleteTopics (the controller APIs are forwarded to the
+//!   controller: [`crate::kafka::forward`]).
+//! - [`partitions`]: CreatePartitions.
+//! - [`alter_configs`]: AlterConfigs and IncrementalAlterConfigs (topics).
 //! - [`producers`]: InitProducerId (idempotent producers).
 //! - [`configs`]: DescribeConfigs, from the cluster view.
 //! - [`coordinator`]: FindCoordinator, from the cluster view.
@@ -27,6 +30,7 @@
 //! - [`common`]: what several handlers share (partition errors, Kafka codes of core errors,
 //!   sending group requests).
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod common;
 pub mod configs;
@@ -37,6 +41,7 @@ pub mod group_offsets;
 pub mod groups;
 pub mod metadata;
 pub mod offsets;
+pub mod partitions;
 pub mod produce;
 pub mod producers;
 pub mod topics;
@@ -71,6 +76,9 @@ impl<B: Broker> Api<B> {
         Api::of::<topics::DeleteTopics>(ApiKey::DeleteTopics, 1, 6),
         // TOPIC resources (defaults only, see `configs`) and BROKER resources (no configs).
         Api::of::<configs::DescribeConfigs>(ApiKey::DescribeConfigs, 1, 4),
+        Api::of::<alter_configs::AlterConfigs>(ApiKey::AlterConfigs, 0, 2),
+        Api::of::<alter_configs::IncrementalAlterConfigs>(ApiKey::IncrementalAlterConfigs, 0, 1),
+        Api::of::<partitions::CreatePartitions>(ApiKey::CreatePartitions, 0, 3),
         Api::of::<producers::InitProducerId>(ApiKey::InitProducerId, 0, 5),
         // Group keys only; v6 adds share-group keys, which are INVALID_REQUEST like transactions.
         Api::of::<coordinator::FindCoordinator>(ApiKey::FindCoordinator, 0, 6),

@@ -13,7 +13,9 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError;
 use railyard_core::api::{Acks, Request, Response};
 use railyard_core::batch;
+use railyard_core::batch::Compression;
 use railyard_core::metadata::is_internal_topic;
+use railyard_core::topic_config::{BrokerDefaults, TopicSettings};
 use railyard_core::types::{NodeId, Offset, TopicPartition};
 use tokio::task::JoinHandle;
 
@@ -24,6 +26,7 @@ use super::{Answer, Ctx, Handler, ResponseOf};
 use crate::broker::{Broker, ClusterView};
 use crate::kafka::codec::split_batches;
 use crate::kafka::guard::{GuardError, Reader};
+use crate::kafka::recompress::recompress;
 use crate::kafka::ConnectionError;
 
 pub struct Produce;
@@ -50,7 +53,7 @@ impl Handler for Produce {
         ctx: Ctx<'_, B>,
         request: ProduceRequest,
     ) -> Answer<ProduceResponse> {
-        produce(ctx.broker, request, ctx.version).await
+        produce(ctx.broker, &ctx.config.topic_defaults, request, ctx.version).await
     }
 
     fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>) {
@@ -78,6 +81,7 @@ impl Handler for Produce {
 /// time, in order; partitions run concurrently so a request costs one commit round.
 pub async fn produce<B: Broker>(
     broker: &B,
+    defaults: &BrokerDefaults,
     req: ProduceRequest,
     version: i16,
 ) -> Answer<ProduceResponse> {
@@ -97,6 +101,12 @@ pub async fn produce<B: Broker>(
             // first) gets UNKNOWN_TOPIC_OR_PARTITION, and the topic on its retry.
             broker.auto_create_topic(topic.name.to_string()).await;
         }
+        // compression.type other than `producer`: the codec this leader recompresses to.
+        let target = view.topic(topic.name.as_str()).and_then(|t| {
+            TopicSettings::resolve(defaults, &t.configs)
+                .compression
+                .target()
+        });
         let mut partitions = Vec::new();
         for p in topic.partition_data {
             let job = match acks {
@@ -110,6 +120,7 @@ pub async fn produce<B: Broker>(
                         tp,
                         acks,
                         batches,
+                        target,
                     ))),
                 },
             };
@@ -211,9 +222,15 @@ async fn produce_partition<B: Broker>(
     tp: TopicPartition,
     acks: Acks,
     batches: Vec<Bytes>,
+    target: Option<Compression>,
 ) -> Result<Offset, PartitionError> {
     let mut first = None;
     for batch in batches {
+        let batch = match target {
+            Some(codec) => recompress(batch, codec)
+                .map_err(|_| PartitionError::Kafka(ResponseError::CorruptMessage))?,
+            None => batch,
+        };
         let request = Request::Produce {
             tp: tp.clone(),
             acks,
@@ -281,7 +298,9 @@ mod tests {
         let invalid = ResponseError::InvalidTopicException.code();
         for topic in [CONSUMER_OFFSETS_TOPIC, METADATA_TOPIC] {
             for version in [3, 12] {
-                let Answer::Reply(resp) = produce(&broker, request(topic), version).await else {
+                let Answer::Reply(resp) =
+                    produce(&broker, &Default::default(), request(topic), version).await
+                else {
                     panic!("{topic} v{version}: no reply");
                 };
                 let part = &resp.responses[0].partition_responses[0];

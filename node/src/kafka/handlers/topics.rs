@@ -29,13 +29,15 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use railyard_core::api::{ClientError, Request, Response};
 use railyard_core::metadata::is_internal_topic;
+use railyard_core::topic_config::BrokerDefaults;
 use tokio::task::JoinHandle;
 
 use super::common::client_error_code;
-use super::configs::config_entries;
+use super::configs::topic_entries;
 use super::{Answer, Ctx, Handler, ResponseOf};
 use crate::broker::{Broker, ClusterView};
 use crate::kafka::codec::uuid_carrier;
+use crate::kafka::forward::to_controller;
 use crate::kafka::guard::{GuardError, Reader};
 use crate::kafka::KafkaConfig;
 
@@ -68,7 +70,12 @@ impl Handler for CreateTopics {
         ctx: Ctx<'_, B>,
         request: CreateTopicsRequest,
     ) -> Answer<CreateTopicsResponse> {
-        Answer::Reply(create_topics(ctx.broker, request, ctx.version).await)
+        if let Some(answer) = to_controller(&ctx, &request).await {
+            return Answer::Reply(answer);
+        }
+        Answer::Reply(
+            create_topics(ctx.broker, &ctx.config.topic_defaults, request, ctx.version).await,
+        )
     }
 
     fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>) {
@@ -122,6 +129,9 @@ impl Handler for DeleteTopics {
         ctx: Ctx<'_, B>,
         request: DeleteTopicsRequest,
     ) -> Answer<DeleteTopicsResponse> {
+        if let Some(answer) = to_controller(&ctx, &request).await {
+            return Answer::Reply(answer);
+        }
         Answer::Reply(delete_topics(ctx.broker, ctx.config, request, ctx.version).await)
     }
 
@@ -160,14 +170,14 @@ pub struct AdminError {
 }
 
 impl AdminError {
-    fn kafka(e: ResponseError, message: impl Into<String>) -> AdminError {
+    pub(super) fn kafka(e: ResponseError, message: impl Into<String>) -> AdminError {
         AdminError {
             code: e.code(),
             message: message.into(),
         }
     }
 
-    fn core(e: &ClientError) -> AdminError {
+    pub(super) fn core(e: &ClientError) -> AdminError {
         let message = match e {
             ClientError::NotController {
                 controller: Some(id),
@@ -183,7 +193,7 @@ impl AdminError {
         }
     }
 
-    fn unexpected() -> AdminError {
+    pub(super) fn unexpected() -> AdminError {
         AdminError::kafka(
             ResponseError::UnknownServerError,
             "the broker answered an admin request with another kind of reply",
@@ -221,10 +231,10 @@ impl<T> Job<T> {
 
 /// Keys that occur more than once in a request. Kafka refuses every copy of a duplicate and
 /// answers it once: [`Duplicates::check`] says which copy gets the answer.
-struct Duplicates<K>(HashMap<K, bool>);
+pub(super) struct Duplicates<K>(HashMap<K, bool>);
 
 impl<K: Hash + Eq> Duplicates<K> {
-    fn new(keys: impl Iterator<Item = K>) -> Self {
+    pub(super) fn new(keys: impl Iterator<Item = K>) -> Self {
         let mut seen: HashMap<K, bool> = HashMap::new();
         for k in keys {
             seen.entry(k).and_modify(|dup| *dup = true).or_insert(false);
@@ -234,7 +244,7 @@ impl<K: Hash + Eq> Duplicates<K> {
     }
 
     /// `None` if `key` is not duplicated; else whether this is the copy to answer (the first).
-    fn check<Q>(&mut self, key: &Q) -> Option<bool>
+    pub(super) fn check<Q>(&mut self, key: &Q) -> Option<bool>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -248,6 +258,7 @@ impl<K: Hash + Eq> Duplicates<K> {
 /// CreateTopics: each topic becomes one [`Request::CreateTopic`] on its own task.
 pub async fn create_topics<B: Broker>(
     broker: &B,
+    defaults: &BrokerDefaults,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
@@ -285,7 +296,7 @@ pub async fn create_topics<B: Broker>(
                     out.num_partitions = i32::try_from(created.partitions).unwrap_or(-1);
                     out.replication_factor =
                         i16::try_from(created.replication_factor).unwrap_or(-1);
-                    out.configs = Some(creatable_configs(&created.configs));
+                    out.configs = Some(creatable_configs(&created.configs, defaults));
                 }
                 if let (true, Some(id)) = (version >= 7, created.id) {
                     out.topic_id = uuid_carrier(id).topic_id;
@@ -464,7 +475,7 @@ fn visible_wait(config: &KafkaConfig, timeout_ms: i32) -> Duration {
 }
 
 /// Polls the broker's view until `found` returns something or `wait` passes.
-async fn wait_for_view<B: Broker, T>(
+pub(super) async fn wait_for_view<B: Broker, T>(
     broker: &B,
     wait: Duration,
     found: impl Fn(&ClusterView) -> Option<T>,
@@ -484,16 +495,20 @@ async fn wait_for_view<B: Broker, T>(
 
 const VIEW_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
-/// The configs of a created topic as CreateTopics v5+ reports them: each known config with its
-/// override or default, then any other override the controller accepted.
-fn creatable_configs(overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
-    config_entries(overrides)
+/// The configs of a created topic as CreateTopics v5+ reports them: each registered config
+/// with its override or default.
+fn creatable_configs(
+    overrides: &BTreeMap<String, String>,
+    defaults: &BrokerDefaults,
+) -> Vec<CreatableTopicConfigs> {
+    topic_entries(overrides, defaults)
         .into_iter()
         .map(|e| {
             CreatableTopicConfigs::default()
                 .with_name(StrBytes::from_string(e.name))
-                .with_value(Some(StrBytes::from_string(e.value)))
-                .with_config_source(e.source)
+                .with_value(e.value.map(StrBytes::from_string))
+                .with_read_only(e.read_only)
+                .with_config_source(e.source.code())
         })
         .collect()
 }
