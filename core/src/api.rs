@@ -182,6 +182,14 @@ pub enum ClientError {
     /// INVALID_PARTITIONS.
     #[error("invalid number of partitions {0}")]
     InvalidPartitions(i64),
+    /// Fewer replicas in sync than the topic's `min.insync.replicas` (NOT_ENOUGH_REPLICAS,
+    /// retriable). Nothing was written.
+    #[error("{isr} replicas in sync, min.insync.replicas is {required}")]
+    NotEnoughReplicas { isr: usize, required: usize },
+    /// Written and committed, but not durable on `min.insync.replicas` replicas before the
+    /// deadline (NOT_ENOUGH_REPLICAS_AFTER_APPEND): the write may well be kept.
+    #[error("committed, but not on min.insync.replicas replicas in time")]
+    NotEnoughReplicasAfterAppend,
     /// A record timestamp outside the topic's `message.timestamp.*.max.ms` bounds
     /// (INVALID_TIMESTAMP). Nothing was written.
     #[error("{0}")]
@@ -233,7 +241,9 @@ impl ClientError {
     pub fn definitely_not_written(&self) -> bool {
         !matches!(
             self,
-            ClientError::Indeterminate { .. } | ClientError::DuplicateNotCommitted
+            ClientError::Indeterminate { .. }
+                | ClientError::DuplicateNotCommitted
+                | ClientError::NotEnoughReplicasAfterAppend
         )
     }
 }

@@ -140,8 +140,11 @@ pub struct Replica {
     /// On the leader: when each voter was last seen caught up (at a tick). Cleared on any role
     /// change, so a new leader reports a follower in sync only once it has seen it so.
     caught_up_at: BTreeMap<NodeId, Millis>,
-    /// The topic's settings that the produce path enforces (size, timestamps).
+    /// The topic's settings that the produce path enforces (size, timestamps, min ISR).
     settings: TopicSettings,
+    /// acks=all produces that committed but are not yet durable on `min.insync.replicas`
+    /// replicas (only when that is more than a majority), with their base offsets.
+    awaiting_insync: BTreeMap<RaftIndex, (PendingProduce, Offset)>,
     /// The monotonic time of the last tick.
     now_ms: Millis,
     /// The wall-clock time of the last tick (record timestamps only).
@@ -215,6 +218,7 @@ impl Replica {
             replayed: 0,
             caught_up_at: BTreeMap::new(),
             settings: TopicSettings::resolve(&BrokerDefaults::default(), &BTreeMap::new()),
+            awaiting_insync: BTreeMap::new(),
             now_ms: 0,
             wall_ms: 0,
             logger,
@@ -569,6 +573,7 @@ impl Replica {
         self.after_raft_call(rng);
         self.campaign_again(rng);
         self.expire_pending(now_ms, replies);
+        self.settle_insync(replies);
         if self.is_leader() {
             for id in self.in_sync_replicas() {
                 self.caught_up_at.insert(id, now_ms);
@@ -721,7 +726,8 @@ impl Replica {
         // The checks come before the machine screens the batch, so what it admits is proposed.
         let checked = self
             .check_proposal(&batch)
-            .and_then(|()| self.check_topic_policy(&batch));
+            .and_then(|()| self.check_topic_policy(&batch))
+            .and_then(|()| self.check_insync(acks));
         let admission = match checked {
             Err(e) => Admission::Answer(Err(e)),
             Ok(()) => {
@@ -785,6 +791,20 @@ impl Replica {
                     s.timestamp_after_max_ms
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// NOT_ENOUGH_REPLICAS for an acks=all produce while fewer replicas than
+    /// `min.insync.replicas` are in sync; nothing is written.
+    fn check_insync(&self, acks: Acks) -> Result<(), ClientError> {
+        let required = self.settings.min_insync_replicas as usize;
+        if acks != Acks::All || required <= 1 {
+            return Ok(());
+        }
+        let isr = self.isr().len();
+        if isr < required {
+            return Err(ClientError::NotEnoughReplicas { isr, required });
         }
         Ok(())
     }
@@ -1046,6 +1066,7 @@ impl Replica {
         self.apply(&committed, replies)?;
         self.raw.advance_apply();
         self.after_raft_call(rng);
+        self.settle_insync(replies);
         self.drain_lost(replies);
         self.check_repair_done();
         self.run_effects(rng, replies);
@@ -1163,6 +1184,12 @@ impl Replica {
             // The entries may still commit under the next leader: the outcome is unknown.
             self.lost_pending = std::mem::take(&mut self.pending).into_values().collect();
         }
+        if was_leader && key.1 != StateRole::Leader {
+            // Committed, but this replica can no longer count who has them.
+            let awaiting = std::mem::take(&mut self.awaiting_insync);
+            self.lost_pending
+                .extend(awaiting.into_values().map(|(p, _)| p));
+        }
     }
 
     fn ack_leader_persisted(&mut self, entries: &[Entry], replies: &mut Replies) {
@@ -1204,6 +1231,10 @@ impl Replica {
                     .log()
                     .end_offset_at(e.index - 1)
                     .expect("a committed entry's predecessor is in the log");
+                if self.waits_for_insync(&p, e.index) {
+                    self.awaiting_insync.insert(e.index, (p, base));
+                    continue;
+                }
                 Ok(base)
             } else {
                 // Another leader's entry took this index: ours was never committed.
@@ -1283,6 +1314,55 @@ impl Replica {
                 warn!(self.logger, "conf change refused"; "index" => e.index, "error" => %err);
                 Ok(())
             }
+        }
+    }
+
+    /// Whether a committed acks=all produce must also wait for `min.insync.replicas` replicas
+    /// to have it durably: only when that is more than the majority the commit already had.
+    fn waits_for_insync(&self, p: &PendingProduce, index: RaftIndex) -> bool {
+        let min = self.settings.min_insync_replicas as usize;
+        let voters = self.raw.store().state().voters.len();
+        matches!(p.origin, Origin::Client(_))
+            && p.acks == Acks::All
+            && min > voters / 2 + 1
+            && self.durable_replicas(index) < min
+    }
+
+    /// Voters whose log holds `index` durably, as the leader's progress says (followers ack
+    /// an append after syncing it).
+    fn durable_replicas(&self, index: RaftIndex) -> usize {
+        let voters = &self.raw.store().state().voters;
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, p)| voters.contains(id) && p.matched >= index)
+            .count()
+    }
+
+    /// Answers the produces of `awaiting_insync` that enough replicas now hold, and those whose
+    /// deadline passed (NOT_ENOUGH_REPLICAS_AFTER_APPEND: written and committed, but not as
+    /// widely as the topic asks).
+    fn settle_insync(&mut self, replies: &mut Replies) {
+        if self.awaiting_insync.is_empty() {
+            return;
+        }
+        let min = self.settings.min_insync_replicas as usize;
+        let now = self.now_ms;
+        let done: Vec<RaftIndex> = self
+            .awaiting_insync
+            .iter()
+            .filter(|(i, (p, _))| self.durable_replicas(**i) >= min || p.deadline_ms <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in done {
+            let (p, base) = self.awaiting_insync.remove(&i).expect("collected above");
+            let result = if self.durable_replicas(i) >= min {
+                Ok(base)
+            } else {
+                Err(ClientError::NotEnoughReplicasAfterAppend)
+            };
+            self.resolve(p.origin, result, replies);
         }
     }
 

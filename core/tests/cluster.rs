@@ -1308,3 +1308,113 @@ fn test_group_offsets_survive_coordinator_failover() {
     eprintln!("coordinator failover: {failover_ms} ms of simulated time (100 ms ticks)");
     assert!(failover_ms < 10_000, "failover took {failover_ms} ms");
 }
+
+/// acks=all on a topic with `min.insync.replicas=3` (more than a majority of 3): answered once
+/// every replica has the entry, NOT_ENOUGH_REPLICAS (and nothing written) while a replica is
+/// out of sync, and fine again once it is back.
+#[test]
+fn test_min_insync_replicas_above_a_majority_is_enforced() {
+    let mut c = Cluster::with(LogConfig::default(), true);
+    let ctrl = wait_for_controller(&mut c);
+    let safe = TopicPartition::new("safe", 0);
+    let created = c.request(
+        ctrl,
+        Request::CreateTopic {
+            name: "safe".into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: [("min.insync.replicas".to_string(), "3".to_string())].into(),
+            assignments: Vec::new(),
+            validate_only: false,
+        },
+    );
+    assert_eq!(created, Response::CreateTopic(Ok(())));
+    let in_sync = |c: &Cluster| {
+        actual_leader(c, &safe).map_or(0, |(l, _)| {
+            c.nodes[l as usize - 1].replica(&safe).unwrap().isr().len()
+        })
+    };
+    tick_until(&mut c, 200, "safe-0 led with 3 in sync", |c| {
+        in_sync(c) == 3
+    });
+    let produce = |c: &mut Cluster, v: &str| {
+        let (leader, _) = actual_leader(c, &safe).expect("a leader");
+        let batch = BatchBuilder::new(1)
+            .record(None, Some(v.as_bytes()), &[], 1)
+            .build();
+        let tp = safe.clone();
+        match c.request(
+            leader,
+            Request::Produce {
+                tp,
+                acks: Acks::All,
+                batch,
+            },
+        ) {
+            Response::Produce(r) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(produce(&mut c, "a"), Ok(0));
+    let (leader, _) = actual_leader(&c, &safe).unwrap();
+    let follower = (1..=3)
+        .find(|n| *n != leader && *n != ctrl)
+        .unwrap_or((1..=3).find(|n| *n != leader).unwrap());
+    isolate(&mut c, follower, true);
+    tick_until(&mut c, 200, "the cut follower out of the ISR", |c| {
+        actual_leader(c, &safe).is_some_and(|(l, _)| l != follower) && in_sync(c) == 2
+    });
+    assert_eq!(
+        produce(&mut c, "b"),
+        Err(ClientError::NotEnoughReplicas {
+            isr: 2,
+            required: 3
+        })
+    );
+    isolate(&mut c, follower, false);
+    tick_until(&mut c, 300, "the follower back in the ISR", |c| {
+        in_sync(c) == 3
+    });
+    let next = produce(&mut c, "c").expect("acks=all with every replica in sync");
+    assert_eq!(next, 1, "the refused batch took no offset");
+    // Cut a follower before the ISR shrinks: the entry commits on the other two but is not
+    // answered until the third has it too.
+    let (leader, _) = actual_leader(&c, &safe).unwrap();
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    isolate(&mut c, follower, true);
+    let batch = BatchBuilder::new(1)
+        .record(None, Some(b"d"), &[], 1)
+        .build();
+    let now = c.now_ms;
+    let tp = safe.clone();
+    c.node(leader).handle_request(
+        now,
+        9_999,
+        Request::Produce {
+            tp,
+            acks: Acks::All,
+            batch,
+        },
+    );
+    c.tick(5);
+    let early = c.node(leader).poll_reply();
+    assert!(early.is_none(), "answered with 2 of 3 replicas: {early:?}");
+    let status = c.nodes[leader as usize - 1]
+        .replica(&safe)
+        .unwrap()
+        .status();
+    assert!(
+        status.commit >= status.last_index,
+        "the entry committed on two replicas while unanswered: {status:?}"
+    );
+    isolate(&mut c, follower, false);
+    let mut reply = None;
+    for _ in 0..100 {
+        c.tick(1);
+        if let Some(r) = c.node(leader).poll_reply() {
+            reply = Some(r);
+            break;
+        }
+    }
+    assert_eq!(reply, Some((9_999, Response::Produce(Ok(2)))));
+}
