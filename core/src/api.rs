@@ -101,6 +101,9 @@ pub enum Request {
         change: ConfigChange,
         validate_only: bool,
     },
+    /// This node's log directory: every hosted client partition's size and lag (Kafka's
+    /// DescribeLogDirs), and the free space of its disk.
+    DescribeLogDirs,
     /// Kafka's InitProducerId for an idempotent producer: a new producer id with epoch 0, or,
     /// given the current id and epoch (KIP-360), the same id with the epoch bumped.
     InitProducerId {
@@ -128,6 +131,15 @@ pub enum ConfigChange {
     Replace(std::collections::BTreeMap<String, String>),
     /// IncrementalAlterConfigs: each op changes one config, the others stay.
     Incremental(Vec<(String, crate::topic_config::AlterOp)>),
+}
+
+/// The answer to [`Request::DescribeLogDirs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogDirs {
+    /// (partition, bytes of its segments, how far its log end is behind the high watermark).
+    pub partitions: Vec<(TopicPartition, u64, i64)>,
+    /// Free space of the data disk, if the disk can tell.
+    pub available_bytes: Option<u64>,
 }
 
 /// One partition of a [`Request::FetchMany`].
@@ -270,6 +282,7 @@ pub enum Response {
     CreateTopic(Result<(), ClientError>),
     DeleteTopic(Result<(), ClientError>),
     CreatePartitions(Result<(), ClientError>),
+    LogDirs(LogDirs),
     AlterTopicConfigs(Result<(), ClientError>),
     /// (producer id, epoch).
     InitProducerId(Result<(i64, i16), ClientError>),
@@ -292,6 +305,7 @@ impl Response {
             }
             Request::DeleteTopic { .. } => Response::DeleteTopic(Err(err)),
             Request::CreatePartitions { .. } => Response::CreatePartitions(Err(err)),
+            Request::DescribeLogDirs => Response::LogDirs(LogDirs::default()),
             Request::AlterTopicConfigs { .. } => Response::AlterTopicConfigs(Err(err)),
             Request::InitProducerId { .. } => Response::InitProducerId(Err(err)),
             Request::Group(r) => {

@@ -455,6 +455,11 @@ impl Node {
             Request::InitProducerId { current } => {
                 return self.init_producer_id(id, *current);
             }
+            Request::DescribeLogDirs => {
+                let dirs = self.log_dirs();
+                self.replies.push_back((id, Response::LogDirs(dirs)));
+                return;
+            }
             Request::FetchMany { partitions } => {
                 let reply = partitions.iter().map(|p| self.fetch_one(p)).collect();
                 self.replies.push_back((id, Response::FetchMany(reply)));
@@ -530,6 +535,7 @@ impl Node {
             | Request::DeleteTopic { .. }
             | Request::CreatePartitions { .. }
             | Request::AlterTopicConfigs { .. }
+            | Request::DescribeLogDirs
             | Request::FetchMany { .. }
             | Request::InitProducerId { .. }
             | Request::AutoCreateTopic { .. }
@@ -607,6 +613,25 @@ impl Node {
             return;
         }
         self.command(&meta, Command::Client { id, request });
+    }
+
+    /// DescribeLogDirs: every hosted partition, `__consumer_offsets` included as in Kafka, but
+    /// not the metadata log (Kafka keeps it apart, in `metadata.log.dir`).
+    fn log_dirs(&self) -> crate::api::LogDirs {
+        let partitions = self
+            .replicas
+            .iter()
+            .filter(|(tp, _)| tp.topic != crate::types::METADATA_TOPIC)
+            .map(|(tp, r)| {
+                let s = r.status();
+                let lag = (s.high_watermark - s.log_end_offset).max(0);
+                (tp.clone(), r.log_size_bytes(), lag)
+            })
+            .collect();
+        crate::api::LogDirs {
+            partitions,
+            available_bytes: self.disk.available_bytes(),
+        }
     }
 
     /// A heartbeat for the controller: handled when the local metadata replica leads, else

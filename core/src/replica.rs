@@ -750,6 +750,11 @@ impl Replica {
         self.run_effects(rng, replies);
     }
 
+    /// Bytes of the partition's segment files.
+    pub fn log_size_bytes(&self) -> u64 {
+        self.raw.store().log().size_bytes()
+    }
+
     /// Replaces the log's retention and segment settings (a topic's configs changed).
     pub fn set_log_config(&mut self, config: crate::log::LogConfig) {
         self.raw.mut_store().log_mut().set_config(config);

@@ -110,6 +110,7 @@ pub async fn start_node_on(
         KafkaConfig {
             metrics: Some(metrics.clone()),
             topic_defaults: config.broker_defaults(),
+            log_dir: config.data_dir.display().to_string(),
             ..KafkaConfig::default()
         },
         logger.clone(),

@@ -75,6 +75,8 @@ pub struct KafkaConfig {
     /// This broker's static defaults of topic configs (Kafka's broker names), reported by
     /// DescribeConfigs as STATIC_BROKER_CONFIG.
     pub topic_defaults: railyard_core::topic_config::BrokerDefaults,
+    /// The data directory, reported by DescribeLogDirs as this broker's log dir.
+    pub log_dir: String,
 }
 
 /// Equal limits and the same metrics registry (by identity: a registry has no value to compare).
@@ -91,6 +93,7 @@ impl PartialEq for KafkaConfig {
             && self.accept_backoff_ms == other.accept_backoff_ms
             && self.admin_visible_wait_ms == other.admin_visible_wait_ms
             && self.topic_defaults == other.topic_defaults
+            && self.log_dir == other.log_dir
             && same_metrics
     }
 }
@@ -107,6 +110,7 @@ impl Default for KafkaConfig {
             admin_visible_wait_ms: 2_000,
             metrics: None,
             topic_defaults: Default::default(),
+            log_dir: String::new(),
         }
     }
 }

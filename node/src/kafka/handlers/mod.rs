@@ -20,6 +20,7 @@
 //! - [`topics`]: CreateTopics and DeleteTopics (the controller APIs are forwarded to the
 //!   controller: [`crate::kafka::forward`]).
 //! - [`partitions`]: CreatePartitions.
+//! - [`log_dirs`]: DescribeLogDirs.
 //! - [`alter_configs`]: AlterConfigs and IncrementalAlterConfigs (topics).
 //! - [`producers`]: InitProducerId (idempotent producers).
 //! - [`configs`]: DescribeConfigs, from the cluster view.
@@ -39,6 +40,7 @@ pub mod fetch;
 pub mod group_admin;
 pub mod group_offsets;
 pub mod groups;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod partitions;
@@ -79,6 +81,7 @@ impl<B: Broker> Api<B> {
         Api::of::<alter_configs::AlterConfigs>(ApiKey::AlterConfigs, 0, 2),
         Api::of::<alter_configs::IncrementalAlterConfigs>(ApiKey::IncrementalAlterConfigs, 0, 1),
         Api::of::<partitions::CreatePartitions>(ApiKey::CreatePartitions, 0, 3),
+        Api::of::<log_dirs::DescribeLogDirs>(ApiKey::DescribeLogDirs, 1, 4),
         Api::of::<producers::InitProducerId>(ApiKey::InitProducerId, 0, 5),
         // Group keys only; v6 adds share-group keys, which are INVALID_REQUEST like transactions.
         Api::of::<coordinator::FindCoordinator>(ApiKey::FindCoordinator, 0, 6),
@@ -315,4 +318,20 @@ mod tests {
         assert!(Api::<NodeHandle>::find(ApiKey::DescribeGroups, 6).is_none());
         assert!(Api::<NodeHandle>::find(ApiKey::ConsumerGroupHeartbeat, 0).is_none());
     }
+
+    #[test]
+    fn test_compatibility_doc_lists_every_api() {
+        // docs/kafka-compatibility.md has one row per advertised API with the same versions.
+        let doc = include_str!("../../../../docs/kafka-compatibility.md");
+        for api in Api::<NodeHandle>::ALL {
+            let versions = if api.min == api.max {
+                format!("{}", api.min)
+            } else {
+                format!("{}–{}", api.min, api.max)
+            };
+            let row = format!("| {:?} | {} | {versions} |", api.key, api.key as i16);
+            assert!(doc.contains(&row), "docs/kafka-compatibility.md lacks the row {row}");
+        }
+    }
+
 }
