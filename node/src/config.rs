@@ -425,4 +425,35 @@ mod tests {
         assert_eq!(c.tick_ms, 100);
         assert_eq!(c.peers[0].rack.as_deref(), Some("a"));
     }
+
+    #[test]
+    fn test_topic_defaults_take_kafka_broker_names_and_are_validated() {
+        let text = r#"
+            id = 1
+            data_dir = "/tmp/x"
+            kafka_listen = "127.0.0.1:9092"
+            raft_listen = "127.0.0.1:19092"
+            [[peers]]
+            id = 1
+            raft_addr = "127.0.0.1:19092"
+            kafka_addr = "127.0.0.1:9092"
+            [topic_defaults]
+            "log.retention.ms" = 86400000
+            "log.message.timestamp.type" = "LogAppendTime"
+            "unclean.leader.election.enable" = false
+        "#;
+        let c: NodeConfig = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        let d = c.broker_defaults();
+        assert_eq!(d.0["log.retention.ms"], "86400000");
+        assert_eq!(d.0["unclean.leader.election.enable"], "false");
+        let bad: NodeConfig = toml::from_str(&text.replace("86400000", "\"soon\"")).unwrap();
+        assert!(bad.validate().is_err(), "a bad value is refused at load");
+        let unknown: NodeConfig =
+            toml::from_str(&text.replace("log.retention.ms", "log.no.such")).unwrap();
+        assert!(
+            unknown.validate().is_err(),
+            "an unknown name is refused at load"
+        );
+    }
 }

@@ -330,8 +330,10 @@ mod tests {
                 format!("{}–{}", api.min, api.max)
             };
             let row = format!("| {:?} | {} | {versions} |", api.key, api.key as i16);
-            assert!(doc.contains(&row), "docs/kafka-compatibility.md lacks the row {row}");
+            assert!(
+                doc.contains(&row),
+                "docs/kafka-compatibility.md lacks the row {row}"
+            );
         }
     }
-
 }
