@@ -101,6 +101,11 @@ pub enum Request {
         change: ConfigChange,
         validate_only: bool,
     },
+    /// Hand `tp`'s leadership to its preferred replica (Kafka's ElectLeaders, preferred
+    /// election), asked of the partition's leader. Answered once the transfer has started.
+    ElectPreferredLeader {
+        tp: TopicPartition,
+    },
     /// This node's log directory: every hosted client partition's size and lag (Kafka's
     /// DescribeLogDirs), and the free space of its disk.
     DescribeLogDirs,
@@ -202,6 +207,12 @@ pub enum ClientError {
     /// deadline (NOT_ENOUGH_REPLICAS_AFTER_APPEND): the write may well be kept.
     #[error("committed, but not on min.insync.replicas replicas in time")]
     NotEnoughReplicasAfterAppend,
+    /// The preferred replica already leads (ELECTION_NOT_NEEDED).
+    #[error("the preferred replica already leads")]
+    ElectionNotNeeded,
+    /// The preferred replica is down or not in sync (PREFERRED_LEADER_NOT_AVAILABLE).
+    #[error("preferred replica {0} is not in sync")]
+    PreferredLeaderNotAvailable(NodeId),
     /// A record timestamp outside the topic's `message.timestamp.*.max.ms` bounds
     /// (INVALID_TIMESTAMP). Nothing was written.
     #[error("{0}")]
@@ -282,6 +293,7 @@ pub enum Response {
     CreateTopic(Result<(), ClientError>),
     DeleteTopic(Result<(), ClientError>),
     CreatePartitions(Result<(), ClientError>),
+    ElectPreferredLeader(Result<(), ClientError>),
     LogDirs(LogDirs),
     AlterTopicConfigs(Result<(), ClientError>),
     /// (producer id, epoch).
@@ -306,6 +318,7 @@ impl Response {
             Request::DeleteTopic { .. } => Response::DeleteTopic(Err(err)),
             Request::CreatePartitions { .. } => Response::CreatePartitions(Err(err)),
             Request::DescribeLogDirs => Response::LogDirs(LogDirs::default()),
+            Request::ElectPreferredLeader { .. } => Response::ElectPreferredLeader(Err(err)),
             Request::AlterTopicConfigs { .. } => Response::AlterTopicConfigs(Err(err)),
             Request::InitProducerId { .. } => Response::InitProducerId(Err(err)),
             Request::Group(r) => {

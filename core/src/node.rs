@@ -455,6 +455,12 @@ impl Node {
             Request::InitProducerId { current } => {
                 return self.init_producer_id(id, *current);
             }
+            Request::ElectPreferredLeader { tp } => {
+                let reply = self.elect_preferred(tp);
+                self.replies
+                    .push_back((id, Response::ElectPreferredLeader(reply)));
+                return;
+            }
             Request::DescribeLogDirs => {
                 let dirs = self.log_dirs();
                 self.replies.push_back((id, Response::LogDirs(dirs)));
@@ -536,6 +542,7 @@ impl Node {
             | Request::CreatePartitions { .. }
             | Request::AlterTopicConfigs { .. }
             | Request::DescribeLogDirs
+            | Request::ElectPreferredLeader { .. }
             | Request::FetchMany { .. }
             | Request::InitProducerId { .. }
             | Request::AutoCreateTopic { .. }
@@ -613,6 +620,29 @@ impl Node {
             return;
         }
         self.command(&meta, Command::Client { id, request });
+    }
+
+    /// ElectLeaders (preferred) for one partition this node should lead: starts the transfer
+    /// to the preferred replica if that one is in sync.
+    fn elect_preferred(&mut self, tp: &TopicPartition) -> Result<(), ClientError> {
+        let replica = match self.replicas.get_mut(tp) {
+            Some(r) if !is_internal_topic(&tp.topic) => r,
+            _ => return Err(ClientError::UnknownPartition(tp.clone())),
+        };
+        if !replica.is_leader() {
+            let leader = replica.leader().filter(|l| *l != self.id);
+            return Err(ClientError::NotLeader { leader });
+        }
+        let preferred = replica.preferred_leader().unwrap_or(self.id);
+        if preferred == self.id {
+            return Err(ClientError::ElectionNotNeeded);
+        }
+        if !replica.in_sync_replicas().contains(&preferred) {
+            return Err(ClientError::PreferredLeaderNotAvailable(preferred));
+        }
+        replica.transfer_leadership(preferred, &mut self.rng);
+        self.active.insert(tp.clone());
+        Ok(())
     }
 
     /// DescribeLogDirs: every hosted partition, `__consumer_offsets` included as in Kafka, but

@@ -278,3 +278,68 @@ fn test_whole_cluster_restart_keeps_every_committed_record() {
         started.elapsed()
     );
 }
+
+/// ElectLeaders v2 for partition 0 of `topic` with `election_type`, sent to `addr`: the
+/// partition's (error code, message); (-1, why) if the broker could not be asked.
+fn elect(addr: std::net::SocketAddr, topic: &str, election_type: i8) -> (i16, String) {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ElectLeadersRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let req = ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![0])]));
+    let resp =
+        match railyard_tests::kafka_conn::call_blocking(addr, &req, 2, Duration::from_secs(15)) {
+            Ok(r) => r,
+            Err(e) => return (-1, e.to_string()),
+        };
+    let p = &resp.replica_election_results[0].partition_result[0];
+    (
+        p.error_code,
+        p.error_message.as_deref().unwrap_or("").to_string(),
+    )
+}
+
+// Proves ElectLeaders with real processes: with the preferred replica killed it is
+// PREFERRED_LEADER_NOT_AVAILABLE and an unclean election INVALID_REQUEST; once the preferred
+// replica is back in sync a preferred election (asked of a broker that may not lead the
+// partition: it forwards to the leader) leaves it leading, answered NONE, or ELECTION_NOT_NEEDED
+// if the broker's own periodic preferred-leader check got there first.
+#[test]
+fn test_elect_leaders_preferred_and_refusals() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = start_cluster("elect", 1);
+    let (first, _) = cluster.wait_for_leader("elect", 0, None, WAIT);
+    let addrs: BTreeMap<u64, std::net::SocketAddr> =
+        (1..=3).map(|id| (id, cluster.node(id).kafka)).collect();
+    let preferred =
+        railyard_tests::cluster::process::replicas(addrs[&first], "elect", 0).expect("replicas")[0];
+    cluster.node(preferred).kill9();
+    let (other, _) = cluster.wait_for_leader("elect", 0, Some(preferred), WAIT);
+    let live = addrs[&other];
+    let (code, message) = elect(live, "elect", 0);
+    assert_eq!(code, 80, "PREFERRED_LEADER_NOT_AVAILABLE: {message}");
+    assert_eq!(elect(live, "elect", 1).0, 42, "unclean is INVALID_REQUEST");
+    cluster.node(preferred).start();
+    let asked = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != other)
+        .expect("a broker besides the leader");
+    let outcome = eventually("a preferred election that succeeds", WAIT, || {
+        let (code, message) = elect(addrs[&asked], "elect", 0);
+        let leads = cluster.self_declared_leader("elect", 0).map(|l| l.0) == Some(preferred);
+        if (code == 0 || code == 84) && leads {
+            Ok(code)
+        } else {
+            Err(format!(
+                "{code} {message}, leader {:?}",
+                cluster.self_declared_leader("elect", 0)
+            ))
+        }
+    });
+    eprintln!("preferred election answered {outcome}");
+}

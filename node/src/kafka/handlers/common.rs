@@ -54,6 +54,8 @@ pub fn client_error_code(e: &ClientError) -> i16 {
         ClientError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         ClientError::InvalidTopic(_) => ResponseError::InvalidTopicException,
         ClientError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+        ClientError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+        ClientError::PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
         ClientError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         ClientError::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
         ClientError::InvalidPartitions(_) | ClientError::InvalidPartitionCount(_) => {

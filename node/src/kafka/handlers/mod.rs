@@ -21,6 +21,7 @@
 //!   controller: [`crate::kafka::forward`]).
 //! - [`partitions`]: CreatePartitions.
 //! - [`log_dirs`]: DescribeLogDirs.
+//! - [`elect_leaders`]: ElectLeaders (preferred elections).
 //! - [`alter_configs`]: AlterConfigs and IncrementalAlterConfigs (topics).
 //! - [`producers`]: InitProducerId (idempotent producers).
 //! - [`configs`]: DescribeConfigs, from the cluster view.
@@ -36,6 +37,7 @@ pub mod api_versions;
 pub mod common;
 pub mod configs;
 pub mod coordinator;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod group_admin;
 pub mod group_offsets;
@@ -82,6 +84,7 @@ impl<B: Broker> Api<B> {
         Api::of::<alter_configs::IncrementalAlterConfigs>(ApiKey::IncrementalAlterConfigs, 0, 1),
         Api::of::<partitions::CreatePartitions>(ApiKey::CreatePartitions, 0, 3),
         Api::of::<log_dirs::DescribeLogDirs>(ApiKey::DescribeLogDirs, 1, 4),
+        Api::of::<elect_leaders::ElectLeaders>(ApiKey::ElectLeaders, 0, 2),
         Api::of::<producers::InitProducerId>(ApiKey::InitProducerId, 0, 5),
         // Group keys only; v6 adds share-group keys, which are INVALID_REQUEST like transactions.
         Api::of::<coordinator::FindCoordinator>(ApiKey::FindCoordinator, 0, 6),
