@@ -19,8 +19,8 @@
 //! - [`offsets`]: ListOffsets and OffsetForLeaderEpoch.
 //! - [`topics`]: CreateTopics and DeleteTopics (the controller APIs are forwarded to the
 //!   controller: [`crate::kafka::forward`]).
-//! - [`partitions`]: CreatePartitions.
-//! - [`log_dirs`]: DescribeLogDirs.
+//! - [`partitions`]: CreatePartitions, growing a topic.
+//! - [`log_dirs`]: DescribeLogDirs, the data dir and its partitions.
 //! - [`elect_leaders`]: ElectLeaders (preferred elections).
 //! - [`alter_configs`]: AlterConfigs and IncrementalAlterConfigs (topics).
 //! - [`producers`]: InitProducerId (idempotent producers).
