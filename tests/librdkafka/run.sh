@@ -14,10 +14,10 @@
 #    generated TOML file. The four tests of the "noautocreate" scenario then run on a
 #    second, fresh cluster with auto-create off.
 # 3. Runs every test that talks to a broker (tests/librdkafka/suite.py: one test-runner
-#    process per test number, RDK_SUITE_PARALLEL at once, each under a timeout; a test
-#    number with an unlisted failure runs once more alone, and passing then is reported as
-#    flaky), then compares the results with tests/librdkafka/expected-failures.txt: any
-#    failure or skip not listed, and any listed test whose outcome changed, fails the run.
+#    process per test number, RDK_SUITE_PARALLEL at once, each under a timeout; the tests
+#    that assert on latency run alone afterwards; nothing is retried), then compares the
+#    results with tests/librdkafka/expected-failures.txt: any failure or skip not listed,
+#    and any listed test whose outcome changed, fails the run.
 #
 # Artifacts: target/librdkafka-suite/run/summary.txt, and per scenario
 # run/<scenario>/{logs,reports,nodes}: the suite's log and JSON report of each test number,
