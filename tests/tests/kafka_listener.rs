@@ -325,6 +325,21 @@ fn header_only(api: ApiKey, version: i16, header_version: i16) -> BytesMut {
 
 /// The four topic configs every topic reports, in Kafka's order, as (name, value, source):
 /// defaults (source 5) but for `retention.ms`, which is `retention_ms` from `source`.
+/// The configs of [`topic_configs`] picked out of a full list (every registered config is
+/// reported; these four are the ones the tests vary or know the defaults of).
+fn picked(all: &[(String, String, i8)]) -> Vec<(String, String, i8)> {
+    let names = [
+        "cleanup.policy",
+        "retention.bytes",
+        "retention.ms",
+        "segment.bytes",
+    ];
+    all.iter()
+        .filter(|c| names.contains(&c.0.as_str()))
+        .cloned()
+        .collect()
+}
+
 fn topic_configs(retention_ms: &str, source: i8) -> Vec<(String, String, i8)> {
     vec![
         ("cleanup.policy".into(), "delete".into(), 5),
@@ -1119,7 +1134,11 @@ async fn test_create_topics_then_duplicate_is_topic_already_exists() {
             )
         })
         .collect();
-    assert_eq!(configs, topic_configs("1000", 1));
+    assert_eq!(
+        configs.len(),
+        railyard_core::topic_config::TOPIC_CONFIGS.len()
+    );
+    assert_eq!(picked(&configs), topic_configs("1000", 1));
     match &h.requests()[..] {
         [Request::CreateTopic {
             name,
@@ -1239,10 +1258,11 @@ async fn test_topics_of_one_create_run_concurrently() {
     );
 }
 
-// Proves a broker that is not the controller answers NOT_CONTROLLER (41) with a message naming
-// the controller, for creates and deletes alike, and nothing changes.
+// Proves a broker that is not the controller forwards CreateTopics and DeleteTopics to the
+// controller (KIP-590) and relays its answers: the topic is created, then deleted, on every
+// node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_admin_on_a_non_controller_is_not_controller() {
+async fn test_admin_on_a_non_controller_is_forwarded_to_the_controller() {
     let (cluster, view) = three_nodes().await;
     let controller = view.controller().unwrap();
     let other = cluster
@@ -1251,29 +1271,20 @@ async fn test_admin_on_a_non_controller_is_not_controller() {
         .find(|n| n.handle.node_id() != controller)
         .unwrap();
     let mut c = KafkaConn::connect(other.kafka_addr).await;
-    let named = format!("broker {controller}");
     let resp = c
         .call(&create_request(vec![creatable("elsewhere", 1, 1)]), 7)
         .await;
-    let t = &resp.topics[0];
-    assert_eq!(t.error_code, ResponseError::NotController.code());
-    assert!(
-        t.error_message.as_deref().unwrap().contains(&named),
-        "{t:?}"
-    );
+    assert_eq!(resp.topics[0].error_code, 0, "{resp:?}");
     let resp = c.call(&delete_request(&[TOPIC]), 5).await;
-    let t = &resp.responses[0];
-    assert_eq!(t.error_code, ResponseError::NotController.code());
-    assert!(
-        t.error_message.as_deref().unwrap().contains(&named),
-        "{t:?}"
-    );
-    for v in cluster.views() {
-        assert!(
-            v.topic(TOPIC).is_some() && v.topic("elsewhere").is_none(),
-            "{v:#?}"
-        );
-    }
+    assert_eq!(resp.responses[0].error_code, 0, "{resp:?}");
+    let wait = Duration::from_secs(10);
+    cluster
+        .wait_for_views("the forwarded changes on every node", wait, |views| {
+            views
+                .iter()
+                .all(|v| v.topic(TOPIC).is_none() && v.topic("elsewhere").is_some())
+        })
+        .await;
 }
 
 // Proves validate_only runs the controller's checks and answers the would-be settings, but no
@@ -1494,22 +1505,30 @@ async fn test_describe_configs_for_topics_and_brokers() {
             .iter()
             .map(|c| {
                 assert!(!c.read_only && !c.is_sensitive);
-                assert_eq!(c.synonyms.len(), 1);
-                assert_eq!(c.synonyms[0].source, 5);
                 (
                     c.name.to_string(),
-                    c.value.as_deref().unwrap().to_string(),
+                    c.value.as_deref().unwrap_or("").to_string(),
                     c.config_source,
                 )
             })
             .collect();
-        assert_eq!(all, topic_configs("604800000", 5));
+        assert_eq!(all.len(), railyard_core::topic_config::TOPIC_CONFIGS.len());
+        assert_eq!(picked(&all), topic_configs("604800000", 5));
+        let retention = resp.results[0]
+            .configs
+            .iter()
+            .find(|c| c.name.as_str() == "retention.ms")
+            .unwrap();
+        assert_eq!(retention.synonyms.len(), 1);
         assert_eq!(
-            resp.results[0].configs[2].synonyms[0].name.as_str(),
-            "log.retention.ms"
+            (
+                retention.synonyms[0].name.as_str(),
+                retention.synonyms[0].source
+            ),
+            ("log.retention.ms", 5)
         );
         if version >= 3 {
-            assert_eq!(resp.results[0].configs[2].config_type, 5); // LONG
+            assert_eq!(retention.config_type, 5); // LONG
         }
         let filtered: Vec<_> = resp.results[1]
             .configs
@@ -1517,7 +1536,10 @@ async fn test_describe_configs_for_topics_and_brokers() {
             .map(|c| c.name.to_string())
             .collect();
         assert_eq!(filtered, vec!["retention.ms".to_string()]);
-        assert!(resp.results[2].configs.is_empty());
+        // A broker reports its topic-config defaults, read-only.
+        let broker = &resp.results[2].configs;
+        assert!(broker.iter().any(|c| c.name.as_str() == "log.retention.ms"));
+        assert!(broker.iter().all(|c| c.read_only));
         assert_eq!(resp.results[2].resource_type, 4);
         assert_eq!(resp.results[2].error_message, None);
         assert!(resp.results[4].error_message.is_some());

@@ -497,7 +497,11 @@ async fn send_sized(
     partition: i32,
     len: usize,
 ) -> Result<i64, RDKafkaErrorCode> {
-    let value = vec![b'x'; len];
+    // Incompressible (a multiplicative hash of the index), so a topic's leader recompression
+    // does not shrink it below a size limit: Kafka checks max.message.bytes after compression.
+    let value: Vec<u8> = (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let record = FutureRecord::<(), [u8]>::to(topic)
         .partition(partition)
         .payload(&value[..]);
