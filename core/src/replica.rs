@@ -726,7 +726,7 @@ impl Replica {
         // The checks come before the machine screens the batch, so what it admits is proposed.
         let checked = self
             .check_proposal(&batch)
-            .and_then(|()| self.check_topic_policy(&batch))
+            .and_then(|header| self.check_topic_policy(batch.len(), &header))
             .and_then(|()| self.check_insync(acks));
         let admission = match checked {
             Err(e) => Admission::Answer(Err(e)),
@@ -769,18 +769,17 @@ impl Replica {
     /// under CreateTime the `message.timestamp.*.max.ms` bounds around the leader's wall clock.
     /// The bounds are checked on the batch's first and max timestamps (no record is decoded;
     /// a compressed batch could not be), as Kafka does for the batch's own fields.
-    fn check_topic_policy(&self, batch: &[u8]) -> Result<(), ClientError> {
+    fn check_topic_policy(&self, len: usize, h: &BatchHeader) -> Result<(), ClientError> {
         let s = &self.settings;
-        if batch.len() as u64 > s.max_message_bytes as u64 {
+        if len as u64 > s.max_message_bytes as u64 {
             return Err(ClientError::MessageTooLarge {
-                size: batch.len() as u64,
+                size: len as u64,
                 max: s.max_message_bytes as u64,
             });
         }
         if s.timestamp_type == TimestampType::LogAppendTime {
             return Ok(());
         }
-        let h = BatchHeader::parse(batch).map_err(ClientError::CorruptBatch)?;
         let now = self.wall_ms;
         for ts in [h.base_timestamp, h.max_timestamp] {
             // -1: the client did not set one (Kafka exempts it too).
@@ -825,8 +824,8 @@ impl Replica {
         Bytes::from(b)
     }
 
-    /// Why a batch cannot be proposed here now, if it cannot.
-    fn check_proposal(&self, batch: &[u8]) -> Result<(), ClientError> {
+    /// Why a batch cannot be proposed here now, if it cannot; else its (validated) header.
+    fn check_proposal(&self, batch: &[u8]) -> Result<BatchHeader, ClientError> {
         if !self.is_leader() || self.raw.store().is_repairing() {
             return Err(ClientError::NotLeader {
                 leader: self.leader().filter(|l| *l != self.id),
@@ -838,8 +837,7 @@ impl Replica {
                 max: self.config.max_batch_bytes,
             });
         }
-        batch::validate(batch).map_err(ClientError::CorruptBatch)?;
-        Ok(())
+        batch::validate(batch).map_err(ClientError::CorruptBatch)
     }
 
     fn propose(

@@ -159,43 +159,40 @@ impl Controller {
                 topic,
                 change,
                 validate_only,
-            } => match self.check_alter(&topic, change) {
-                Err(e) => fx.reply(id, Response::AlterTopicConfigs(Err(e))),
-                Ok(_) if validate_only => fx.reply(id, Response::AlterTopicConfigs(Ok(()))),
-                Ok(configs) => {
-                    let kind = RecordKind::AlterTopicConfigs(AlterTopicConfigs {
+            } => {
+                let checked = self.check_alter(&topic, change).map(|configs| {
+                    RecordKind::AlterTopicConfigs(AlterTopicConfigs {
                         name: topic.clone(),
                         configs,
-                    });
-                    let proposal = Proposal::Alter {
-                        request: id,
-                        name: topic,
-                    };
-                    self.propose(proposal, kind, ctx, fx);
-                }
-            },
+                    })
+                });
+                let proposal = Proposal::Alter {
+                    request: id,
+                    name: topic,
+                };
+                let reply = Response::AlterTopicConfigs;
+                self.admin_change(id, checked, validate_only, proposal, reply, ctx, fx);
+            }
             Request::CreatePartitions {
                 topic,
                 count,
                 assignments,
                 validate_only,
             } => {
-                let checked = self.check_create_partitions(&topic, count, &assignments);
-                match checked {
-                    Err(e) => fx.reply(id, Response::CreatePartitions(Err(e))),
-                    Ok(_) if validate_only => fx.reply(id, Response::CreatePartitions(Ok(()))),
-                    Ok(partitions) => {
-                        let kind = RecordKind::CreatePartitions(CreatePartitions {
+                let checked = self
+                    .check_create_partitions(&topic, count, &assignments)
+                    .map(|partitions| {
+                        RecordKind::CreatePartitions(CreatePartitions {
                             name: topic.clone(),
                             partitions,
-                        });
-                        let proposal = Proposal::Grow {
-                            request: id,
-                            name: topic,
-                        };
-                        self.propose(proposal, kind, ctx, fx);
-                    }
-                }
+                        })
+                    });
+                let proposal = Proposal::Grow {
+                    request: id,
+                    name: topic,
+                };
+                let reply = Response::CreatePartitions;
+                self.admin_change(id, checked, validate_only, proposal, reply, ctx, fx);
             }
             Request::AutoCreateTopic {
                 name,
@@ -229,6 +226,41 @@ impl Controller {
         })
     }
 
+    /// Answers a checked admin change: its error, or success at once under validate_only, or
+    /// proposes its record (answered through `proposal` when it commits).
+    #[allow(clippy::too_many_arguments)]
+    fn admin_change(
+        &mut self,
+        id: RequestId,
+        checked: Result<RecordKind, ClientError>,
+        validate_only: bool,
+        proposal: Proposal,
+        reply: fn(Result<(), ClientError>) -> Response,
+        ctx: &Ctx,
+        fx: &mut Effects,
+    ) {
+        match checked {
+            Err(e) => fx.reply(id, reply(Err(e))),
+            Ok(_) if validate_only => fx.reply(id, reply(Ok(()))),
+            Ok(kind) => self.propose(proposal, kind, ctx, fx),
+        }
+    }
+
+    /// The client topic an admin change names: UNKNOWN_TOPIC_OR_PARTITION if it does not exist
+    /// or another change to it is in flight, INVALID_REQUEST (with `internal`'s reason) for an
+    /// internal topic.
+    fn client_topic(&self, name: &str, internal: &str) -> Result<&TopicMeta, ClientError> {
+        if is_internal_topic(name) {
+            return Err(ClientError::InvalidRequest(format!(
+                "{name} is an internal topic; {internal}"
+            )));
+        }
+        match self.image.topics.get(name) {
+            Some(t) if !self.in_flight(name) => Ok(t),
+            _ => Err(ClientError::UnknownTopic(name.to_string())),
+        }
+    }
+
     /// A topic's overrides after `change`, all checked: a client topic that exists with no
     /// change in flight, and every resulting config valid. Computed here, on the current image,
     /// so two alters never lose each other's ops.
@@ -237,15 +269,7 @@ impl Controller {
         name: &str,
         change: ConfigChange,
     ) -> Result<BTreeMap<String, String>, ClientError> {
-        if is_internal_topic(name) {
-            return Err(ClientError::InvalidRequest(format!(
-                "{name} is an internal topic; the cluster sets its configs"
-            )));
-        }
-        let topic = match self.image.topics.get(name) {
-            Some(t) if !self.in_flight(name) => t,
-            _ => return Err(ClientError::UnknownTopic(name.to_string())),
-        };
+        let topic = self.client_topic(name, "the cluster sets its configs")?;
         match change {
             ConfigChange::Replace(configs) => {
                 check_topic_configs(&configs)?;
@@ -270,17 +294,9 @@ impl Controller {
         count: i64,
         assignments: &[Vec<NodeId>],
     ) -> Result<Vec<PartitionAssignment>, ClientError> {
-        if is_internal_topic(name) {
-            // A group's coordinator partition is a hash modulo the count: changing it would
-            // move every group.
-            return Err(ClientError::InvalidRequest(format!(
-                "{name} is an internal topic; its partition count is fixed"
-            )));
-        }
-        let topic = match self.image.topics.get(name) {
-            Some(t) if !self.in_flight(name) => t,
-            _ => return Err(ClientError::UnknownTopic(name.to_string())),
-        };
+        // A group's coordinator partition is a hash modulo the count: changing that of
+        // `__consumer_offsets` would move every group.
+        let topic = self.client_topic(name, "its partition count is fixed")?;
         let current = topic.partitions.len() as i64;
         let rf = topic.partitions.values().next().map_or(1, Vec::len) as i64;
         let invalid = |m: String| Err(ClientError::InvalidPartitionCount(m));
