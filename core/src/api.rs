@@ -69,6 +69,13 @@ pub enum Request {
         tp: TopicPartition,
         epoch: Term,
     },
+    /// Kafka's DeleteRecords, asked of the partition's leader: records before `offset` (-1:
+    /// the high watermark) are deleted, through a command in the partition's raft log.
+    /// Answered with the new log start offset once the command is committed.
+    DeleteRecords {
+        tp: TopicPartition,
+        offset: Offset,
+    },
     /// Create a topic through the controller (the metadata partition's leader).
     CreateTopic {
         name: String,
@@ -289,6 +296,8 @@ pub enum Response {
     ListOffsets(Result<(Offset, Millis), ClientError>),
     /// (epoch, end offset) as in Kafka's OffsetForLeaderEpoch; (-1, -1) when unknown.
     OffsetForLeaderEpoch(Result<(i64, Offset), ClientError>),
+    /// The log start offset (Kafka's low watermark) after the deletion.
+    DeleteRecords(Result<Offset, ClientError>),
     /// The topic exists on every node that applied the record (or, validate_only, could).
     CreateTopic(Result<(), ClientError>),
     DeleteTopic(Result<(), ClientError>),
@@ -312,6 +321,7 @@ impl Response {
             }
             Request::ListOffsets { .. } => Response::ListOffsets(Err(err)),
             Request::OffsetForLeaderEpoch { .. } => Response::OffsetForLeaderEpoch(Err(err)),
+            Request::DeleteRecords { .. } => Response::DeleteRecords(Err(err)),
             Request::CreateTopic { .. } | Request::AutoCreateTopic { .. } => {
                 Response::CreateTopic(Err(err))
             }

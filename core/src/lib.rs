@@ -17,6 +17,7 @@ pub mod machine;
 pub mod mutation;
 pub mod network;
 pub mod node;
+pub mod partition_command;
 pub mod producer_ids;
 pub mod producers;
 pub mod replica;

@@ -30,11 +30,14 @@ pub enum Mutation {
     /// `GroupCoordinator::offset_commit` answers an OffsetCommit when it proposes the record,
     /// before the record commits.
     AckCommitBeforeCommitted,
+    /// `Replica::open` does not apply the committed DeleteRecords commands in its log again,
+    /// so a restarted replica's log start offset goes back.
+    ForgetDeletedRecordsAtOpen,
 }
 
 impl Mutation {
     /// Every mutation, for campaigns and the standing test.
-    pub const ALL: [Mutation; 9] = [
+    pub const ALL: [Mutation; 10] = [
         Mutation::AckBeforeSync,
         Mutation::ServePastHw,
         Mutation::SkipTermCheck,
@@ -44,6 +47,7 @@ impl Mutation {
         Mutation::AcceptDuplicateSequence,
         Mutation::KeepProducerStateOnTruncation,
         Mutation::AckCommitBeforeCommitted,
+        Mutation::ForgetDeletedRecordsAtOpen,
     ];
 
     /// The kebab-case name used on the command line.
@@ -58,6 +62,7 @@ impl Mutation {
             Mutation::AcceptDuplicateSequence => "accept-duplicate-sequence",
             Mutation::KeepProducerStateOnTruncation => "keep-producer-state-on-truncation",
             Mutation::AckCommitBeforeCommitted => "ack-commit-before-committed",
+            Mutation::ForgetDeletedRecordsAtOpen => "forget-deleted-records-at-open",
         }
     }
 

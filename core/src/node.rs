@@ -445,7 +445,8 @@ impl Node {
             Request::Produce { tp, .. }
             | Request::Fetch { tp, .. }
             | Request::ListOffsets { tp, .. }
-            | Request::OffsetForLeaderEpoch { tp, .. } => tp.clone(),
+            | Request::OffsetForLeaderEpoch { tp, .. }
+            | Request::DeleteRecords { tp, .. } => tp.clone(),
             Request::CreateTopic { .. }
             | Request::DeleteTopic { .. }
             | Request::CreatePartitions { .. }
@@ -499,8 +500,13 @@ impl Node {
         tp: TopicPartition,
         request: Request,
     ) {
-        if is_internal_topic(&tp.topic) && matches!(request, Request::Produce { .. }) {
-            // Only the cluster writes its internal topics (Kafka: INVALID_TOPIC_EXCEPTION).
+        let writes = matches!(
+            request,
+            Request::Produce { .. } | Request::DeleteRecords { .. }
+        );
+        if is_internal_topic(&tp.topic) && writes {
+            // Only the cluster writes (or deletes from) its internal topics (Kafka:
+            // INVALID_TOPIC_EXCEPTION).
             let err = ClientError::InvalidTopic(tp.topic);
             self.replies
                 .push_back((id, Response::error_for(&request, err)));
@@ -526,6 +532,14 @@ impl Node {
             Request::Produce { acks, batch, .. } => {
                 let mut replies = Replies::new();
                 replica.produce(now_ms, id, acks, batch, &mut self.rng, &mut replies);
+                self.active.insert(tp.clone());
+                self.after_input(&[tp], replies);
+                return;
+            }
+            Request::DeleteRecords { offset, .. } => {
+                // Allowed on a low disk: it is how an operator frees space.
+                let mut replies = Replies::new();
+                replica.delete_records(now_ms, id, offset, &mut self.rng, &mut replies);
                 self.active.insert(tp.clone());
                 self.after_input(&[tp], replies);
                 return;

@@ -31,6 +31,7 @@ use crate::machine::{
     Admission, AppendedEntry, Command, CommittedEntry, Ctx, Effect, Effects, PartitionMachine,
 };
 use crate::mutation::{self, Mutation};
+use crate::partition_command::{self, Command as PartitionCommand, COMMAND_CONTEXT};
 use crate::storage::{with_retries, OpenReport, PartitionStorage, StorageError};
 use crate::topic_config::{BrokerDefaults, TimestampType, TopicSettings};
 use crate::types::{Millis, NodeId, Offset, RaftIndex, Term, TopicPartition};
@@ -80,6 +81,8 @@ enum Origin {
     Client(RequestId),
     /// The state machine's own proposal: reported through `on_proposal`.
     Machine(u64),
+    /// A client's DeleteRecords: answered with the log start offset once it applied.
+    DeleteRecords(RequestId),
 }
 
 /// A produce waiting for its entry to be made durable (acks=1) or committed (acks=all).
@@ -145,6 +148,10 @@ pub struct Replica {
     /// acks=all produces that committed but are not yet durable on `min.insync.replicas`
     /// replicas (only when that is more than a majority), with their base offsets.
     awaiting_insync: BTreeMap<RaftIndex, (PendingProduce, Offset)>,
+    /// DeleteRecords commands in the log that have not applied yet, by raft index: a leader
+    /// serves nothing below them already, because a committed one may be among them (a new
+    /// leader applies its predecessor's last entries only once it commits in its own term).
+    unapplied_deletes: BTreeMap<RaftIndex, Offset>,
     /// The monotonic time of the last tick.
     now_ms: Millis,
     /// The wall-clock time of the last tick (record timestamps only).
@@ -219,14 +226,47 @@ impl Replica {
             caught_up_at: BTreeMap::new(),
             settings: TopicSettings::resolve(&BrokerDefaults::default(), &BTreeMap::new()),
             awaiting_insync: BTreeMap::new(),
+            unapplied_deletes: BTreeMap::new(),
             now_ms: 0,
             wall_ms: 0,
             logger,
         };
         replica.redraw_election_timeout(rng);
         replica.last_seen = replica.role_key();
+        replica.replay_commands()?;
         replica.rebuild_machine(&report)?;
         Ok(replica)
+    }
+
+    /// At open: the committed commands still in the log apply again (the log start offset is
+    /// not persisted; `crate::partition_command`), and the uncommitted ones wait in
+    /// `unapplied_deletes`. Only entries without records are read.
+    fn replay_commands(&mut self) -> Result<(), StorageError> {
+        let log = self.raw.store().log();
+        let commit = self.raw.store().state().commit.min(log.last_index());
+        let mut found = Vec::new();
+        for index in log.recordless_indexes(log.first_index(), log.last_index()) {
+            let entries = with_retries(|| log.entries(index, index + 1, None))?;
+            let e = entries.first().expect("the index is in the log");
+            if e.kind != crate::log::EntryKind::Command {
+                continue;
+            }
+            match PartitionCommand::decode(&e.data) {
+                Ok(PartitionCommand::DeleteRecords { before_offset }) => {
+                    found.push((index, before_offset))
+                }
+                Err(err) => warn!(self.logger, "command entry skipped"; "index" => index,
+                    "error" => %err),
+            }
+        }
+        for (index, before) in found {
+            if index > commit {
+                self.unapplied_deletes.insert(index, before);
+            } else if !mutation::active(Mutation::ForgetDeletedRecordsAtOpen) {
+                self.apply_delete_records(index, before);
+            }
+        }
+        Ok(())
     }
 
     /// Rebuilds the machine at open: its newest verified snapshot, then the committed log after
@@ -411,7 +451,7 @@ impl Replica {
             last_index: store.log().last_index(),
             high_watermark: self.high_watermark(),
             log_end_offset: store.log().next_offset(),
-            log_start_offset: store.log().start_offset(),
+            log_start_offset: self.log_start_offset(),
             repairing: store.is_repairing(),
         }
     }
@@ -703,6 +743,10 @@ impl Replica {
     ) {
         match origin {
             Origin::Client(id) => replies.push((id, Response::Produce(result))),
+            Origin::DeleteRecords(id) => {
+                let start = self.log_start_offset();
+                replies.push((id, Response::DeleteRecords(result.map(|_| start))));
+            }
             Origin::Machine(tag) => {
                 let ctx = self.ctx();
                 if let Some(m) = self.machine.as_mut() {
@@ -748,6 +792,74 @@ impl Replica {
             Admission::Answer(_) => {}
         }
         self.run_effects(rng, replies);
+    }
+
+    /// Kafka's log start offset as this replica serves it: where retention and the applied
+    /// DeleteRecords put it, or past that where a DeleteRecords in the log has yet to apply.
+    pub fn log_start_offset(&self) -> Offset {
+        let log = self.raw.store().log();
+        let pending = self.unapplied_deletes.values().copied().max().unwrap_or(0);
+        log.start_offset().max(pending.min(log.next_offset()))
+    }
+
+    /// Kafka's DeleteRecords on the leader: records before `offset` (-1: the high watermark)
+    /// go. Refused past the high watermark (OFFSET_OUT_OF_RANGE); answered at once when the
+    /// start is there already, else once the command commits.
+    pub fn delete_records(
+        &mut self,
+        now_ms: Millis,
+        request: RequestId,
+        offset: Offset,
+        rng: &mut ChaCha8Rng,
+        replies: &mut Replies,
+    ) {
+        let before = match self.check_delete(offset) {
+            Err(e) => return replies.push((request, Response::DeleteRecords(Err(e)))),
+            Ok(None) => {
+                let start = self.log_start_offset();
+                return replies.push((request, Response::DeleteRecords(Ok(start))));
+            }
+            Ok(Some(before)) => before,
+        };
+        let data = PartitionCommand::DeleteRecords {
+            before_offset: before,
+        }
+        .encode();
+        let last_before = self.raw.raft.raft_log.last_index();
+        let proposed = self.raw.propose(COMMAND_CONTEXT.to_vec(), data.to_vec());
+        self.after_raft_call(rng);
+        if proposed.is_err() {
+            let e = ClientError::NotLeader {
+                leader: self.leader(),
+            };
+            return replies.push((request, Response::DeleteRecords(Err(e))));
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        assert_eq!(index, last_before + 1, "a proposal appends one entry");
+        let pending = PendingProduce {
+            origin: Origin::DeleteRecords(request),
+            term: self.raw.raft.term,
+            acks: Acks::All,
+            deadline_ms: now_ms + self.config.produce_timeout_ms,
+        };
+        assert!(self.pending.insert(index, pending).is_none());
+    }
+
+    /// The offset a DeleteRecords for `offset` deletes before, or `None` when there is nothing
+    /// to delete.
+    fn check_delete(&self, offset: Offset) -> Result<Option<Offset>, ClientError> {
+        self.check_serving()?;
+        let hw = self.high_watermark();
+        let start = self.log_start_offset();
+        let before = if offset == -1 { hw } else { offset };
+        if before < 0 || before > hw {
+            return Err(ClientError::OffsetOutOfRange {
+                offset,
+                start,
+                end: hw,
+            });
+        }
+        Ok((before > start).then_some(before))
     }
 
     /// Bytes of the partition's segment files.
@@ -900,7 +1012,7 @@ impl Replica {
         self.check_serving()?;
         let log = self.raw.store().log();
         let hw = self.high_watermark();
-        let start = log.start_offset();
+        let start = self.log_start_offset();
         let end = log.next_offset();
         if offset < start || offset > end {
             return Err(ClientError::OffsetOutOfRange { offset, start, end });
@@ -928,7 +1040,7 @@ impl Replica {
         self.check_serving()?;
         let log = self.raw.store().log();
         match spec {
-            OffsetSpec::Earliest | OffsetSpec::EarliestLocal => Ok((log.start_offset(), -1)),
+            OffsetSpec::Earliest | OffsetSpec::EarliestLocal => Ok((self.log_start_offset(), -1)),
             OffsetSpec::Latest => Ok((self.high_watermark(), -1)),
             OffsetSpec::LatestTiered => Ok((-1, -1)),
             OffsetSpec::MaxTimestamp => {
@@ -990,6 +1102,8 @@ impl Replica {
             m.on_truncate(self.raw.store().log().first_index());
         }
         let state = self.raw.mut_store().apply_snapshot(snap)?;
+        // The log restarts after the snapshot; its start covers the commands that were in it.
+        self.unapplied_deletes.clear();
         let mut ctx = self.ctx();
         ctx.applied = index;
         if let (Some(m), Some(state)) = (self.machine.as_mut(), state) {
@@ -1020,6 +1134,7 @@ impl Replica {
             return self.raw.mut_store().append(&keep);
         }
         self.raw.mut_store().append(entries)?;
+        self.note_appended_commands(first.index <= last_before, entries);
         if let Some(m) = self.machine.as_mut() {
             if first.index <= last_before {
                 m.on_truncate(first.index);
@@ -1035,6 +1150,23 @@ impl Replica {
             m.on_append(&appended);
         }
         Ok(())
+    }
+
+    /// Keeps `unapplied_deletes` in step with the log: a conflicting suffix took its commands
+    /// with it, and the appended commands join.
+    fn note_appended_commands(&mut self, truncated: bool, entries: &[Entry]) {
+        if truncated {
+            self.unapplied_deletes.split_off(&entries[0].index);
+        }
+        for e in entries.iter().filter(|e| partition_command::is_command(e)) {
+            match PartitionCommand::decode(&e.data) {
+                Ok(PartitionCommand::DeleteRecords { before_offset }) => {
+                    self.unapplied_deletes.insert(e.index, before_offset);
+                }
+                Err(err) => warn!(self.logger, "command entry will be skipped";
+                    "index" => e.index, "error" => %err),
+            }
+        }
     }
 
     /// Phase 3 of a step: the node has synced; finish the `Ready` (module docs). Fails only
@@ -1221,6 +1353,7 @@ impl Replica {
     fn apply(&mut self, committed: &[Entry], replies: &mut Replies) -> Result<(), StorageError> {
         for e in committed {
             match e.get_entry_type() {
+                _ if partition_command::is_command(e) => self.apply_command(e),
                 raft::eraftpb::EntryType::EntryNormal => self.apply_normal(e),
                 _ => self.apply_conf_change(e)?,
             }
@@ -1270,6 +1403,37 @@ impl Replica {
                 base_offset,
             };
             m.apply(&entry, &ctx, &mut self.fx);
+        }
+    }
+
+    /// A committed command entry (`crate::partition_command`). One that does not decode was
+    /// proposed by a newer node or passed its CRC garbled; every replica skips it alike.
+    fn apply_command(&mut self, e: &Entry) {
+        match PartitionCommand::decode(&e.data) {
+            Ok(PartitionCommand::DeleteRecords { before_offset }) => {
+                self.apply_delete_records(e.index, before_offset)
+            }
+            Err(err) => {
+                warn!(self.logger, "command skipped"; "index" => e.index, "error" => %err)
+            }
+        }
+        self.unapplied_deletes = self.unapplied_deletes.split_off(&(e.index + 1));
+    }
+
+    /// Moves the log start offset for the DeleteRecords command at `index`. Its offset is at
+    /// most the log end before it (the leader checked it against its high watermark).
+    fn apply_delete_records(&mut self, index: RaftIndex, before: Offset) {
+        let log = self.raw.mut_store().log_mut();
+        let end = log
+            .end_offset_at(index - 1)
+            .expect("a committed entry's predecessor is in the log");
+        if before > end {
+            warn!(self.logger, "DeleteRecords past the log end before it; clamped";
+                "index" => index, "before" => before, "end" => end);
+        }
+        if log.advance_start(before.min(end)) {
+            info!(self.logger, "log start offset moved"; "index" => index,
+                "start" => log.start_offset());
         }
     }
 

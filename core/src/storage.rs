@@ -22,6 +22,7 @@ use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 use crate::disk::{join_path, Disk, DiskError};
 use crate::log::slot::SlotFile;
 use crate::log::{EntryKind, LogConfig, LogError, NewEntry, PartitionLog, SnapshotMeta};
+use crate::partition_command::{self, COMMAND_CONTEXT};
 use crate::snapshot::{self, SnapshotError, SnapshotFile, SnapshotPayload};
 use crate::types::{NodeId, RaftIndex, Term};
 
@@ -257,7 +258,7 @@ impl PartitionStorage {
             .map(|e| NewEntry {
                 index: e.index,
                 term: e.term,
-                kind: entry_kind(e.get_entry_type()),
+                kind: entry_kind(e),
                 data: e.data.clone(),
             })
             .collect();
@@ -472,8 +473,9 @@ pub fn decode_snapshot_data(data: &[u8]) -> Result<SnapshotPayload, SnapshotErro
     SnapshotPayload::decode_checked(data)
 }
 
-fn entry_kind(t: EntryType) -> EntryKind {
-    match t {
+fn entry_kind(e: &Entry) -> EntryKind {
+    match e.get_entry_type() {
+        EntryType::EntryNormal if partition_command::is_command(e) => EntryKind::Command,
         EntryType::EntryNormal => EntryKind::Normal,
         EntryType::EntryConfChange => EntryKind::ConfChange,
         EntryType::EntryConfChangeV2 => EntryKind::ConfChangeV2,
@@ -482,7 +484,7 @@ fn entry_kind(t: EntryType) -> EntryKind {
 
 fn entry_type(k: EntryKind) -> EntryType {
     match k {
-        EntryKind::Normal => EntryType::EntryNormal,
+        EntryKind::Normal | EntryKind::Command => EntryType::EntryNormal,
         EntryKind::ConfChange => EntryType::EntryConfChange,
         EntryKind::ConfChangeV2 => EntryType::EntryConfChangeV2,
     }
@@ -546,6 +548,9 @@ impl raft::Storage for PartitionStorage {
                 ..Default::default()
             };
             e.set_entry_type(entry_type(s.kind));
+            if s.kind == EntryKind::Command {
+                e.context = COMMAND_CONTEXT.into();
+            }
             out.push(e);
         }
         Ok(out)

@@ -1418,3 +1418,126 @@ fn test_min_insync_replicas_above_a_majority_is_enforced() {
     }
     assert_eq!(reply, Some((9_999, Response::Produce(Ok(2)))));
 }
+
+impl Cluster {
+    fn delete_records(&mut self, node: NodeId, offset: i64) -> Result<i64, ClientError> {
+        match self.request(node, Request::DeleteRecords { tp: tp(), offset }) {
+            Response::DeleteRecords(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn fetch_from(&mut self, node: NodeId, offset: i64) -> Result<Vec<i64>, ClientError> {
+        let max_bytes = 1 << 20;
+        match self.request(
+            node,
+            Request::Fetch {
+                tp: tp(),
+                offset,
+                max_bytes,
+            },
+        ) {
+            Response::Fetch(r) => r.map(|f| {
+                let records = f.batches.iter().flat_map(|b| decode_records(b).unwrap());
+                records.map(|r| r.offset).collect()
+            }),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn starts(&self) -> Vec<i64> {
+        let status = |n: &Node| n.replica(&tp()).unwrap().status();
+        self.nodes
+            .iter()
+            .map(|n| status(n).log_start_offset)
+            .collect()
+    }
+}
+
+/// DeleteRecords goes through the partition's raft log: every replica's log start offset
+/// moves, fetches below it are out of range, ListOffsets reflects it, retention deletes the
+/// segments below it, and restarts (which re-derive it from the log) keep it.
+#[test]
+fn test_delete_records_moves_the_log_start_on_every_replica() {
+    let log = LogConfig {
+        segment_bytes: 1024,
+        ..LogConfig::default()
+    };
+    let mut c = Cluster::new(log);
+    let l = elect(&mut c);
+    let follower = (1..=3).find(|n| *n != l).unwrap();
+    let payload = "p".repeat(100);
+    for i in 0..50 {
+        // Offset 5 holds the largest timestamp until it is deleted.
+        let ts = if i == 5 { 9_000 } else { 1_000 + i };
+        c.produce(l, &format!("{i}:{payload}"), ts).unwrap();
+    }
+    assert_eq!(c.list_offsets(l, OffsetSpec::MaxTimestamp), (5, 9_000));
+    // Bad input changes nothing.
+    assert_eq!(
+        c.delete_records(follower, 10),
+        Err(ClientError::NotLeader { leader: Some(l) })
+    );
+    for past in [51, -2] {
+        assert!(
+            matches!(
+                c.delete_records(l, past),
+                Err(ClientError::OffsetOutOfRange { .. })
+            ),
+            "DeleteRecords before {past}"
+        );
+    }
+    assert_eq!(c.list_offsets(l, OffsetSpec::Earliest).0, 0);
+    let segments_before = c
+        .node(l)
+        .replica(&tp())
+        .unwrap()
+        .storage()
+        .log()
+        .segment_count();
+    assert_eq!(c.delete_records(l, 20), Ok(20));
+    c.tick(2);
+    assert_eq!(c.starts(), vec![20, 20, 20], "every replica applied it");
+    assert_eq!(c.list_offsets(l, OffsetSpec::Earliest).0, 20);
+    assert_eq!(c.list_offsets(l, OffsetSpec::EarliestLocal).0, 20);
+    assert_eq!(c.list_offsets(l, OffsetSpec::MaxTimestamp), (49, 1_049));
+    assert_eq!(c.list_offsets(l, OffsetSpec::Timestamp(0)), (20, 1_020));
+    assert!(matches!(
+        c.fetch_from(l, 19),
+        Err(ClientError::OffsetOutOfRange { start: 20, .. })
+    ));
+    assert_eq!(c.fetch_from(l, 20).unwrap()[0], 20);
+    // A lower offset deletes nothing and answers the current start.
+    assert_eq!(c.delete_records(l, 10), Ok(20));
+    // Retention removes the segments wholly below the start, and nothing at or above it.
+    c.tick(3);
+    let log_of = |c: &Cluster, id: NodeId| {
+        let log = c.nodes[id as usize - 1]
+            .replica(&tp())
+            .unwrap()
+            .storage()
+            .log();
+        (log.segment_count(), log.snapshot_meta().next_offset)
+    };
+    let (segments_after, physical_start) = log_of(&c, l);
+    assert!(
+        segments_after < segments_before && physical_start > 0 && physical_start <= 20,
+        "segments {segments_before} -> {segments_after}, physical start {physical_start}"
+    );
+    // Restarts re-derive the start from the committed command in the log.
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    let l = elect(&mut c);
+    c.tick(2);
+    assert_eq!(c.starts(), vec![20, 20, 20], "the start survives restarts");
+    assert_eq!(c.list_offsets(l, OffsetSpec::Earliest).0, 20);
+    // -1 deletes up to the high watermark.
+    assert_eq!(c.delete_records(l, -1), Ok(50));
+    assert_eq!(c.list_offsets(l, OffsetSpec::Earliest).0, 50);
+    assert_eq!(c.fetch_from(l, 50), Ok(vec![]));
+    assert_eq!(c.list_offsets(l, OffsetSpec::MaxTimestamp), (-1, -1));
+    // New records go on from there.
+    assert_eq!(c.produce(l, "after", 2_000), Ok(50));
+    assert_eq!(c.fetch_from(l, 50), Ok(vec![50]));
+}

@@ -1,5 +1,5 @@
 //! librdkafka's `AdminClient` (CreateTopics, CreatePartitions, DescribeConfigs, AlterConfigs,
-//! DeleteTopics) against an
+//! DeleteRecords, DeleteTopics) against an
 //! in-process 3-node cluster started with no configured topics: every topic here is created
 //! at run time through the controller.
 
@@ -19,6 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::metadata::MetadataTopic;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 6;
@@ -677,6 +678,80 @@ async fn test_admin_topic_configs_are_validated_enforced_and_altered() {
 const CONSUMER_OFFSETS: &str = "__consumer_offsets";
 
 /// Runs a future to completion from a blocking closure (for [`eventually`]).
+/// DeleteRecords of one partition of `orders`: the low watermark, or the partition's error.
+async fn delete_before(
+    f: &Fixture,
+    partition: i32,
+    offset: Offset,
+) -> Result<i64, RDKafkaErrorCode> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, partition, offset)
+        .expect("a valid offset");
+    let result = f
+        .admin
+        .delete_records(&tpl, &opts())
+        .await
+        .expect("DeleteRecords request");
+    let e = result
+        .find_partition(TOPIC, partition)
+        .expect("the partition is answered");
+    match (e.error(), e.offset()) {
+        (Ok(()), Offset::Offset(low)) => Ok(low),
+        (Ok(()), other) => panic!("low watermark {other:?}"),
+        (Err(KafkaError::OffsetFetch(code)), _) => Err(code),
+        (Err(other), _) => panic!("DeleteRecords of partition {partition}: {other}"),
+    }
+}
+
+// Proves DeleteRecords through librdkafka's AdminClient: the low watermark moves (and
+// ListOffsets, as fetch_watermarks, shows it), a consumer positioned below it is reset to it,
+// an offset past the high watermark is OFFSET_OUT_OF_RANGE and changes nothing, and
+// OFFSET_END deletes everything up to the high watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_admin_delete_records_moves_the_low_watermark() {
+    let f = Fixture::start().await;
+    let consumer = f.create_orders_led().await;
+    let producer = f.producer();
+    for _ in 0..10 {
+        send_sized(&producer, TOPIC, 0, 10).await.expect("produce");
+    }
+    let watermarks = |c: &BaseConsumer| {
+        tokio::task::block_in_place(|| c.fetch_watermarks(TOPIC, 0, Duration::from_secs(5)))
+            .expect("watermarks")
+    };
+    assert_eq!(delete_before(&f, 0, Offset::Offset(4)).await, Ok(4));
+    assert_eq!(watermarks(&consumer), (4, 10));
+    assert_eq!(
+        delete_before(&f, 0, Offset::Offset(11)).await,
+        Err(RDKafkaErrorCode::OffsetOutOfRange)
+    );
+    assert_eq!(
+        watermarks(&consumer),
+        (4, 10),
+        "a refused delete changed nothing"
+    );
+    // A consumer asking for a deleted offset is reset (auto.offset.reset=earliest) to the start.
+    let reader: BaseConsumer = Fixture::no_auto_create(profiles::assign_consumer(&f.bootstrap))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("creating the consumer");
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset(TOPIC, 0, Offset::Offset(1))
+        .unwrap();
+    reader.assign(&at).expect("assign");
+    let first = tokio::task::block_in_place(|| {
+        eventually("a record after the reset", WAIT, || {
+            match reader.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => Ok(m.offset()),
+                other => Err(other.map(|r| r.map(|m| m.offset()))),
+            }
+        })
+    });
+    assert_eq!(first, 4, "the consumer resumed at the log start offset");
+    assert_eq!(delete_before(&f, 0, Offset::End).await, Ok(10));
+    assert_eq!(watermarks(&consumer), (10, 10));
+}
+
 fn futures_lite_block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

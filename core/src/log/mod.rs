@@ -14,6 +14,12 @@
 //! write and sync it *before* removing any segment file, so it is the commit point: after a
 //! crash, segments at or below `meta.index` are leftovers and are deleted.
 //!
+//! Kafka's log start offset can be ahead of that physical start: DeleteRecords moves it to any
+//! offset up to the high watermark, possibly inside a segment or a batch
+//! ([`PartitionLog::advance_start`]). The log does not persist it: the replica re-derives it at
+//! open from the committed [`EntryKind::Command`] entries still in the log, and a segment
+//! deleted for lying wholly below it moves the physical start at least as far.
+//!
 //! ## Recovery
 //! [`PartitionLog::open`] scans **every** segment, verifying each frame's CRC and that raft
 //! indexes, Kafka offsets and terms continue the previous frame, starting from the meta. At the
@@ -88,6 +94,9 @@ pub enum EntryKind {
     Normal = 0,
     ConfChange = 1,
     ConfChangeV2 = 2,
+    /// A command to the partition itself (DeleteRecords; see `crate::partition_command`):
+    /// raft's `EntryNormal` with a marker in the entry context. Takes no Kafka offset.
+    Command = 3,
 }
 
 impl EntryKind {
@@ -97,6 +106,7 @@ impl EntryKind {
             0 => Some(EntryKind::Normal),
             1 => Some(EntryKind::ConfChange),
             2 => Some(EntryKind::ConfChangeV2),
+            3 => Some(EntryKind::Command),
             _ => None,
         }
     }
@@ -218,6 +228,9 @@ pub struct PartitionLog {
     epochs: BTreeMap<u64, (u64, i64)>,
     /// Segment files written or truncated since the last sync.
     dirty: BTreeSet<String>,
+    /// Kafka's log start offset when DeleteRecords moved it past `meta.next_offset` (module
+    /// docs); never above the log end.
+    start_floor: i64,
 }
 
 impl PartitionLog {
@@ -250,6 +263,7 @@ impl PartitionLog {
             segments: Vec::new(),
             epochs: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            start_floor: 0,
         };
         let report = log.recover()?;
         log.rebuild_epochs();
@@ -414,6 +428,8 @@ impl PartitionLog {
             }
         }
         self.epochs.retain(|_, &mut (first, _)| first < from_index);
+        // Only a repair truncates below the commit point, and it re-fetches what it drops.
+        self.start_floor = self.start_floor.min(self.next_offset());
         assert_eq!(self.last_index(), from_index - 1);
         self.check_invariants();
         Ok(())
@@ -435,9 +451,38 @@ impl PartitionLog {
             .unwrap_or(self.meta.next_offset)
     }
 
-    /// The log start offset.
+    /// The log start offset (Kafka's logStartOffset): the physical start, or where
+    /// DeleteRecords moved it, whichever is later.
     pub fn start_offset(&self) -> i64 {
-        self.meta.next_offset
+        self.meta.next_offset.max(self.start_floor)
+    }
+
+    /// Moves the log start offset to `offset` (DeleteRecords, once its command committed).
+    /// Never moves it back; `offset` past the log end is clamped to it. Returns whether it
+    /// moved. Nothing is deleted here: retention removes the segments wholly below it.
+    pub fn advance_start(&mut self, offset: i64) -> bool {
+        let offset = offset.min(self.next_offset());
+        if offset <= self.start_offset() {
+            return false;
+        }
+        self.start_floor = offset;
+        true
+    }
+
+    /// Raft indexes of the entries from `from_index` through `to_index` that carry no records
+    /// (empty leader entries, configuration changes and commands): what a replica scans at
+    /// open for the commands it must apply again. Reads no disk.
+    pub fn recordless_indexes(&self, from_index: u64, to_index: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        for seg in &self.segments {
+            for (slot, e) in seg.entries.iter().enumerate() {
+                let index = seg.base_index + slot as u64;
+                if e.record_count == 0 && index >= from_index && index <= to_index {
+                    out.push(index);
+                }
+            }
+        }
+        out
     }
 
     /// The offset just after entry `index` (`index` may be `meta.index`). The high watermark is
@@ -513,13 +558,14 @@ impl PartitionLog {
         ts: i64,
         limit_offset: i64,
     ) -> Result<Option<(i64, i64)>, LogError> {
+        let start = self.start_offset();
         for (si, seg) in self.segments.iter().enumerate() {
-            if seg.max_timestamp < ts {
+            if seg.max_timestamp < ts || seg.end_offset().is_some_and(|end| end <= start) {
                 continue;
             }
             for slot in seg.time_lookup(ts)..seg.entries.len() {
                 let e = &seg.entries[slot];
-                if e.record_count == 0 {
+                if e.record_count == 0 || e.end_offset() <= start {
                     continue;
                 }
                 if e.end_offset() > limit_offset {
@@ -532,11 +578,12 @@ impl PartitionLog {
                 let entry = self.check_entry(si, slot, &run)?;
                 let header = BatchHeader::parse(&entry.data)?;
                 if header.compression() != Compression::None {
-                    return Ok(Some((entry.base_offset, entry.max_timestamp)));
+                    // Records below the start (DeleteRecords inside this batch) are gone.
+                    return Ok(Some((entry.base_offset.max(start), entry.max_timestamp)));
                 }
                 let found = batch::decode_records(&entry.data)?
                     .into_iter()
-                    .find(|r| r.timestamp >= ts);
+                    .find(|r| r.timestamp >= ts && r.offset >= start);
                 if let Some(r) = found {
                     return Ok(Some((r.offset, r.timestamp)));
                 }
@@ -549,11 +596,17 @@ impl PartitionLog {
     /// The largest record timestamp among batches ending at or below `limit_offset`, and the
     /// first record carrying it, as (offset, timestamp): Kafka's ListOffsets max timestamp
     /// (KIP-734). `None` when no such batch holds a record. A segment that ends at or below the
-    /// limit is judged by its running maximum; only the segment the limit cuts is scanned.
+    /// limit is judged by its running maximum; only the segments the limit or the log start
+    /// offset cut are scanned.
     pub fn max_timestamp_offset(&self, limit_offset: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let start = self.start_offset();
         let mut max_ts: Option<i64> = None;
         for seg in &self.segments {
-            let whole = seg.end_offset().is_some_and(|end| end <= limit_offset);
+            if seg.end_offset().is_some_and(|end| end <= start) {
+                continue;
+            }
+            let below_start = seg.entries.first().is_some_and(|e| e.base_offset < start);
+            let whole = !below_start && seg.end_offset().is_some_and(|end| end <= limit_offset);
             let seg_max = if whole {
                 seg.entries
                     .iter()
@@ -563,11 +616,12 @@ impl PartitionLog {
                 seg.entries
                     .iter()
                     .filter(|e| e.record_count > 0 && e.end_offset() <= limit_offset)
+                    .filter(|e| e.end_offset() > start)
                     .map(|e| e.max_timestamp)
                     .max()
             };
             max_ts = max_ts.max(seg_max);
-            if !whole {
+            if seg.end_offset().is_some_and(|end| end > limit_offset) {
                 break;
             }
         }
@@ -595,8 +649,9 @@ impl PartitionLog {
     }
 
     /// Deletes the oldest whole segments while the log would still hold at least
-    /// `retention_bytes` without them, or while their newest timestamp is older than
-    /// `now_ms - retention_ms`. Never deletes the active (last) segment or a segment holding an
+    /// `retention_bytes` without them, while their newest timestamp is older than
+    /// `now_ms - retention_ms`, or while they lie wholly below the log start offset
+    /// (DeleteRecords; Kafka deletes those segments the same way). Never deletes the active (last) segment or a segment holding an
     /// entry above `up_to_index` (the caller's applied and committed index). Returns the new
     /// start point if it moved; it is durable before any file is removed.
     pub fn apply_retention(
@@ -623,7 +678,8 @@ impl PartitionLog {
                 .config
                 .retention_ms
                 .is_some_and(|r| seg.max_timestamp < now_ms.saturating_sub(r));
-            if !by_size && !by_time {
+            let by_start = seg.end_offset().is_some_and(|end| end <= self.start_floor);
+            if !by_size && !by_time && !by_start {
                 break;
             }
             size -= seg.size;
@@ -702,6 +758,9 @@ impl PartitionLog {
             let _ = self.disk.remove(&seg.path);
         }
         self.dirty.clear();
+        // The empty log ends at meta.next_offset; a floor past it belonged to entries the
+        // replica no longer has, and comes back with them (their commands apply again).
+        self.start_floor = self.start_floor.min(meta.next_offset);
         self.meta = meta;
         self.rebuild_epochs();
         self.check_invariants();
@@ -1118,6 +1177,10 @@ impl PartitionLog {
         }
         assert_eq!(self.last_index() + 1, index);
         assert_eq!(self.next_offset(), offset);
+        assert!(
+            self.start_offset() <= offset,
+            "log start offset past the log end"
+        );
     }
 }
 

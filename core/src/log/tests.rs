@@ -372,6 +372,61 @@ fn test_retention_by_bytes_advances_start_and_persists() {
 }
 
 #[test]
+fn test_advance_start_reads_lookups_and_retention() {
+    // DeleteRecords' log start: never back, never past the end, inside a batch if asked; reads
+    // below it are out of range, lookups answer at or above it, retention drops the segments
+    // wholly below it, and a command entry is stored with its kind and takes no offset.
+    let disk = Rc::new(MemDisk::new());
+    let (mut log, _) = open(&disk, small_config());
+    let mut es: Vec<NewEntry> = (1..=20)
+        .map(|i| normal(i, 1, batch(2, 10 * i as i64, 100)))
+        .collect();
+    es.push(NewEntry {
+        index: 21,
+        term: 1,
+        kind: EntryKind::Command,
+        data: Bytes::from_static(b"cmd"),
+    });
+    log.append(&es).unwrap();
+    assert_eq!(log.next_offset(), 40, "the command took no offset");
+    assert_eq!(log.recordless_indexes(1, 21), vec![21]);
+    assert_eq!(
+        log.entries(21, 22, None).unwrap()[0].kind,
+        EntryKind::Command
+    );
+    assert!(log.advance_start(15));
+    assert!(!log.advance_start(9), "the start never goes back");
+    assert_eq!(log.start_offset(), 15);
+    assert!(matches!(
+        log.read(14, 40, 1 << 20),
+        Err(LogError::OffsetOutOfRange { start: 15, .. })
+    ));
+    // Offset 15 is the second record of the batch at 14: the batch comes whole.
+    let r = log.read(15, 40, 1).unwrap();
+    assert_eq!(r.next_offset, 16);
+    // Entry 8 (offsets 14, 15) has timestamps 80, 81: a lookup by time never answers 14.
+    assert_eq!(log.offset_for_timestamp(0, 40), Ok(Some((15, 81))));
+    let segs = log.segment_count();
+    assert_eq!(
+        log.apply_retention(0, 21)
+            .unwrap()
+            .map(|m| m.next_offset <= 15),
+        Some(true)
+    );
+    assert!(log.segment_count() < segs);
+    assert_eq!(log.start_offset(), 15, "retention keeps the logical start");
+    assert!(
+        !log.advance_start(1_000) || log.start_offset() == 40,
+        "clamped to the end"
+    );
+    assert_eq!(log.start_offset(), 40);
+    // Not persisted by the log: a reopen starts at the physical start (the replica replays).
+    log.sync().unwrap();
+    let (reopened, _) = open(&disk, small_config());
+    assert!(reopened.start_offset() <= 15);
+}
+
+#[test]
 fn test_retention_by_time_and_leftover_segments() {
     // Time retention removes segments whose newest record is too old; a crash after the meta
     // write but before file removal leaves leftovers that reopen deletes.

@@ -22,6 +22,7 @@
 //! - [`partitions`]: CreatePartitions, growing a topic.
 //! - [`log_dirs`]: DescribeLogDirs, the data dir and its partitions.
 //! - [`elect_leaders`]: ElectLeaders (preferred elections).
+//! - [`delete_records`]: DeleteRecords, through each partition's raft log.
 //! - [`alter_configs`]: AlterConfigs and IncrementalAlterConfigs (topics).
 //! - [`producers`]: InitProducerId (idempotent producers).
 //! - [`configs`]: DescribeConfigs, from the cluster view.
@@ -37,6 +38,7 @@ pub mod api_versions;
 pub mod common;
 pub mod configs;
 pub mod coordinator;
+pub mod delete_records;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod group_admin;
@@ -85,6 +87,7 @@ impl<B: Broker> Api<B> {
         Api::of::<partitions::CreatePartitions>(ApiKey::CreatePartitions, 0, 3),
         Api::of::<log_dirs::DescribeLogDirs>(ApiKey::DescribeLogDirs, 1, 4),
         Api::of::<elect_leaders::ElectLeaders>(ApiKey::ElectLeaders, 0, 2),
+        Api::of::<delete_records::DeleteRecords>(ApiKey::DeleteRecords, 0, 2),
         Api::of::<producers::InitProducerId>(ApiKey::InitProducerId, 0, 5),
         // Group keys only; v6 adds share-group keys, which are INVALID_REQUEST like transactions.
         Api::of::<coordinator::FindCoordinator>(ApiKey::FindCoordinator, 0, 6),

@@ -1,0 +1,122 @@
+//! DeleteRecords: move partitions' log start offsets forward. Each partition's leader proposes
+//! a command in the partition's raft log (`railyard_core::partition_command`) and answers with
+//! the new start (Kafka's low watermark) once it commits; a broker that does not lead the
+//! partition answers NOT_LEADER_OR_FOLLOWER, as Kafka does (clients send each partition to its
+//! leader). Partitions run concurrently, each bounded by the request's timeout.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use kafka_protocol::ResponseError;
+use railyard_core::api::{Request, Response};
+use railyard_core::types::{Offset, TopicPartition};
+
+use super::common::{unexpected, PartitionError};
+use super::{Answer, Ctx, Handler, ResponseOf};
+use crate::broker::Broker;
+use crate::kafka::guard::{GuardError, Reader};
+
+pub struct DeleteRecords;
+
+impl Handler for DeleteRecords {
+    type Request = DeleteRecordsRequest;
+
+    /// v0..=2 (flexible from v2).
+    fn layout(r: &mut Reader<'_>, _v: i16) -> Result<(), GuardError> {
+        r.array(|r| {
+            r.string()?; // name
+            r.array(|r| {
+                r.skip(4 + 8)?; // partition_index, offset
+                r.tags()
+            })?;
+            r.tags()
+        })?;
+        r.skip(4) // timeout_ms
+    }
+
+    async fn handle<B: Broker>(
+        ctx: Ctx<'_, B>,
+        request: DeleteRecordsRequest,
+    ) -> Answer<DeleteRecordsResponse> {
+        Answer::Reply(delete_records(ctx.broker, request).await)
+    }
+
+    fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>) {
+        for t in &response.topics {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    }
+
+    #[cfg(test)]
+    fn sample(_version: i16) -> DeleteRecordsRequest {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        DeleteRecordsRequest::default().with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(super::common::sample_topic())
+            .with_partitions(vec![DeleteRecordsPartition::default(); 2])])
+    }
+}
+
+/// Every partition at once, answered in request order.
+async fn delete_records<B: Broker>(broker: &B, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let view = broker.cluster();
+    let wait = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
+    let mut jobs = Vec::with_capacity(req.topics.len());
+    for topic in req.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let tp = TopicPartition::new(topic.name.as_str(), p.partition_index);
+            let job = match view.partition(&tp.topic, tp.partition) {
+                None => Err(PartitionError::Kafka(
+                    ResponseError::UnknownTopicOrPartition,
+                )),
+                Some(_) => Ok(tokio::spawn(delete_one(broker.clone(), tp, p.offset, wait))),
+            };
+            partitions.push((p.partition_index, job));
+        }
+        jobs.push((topic.name, partitions));
+    }
+    let mut topics = Vec::with_capacity(jobs.len());
+    for (name, partitions) in jobs {
+        let mut out = Vec::with_capacity(partitions.len());
+        for (index, job) in partitions {
+            let result = match job {
+                Err(e) => Err(e),
+                Ok(task) => task.await.unwrap_or_else(|_| {
+                    Err(PartitionError::Kafka(ResponseError::UnknownServerError))
+                }),
+            };
+            let r = DeleteRecordsPartitionResult::default().with_partition_index(index);
+            out.push(match result {
+                Ok(low) => r.with_low_watermark(low),
+                Err(e) => r.with_low_watermark(-1).with_error_code(e.code()),
+            });
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(name)
+                .with_partitions(out),
+        );
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
+}
+
+/// One partition: the core's answer, or REQUEST_TIMED_OUT when the command has not committed
+/// within the request's timeout (it may still commit: Kafka's answer is the same).
+async fn delete_one<B: Broker>(
+    broker: B,
+    tp: TopicPartition,
+    offset: Offset,
+    wait: Duration,
+) -> Result<Offset, PartitionError> {
+    let asked = broker.request(Request::DeleteRecords { tp, offset });
+    match tokio::time::timeout(wait, asked).await {
+        Err(_) => Err(PartitionError::Kafka(ResponseError::RequestTimedOut)),
+        Ok(Response::DeleteRecords(r)) => r.map_err(PartitionError::Core),
+        Ok(other) => Err(unexpected(&other)),
+    }
+}
