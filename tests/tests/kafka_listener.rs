@@ -32,10 +32,11 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, ListOffsetsRequest, MetadataRequest, MetadataResponse,
-    OffsetForLeaderEpochRequest, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest,
+    FetchResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest,
+    ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::ResponseError;
@@ -1902,4 +1903,93 @@ async fn test_leader_recompresses_to_the_topic_codec() {
         let plain = recompress(stored, Compression::None).unwrap();
         assert_eq!(decode_records(&plain).unwrap(), want, "{topic}");
     }
+}
+
+fn delete_records_request(topic: &str, asked: &[(i32, i64)]) -> DeleteRecordsRequest {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let partitions = asked
+        .iter()
+        .map(|&(p, offset)| {
+            DeleteRecordsPartition::default()
+                .with_partition_index(p)
+                .with_offset(offset)
+        })
+        .collect();
+    DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(partitions)])
+}
+
+/// (partition, error code, low watermark) of each answered partition.
+fn deleted(resp: &DeleteRecordsResponse) -> Vec<(i32, i16, i64)> {
+    resp.topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| (p.partition_index, p.error_code, p.low_watermark))
+        .collect()
+}
+
+// Proves DeleteRecords on the wire (v0 and flexible v2): the low watermark moves, fetches below
+// it are OFFSET_OUT_OF_RANGE and report it as the log start, ListOffsets earliest follows, and
+// bad input gets Kafka's codes without changing anything: past the high watermark
+// OFFSET_OUT_OF_RANGE, an unknown partition UNKNOWN_TOPIC_OR_PARTITION, an internal topic
+// INVALID_TOPIC_EXCEPTION.
+#[tokio::test]
+async fn test_delete_records_moves_the_log_start_and_refuses_bad_input() {
+    let mut spec = Spec::new(1, vec![topic(TOPIC, 2, 1)]);
+    spec.offsets_partitions = 1;
+    let h = Harness::start(spec, KafkaConfig::default(), Barriers::default()).await;
+    let mut c = h.connect().await;
+    let produced = c
+        .call(
+            &produce_request(-1, TOPIC, 0, batch(&["a", "b", "c", "d"], 1_000)),
+            9,
+        )
+        .await;
+    assert_eq!(first_partition(&produced), (0, 0));
+    let refused = c
+        .call(&delete_records_request(TOPIC, &[(0, 5), (1, 0), (7, 0)]), 2)
+        .await;
+    let unknown = ResponseError::UnknownTopicOrPartition.code();
+    assert_eq!(
+        deleted(&refused),
+        vec![
+            (0, ResponseError::OffsetOutOfRange.code(), -1),
+            (1, 0, 0),
+            (7, unknown, -1)
+        ]
+    );
+    let earliest = c.call(&list_offsets_request(TOPIC, 0, -2), 1).await;
+    assert_eq!(
+        offset_of(&earliest).1,
+        0,
+        "a refused delete changed nothing"
+    );
+    let internal = c
+        .call(&delete_records_request("__consumer_offsets", &[(0, 0)]), 0)
+        .await;
+    let invalid = ResponseError::InvalidTopicException.code();
+    assert_eq!(deleted(&internal), vec![(0, invalid, -1)]);
+    // Offset 2 is inside the one batch: the batch stays, the start moves to 2.
+    let moved = c.call(&delete_records_request(TOPIC, &[(0, 2)]), 0).await;
+    assert_eq!(deleted(&moved), vec![(0, 0, 2)]);
+    let earliest = c.call(&list_offsets_request(TOPIC, 0, -2), 1).await;
+    assert_eq!(offset_of(&earliest).1, 2);
+    let below = c.call(&fetch_request(TOPIC, 0, 1, 0, 0), 12).await;
+    assert_eq!(
+        below.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    let at = c.call(&fetch_request(TOPIC, 0, 2, 0, 0), 12).await;
+    let part = &at.responses[0].partitions[0];
+    assert_eq!((part.error_code, part.log_start_offset), (0, 2));
+    let records = part.records.clone().expect("the batch holding offset 2");
+    assert_eq!(values(&records).last().map(|(o, _)| *o), Some(3));
+    // -1: up to the high watermark.
+    let all = c.call(&delete_records_request(TOPIC, &[(0, -1)]), 2).await;
+    assert_eq!(deleted(&all), vec![(0, 0, 4)]);
 }

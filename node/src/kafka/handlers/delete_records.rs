@@ -12,6 +12,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 use railyard_core::api::{Request, Response};
+use railyard_core::metadata::is_internal_topic;
 use railyard_core::types::{Offset, TopicPartition};
 
 use super::common::{unexpected, PartitionError};
@@ -71,6 +72,10 @@ async fn delete_records<B: Broker>(broker: &B, req: DeleteRecordsRequest) -> Del
         for p in topic.partitions {
             let tp = TopicPartition::new(topic.name.as_str(), p.partition_index);
             let job = match view.partition(&tp.topic, tp.partition) {
+                // Only the cluster deletes from its internal topics (as Kafka).
+                Some(_) if is_internal_topic(&tp.topic) => {
+                    Err(PartitionError::Kafka(ResponseError::InvalidTopicException))
+                }
                 None => Err(PartitionError::Kafka(
                     ResponseError::UnknownTopicOrPartition,
                 )),
