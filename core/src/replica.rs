@@ -678,6 +678,11 @@ impl Replica {
         if applied < self.snapshot_index + entries.max(1) || !durable {
             return Ok(());
         }
+        if applied < store.log().first_index() {
+            // A leader's snapshot just restarted the log after `applied`: the machine holds
+            // what that snapshot gave it, and the next applied entry can be snapshotted.
+            return Ok(());
+        }
         let term = store.log().term(applied)?;
         let data = m.snapshot();
         let compact = m.compacts_log();

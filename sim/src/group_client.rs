@@ -317,6 +317,16 @@ impl Member {
             Err(ClientError::NotLeader { leader: Some(l) }) => {
                 self.leaders.insert(tp, l);
             }
+            Err(ClientError::OffsetOutOfRange { start, .. }) if from < start => {
+                // Deleted records (DeleteRecords): on from the log start, as
+                // `auto.offset.reset=earliest`; what lies below it is gone, so resuming there
+                // skips nothing.
+                if self.assignment.contains(&tp) {
+                    self.positions.insert(tp.clone(), start);
+                    let r = ledger.read_to.entry(tp).or_insert(0);
+                    *r = (*r).max(start);
+                }
+            }
             Err(_) => {
                 self.leaders.remove(&tp);
             }

@@ -78,6 +78,7 @@ fn add_stats(total: &mut railyard_sim::world::RunStats, s: &railyard_sim::world:
     total.clock_steps += s.clock_steps;
     total.graceful_stops += s.graceful_stops;
     total.churn_requests += s.churn_requests;
+    total.delete_records_acked += s.delete_records_acked;
     total.acked_all += s.acked_all;
     total.disk.read_errors += s.disk.read_errors;
     total.disk.torn_writes += s.disk.torn_writes;
@@ -113,6 +114,7 @@ fn missing(total: &railyard_sim::world::RunStats) -> Vec<&'static str> {
         ("wall-clock steps", total.clock_steps),
         ("graceful stops", total.graceful_stops),
         ("topic churn through the controller", total.churn_requests),
+        ("DeleteRecords committed", total.delete_records_acked),
         ("brokers fenced by the controller", total.brokers_fenced),
         (
             "leaderships recorded in the metadata log",

@@ -2,12 +2,14 @@
 //! is the controller: the workload's topics with the fixed layout's assignments (retried every
 //! `ADMIN_EVERY_US` until they all exist), and in the swarm, every `CHURN_EVERY_US`, the
 //! creation or deletion of a topic no workload uses, so that replica creation and deletion run
-//! under the same faults as everything else.
+//! under the same faults as everything else; and in the swarm, every
+//! `DELETE_RECORDS_EVERY_US`, a DeleteRecords of a workload partition up to where the
+//! consumers have read (see [`World::delete_records`]).
 
 use std::collections::BTreeMap;
 
-use railyard_core::api::Request;
-use railyard_core::types::NodeId;
+use railyard_core::api::{Request, Response};
+use railyard_core::types::{NodeId, Offset, TopicPartition};
 use rand::Rng;
 
 use super::{Event, World};
@@ -24,6 +26,9 @@ pub(super) const CHURN_EVERY_US: u64 = 700_000;
 
 /// Most churn topics alive at once.
 const CHURN_TOPICS_MAX: usize = 3;
+
+/// How often the admin client deletes records during the fault phase.
+pub(super) const DELETE_RECORDS_EVERY_US: u64 = 900_000;
 
 impl World {
     /// The admin client: asks the node that believes it is the controller to record each
@@ -127,5 +132,77 @@ impl World {
         node.handle_request(now_ms, request_id, request);
         self.trace(14, id, self.admin_sent);
         self.pump(id);
+    }
+
+    /// DeleteRecords of a random workload partition, sent to its leader, before the offset the
+    /// furthest assign-mode consumer has read to. Every value below it was read by an ok poll
+    /// of that consumer, or was below an earlier such offset, so the history's lost-write and
+    /// unseen checks still hold every value to account; consumers below the new start are
+    /// reset to it (as `auto.offset.reset=earliest`).
+    pub(super) fn delete_records(&mut self) {
+        let readers = self.workload.clients.iter().filter(|c| {
+            matches!(c.role, crate::workload::Role::Consumer) && c.final_targets.is_none()
+        });
+        let mut read_to: BTreeMap<TopicPartition, Offset> = BTreeMap::new();
+        for c in readers {
+            for (tp, &at) in &c.positions {
+                let e = read_to.entry(tp.clone()).or_insert(0);
+                *e = (*e).max(at);
+            }
+        }
+        let acked = |tp: &TopicPartition| {
+            let by_term = self.acked_starts.get(tp);
+            by_term.and_then(|m| m.values().max().copied()).unwrap_or(0)
+        };
+        read_to.retain(|tp, at| *at > acked(tp));
+        if read_to.is_empty() {
+            return;
+        }
+        let k = self.rngs.workload.gen_range(0..read_to.len());
+        let (tp, before) = read_to.into_iter().nth(k).expect("k is in range");
+        let leader = self.up_nodes().into_iter().find(|id| {
+            !self.is_paused(*id)
+                && self.slots[id]
+                    .node
+                    .as_ref()
+                    .and_then(|n| n.replica(&tp))
+                    .is_some_and(|r| r.is_leader())
+        });
+        let Some(id) = leader else {
+            return;
+        };
+        self.admin_sent += 1;
+        self.stats.delete_records_sent += 1;
+        let request_id = ADMIN_REQUEST_BASE + self.admin_sent;
+        self.deletes_in_flight
+            .insert(request_id, (tp.clone(), before));
+        let now_ms = (self.now / 1000) as i64;
+        let request = Request::DeleteRecords { tp, offset: before };
+        let node = self.slots.get_mut(&id).and_then(|s| s.node.as_mut());
+        node.expect("up").handle_request(now_ms, request_id, request);
+        self.trace(18, id, self.admin_sent);
+        self.pump(id);
+    }
+
+    /// A node answered one of the admin client's requests. Only DeleteRecords answers are
+    /// looked at: a new log start, at least the offset asked, is what no leader may serve
+    /// below from now on.
+    pub(super) fn admin_reply(&mut self, id: NodeId, request_id: u64, response: Response) {
+        let Some((tp, before)) = self.deletes_in_flight.remove(&request_id) else {
+            return;
+        };
+        let Response::DeleteRecords(Ok(start)) = response else {
+            return;
+        };
+        self.stats.delete_records_acked += 1;
+        if start < before {
+            self.violation(format!(
+                "{tp}: DeleteRecords before {before} answered log start {start}"
+            ));
+        }
+        let node = self.slots[&id].node.as_ref();
+        let term = node.and_then(|n| n.replica(&tp)).map_or(0, |r| r.term());
+        let acked = self.acked_starts.entry(tp).or_default().entry(term).or_insert(0);
+        *acked = (*acked).max(start);
     }
 }

@@ -74,6 +74,16 @@ impl World {
                 ));
             }
             problems.extend(producer_tail_problems(id, r));
+            let acked = self.acked_starts.get(tp);
+            let up_to_term = acked.and_then(|m| m.range(..=st.term).map(|(_, o)| *o).max());
+            let deleted_to = up_to_term.unwrap_or(0);
+            if st.role == StateRole::Leader && st.log_start_offset < deleted_to {
+                problems.push(format!(
+                    "node {id} {tp}: leader serves from offset {}, below an acknowledged \
+                     DeleteRecords start {deleted_to}",
+                    st.log_start_offset
+                ));
+            }
             let prev = self
                 .hw_seen
                 .insert((id, tp_key(&mut self.tp_index, tp)), st.high_watermark);

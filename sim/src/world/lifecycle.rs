@@ -392,6 +392,7 @@ impl World {
         }
         for (request_id, response) in replies {
             let Some(client) = self.route.remove(&request_id) else {
+                self.admin_reply(id, request_id, response);
                 continue;
             };
             let lat = self

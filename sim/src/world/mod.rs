@@ -48,7 +48,7 @@ use railyard_jepsen::{CheckReport, History};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use self::admin::{ADMIN_EVERY_US, CHURN_EVERY_US};
+use self::admin::{ADMIN_EVERY_US, CHURN_EVERY_US, DELETE_RECORDS_EVERY_US};
 use self::scenarios::{Reconfig, ScriptStep, RECONFIG_EVERY_US, RECONFIG_TOPIC};
 use self::schedule::{Rngs, FAULT_TICK_US};
 use crate::disk::{DiskStats, SimDisk};
@@ -227,6 +227,9 @@ pub struct RunStats {
     pub preferred_leaders: u64,
     /// Topic creations and deletions the admin client asked for (churn).
     pub churn_requests: u64,
+    /// DeleteRecords the admin client sent, and those answered with a new log start.
+    pub delete_records_sent: u64,
+    pub delete_records_acked: u64,
     /// Replicas a node created only at a later reconcile (their first open failed), summed
     /// over the nodes up at the end.
     pub replicas_created_late: u64,
@@ -305,6 +308,9 @@ enum Event {
     CreateTopics,
     /// The admin client creates or deletes a topic that no workload uses (topic churn).
     Churn,
+    /// The admin client deletes the records of a workload partition that the consumers have
+    /// all read.
+    DeleteRecords,
     /// The reconfiguration scenario's driver looks at `r-0` and proposes its next change.
     Reconfigure,
     Liveness,
@@ -401,6 +407,13 @@ pub struct World {
     fixed: Vec<PartitionSpec>,
     /// The reconfiguration scenario's progress.
     reconfig: Reconfig,
+    /// DeleteRecords in flight: request id -> (partition, offset asked).
+    deletes_in_flight: BTreeMap<u64, (TopicPartition, Offset)>,
+    /// The highest log start offset a DeleteRecords was answered with, per partition and term
+    /// of the answering leader: no leader of that term or a later one may serve from below it
+    /// (each has the committed command in its log). A deposed leader of an older term that has
+    /// not noticed yet may: it serves a stale but committed view, as a Kafka zombie leader does.
+    acked_starts: BTreeMap<TopicPartition, BTreeMap<Term, Offset>>,
 }
 
 impl World {
@@ -516,6 +529,8 @@ impl World {
             churn_created: 0,
             fixed,
             reconfig: Reconfig::default(),
+            deletes_in_flight: BTreeMap::new(),
+            acked_starts: BTreeMap::new(),
         };
         w.boot();
         w
@@ -547,6 +562,7 @@ impl World {
         self.schedule(ADMIN_EVERY_US, Event::CreateTopics);
         if self.opts.scenario == Scenario::Swarm {
             self.schedule(CHURN_EVERY_US, Event::Churn);
+            self.schedule(DELETE_RECORDS_EVERY_US, Event::DeleteRecords);
         }
         self.schedule(self.opts.fault_phase_us, Event::Liveness);
         let end = self.opts.fault_phase_us + self.opts.liveness_us;
@@ -657,6 +673,12 @@ impl World {
                 if !self.in_liveness {
                     self.churn();
                     self.schedule(self.now + CHURN_EVERY_US, Event::Churn);
+                }
+            }
+            Event::DeleteRecords => {
+                if !self.in_liveness {
+                    self.delete_records();
+                    self.schedule(self.now + DELETE_RECORDS_EVERY_US, Event::DeleteRecords);
                 }
             }
             Event::Liveness => self.start_liveness(),
