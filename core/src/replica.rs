@@ -152,6 +152,9 @@ pub struct Replica {
     /// serves nothing below them already, because a committed one may be among them (a new
     /// leader applies its predecessor's last entries only once it commits in its own term).
     unapplied_deletes: BTreeMap<RaftIndex, Offset>,
+    /// This leader applied a configuration without itself: it steps down at the end of the
+    /// step ([`Replica::step_down_removed`]).
+    removed_as_leader: bool,
     /// The monotonic time of the last tick.
     now_ms: Millis,
     /// The wall-clock time of the last tick (record timestamps only).
@@ -227,6 +230,7 @@ impl Replica {
             settings: TopicSettings::resolve(&BrokerDefaults::default(), &BTreeMap::new()),
             awaiting_insync: BTreeMap::new(),
             unapplied_deletes: BTreeMap::new(),
+            removed_as_leader: false,
             now_ms: 0,
             wall_ms: 0,
             logger,
@@ -1205,12 +1209,31 @@ impl Replica {
         let committed = light.take_committed_entries();
         self.apply(&committed, replies)?;
         self.raw.advance_apply();
+        if std::mem::take(&mut self.removed_as_leader) {
+            self.step_down_removed();
+        }
         self.after_raft_call(rng);
         self.settle_insync(replies);
         self.drain_lost(replies);
         self.check_repair_done();
         self.run_effects(rng, replies);
         Ok(())
+    }
+
+    /// A leader that applied its own removal steps down. raft-rs keeps a removed leader leading
+    /// (an untested branch there, whose next commit check panics: the leader has no progress
+    /// entry any more). A caught-up member of the new configuration is told to campaign at
+    /// once, so no election timeout passes without a leader. Called after the Ready is
+    /// advanced: raft-rs refuses new messages from a follower in the middle of one.
+    fn step_down_removed(&mut self) {
+        let successor = self.best_successor();
+        info!(self.logger, "removed from the configuration; stepping down";
+            "successor" => ?successor);
+        if let Some(to) = successor {
+            self.raw.raft.send_timeout_now(to);
+        }
+        let term = self.raw.raft.term;
+        self.raw.raft.become_follower(term, raft::INVALID_ID);
     }
 
     /// Proposes a raft configuration change (joint consensus with `ConfChangeV2`). It takes
@@ -1470,13 +1493,8 @@ impl Replica {
                     "outgoing" => ?cs.voters_outgoing);
                 self.raw.mut_store().set_conf_state(&cs)?;
                 if self.is_leader() && !cs.voters.contains(&self.id) {
-                    // raft-rs keeps a removed leader leading (an untested branch there):
-                    // hand leadership to a caught-up member of the new configuration.
-                    if let Some(to) = self.best_successor() {
-                        info!(self.logger, "removed from the configuration; handing over";
-                            "to" => to);
-                        self.raw.transfer_leader(to);
-                    }
+                    // Stepped down once the Ready is advanced ([`Replica::step_down_removed`]).
+                    self.removed_as_leader = true;
                 }
                 Ok(())
             }

@@ -286,7 +286,7 @@ fn test_scenario_follower_then_leader_crash() {
 // this binary so that it runs beside the long swarm test instead of after it.
 
 /// (mutation, scenario, seed that catches it, what the check's report starts with).
-const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
+const CANARIES: [(Mutation, Scenario, u64, &str); 10] = [
     (
         Mutation::AckBeforeSync,
         Scenario::FollowerThenLeaderCrash,
@@ -302,8 +302,8 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
     (
         Mutation::SkipTermCheck,
         Scenario::Swarm,
-        4,
-        "node 3's view names 1 leader",
+        53,
+        "b-0: committed entry",
     ),
     (
         Mutation::LoseTruncation,
@@ -315,12 +315,12 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
         Mutation::ApplyBeforeCommit,
         Scenario::Swarm,
         2,
-        "b-0: acked",
+        "a-1: acked",
     ),
     (
         Mutation::ForgetHardState,
         Scenario::Swarm,
-        241,
+        303,
         "two leaders",
     ),
     (
@@ -333,13 +333,19 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 9] = [
         Mutation::KeepProducerStateOnTruncation,
         Scenario::Swarm,
         4,
-        "node 1 b-1: producer table holds",
+        "node 1 a-0: producer table holds",
     ),
     (
         Mutation::AckCommitBeforeCommitted,
         Scenario::Swarm,
-        2,
+        15,
         "group sim-group: committed offset",
+    ),
+    (
+        Mutation::ForgetDeletedRecordsAtOpen,
+        Scenario::Swarm,
+        2,
+        "node 2 a-1: leader serves from offset",
     ),
 ];
 

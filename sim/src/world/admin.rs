@@ -179,7 +179,8 @@ impl World {
         let now_ms = (self.now / 1000) as i64;
         let request = Request::DeleteRecords { tp, offset: before };
         let node = self.slots.get_mut(&id).and_then(|s| s.node.as_mut());
-        node.expect("up").handle_request(now_ms, request_id, request);
+        node.expect("up")
+            .handle_request(now_ms, request_id, request);
         self.trace(18, id, self.admin_sent);
         self.pump(id);
     }
@@ -202,7 +203,12 @@ impl World {
         }
         let node = self.slots[&id].node.as_ref();
         let term = node.and_then(|n| n.replica(&tp)).map_or(0, |r| r.term());
-        let acked = self.acked_starts.entry(tp).or_default().entry(term).or_insert(0);
+        let acked = self
+            .acked_starts
+            .entry(tp)
+            .or_default()
+            .entry(term)
+            .or_insert(0);
         *acked = (*acked).max(start);
     }
 }
