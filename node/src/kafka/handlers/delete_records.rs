@@ -2,9 +2,15 @@
 //! a command in the partition's raft log (`railyard_core::partition_command`) and answers with
 //! the new start (Kafka's low watermark) once it commits; a broker that does not lead the
 //! partition answers NOT_LEADER_OR_FOLLOWER, as Kafka does (clients send each partition to its
-//! leader). Partitions run concurrently, each bounded by the request's timeout.
-
-use std::time::Duration;
+//! leader). Partitions run concurrently.
+//!
+//! The request's `timeout_ms` bounds, in Kafka, the wait for every follower's log start to
+//! catch up after the leader's own, immediate, move. Here the leader's start moves when the
+//! command commits, and each follower moves its own when it applies it, so there is nothing
+//! further to wait for: the answer comes at the commit (as an acks=all produce's does),
+//! bounded by the broker's produce timeout (REQUEST_TIMED_OUT after it). So a timeout of 0,
+//! which librdkafka sends by default, still gets the new low watermark, as it does from Kafka
+//! for a partition with one replica.
 
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -65,7 +71,6 @@ impl Handler for DeleteRecords {
 /// Every partition at once, answered in request order.
 async fn delete_records<B: Broker>(broker: &B, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let view = broker.cluster();
-    let wait = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
     let mut jobs = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
@@ -79,7 +84,7 @@ async fn delete_records<B: Broker>(broker: &B, req: DeleteRecordsRequest) -> Del
                 None => Err(PartitionError::Kafka(
                     ResponseError::UnknownTopicOrPartition,
                 )),
-                Some(_) => Ok(tokio::spawn(delete_one(broker.clone(), tp, p.offset, wait))),
+                Some(_) => Ok(tokio::spawn(delete_one(broker.clone(), tp, p.offset))),
             };
             partitions.push((p.partition_index, job));
         }
@@ -110,18 +115,15 @@ async fn delete_records<B: Broker>(broker: &B, req: DeleteRecordsRequest) -> Del
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-/// One partition: the core's answer, or REQUEST_TIMED_OUT when the command has not committed
-/// within the request's timeout (it may still commit: Kafka's answer is the same).
+/// One partition: the core's answer (an uncommitted command at the produce timeout is
+/// `Indeterminate`, REQUEST_TIMED_OUT on the wire: it may still commit).
 async fn delete_one<B: Broker>(
     broker: B,
     tp: TopicPartition,
     offset: Offset,
-    wait: Duration,
 ) -> Result<Offset, PartitionError> {
-    let asked = broker.request(Request::DeleteRecords { tp, offset });
-    match tokio::time::timeout(wait, asked).await {
-        Err(_) => Err(PartitionError::Kafka(ResponseError::RequestTimedOut)),
-        Ok(Response::DeleteRecords(r)) => r.map_err(PartitionError::Core),
-        Ok(other) => Err(unexpected(&other)),
+    match broker.request(Request::DeleteRecords { tp, offset }).await {
+        Response::DeleteRecords(r) => r.map_err(PartitionError::Core),
+        other => Err(unexpected(&other)),
     }
 }
