@@ -96,9 +96,10 @@ async fn delete_records<B: Broker>(broker: &B, req: DeleteRecordsRequest) -> Del
         for (index, job) in partitions {
             let result = match job {
                 Err(e) => Err(e),
-                Ok(task) => task.await.unwrap_or_else(|_| {
-                    Err(PartitionError::Kafka(ResponseError::UnknownServerError))
-                }),
+                // A panic in the broker's request future surfaces here as a join error.
+                Ok(task) => task.await.unwrap_or(Err(PartitionError::Kafka(
+                    ResponseError::UnknownServerError,
+                ))),
             };
             let r = DeleteRecordsPartitionResult::default().with_partition_index(index);
             out.push(match result {
