@@ -108,6 +108,15 @@ pub enum Request {
         change: ConfigChange,
         validate_only: bool,
     },
+    /// Change a broker resource's dynamic configs through the controller (Kafka's
+    /// AlterConfigs and IncrementalAlterConfigs for a BROKER resource): `broker` None is the
+    /// cluster-wide default resource (empty name). Only the broker synonyms of topic configs
+    /// (`log.retention.ms`, `message.max.bytes`, ...) are dynamic.
+    AlterBrokerConfigs {
+        broker: Option<NodeId>,
+        change: ConfigChange,
+        validate_only: bool,
+    },
     /// Hand `tp`'s leadership to its preferred replica (Kafka's ElectLeaders, preferred
     /// election), asked of the partition's leader. Answered once the transfer has started.
     ElectPreferredLeader {
@@ -305,6 +314,7 @@ pub enum Response {
     ElectPreferredLeader(Result<(), ClientError>),
     LogDirs(LogDirs),
     AlterTopicConfigs(Result<(), ClientError>),
+    AlterBrokerConfigs(Result<(), ClientError>),
     /// (producer id, epoch).
     InitProducerId(Result<(i64, i16), ClientError>),
     Group(crate::groups::GroupResponse),
@@ -330,6 +340,7 @@ impl Response {
             Request::DescribeLogDirs => Response::LogDirs(LogDirs::default()),
             Request::ElectPreferredLeader { .. } => Response::ElectPreferredLeader(Err(err)),
             Request::AlterTopicConfigs { .. } => Response::AlterTopicConfigs(Err(err)),
+            Request::AlterBrokerConfigs { .. } => Response::AlterBrokerConfigs(Err(err)),
             Request::InitProducerId { .. } => Response::InitProducerId(Err(err)),
             Request::Group(r) => {
                 Response::Group(crate::groups::GroupResponse::error_for(r, (&err).into()))

@@ -101,6 +101,9 @@ pub enum NodeEvent {
         topic: String,
         configs: std::collections::BTreeMap<String, String>,
     },
+    /// Dynamic broker configs changed (cluster-wide or this broker's): every local replica
+    /// of a client topic takes its settings again.
+    BrokerConfigsChanged,
 }
 
 /// One output of a machine.

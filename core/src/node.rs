@@ -45,7 +45,7 @@ use crate::producer_ids::ProducerIdAllocator;
 use crate::producers::ProducerTable;
 use crate::replica::{is_vote_request, Replica, ReplicaConfig, Replies};
 use crate::storage::{OpenReport, PartitionStorage, StorageError};
-use crate::topic_config::{self, BrokerDefaults, TopicSettings};
+use crate::topic_config::{self, BrokerDefaults, BrokerLayers, TopicSettings};
 use crate::types::{is_internal_topic, Millis, NodeId, TopicPartition, CONSUMER_OFFSETS_TOPIC};
 
 /// A partition this node hosts and its raft voters.
@@ -355,6 +355,43 @@ impl Node {
             .unwrap_or_else(|| EMPTY_IMAGE.get_or_init(MetadataImage::default))
     }
 
+    /// The broker-level defaults of topic configs this node applies: its static
+    /// `topic_defaults`, under the cluster-wide dynamic defaults, under its own dynamic
+    /// configs (Kafka's order), from the metadata image.
+    pub fn topic_defaults(&self) -> BrokerDefaults {
+        let (dynamic, dynamic_default) = self.metadata().dynamic_broker_configs(self.id);
+        BrokerLayers {
+            dynamic,
+            dynamic_default,
+            static_: self.config.topic_defaults.clone(),
+        }
+        .merged()
+    }
+
+    /// Every local replica of a client topic takes its settings again (dynamic broker configs
+    /// changed).
+    fn refresh_topic_settings(&mut self) {
+        let defaults = self.topic_defaults();
+        let image = self.metadata();
+        let mut fresh = Vec::new();
+        for tp in self
+            .replicas
+            .keys()
+            .filter(|tp| !is_internal_topic(&tp.topic))
+        {
+            if let Some(t) = image.topics.get(&tp.topic) {
+                let settings = TopicSettings::resolve(&defaults, &t.configs);
+                let log = log_config_for(&self.config.log, &defaults, &t.configs);
+                fresh.push((tp.clone(), settings, log));
+            }
+        }
+        for (tp, settings, log) in fresh {
+            let r = self.replicas.get_mut(&tp).expect("listed above");
+            r.set_settings(settings);
+            r.set_log_config(log);
+        }
+    }
+
     /// The local controller machine, if this node hosts the metadata partition.
     fn controller_machine(&self) -> Option<&Controller> {
         self.replicas
@@ -450,7 +487,8 @@ impl Node {
             Request::CreateTopic { .. }
             | Request::DeleteTopic { .. }
             | Request::CreatePartitions { .. }
-            | Request::AlterTopicConfigs { .. } => {
+            | Request::AlterTopicConfigs { .. }
+            | Request::AlterBrokerConfigs { .. } => {
                 return self.route_to_controller(id, request);
             }
             Request::InitProducerId { current } => {
@@ -555,6 +593,7 @@ impl Node {
             | Request::DeleteTopic { .. }
             | Request::CreatePartitions { .. }
             | Request::AlterTopicConfigs { .. }
+            | Request::AlterBrokerConfigs { .. }
             | Request::DescribeLogDirs
             | Request::ElectPreferredLeader { .. }
             | Request::FetchMany { .. }
@@ -898,8 +937,9 @@ impl Node {
                     }
                 }
             }
+            NodeEvent::BrokerConfigsChanged => self.refresh_topic_settings(),
             NodeEvent::TopicConfigsChanged { topic, configs } => {
-                let defaults = &self.config.topic_defaults;
+                let defaults = &self.topic_defaults();
                 let settings = TopicSettings::resolve(defaults, &configs);
                 let log = log_config_for(&self.config.log, defaults, &configs);
                 for (tp, r) in self
@@ -1255,7 +1295,8 @@ impl Node {
             self.stats.deletions_finished += 1;
             remove_dir_files(&*self.disk, &tp.dir());
         }
-        let mut log = log_config_for(&self.config.log, &self.config.topic_defaults, configs);
+        let defaults = self.topic_defaults();
+        let mut log = log_config_for(&self.config.log, &defaults, configs);
         if is_internal_topic(&tp.topic) {
             // Their machines' snapshots bound the internal logs (compacted behind them);
             // retention by size or age means nothing for them.
@@ -1283,7 +1324,7 @@ impl Node {
         )
         .map_err(storage_error(&tp))?;
         let mut replica = replica;
-        replica.set_settings(TopicSettings::resolve(&self.config.topic_defaults, configs));
+        replica.set_settings(TopicSettings::resolve(&defaults, configs));
         self.replicas.insert(tp.clone(), replica);
         self.active.insert(tp.clone());
         self.open_reports.insert(tp, report);

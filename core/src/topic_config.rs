@@ -867,6 +867,21 @@ pub fn apply_incremental(
 pub struct BrokerDefaults(pub BTreeMap<String, String>);
 
 impl BrokerDefaults {
+    /// These defaults with `upper`'s entries on top (a dynamic layer over a static one). A
+    /// config `upper` sets in any unit hides every synonym of it below, so that
+    /// `log.retention.hours` set dynamically beats a static `log.retention.ms`, as in Kafka,
+    /// where each level is searched whole before the next.
+    pub fn overlay(&self, upper: &BTreeMap<String, String>) -> BrokerDefaults {
+        let mut merged = self.0.clone();
+        for name in upper.keys() {
+            for synonym in broker_synonyms(name) {
+                merged.remove(synonym);
+            }
+        }
+        merged.extend(upper.iter().map(|(k, v)| (k.clone(), v.clone())));
+        BrokerDefaults(merged)
+    }
+
     /// Checks every entry: its name must be the broker synonym of a topic config, and its
     /// value valid for that config (after unit conversion). For node config loading, so that
     /// [`TopicSettings::resolve`] never has to fall back past a bad broker value.
@@ -877,11 +892,137 @@ impl BrokerDefaults {
     }
 }
 
+/// The broker config names that mean the same topic-config default as `name` (its primary
+/// name and the alternatives in other units), `name` included; empty if it is none.
+fn broker_synonyms(name: &str) -> Vec<&'static str> {
+    let def = TOPIC_CONFIGS
+        .iter()
+        .find(|d| d.broker_name == Some(name) || d.broker_alts.iter().any(|a| a.name == name));
+    def.map_or_else(Vec::new, |d| {
+        d.broker_name
+            .into_iter()
+            .chain(d.broker_alts.iter().map(|a| a.name))
+            .collect()
+    })
+}
+
+/// Applies IncrementalAlterConfigs operations to a broker resource's dynamic configs (Kafka's
+/// broker config names: `log.retention.ms`, `message.max.bytes`, ...), all or nothing. APPEND
+/// and SUBTRACT work only on list configs, on the items of the resource's current value (else
+/// Kafka's default).
+pub fn apply_broker_incremental(
+    current: &BTreeMap<String, String>,
+    ops: &[(String, AlterOp)],
+) -> Result<BTreeMap<String, String>, AlterError> {
+    reject_duplicates(ops)?;
+    let mut next = current.clone();
+    for (name, op) in ops {
+        let def = TOPIC_CONFIGS.iter().find(|d| d.broker_name == Some(name));
+        let items = match op {
+            AlterOp::Set(v) => {
+                next.insert(name.clone(), v.clone());
+                continue;
+            }
+            AlterOp::Delete => {
+                next.remove(name);
+                continue;
+            }
+            AlterOp::Append(v) | AlterOp::Subtract(v) => v,
+        };
+        let Some(def) = def.filter(|d| d.kind == ConfigType::List) else {
+            return Err(AlterError::NotAList { name: name.clone() });
+        };
+        let value = next.get(name).cloned().or(def.default.map(str::to_owned));
+        let mut list: Vec<String> = split_list(java_trim(value.as_deref().unwrap_or("")))
+            .into_iter()
+            .filter(|i| !i.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let op_items = items.split(',').filter(|i| !i.is_empty());
+        match op {
+            AlterOp::Append(_) => op_items.for_each(|i| {
+                if !list.iter().any(|x| x == i) {
+                    list.push(i.to_owned());
+                }
+            }),
+            _ => op_items.for_each(|i| list.retain(|x| x != i)),
+        }
+        next.insert(name.clone(), list.join(","));
+    }
+    BrokerDefaults(next.clone()).validate()?;
+    Ok(next)
+}
+
+/// A broker's defaults for topic configs in Kafka's levels, most specific first: its own
+/// dynamic configs, the cluster-wide dynamic defaults, its static config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerLayers {
+    pub dynamic: BTreeMap<String, String>,
+    pub dynamic_default: BTreeMap<String, String>,
+    pub static_: BrokerDefaults,
+}
+
+impl BrokerLayers {
+    /// The defaults the broker applies: the layers merged.
+    pub fn merged(&self) -> BrokerDefaults {
+        self.static_
+            .overlay(&self.dynamic_default)
+            .overlay(&self.dynamic)
+    }
+
+    /// The broker-level values of `def`, most specific layer first, each in the topic
+    /// config's unit (DescribeConfigs' synonyms; Kafka's default is not among them).
+    pub fn values(&self, def: &ConfigDef) -> Vec<(Source, String)> {
+        let layers = [
+            (&self.dynamic, Source::DynamicBroker),
+            (&self.dynamic_default, Source::DynamicDefaultBroker),
+            (&self.static_.0, Source::Broker),
+        ];
+        layers
+            .into_iter()
+            .filter_map(|(layer, source)| {
+                let v = broker_value(def, &BrokerDefaults(layer.clone()))?;
+                Some((source, v))
+            })
+            .collect()
+    }
+
+    /// A topic's value of `def` and where it comes from: its override, else the first broker
+    /// layer that sets it, else Kafka's default.
+    pub fn effective(
+        &self,
+        def: &ConfigDef,
+        overrides: &BTreeMap<String, String>,
+    ) -> (Option<String>, Source) {
+        if let Some(v) = overrides.get(def.name) {
+            return (Some(v.clone()), Source::Topic);
+        }
+        let layers = [
+            (BrokerDefaults(self.dynamic.clone()), Source::DynamicBroker),
+            (
+                BrokerDefaults(self.dynamic_default.clone()),
+                Source::DynamicDefaultBroker,
+            ),
+            (self.static_.clone(), Source::Broker),
+        ];
+        for (layer, source) in layers {
+            if let Some(v) = broker_value(def, &layer) {
+                return (Some(v), source);
+            }
+        }
+        (def.default.map(str::to_owned), Source::Default)
+    }
+}
+
 /// Where a topic's value of a config comes from (DescribeConfigs' `config_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Source {
     /// The topic's override (DYNAMIC_TOPIC_CONFIG).
     Topic,
+    /// This broker's dynamic config (DYNAMIC_BROKER_CONFIG).
+    DynamicBroker,
+    /// The cluster-wide dynamic default (DYNAMIC_DEFAULT_BROKER_CONFIG).
+    DynamicDefaultBroker,
     /// The node's static broker config (STATIC_BROKER_CONFIG).
     Broker,
     /// Kafka's default (DEFAULT_CONFIG).
@@ -893,6 +1034,8 @@ impl Source {
     pub fn code(self) -> i8 {
         match self {
             Source::Topic => 1,
+            Source::DynamicBroker => 2,
+            Source::DynamicDefaultBroker => 3,
             Source::Broker => 4,
             Source::Default => 5,
         }

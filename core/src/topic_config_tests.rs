@@ -826,3 +826,84 @@ proptest! {
         prop_assert_eq!(validate(def.name, &n.to_string()).is_ok(), n >= min);
     }
 }
+
+#[test]
+fn test_dynamic_broker_layers_overlay_and_incremental_ops() {
+    let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // A dynamic value in any unit hides every synonym below it.
+    let static_ = BrokerDefaults(map(&[
+        ("log.retention.ms", "1000"),
+        ("message.max.bytes", "7"),
+    ]));
+    let merged = static_.overlay(&map(&[("log.retention.hours", "1")]));
+    assert_eq!(
+        merged.0,
+        map(&[("log.retention.hours", "1"), ("message.max.bytes", "7")])
+    );
+    let layers = BrokerLayers {
+        dynamic: map(&[("message.max.bytes", "9")]),
+        dynamic_default: map(&[("log.retention.hours", "1")]),
+        static_,
+    };
+    let retention = find("retention.ms").unwrap();
+    assert_eq!(
+        layers.effective(retention, &BTreeMap::new()),
+        (Some("3600000".into()), Source::DynamicDefaultBroker)
+    );
+    let max = find("max.message.bytes").unwrap();
+    assert_eq!(
+        layers.values(max),
+        vec![
+            (Source::DynamicBroker, "9".into()),
+            (Source::Broker, "7".into())
+        ]
+    );
+    assert_eq!(
+        layers.effective(max, &map(&[("max.message.bytes", "5")])),
+        (Some("5".into()), Source::Topic)
+    );
+    // Incremental ops on broker names: SET, DELETE, APPEND only to a list; validated whole.
+    let cur = map(&[("message.max.bytes", "9")]);
+    let set = |n: &str, v: &str| (n.to_string(), AlterOp::Set(v.to_string()));
+    let next = apply_broker_incremental(
+        &cur,
+        &[
+            set("log.retention.ms", "60000"),
+            ("message.max.bytes".into(), AlterOp::Delete),
+            (
+                "log.cleanup.policy".into(),
+                AlterOp::Append("delete".into()),
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        next,
+        map(&[
+            ("log.cleanup.policy", "delete"),
+            ("log.retention.ms", "60000")
+        ])
+    );
+    for bad in [
+        vec![set("broker.id", "1")],
+        vec![set("message.max.bytes", "-1")],
+        vec![("log.retention.ms".into(), AlterOp::Append("5".into()))],
+    ] {
+        assert!(
+            !matches!(
+                apply_broker_incremental(&cur, &bad),
+                Ok(_) | Err(AlterError::Duplicate { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    let twice = [set("message.max.bytes", "1"), set("message.max.bytes", "2")];
+    assert!(matches!(
+        apply_broker_incremental(&cur, &twice),
+        Err(AlterError::Duplicate { .. })
+    ));
+}

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use railyard_core::api::{Request, Response};
+use railyard_core::topic_config::{BrokerDefaults, BrokerLayers};
 use railyard_core::types::{NodeId, PartitionId};
 
 /// The view's parts and the rules that build them live in core, where the simulator runs them.
@@ -36,6 +37,8 @@ pub struct ClusterView {
     topic_index: BTreeMap<String, usize>,
     /// Position in `topics` of each topic id (the first topic, should two share one).
     topic_id_index: BTreeMap<[u8; 16], usize>,
+    /// Dynamic broker configs by resource ("" = cluster-wide defaults, else a broker id).
+    broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl ClusterView {
@@ -73,6 +76,27 @@ impl ClusterView {
             broker_index,
             topic_index,
             topic_id_index,
+            broker_configs: BTreeMap::new(),
+        }
+    }
+
+    /// This view with the metadata image's dynamic broker configs.
+    pub fn with_broker_configs(
+        mut self,
+        configs: BTreeMap<String, BTreeMap<String, String>>,
+    ) -> ClusterView {
+        self.broker_configs = configs;
+        self
+    }
+
+    /// Broker `id`'s topic-config defaults as layers: its dynamic configs, the cluster-wide
+    /// dynamic defaults, then `static_` (its node config's `[topic_defaults]`).
+    pub fn broker_layers(&self, id: NodeId, static_: &BrokerDefaults) -> BrokerLayers {
+        let get = |r: &str| self.broker_configs.get(r).cloned().unwrap_or_default();
+        BrokerLayers {
+            dynamic: get(&id.to_string()),
+            dynamic_default: get(""),
+            static_: static_.clone(),
         }
     }
 

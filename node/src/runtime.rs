@@ -476,7 +476,8 @@ fn publish(node: &Node, p: &Published) {
         node.controller(),
         brokers,
         topics,
-    );
+    )
+    .with_broker_configs(node.metadata().broker_configs.clone());
     // Most refreshes (at least one a second) change nothing: keep the old snapshot then.
     let unchanged = p.view.read().is_ok_and(|current| **current == v);
     if !unchanged {

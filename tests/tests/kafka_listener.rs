@@ -1537,10 +1537,10 @@ async fn test_describe_configs_for_topics_and_brokers() {
             .map(|c| c.name.to_string())
             .collect();
         assert_eq!(filtered, vec!["retention.ms".to_string()]);
-        // A broker reports its topic-config defaults, read-only.
+        // A broker reports its topic-config defaults, which are dynamic (not read-only).
         let broker = &resp.results[2].configs;
         assert!(broker.iter().any(|c| c.name.as_str() == "log.retention.ms"));
-        assert!(broker.iter().all(|c| c.read_only));
+        assert!(broker.iter().all(|c| !c.read_only));
         assert_eq!(resp.results[2].resource_type, 4);
         assert_eq!(resp.results[2].error_message, None);
         assert!(resp.results[4].error_message.is_some());
@@ -1992,4 +1992,123 @@ async fn test_delete_records_moves_the_log_start_and_refuses_bad_input() {
     // -1: up to the high watermark.
     let all = c.call(&delete_records_request(TOPIC, &[(0, -1)]), 2).await;
     assert_eq!(deleted(&all), vec![(0, 0, 4)]);
+}
+
+/// IncrementalAlterConfigs of one BROKER resource ("" = the cluster-wide defaults).
+fn incremental_broker(
+    name: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> IncrementalAlterConfigsRequest {
+    let mut req = incremental(name, ops);
+    req.resources[0].resource_type = 4;
+    req
+}
+
+// Proves dynamic broker configs: IncrementalAlterConfigs of the cluster-wide default resource
+// and of one broker changes the broker-level default of a topic config on a live topic without
+// an override (message.max.bytes: produce refused, then allowed), DescribeConfigs reports the
+// value with its source (DYNAMIC_DEFAULT_BROKER_CONFIG, DYNAMIC_BROKER_CONFIG), and bad input
+// gets Kafka's codes and changes nothing: a name that is not a dynamic broker config, a bad
+// value and an APPEND to a non-list INVALID_CONFIG, a resource that is not a registered broker
+// INVALID_REQUEST.
+#[tokio::test]
+async fn test_dynamic_broker_configs_apply_and_refuse_bad_input() {
+    let h = Harness::one_node("", KafkaConfig::default()).await;
+    let mut c = h.connect().await;
+    let code = |r: &IncrementalAlterConfigsResponse| r.responses[0].error_code;
+    async fn produce_code(c: &mut KafkaConn) -> i16 {
+        let big = "x".repeat(400);
+        let req = produce_request(-1, TOPIC, 0, batch(&[big.as_str()], 1_000));
+        first_partition(&c.call(&req, 9).await).0
+    }
+    async fn described(c: &mut KafkaConn) -> (Option<String>, i8) {
+        let req = describe_request(vec![resource(2, TOPIC)]);
+        let resp = c.call(&req, 4).await;
+        let e = resp.results[0]
+            .configs
+            .iter()
+            .find(|e| e.name.as_str() == "max.message.bytes")
+            .cloned()
+            .expect("reported");
+        (e.value.map(|v| v.to_string()), e.config_source)
+    }
+    let max_message = |h: &Harness| {
+        let layers = h.view().broker_layers(1, &Default::default());
+        layers.merged().0.get("message.max.bytes").cloned()
+    };
+    let set = incremental_broker("", &[("message.max.bytes", 0, Some("200"))]);
+    assert_eq!(code(&c.call(&set, 1).await), 0);
+    eventually_async(
+        "the default in the view",
+        Duration::from_secs(10),
+        || async {
+            (max_message(&h).as_deref() == Some("200"))
+                .then_some(())
+                .ok_or(max_message(&h))
+        },
+    )
+    .await;
+    assert_eq!(
+        produce_code(&mut c).await,
+        ResponseError::MessageTooLarge.code()
+    );
+    assert_eq!(described(&mut c).await, (Some("200".into()), 3));
+    for (bad, want) in [
+        (
+            incremental_broker("", &[("broker.id", 0, Some("5"))]),
+            ResponseError::InvalidConfig,
+        ),
+        (
+            incremental_broker("", &[("message.max.bytes", 0, Some("-5"))]),
+            ResponseError::InvalidConfig,
+        ),
+        (
+            incremental_broker("1", &[("log.retention.ms", 2, Some("5"))]),
+            ResponseError::InvalidConfig,
+        ),
+        (
+            incremental_broker("x", &[("message.max.bytes", 0, Some("5"))]),
+            ResponseError::InvalidRequest,
+        ),
+        (
+            incremental_broker("9", &[("message.max.bytes", 0, Some("5"))]),
+            ResponseError::InvalidRequest,
+        ),
+    ] {
+        let resp = c.call(&bad, 1).await;
+        assert_eq!(code(&resp), want.code(), "{bad:?}");
+        assert!(resp.responses[0].error_message.is_some());
+    }
+    assert_eq!(
+        max_message(&h).as_deref(),
+        Some("200"),
+        "refusals changed nothing"
+    );
+    // This broker's own dynamic config beats the cluster-wide default.
+    let mine = incremental_broker("1", &[("message.max.bytes", 0, Some("100000"))]);
+    assert_eq!(code(&c.call(&mine, 0).await), 0);
+    eventually_async(
+        "the broker's own value",
+        Duration::from_secs(10),
+        || async {
+            (max_message(&h).as_deref() == Some("100000"))
+                .then_some(())
+                .ok_or(max_message(&h))
+        },
+    )
+    .await;
+    assert_eq!(produce_code(&mut c).await, 0);
+    assert_eq!(described(&mut c).await, (Some("100000".into()), 2));
+    for name in ["1", ""] {
+        let delete = incremental_broker(name, &[("message.max.bytes", 1, None)]);
+        assert_eq!(code(&c.call(&delete, 1).await), 0);
+    }
+    eventually_async("the defaults deleted", Duration::from_secs(10), || async {
+        max_message(&h)
+            .is_none()
+            .then_some(())
+            .ok_or(max_message(&h))
+    })
+    .await;
+    assert_eq!(described(&mut c).await, (Some("1048588".into()), 5));
 }

@@ -30,6 +30,20 @@ pub fn metadata_tp() -> TopicPartition {
     TopicPartition::new(METADATA_TOPIC, 0)
 }
 
+/// The broker a BROKER config resource names: `Some(None)` for the cluster-wide defaults
+/// (empty name), `Some(Some(id))` for a broker id, `None` for anything else.
+pub fn broker_resource_id(resource: &str) -> Option<Option<NodeId>> {
+    if resource.is_empty() {
+        return Some(None);
+    }
+    let canonical = !resource.starts_with('0') && resource.bytes().all(|b| b.is_ascii_digit());
+    resource
+        .parse::<NodeId>()
+        .ok()
+        .filter(|_| canonical)
+        .map(Some)
+}
+
 /// Most partitions one topic may have; bounds the work of one metadata record.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
 
@@ -71,6 +85,18 @@ pub struct CreatePartitions {
 pub struct AlterTopicConfigs {
     #[prost(string, tag = "1")]
     pub name: String,
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A broker resource's new dynamic configs, replacing the old ones (AlterConfigs and
+/// IncrementalAlterConfigs of a BROKER resource, resolved by the controller). `resource` is
+/// the broker id in decimal, or empty for the cluster-wide defaults (Kafka's
+/// `--entity-default`). Only the broker synonyms of topic configs are dynamic here.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlterBrokerConfigs {
+    #[prost(string, tag = "1")]
+    pub resource: String,
     #[prost(btree_map = "string, string", tag = "2")]
     pub configs: BTreeMap<String, String>,
 }
@@ -169,12 +195,14 @@ pub enum RecordKind {
     CreatePartitions(CreatePartitions),
     #[prost(message, tag = "8")]
     AlterTopicConfigs(AlterTopicConfigs),
+    #[prost(message, tag = "9")]
+    AlterBrokerConfigs(AlterBrokerConfigs),
 }
 
 /// One metadata change, the value of one record in the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub kind: Option<RecordKind>,
 }
 
@@ -211,6 +239,8 @@ pub struct ImageSnapshot {
     pub next_producer_id: i64,
     #[prost(message, repeated, tag = "6")]
     pub producer_blocks: Vec<ProducerBlockSnapshot>,
+    #[prost(message, repeated, tag = "7")]
+    pub broker_configs: Vec<AlterBrokerConfigs>,
 }
 
 /// A broker's newest producer-id block in a snapshot.
@@ -267,6 +297,10 @@ pub enum ImageChange {
         topic: String,
         configs: BTreeMap<String, String>,
     },
+    /// A broker resource's dynamic configs changed (`resource` as in [`AlterBrokerConfigs`]).
+    BrokerConfigsChanged {
+        resource: String,
+    },
 }
 
 /// A registered broker.
@@ -303,6 +337,9 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Each broker's newest producer-id block.
     pub producer_blocks: BTreeMap<NodeId, ProducerIdBlock>,
+    /// Dynamic broker configs by resource ("" = cluster-wide defaults, else a broker id); no
+    /// empty maps.
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Producer ids `first .. first + grant.size`, granted to `grant.broker`.
@@ -424,9 +461,33 @@ impl MetadataImage {
                     });
                 }
             }
+            Some(RecordKind::AlterBrokerConfigs(a))
+                if broker_resource_id(&a.resource).is_some() =>
+            {
+                if a.configs.is_empty() {
+                    self.broker_configs.remove(&a.resource);
+                } else {
+                    self.broker_configs
+                        .insert(a.resource.clone(), a.configs.clone());
+                }
+                changes.push(ImageChange::BrokerConfigsChanged {
+                    resource: a.resource.clone(),
+                });
+            }
+            Some(RecordKind::AlterBrokerConfigs(_)) => {}
             None => {}
         }
         changes
+    }
+
+    /// The dynamic configs a broker applies on top of its static ones, as layers: its own,
+    /// then the cluster-wide defaults.
+    pub fn dynamic_broker_configs(
+        &self,
+        broker: NodeId,
+    ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let get = |r: &str| self.broker_configs.get(r).cloned().unwrap_or_default();
+        (get(&broker.to_string()), get(""))
     }
 
     /// Adds a topic's new partitions, if they continue its numbering (else the record lost a
@@ -539,6 +600,14 @@ impl MetadataImage {
                     first: b.first,
                 })
                 .collect(),
+            broker_configs: self
+                .broker_configs
+                .iter()
+                .map(|(resource, configs)| AlterBrokerConfigs {
+                    resource: resource.clone(),
+                    configs: configs.clone(),
+                })
+                .collect(),
         };
         Bytes::from(snap.encode_to_vec())
     }
@@ -620,6 +689,18 @@ impl MetadataImage {
                 )));
             }
             image.producer_blocks.insert(block.grant.broker, block);
+        }
+        for b in &snap.broker_configs {
+            let fresh = !image.broker_configs.contains_key(&b.resource);
+            if broker_resource_id(&b.resource).is_none() || b.configs.is_empty() || !fresh {
+                return Err(MetadataError::Decode(format!(
+                    "broker configs of {:?}",
+                    b.resource
+                )));
+            }
+            image
+                .broker_configs
+                .insert(b.resource.clone(), b.configs.clone());
         }
         Ok(image)
     }
@@ -744,6 +825,31 @@ mod tests {
         img.apply(&MetadataRecord {
             kind: Some(RecordKind::FenceBroker(FenceBroker { id: 2 })),
         });
+        let alter = |resource: &str, configs: &[(&str, &str)]| MetadataRecord {
+            kind: Some(RecordKind::AlterBrokerConfigs(AlterBrokerConfigs {
+                resource: resource.into(),
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })),
+        };
+        for (resource, configs) in [("", &[("log.retention.ms", "5")][..]), ("2", &[])] {
+            let changes = img.apply(&alter(resource, configs));
+            let want = ImageChange::BrokerConfigsChanged {
+                resource: resource.into(),
+            };
+            assert_eq!(changes, vec![want]);
+        }
+        assert!(
+            img.apply(&alter("02", &[("a", "b")])).is_empty(),
+            "not a broker id"
+        );
+        assert_eq!(
+            img.broker_configs.len(),
+            1,
+            "an empty set removes the resource"
+        );
         let back = MetadataImage::decode(&img.encode()).unwrap();
         assert_eq!(back, img);
         back.check_invariants();

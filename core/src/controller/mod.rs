@@ -73,6 +73,11 @@ enum Proposal {
         request: RequestId,
         name: String,
     },
+    /// The same of a broker resource ("" = the cluster-wide defaults).
+    AlterBroker {
+        request: RequestId,
+        resource: String,
+    },
     /// The controller's own record (registration, fencing, leaderships, auto-create).
     Internal,
 }
@@ -173,6 +178,27 @@ impl Controller {
                 let reply = Response::AlterTopicConfigs;
                 self.admin_change(id, checked, validate_only, proposal, reply, ctx, fx);
             }
+            Request::AlterBrokerConfigs {
+                broker,
+                change,
+                validate_only,
+            } => {
+                let resource = broker.map_or_else(String::new, |b| b.to_string());
+                let checked = self
+                    .check_alter_broker(broker, &resource, change)
+                    .map(|configs| {
+                        RecordKind::AlterBrokerConfigs(AlterBrokerConfigs {
+                            resource: resource.clone(),
+                            configs,
+                        })
+                    });
+                let proposal = Proposal::AlterBroker {
+                    request: id,
+                    resource,
+                };
+                let reply = Response::AlterBrokerConfigs;
+                self.admin_change(id, checked, validate_only, proposal, reply, ctx, fx);
+            }
             Request::CreatePartitions {
                 topic,
                 count,
@@ -222,7 +248,7 @@ impl Controller {
             | Proposal::Delete { name: n, .. }
             | Proposal::Grow { name: n, .. }
             | Proposal::Alter { name: n, .. } => n == name,
-            Proposal::Internal => false,
+            Proposal::AlterBroker { .. } | Proposal::Internal => false,
         })
     }
 
@@ -283,6 +309,50 @@ impl Controller {
                     })
             }
         }
+    }
+
+    /// A broker resource's dynamic configs after `change`, all checked: a registered broker
+    /// (or the cluster-wide defaults) with no other change to it in flight, and every config
+    /// the broker synonym of a topic config, with a valid value (INVALID_CONFIG otherwise).
+    fn check_alter_broker(
+        &self,
+        broker: Option<NodeId>,
+        resource: &str,
+        change: ConfigChange,
+    ) -> Result<BTreeMap<String, String>, ClientError> {
+        if let Some(b) = broker.filter(|b| !self.image.brokers.contains_key(b)) {
+            return Err(ClientError::InvalidRequest(format!(
+                "broker {b} is not registered"
+            )));
+        }
+        let busy = self
+            .proposals
+            .values()
+            .any(|p| matches!(p, Proposal::AlterBroker { resource: r, .. } if r == resource));
+        if busy {
+            return Err(ClientError::InvalidRequest(format!(
+                "another change to broker resource {resource:?} is in flight"
+            )));
+        }
+        let current = self
+            .image
+            .broker_configs
+            .get(resource)
+            .cloned()
+            .unwrap_or_default();
+        let next = match change {
+            ConfigChange::Replace(configs) => BrokerDefaults(configs.clone())
+                .validate()
+                .map(|()| configs)
+                .map_err(AlterError::from),
+            ConfigChange::Incremental(ops) => {
+                topic_config::apply_broker_incremental(&current, &ops)
+            }
+        };
+        next.map_err(|e| match e {
+            AlterError::Duplicate { .. } => ClientError::InvalidRequest(e.to_string()),
+            other => ClientError::InvalidConfig(other.to_string()),
+        })
     }
 
     /// Checks a CreatePartitions and places the new partitions: a client topic that exists and
@@ -646,6 +716,11 @@ impl Controller {
                 ImageChange::ConfigsChanged { topic, configs } => {
                     fx.node(NodeEvent::TopicConfigsChanged { topic, configs })
                 }
+                ImageChange::BrokerConfigsChanged { resource } => {
+                    if resource.is_empty() || resource == node.to_string() {
+                        fx.node(NodeEvent::BrokerConfigsChanged)
+                    }
+                }
             }
         }
     }
@@ -728,6 +803,9 @@ impl PartitionMachine for Controller {
             Proposal::Alter { request, .. } => {
                 fx.reply(request, Response::AlterTopicConfigs(result.map(|_| ())))
             }
+            Proposal::AlterBroker { request, .. } => {
+                fx.reply(request, Response::AlterBrokerConfigs(result.map(|_| ())))
+            }
             // Lost or failed: let the next heartbeats propose it again.
             Proposal::Internal if result.is_err() => self.lead.forget_proposals(),
             Proposal::Internal => {}
@@ -762,6 +840,9 @@ impl PartitionMachine for Controller {
                     configs: t.configs.clone(),
                 });
             }
+        }
+        if image.dynamic_broker_configs(ctx.node) != self.image.dynamic_broker_configs(ctx.node) {
+            fx.node(NodeEvent::BrokerConfigsChanged);
         }
         for (tp, replicas) in &after {
             let configs = image.topics[&tp.topic].configs.clone();

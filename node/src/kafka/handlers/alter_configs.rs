@@ -1,10 +1,12 @@
 //! AlterConfigs and IncrementalAlterConfigs. A topic's change goes to the controller as one
 //! [`Request::AlterTopicConfigs`]: it resolves the ops on the current overrides, validates the
 //! result with the config registry and commits one record, so a resource changes entirely or
-//! not at all. Broker configs come from each node's config file and are read-only here
-//! (INVALID_REQUEST, as Kafka answers for a config it cannot update dynamically). Clients send
-//! these to any broker; one that is not the controller forwards the request there
-//! ([`crate::kafka::forward`]).
+//! not at all. A BROKER resource (a broker id, or the empty name for the cluster-wide
+//! defaults) is a [`Request::AlterBrokerConfigs`] the same way: its dynamic configs are the
+//! broker synonyms of topic configs (`log.retention.ms`, `message.max.bytes`, ...), in the
+//! metadata log, and apply to every topic without an override of its own, over the static
+//! `[topic_defaults]` of the node config. Clients send these to any broker; one that is not
+//! the controller forwards the request there ([`crate::kafka::forward`]).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use railyard_core::api::{ConfigChange, Request, Response};
+use railyard_core::metadata::broker_resource_id;
 use railyard_core::topic_config::AlterOp;
 
 use super::configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
@@ -197,6 +200,30 @@ impl Handler for IncrementalAlterConfigs {
     }
 }
 
+/// A BROKER resource's change, through the controller.
+async fn alter_broker<B: Broker>(
+    broker: &B,
+    name: &str,
+    change: ConfigChange,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let Some(id) = broker_resource_id(name) else {
+        return Err(AdminError::kafka(
+            ResponseError::InvalidRequest,
+            format!("{name:?} is not a broker id (or empty, for the cluster-wide defaults)"),
+        ));
+    };
+    let request = Request::AlterBrokerConfigs {
+        broker: id,
+        change,
+        validate_only,
+    };
+    match broker.request(request).await {
+        Response::AlterBrokerConfigs(r) => r.map_err(|e| AdminError::core(&e)),
+        _ => Err(AdminError::unexpected()),
+    }
+}
+
 /// One resource of an alter: its type, its name and the change asked (or why it is refused).
 type Resource = (i8, StrBytes, Result<ConfigChange, AdminError>);
 
@@ -228,10 +255,9 @@ async fn alter<B: Broker>(
                         _ => Err(AdminError::unexpected()),
                     }
                 }
-                (RESOURCE_BROKER, Ok(_)) => Err(AdminError::kafka(
-                    ResponseError::InvalidRequest,
-                    "broker configs are read-only here: they come from each node's config file",
-                )),
+                (RESOURCE_BROKER, Ok(change)) => {
+                    alter_broker(broker, &name, change, validate_only).await
+                }
                 (other, Ok(_)) => Err(AdminError::kafka(
                     ResponseError::InvalidRequest,
                     format!("resource type {other} is not supported"),

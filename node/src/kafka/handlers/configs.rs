@@ -1,7 +1,9 @@
 //! DescribeConfigs, answered from the cluster view and the registry of topic configs
 //! ([`railyard_core::topic_config`]): a topic reports every config Kafka documents, with its
-//! override, the broker's static default or Kafka's default; a broker reports the broker-level
-//! defaults of those configs (static or Kafka's), read-only.
+//! override, else the broker-level default (this broker's dynamic config, the cluster-wide
+//! dynamic default, its static config) or Kafka's default; a broker reports the broker-level
+//! defaults of those configs, which AlterConfigs can change dynamically; the cluster-wide
+//! default resource (empty name) reports the dynamic defaults set.
 
 use std::collections::BTreeMap;
 
@@ -11,10 +13,11 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use railyard_core::metadata::broker_resource_id;
 use railyard_core::topic_config::{
-    effective, find, BrokerDefaults, ConfigDef, ConfigType, Source, TOPIC_CONFIGS,
+    find, BrokerDefaults, BrokerLayers, ConfigDef, ConfigType, Source, TOPIC_CONFIGS,
 };
-use railyard_core::types::valid_topic_name;
+use railyard_core::types::{valid_topic_name, NodeId};
 
 use super::{Answer, Ctx, Handler, ResponseOf};
 use crate::broker::{Broker, ClusterView};
@@ -49,6 +52,7 @@ impl Handler for DescribeConfigs {
             &view,
             &request,
             ctx.version,
+            ctx.broker.node_id(),
             &ctx.config.topic_defaults,
         ))
     }
@@ -79,11 +83,15 @@ impl Handler for DescribeConfigs {
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
-/// DescribeConfigs: topics report every registered config, brokers their topic-config defaults.
+/// DescribeConfigs: topics report every registered config, brokers their topic-config defaults
+/// (their dynamic configs over `defaults`, this broker's static ones), the cluster-wide default
+/// resource (empty name) its dynamic defaults. `own` is the answering broker: a topic's
+/// broker-level values are its.
 pub fn describe_configs(
     view: &ClusterView,
     req: &DescribeConfigsRequest,
     version: i16,
+    own: NodeId,
     defaults: &BrokerDefaults,
 ) -> DescribeConfigsResponse {
     let results = req
@@ -101,7 +109,9 @@ pub fn describe_configs(
             let name = r.resource_name.as_str();
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => match view.topic(name) {
-                    Some(topic) => topic_entries(&topic.configs, defaults),
+                    Some(topic) => {
+                        topic_entries(&topic.configs, &view.broker_layers(own, defaults))
+                    }
                     None => {
                         let e = if valid_topic_name(name) {
                             ResponseError::UnknownTopicOrPartition
@@ -111,13 +121,14 @@ pub fn describe_configs(
                         return fail(out, e, format!("unknown topic {name}"));
                     }
                 },
-                RESOURCE_BROKER if name.is_empty() || name.parse::<i32>().is_ok() => {
-                    broker_entries(defaults)
-                }
-                RESOURCE_BROKER => {
-                    let msg = format!("broker resource name {name:?} is not a broker id");
-                    return fail(out, ResponseError::InvalidRequest, msg);
-                }
+                RESOURCE_BROKER => match broker_resource_id(name) {
+                    Some(None) => default_entries(&view.broker_layers(0, defaults)),
+                    Some(Some(id)) => broker_entries(&view.broker_layers(id, defaults)),
+                    None => {
+                        let msg = format!("broker resource name {name:?} is not a broker id");
+                        return fail(out, ResponseError::InvalidRequest, msg);
+                    }
+                },
                 other => {
                     let msg = format!("resource type {other} is not supported");
                     return fail(out, ResponseError::InvalidRequest, msg);
@@ -187,17 +198,17 @@ pub(super) struct ConfigEntry {
 /// the metadata holds (none that a client could set).
 pub(super) fn topic_entries(
     overrides: &BTreeMap<String, String>,
-    defaults: &BrokerDefaults,
+    layers: &BrokerLayers,
 ) -> Vec<ConfigEntry> {
     let mut out: Vec<ConfigEntry> = TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let (value, source) = effective(def, overrides, defaults);
+            let (value, source) = layers.effective(def, overrides);
             let mut synonyms = Vec::new();
             if let Some(v) = overrides.get(def.name) {
                 synonyms.push((def.name.to_string(), Some(v.clone()), Source::Topic));
             }
-            synonyms.extend(broker_synonyms(def, defaults));
+            synonyms.extend(broker_synonyms(def, layers));
             ConfigEntry {
                 name: def.name.to_string(),
                 value,
@@ -225,19 +236,20 @@ pub(super) fn topic_entries(
     out
 }
 
-/// The broker-level synonyms of a topic config: the static broker value if set, then Kafka's
-/// default.
+/// The broker-level synonyms of a topic config: the value of each broker layer that sets it
+/// (dynamic, dynamic default, static), then Kafka's default.
 fn broker_synonyms(
     def: &ConfigDef,
-    defaults: &BrokerDefaults,
+    layers: &BrokerLayers,
 ) -> Vec<(String, Option<String>, Source)> {
     let Some(broker_name) = def.broker_name else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    if let (Some(v), Source::Broker) = effective(def, &BTreeMap::new(), defaults) {
-        out.push((broker_name.to_string(), Some(v), Source::Broker));
-    }
+    let mut out: Vec<(String, Option<String>, Source)> = layers
+        .values(def)
+        .into_iter()
+        .map(|(source, v)| (broker_name.to_string(), Some(v), source))
+        .collect();
     out.push((
         broker_name.to_string(),
         def.default.map(str::to_owned),
@@ -246,23 +258,48 @@ fn broker_synonyms(
     out
 }
 
-/// A broker's configs: the broker-level default of every topic config that has one. They are
-/// read-only: they come from the node's config file.
-fn broker_entries(defaults: &BrokerDefaults) -> Vec<ConfigEntry> {
+/// A broker's configs: the broker-level default of every topic config that has one, from its
+/// layers. Each can be altered dynamically (AlterConfigs of the BROKER resource).
+fn broker_entries(layers: &BrokerLayers) -> Vec<ConfigEntry> {
     let mut out: Vec<ConfigEntry> = TOPIC_CONFIGS
         .iter()
         .filter_map(|def| {
             let name = def.broker_name?;
-            let (value, source) = effective(def, &BTreeMap::new(), defaults);
+            let (value, source) = layers.effective(def, &BTreeMap::new());
             Some(ConfigEntry {
                 name: name.to_string(),
                 value,
                 source,
-                read_only: true,
+                read_only: false,
                 kind: Some(def.kind),
                 doc: Some(def.doc),
-                synonyms: broker_synonyms(def, defaults),
+                synonyms: broker_synonyms(def, layers),
             })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The cluster-wide default resource: only the dynamic defaults set, as Kafka lists them.
+fn default_entries(layers: &BrokerLayers) -> Vec<ConfigEntry> {
+    let mut out: Vec<ConfigEntry> = layers
+        .dynamic_default
+        .iter()
+        .map(|(name, value)| {
+            let def = TOPIC_CONFIGS.iter().find(|d| {
+                d.broker_name == Some(name) || d.broker_alts.iter().any(|a| a.name == name)
+            });
+            let source = Source::DynamicDefaultBroker;
+            ConfigEntry {
+                name: name.clone(),
+                value: Some(value.clone()),
+                source,
+                read_only: false,
+                kind: def.map(|d| d.kind),
+                doc: def.map(|d| d.doc),
+                synonyms: vec![(name.clone(), Some(value.clone()), source)],
+            }
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -302,6 +339,7 @@ mod tests {
             &sample_view(),
             &ask(RESOURCE_TOPIC, "orders", None),
             4,
+            1,
             &defaults,
         );
         let r = &resp.results[0];
@@ -336,31 +374,103 @@ mod tests {
     }
 
     #[test]
-    fn test_broker_reports_its_read_only_defaults_and_bad_resources_fail() {
+    fn test_broker_reports_its_defaults_and_bad_resources_fail() {
         let defaults = BrokerDefaults(BTreeMap::from([(
             "message.max.bytes".to_string(),
             "2000000".to_string(),
         )]));
         let view = sample_view();
         let keys = ["message.max.bytes", "log.retention.ms"];
-        let resp = describe_configs(&view, &ask(RESOURCE_BROKER, "1", Some(&keys)), 4, &defaults);
+        let resp = describe_configs(
+            &view,
+            &ask(RESOURCE_BROKER, "1", Some(&keys)),
+            4,
+            1,
+            &defaults,
+        );
         let c = &resp.results[0].configs;
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].name.as_str(), "log.retention.ms");
         assert_eq!(c[0].config_source, Source::Default.code());
         assert_eq!(
             (c[1].value.as_deref(), c[1].config_source, c[1].read_only),
-            (Some("2000000"), Source::Broker.code(), true)
+            (Some("2000000"), Source::Broker.code(), false)
         );
-        let bad = describe_configs(&view, &ask(RESOURCE_BROKER, "x", None), 4, &defaults);
+        let bad = describe_configs(&view, &ask(RESOURCE_BROKER, "x", None), 4, 1, &defaults);
         assert_eq!(
             bad.results[0].error_code,
             ResponseError::InvalidRequest.code()
         );
-        let unknown = describe_configs(&view, &ask(RESOURCE_TOPIC, "nope", None), 4, &defaults);
+        let unknown = describe_configs(&view, &ask(RESOURCE_TOPIC, "nope", None), 4, 1, &defaults);
         assert_eq!(
             unknown.results[0].error_code,
             ResponseError::UnknownTopicOrPartition.code()
+        );
+    }
+
+    #[test]
+    fn test_dynamic_broker_configs_layer_over_static_ones() {
+        // Kafka's order: this broker's dynamic config, then the cluster-wide dynamic default,
+        // then the static config file, then Kafka's default; each source reported.
+        let defaults = BrokerDefaults(BTreeMap::from([
+            ("log.retention.ms".to_string(), "3600000".to_string()),
+            ("message.max.bytes".to_string(), "2000000".to_string()),
+        ]));
+        let dynamic = BTreeMap::from([
+            (
+                String::new(),
+                BTreeMap::from([("log.retention.hours".to_string(), "2".to_string())]),
+            ),
+            (
+                "1".to_string(),
+                BTreeMap::from([("message.max.bytes".to_string(), "3000000".to_string())]),
+            ),
+        ]);
+        let view = sample_view().with_broker_configs(dynamic);
+        let topic = describe_configs(&view, &ask(RESOURCE_TOPIC, "orders", None), 4, 1, &defaults);
+        let get = |n: &str| {
+            let c = topic.results[0]
+                .configs
+                .iter()
+                .find(|c| c.name.as_str() == n);
+            let c = c.unwrap();
+            (c.value.as_deref().map(str::to_string), c.config_source)
+        };
+        assert_eq!(
+            get("retention.ms"),
+            (Some("7200000".into()), Source::DynamicDefaultBroker.code()),
+            "hours set dynamically beat a static log.retention.ms"
+        );
+        assert_eq!(
+            get("max.message.bytes"),
+            (Some("3000000".into()), Source::DynamicBroker.code())
+        );
+        let keys = ["message.max.bytes"];
+        let other = describe_configs(
+            &view,
+            &ask(RESOURCE_BROKER, "2", Some(&keys)),
+            4,
+            1,
+            &defaults,
+        );
+        let c = &other.results[0].configs[0];
+        assert_eq!(
+            (c.value.as_deref(), c.config_source),
+            (Some("2000000"), Source::Broker.code()),
+            "broker 2 has no dynamic config of its own"
+        );
+        let cluster = describe_configs(&view, &ask(RESOURCE_BROKER, "", None), 4, 1, &defaults);
+        let names: Vec<_> = cluster.results[0]
+            .configs
+            .iter()
+            .map(|c| (c.name.to_string(), c.config_source))
+            .collect();
+        assert_eq!(
+            names,
+            vec![(
+                "log.retention.hours".to_string(),
+                Source::DynamicDefaultBroker.code()
+            )]
         );
     }
 }

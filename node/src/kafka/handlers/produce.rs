@@ -53,7 +53,12 @@ impl Handler for Produce {
         ctx: Ctx<'_, B>,
         request: ProduceRequest,
     ) -> Answer<ProduceResponse> {
-        produce(ctx.broker, &ctx.config.topic_defaults, request, ctx.version).await
+        // The broker-level defaults include the dynamic ones (usually none: empty maps).
+        let view = ctx.broker.cluster();
+        let defaults = view
+            .broker_layers(ctx.broker.node_id(), &ctx.config.topic_defaults)
+            .merged();
+        produce(ctx.broker, &defaults, request, ctx.version).await
     }
 
     fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>) {

@@ -29,7 +29,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use railyard_core::api::{ClientError, Request, Response};
 use railyard_core::metadata::is_internal_topic;
-use railyard_core::topic_config::BrokerDefaults;
+use railyard_core::topic_config::BrokerLayers;
 use tokio::task::JoinHandle;
 
 use super::common::client_error_code;
@@ -73,9 +73,9 @@ impl Handler for CreateTopics {
         if let Some(answer) = to_controller(&ctx, &request).await {
             return Answer::Reply(answer);
         }
-        Answer::Reply(
-            create_topics(ctx.broker, &ctx.config.topic_defaults, request, ctx.version).await,
-        )
+        let view = ctx.broker.cluster();
+        let layers = view.broker_layers(ctx.broker.node_id(), &ctx.config.topic_defaults);
+        Answer::Reply(create_topics(ctx.broker, &layers, request, ctx.version).await)
     }
 
     fn error_codes(response: &ResponseOf<Self>, out: &mut Vec<i16>) {
@@ -258,7 +258,7 @@ impl<K: Hash + Eq> Duplicates<K> {
 /// CreateTopics: each topic becomes one [`Request::CreateTopic`] on its own task.
 pub async fn create_topics<B: Broker>(
     broker: &B,
-    defaults: &BrokerDefaults,
+    defaults: &BrokerLayers,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
@@ -499,7 +499,7 @@ const VIEW_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// with its override or default.
 fn creatable_configs(
     overrides: &BTreeMap<String, String>,
-    defaults: &BrokerDefaults,
+    defaults: &BrokerLayers,
 ) -> Vec<CreatableTopicConfigs> {
     topic_entries(overrides, defaults)
         .into_iter()
