@@ -1263,6 +1263,11 @@ impl Replica {
     /// nor (with a machine) anything its newest snapshot does not cover: the machine is rebuilt
     /// from that snapshot plus the log after it.
     pub fn apply_retention(&mut self, now_ms: Millis) -> Result<(), StorageError> {
+        if !self.raw.store().log().retention_due(now_ms) {
+            // Nothing to delete: no snapshot either (one per partition per check, each with an
+            // fsync, stalled the node's loop when it hosts hundreds of partitions).
+            return Ok(());
+        }
         if self.machine.as_ref().is_some_and(|m| !m.compacts_log()) {
             // A data partition's machine (the producer table) is small: snapshot it now, so
             // retention is not held back by up to `snapshot_entries` entries.

@@ -648,6 +648,27 @@ impl PartitionLog {
         self.meta
     }
 
+    /// Whether retention at `now_ms` would delete the oldest segment if everything were
+    /// applied: a cheap test that lets a replica skip the work retention needs first (a
+    /// machine snapshot) when there is nothing to delete, as on most partitions most of the
+    /// time. Retention deletes oldest first, so the oldest segment decides.
+    pub fn retention_due(&self, now_ms: i64) -> bool {
+        let [seg, _, ..] = self.segments.as_slice() else {
+            return false; // the active segment always stays
+        };
+        let size = self.size_bytes();
+        let by_size = self
+            .config
+            .retention_bytes
+            .is_some_and(|r| size - seg.size >= r);
+        let by_time = self
+            .config
+            .retention_ms
+            .is_some_and(|r| seg.max_timestamp < now_ms.saturating_sub(r));
+        let by_start = seg.end_offset().is_some_and(|end| end <= self.start_floor);
+        by_size || by_time || by_start
+    }
+
     /// Deletes the oldest whole segments while the log would still hold at least
     /// `retention_bytes` without them, while their newest timestamp is older than
     /// `now_ms - retention_ms`, or while they lie wholly below the log start offset

@@ -54,6 +54,9 @@ impl Network for Collect {
     }
 }
 
+/// `ReplicaConfig::snapshot_entries` of simulated nodes (10,000 by default).
+const SNAPSHOT_ENTRIES: u64 = 500;
+
 impl World {
     pub(super) fn is_paused(&self, id: NodeId) -> bool {
         self.slots[&id].paused_until.is_some()
@@ -66,6 +69,9 @@ impl World {
             replica: ReplicaConfig {
                 produce_timeout_ms: 1_500,
                 isr_lag_ms: 1_000,
+                // Machine snapshots (and the log compaction behind them) every few hundred
+                // entries, so snapshot, restore and install run often within a run.
+                snapshot_entries: SNAPSHOT_ENTRIES,
                 ..ReplicaConfig::default()
             },
             log: self.opts.log.clone(),
