@@ -33,11 +33,14 @@ pub enum Mutation {
     /// `Replica::open` does not apply the committed DeleteRecords commands in its log again,
     /// so a restarted replica's log start offset goes back.
     ForgetDeletedRecordsAtOpen,
+    /// `Node::apply_node_event` ignores `BrokerConfigsChanged`: replicas keep the settings of
+    /// the old dynamic broker configs.
+    IgnoreBrokerConfigsChanged,
 }
 
 impl Mutation {
     /// Every mutation, for campaigns and the standing test.
-    pub const ALL: [Mutation; 10] = [
+    pub const ALL: [Mutation; 11] = [
         Mutation::AckBeforeSync,
         Mutation::ServePastHw,
         Mutation::SkipTermCheck,
@@ -48,6 +51,7 @@ impl Mutation {
         Mutation::KeepProducerStateOnTruncation,
         Mutation::AckCommitBeforeCommitted,
         Mutation::ForgetDeletedRecordsAtOpen,
+        Mutation::IgnoreBrokerConfigsChanged,
     ];
 
     /// The kebab-case name used on the command line.
@@ -63,6 +67,7 @@ impl Mutation {
             Mutation::KeepProducerStateOnTruncation => "keep-producer-state-on-truncation",
             Mutation::AckCommitBeforeCommitted => "ack-commit-before-committed",
             Mutation::ForgetDeletedRecordsAtOpen => "forget-deleted-records-at-open",
+            Mutation::IgnoreBrokerConfigsChanged => "ignore-broker-configs-changed",
         }
     }
 

@@ -937,7 +937,11 @@ impl Node {
                     }
                 }
             }
-            NodeEvent::BrokerConfigsChanged => self.refresh_topic_settings(),
+            NodeEvent::BrokerConfigsChanged => {
+                if !mutation::active(Mutation::IgnoreBrokerConfigsChanged) {
+                    self.refresh_topic_settings()
+                }
+            }
             NodeEvent::TopicConfigsChanged { topic, configs } => {
                 let defaults = &self.topic_defaults();
                 let settings = TopicSettings::resolve(defaults, &configs);

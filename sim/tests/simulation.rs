@@ -286,7 +286,7 @@ fn test_scenario_follower_then_leader_crash() {
 // this binary so that it runs beside the long swarm test instead of after it.
 
 /// (mutation, scenario, seed that catches it, what the check's report starts with).
-const CANARIES: [(Mutation, Scenario, u64, &str); 10] = [
+const CANARIES: [(Mutation, Scenario, u64, &str); 11] = [
     (
         Mutation::AckBeforeSync,
         Scenario::FollowerThenLeaderCrash,
@@ -302,8 +302,8 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 10] = [
     (
         Mutation::SkipTermCheck,
         Scenario::Swarm,
-        2,
-        "node 2's view names 3 leader",
+        4,
+        "node 3's view names 2 leader",
     ),
     (
         Mutation::LoseTruncation,
@@ -317,23 +317,18 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 10] = [
         2,
         "group sim-group: committed offset",
     ),
-    (
-        Mutation::ForgetHardState,
-        Scenario::Swarm,
-        14,
-        "two leaders",
-    ),
+    (Mutation::ForgetHardState, Scenario::Swarm, 4, "two leaders"),
     (
         Mutation::AcceptDuplicateSequence,
         Scenario::Swarm,
-        4,
+        2,
         "checker: duplicate",
     ),
     (
         Mutation::KeepProducerStateOnTruncation,
         Scenario::Swarm,
-        2,
-        "node 3 a-1: producer table holds",
+        4,
+        "node 1 a-1: producer table holds",
     ),
     (
         Mutation::AckCommitBeforeCommitted,
@@ -346,6 +341,12 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 10] = [
         Scenario::Swarm,
         2,
         "node 2 a-1: leader serves from offset",
+    ),
+    (
+        Mutation::IgnoreBrokerConfigsChanged,
+        Scenario::Swarm,
+        1,
+        "node 1 a-0: log settings",
     ),
 ];
 

@@ -442,6 +442,11 @@ impl PartitionLog {
         self.config = config;
     }
 
+    /// The tunables in force.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
     /// The log end offset (Kafka LEO): the offset the next record will get.
     pub fn next_offset(&self) -> i64 {
         self.segments

@@ -106,7 +106,10 @@ impl World {
             .collect();
         let delete = !alive.is_empty()
             && (alive.len() >= CHURN_TOPICS_MAX || self.rngs.workload.gen_bool(0.4));
-        let request = if delete {
+        let alter = self.rngs.workload.gen_bool(0.5);
+        let request = if alter {
+            self.churn_alter(&alive)
+        } else if delete {
             let name = alive[self.rngs.workload.gen_range(0..alive.len())].clone();
             Request::DeleteTopic { name }
         } else {
@@ -132,6 +135,54 @@ impl World {
         node.handle_request(now_ms, request_id, request);
         self.trace(14, id, self.admin_sent);
         self.pump(id);
+    }
+
+    /// A config or partition-count change through the controller, for churn: a churn topic
+    /// grows by a partition or takes a new retention.ms, or a dynamic broker config (the
+    /// cluster-wide default or one broker's) changes the segment size every topic without an
+    /// override uses, workload topics included (harmless to their data, visible in their
+    /// logs' settings, which `check_node` compares with the image).
+    fn churn_alter(&mut self, alive: &[String]) -> Request {
+        use railyard_core::api::ConfigChange;
+        use railyard_core::topic_config::AlterOp;
+        let rng = &mut self.rngs.workload;
+        let topic = (!alive.is_empty()).then(|| alive[rng.gen_range(0..alive.len())].clone());
+        match (rng.gen_range(0..3), topic) {
+            (0, Some(topic)) => Request::CreatePartitions {
+                count: rng.gen_range(2..=4),
+                topic,
+                assignments: Vec::new(),
+                validate_only: false,
+            },
+            (1, Some(topic)) => {
+                let retention = rng.gen_range(1..=48) * 3_600_000i64;
+                let ops = vec![(
+                    "retention.ms".to_string(),
+                    AlterOp::Set(retention.to_string()),
+                )];
+                Request::AlterTopicConfigs {
+                    topic,
+                    change: ConfigChange::Incremental(ops),
+                    validate_only: false,
+                }
+            }
+            _ => {
+                let broker = rng
+                    .gen_bool(0.5)
+                    .then(|| self.node_ids[rng.gen_range(0..self.node_ids.len())]);
+                let op = match rng.gen_range(0..3) {
+                    0 => AlterOp::Delete,
+                    1 => AlterOp::Set("16384".into()),
+                    _ => AlterOp::Set("1048576".into()),
+                };
+                let ops = vec![("log.segment.bytes".to_string(), op)];
+                Request::AlterBrokerConfigs {
+                    broker,
+                    change: ConfigChange::Incremental(ops),
+                    validate_only: false,
+                }
+            }
+        }
     }
 
     /// DeleteRecords of a random workload partition, sent to its leader, before the offset the

@@ -99,6 +99,50 @@ impl World {
         }
     }
 
+    /// Every up node's client replicas run with the settings their node's image gives (see
+    /// [`World::settings_problems`]); with the prefix checks, not after every step, as it
+    /// resolves every replica's configs.
+    pub(super) fn check_settings(&mut self) {
+        let problems: Vec<String> = self
+            .up_nodes()
+            .into_iter()
+            .flat_map(|id| self.settings_problems(id))
+            .collect();
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
+    /// Every client replica on node `id` runs with the log settings its node's image gives:
+    /// the topic's overrides over the broker-level defaults (dynamic ones included), so an
+    /// alter of either reaches every live replica.
+    fn settings_problems(&self, id: NodeId) -> Vec<String> {
+        let Some(node) = self.slots[&id].node.as_ref() else {
+            return Vec::new();
+        };
+        let image = node.metadata();
+        let defaults = node.topic_defaults();
+        let mut out = Vec::new();
+        for r in node.replicas() {
+            let tp = r.tp();
+            let Some(topic) = image.topics.get(&tp.topic) else {
+                continue; // fixed (not in the metadata log) or being deleted
+            };
+            if railyard_core::metadata::is_internal_topic(&tp.topic) {
+                continue;
+            }
+            let want =
+                railyard_core::node::log_config_for(&self.opts.log, &defaults, &topic.configs);
+            let have = r.storage().log().config();
+            if *have != want {
+                out.push(format!(
+                    "node {id} {tp}: log settings {have:?}, but the image gives {want:?}"
+                ));
+            }
+        }
+        out
+    }
+
     /// Every replica's committed prefix agrees: same (term, checksum) at every committed index,
     /// and every record in it was sent by some client, at one offset only.
     pub(super) fn check_committed_prefixes(&mut self) {

@@ -660,6 +660,7 @@ impl World {
             Event::PrefixCheck => {
                 self.check_committed_prefixes();
                 self.check_metadata();
+                self.check_settings();
                 self.schedule(self.now + PREFIX_CHECK_US, Event::PrefixCheck);
             }
             Event::CreateTopics => self.create_topics(),
