@@ -385,8 +385,15 @@ fn core_loop(
                 handle(cmd, &mut node);
             }
         }
-        if Instant::now() >= next_tick {
-            next_tick += tick;
+        let now = Instant::now();
+        if now >= next_tick {
+            // Ticks missed while the loop was stalled (a long fsync, a starved thread) are
+            // skipped, not caught up: a burst of catch-up ticks would run raft's election
+            // timer through seconds in milliseconds, and a follower whose leader is healthy
+            // but whose own loop stalled would start an election the moment it recovered
+            // (librdkafka's 0038 saw such failovers under load, and its producer's retries
+            // wrote duplicates). Time-based timers read the clock and lose nothing.
+            next_tick = now + tick;
             if let Err(e) = node.tick(clock.ms(), wall_ms()) {
                 error!(logger, "storage failed; stopping"; "error" => %e);
                 return;
