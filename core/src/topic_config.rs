@@ -933,24 +933,12 @@ pub fn apply_broker_incremental(
             return Err(AlterError::NotAList { name: name.clone() });
         };
         let value = next.get(name).cloned().or(def.default.map(str::to_owned));
-        let mut list: Vec<String> = split_list(java_trim(value.as_deref().unwrap_or("")))
-            .into_iter()
-            .filter(|i| !i.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let op_items = items.split(',').filter(|i| !i.is_empty());
-        match op {
-            AlterOp::Append(_) => op_items.for_each(|i| {
-                if !list.iter().any(|x| x == i) {
-                    list.push(i.to_owned());
-                }
-            }),
-            _ => op_items.for_each(|i| list.retain(|x| x != i)),
-        }
-        next.insert(name.clone(), list.join(","));
+        let edited = edit_list(value.as_deref(), op, items);
+        next.insert(name.clone(), edited);
     }
-    BrokerDefaults(next.clone()).validate()?;
-    Ok(next)
+    let next = BrokerDefaults(next);
+    next.validate()?;
+    Ok(next.0)
 }
 
 /// A broker's defaults for topic configs in Kafka's levels, most specific first: its own
@@ -1330,7 +1318,15 @@ fn apply_one(
         });
     }
     let (current, _) = effective(def, next, broker);
-    let mut list: Vec<String> = split_list(java_trim(current.as_deref().unwrap_or("")))
+    let edited = edit_list(current.as_deref(), op, items);
+    next.insert(name.to_owned(), edited);
+    Ok(())
+}
+
+/// A list config's value after APPEND (items not present yet, in order) or SUBTRACT (every
+/// occurrence) of the comma-separated `items`, as Kafka edits lists.
+fn edit_list(current: Option<&str>, op: &AlterOp, items: &str) -> String {
+    let mut list: Vec<String> = split_list(java_trim(current.unwrap_or("")))
         .into_iter()
         .filter(|i| !i.is_empty())
         .map(str::to_owned)
@@ -1344,8 +1340,7 @@ fn apply_one(
         }),
         _ => op_items.for_each(|i| list.retain(|x| x != i)),
     }
-    next.insert(name.to_owned(), list.join(","));
-    Ok(())
+    list.join(",")
 }
 
 /// The broker's value for `def`, converted to the topic config's unit; None if the broker sets

@@ -661,7 +661,11 @@ impl PartitionLog {
         let [seg, _, ..] = self.segments.as_slice() else {
             return false; // the active segment always stays
         };
-        let size = self.size_bytes();
+        self.past_retention(seg, self.size_bytes(), now_ms)
+    }
+
+    /// Whether retention deletes `seg`, the oldest segment left, from a log of `size` bytes.
+    fn past_retention(&self, seg: &Segment, size: u64, now_ms: i64) -> bool {
         let by_size = self
             .config
             .retention_bytes
@@ -677,8 +681,8 @@ impl PartitionLog {
     /// Deletes the oldest whole segments while the log would still hold at least
     /// `retention_bytes` without them, while their newest timestamp is older than
     /// `now_ms - retention_ms`, or while they lie wholly below the log start offset
-    /// (DeleteRecords; Kafka deletes those segments the same way). Never deletes the active (last) segment or a segment holding an
-    /// entry above `up_to_index` (the caller's applied and committed index). Returns the new
+    /// (DeleteRecords; Kafka deletes those segments the same way). Never deletes the active
+    /// (last) segment or a segment holding an entry above `up_to_index` (the caller's applied and committed index). Returns the new
     /// start point if it moved; it is durable before any file is removed.
     pub fn apply_retention(
         &mut self,
@@ -696,16 +700,7 @@ impl PartitionLog {
             if seg.last_index() > up_to_index {
                 break;
             }
-            let by_size = self
-                .config
-                .retention_bytes
-                .is_some_and(|r| size - seg.size >= r);
-            let by_time = self
-                .config
-                .retention_ms
-                .is_some_and(|r| seg.max_timestamp < now_ms.saturating_sub(r));
-            let by_start = seg.end_offset().is_some_and(|end| end <= self.start_floor);
-            if !by_size && !by_time && !by_start {
+            if !self.past_retention(seg, size, now_ms) {
                 break;
             }
             size -= seg.size;
