@@ -295,9 +295,29 @@ pub struct FetchReply {
     pub log_start_offset: Offset,
 }
 
+/// A produce's outcome: where its batch landed and, on a `LogAppendTime` topic, the time the
+/// leader stamped it with (Kafka's `log_append_time_ms`, which clients report as the records'
+/// timestamp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Produced {
+    pub base_offset: Offset,
+    /// `None` under CreateTime, and for a duplicate answered from the producer table.
+    pub log_append_time_ms: Option<i64>,
+}
+
+impl Produced {
+    /// A batch the leader did not stamp (CreateTime, or a duplicate).
+    pub fn at(base_offset: Offset) -> Self {
+        Self {
+            base_offset,
+            log_append_time_ms: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
-    Produce(Result<Offset, ClientError>),
+    Produce(Result<Produced, ClientError>),
     Fetch(Result<FetchReply, ClientError>),
     /// One result per partition of a [`Request::FetchMany`], in its order.
     FetchMany(Vec<Result<FetchReply, ClientError>>),

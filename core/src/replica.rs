@@ -25,7 +25,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use slog::{info, o, warn, Logger};
 
-use crate::api::{Acks, ClientError, FetchReply, OffsetSpec, RequestId, Response};
+use crate::api::{Acks, ClientError, FetchReply, OffsetSpec, Produced, RequestId, Response};
 use crate::batch::{self, BatchHeader};
 use crate::machine::{
     Admission, AppendedEntry, Command, CommittedEntry, Ctx, Effect, Effects, PartitionMachine,
@@ -77,8 +77,12 @@ impl Default for ReplicaConfig {
 /// Who waits for a proposal's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
-    /// A client's produce: answered with a reply.
-    Client(RequestId),
+    /// A client's produce: answered with a reply, which carries the time the leader stamped
+    /// the batch with under LogAppendTime.
+    Client {
+        request: RequestId,
+        append_time_ms: Option<i64>,
+    },
     /// The state machine's own proposal: reported through `on_proposal`.
     Machine(u64),
     /// A client's DeleteRecords: answered with the log start offset once it applied.
@@ -751,7 +755,16 @@ impl Replica {
         replies: &mut Replies,
     ) {
         match origin {
-            Origin::Client(id) => replies.push((id, Response::Produce(result))),
+            Origin::Client {
+                request,
+                append_time_ms,
+            } => {
+                let produced = result.map(|base_offset| Produced {
+                    base_offset,
+                    log_append_time_ms: append_time_ms,
+                });
+                replies.push((request, Response::Produce(produced)))
+            }
             Origin::DeleteRecords(id) => {
                 let start = self.log_start_offset();
                 replies.push((id, Response::DeleteRecords(result.map(|_| start))));
@@ -775,7 +788,6 @@ impl Replica {
         rng: &mut ChaCha8Rng,
         replies: &mut Replies,
     ) {
-        let origin = Origin::Client(request);
         // The checks come before the machine screens the batch, so what it admits is proposed.
         let checked = self
             .check_proposal(&batch)
@@ -792,11 +804,15 @@ impl Replica {
         };
         match admission {
             Admission::Propose => {
-                let batch = self.stamp(batch);
+                let (batch, append_time_ms) = self.stamp(batch);
+                let origin = Origin::Client {
+                    request,
+                    append_time_ms,
+                };
                 self.propose(now_ms, origin, acks, batch, rng, replies)
             }
             Admission::Answer(result) if acks != Acks::None => {
-                replies.push((request, Response::Produce(result)))
+                replies.push((request, Response::Produce(result.map(Produced::at))))
             }
             Admission::Answer(_) => {}
         }
@@ -934,15 +950,15 @@ impl Replica {
         Ok(())
     }
 
-    /// The batch as the leader appends it: under LogAppendTime, stamped with the leader's wall
-    /// clock.
-    fn stamp(&self, batch: Bytes) -> Bytes {
+    /// The batch as the leader appends it and the time it was stamped with: under
+    /// LogAppendTime, the leader's wall clock.
+    fn stamp(&self, batch: Bytes) -> (Bytes, Option<i64>) {
         if self.settings.timestamp_type != TimestampType::LogAppendTime {
-            return batch;
+            return (batch, None);
         }
         let mut b = batch.to_vec();
         batch::stamp_log_append_time(&mut b, self.wall_ms);
-        Bytes::from(b)
+        (Bytes::from(b), Some(self.wall_ms))
     }
 
     /// Why a batch cannot be proposed here now, if it cannot; else its (validated) header.
@@ -1517,7 +1533,7 @@ impl Replica {
     fn waits_for_insync(&self, p: &PendingProduce, index: RaftIndex) -> bool {
         let min = self.settings.min_insync_replicas as usize;
         let voters = self.raw.store().state().voters.len();
-        matches!(p.origin, Origin::Client(_))
+        matches!(p.origin, Origin::Client { .. })
             && p.acks == Acks::All
             && min > voters / 2 + 1
             && self.durable_replicas(index) < min

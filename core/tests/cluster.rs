@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use railyard_core::api::{Acks, ClientError, OffsetSpec, Request, Response};
+use railyard_core::api::{Acks, ClientError, OffsetSpec, Produced, Request, Response};
 use railyard_core::batch::{decode_records, BatchBuilder};
 use railyard_core::disk::{Disk, MemDisk};
 use railyard_core::groups::{
@@ -241,7 +241,7 @@ impl Cluster {
                 batch,
             },
         ) {
-            Response::Produce(r) => r,
+            Response::Produce(r) => r.map(|p| p.base_offset),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -536,7 +536,7 @@ fn test_create_and_delete_topics_through_the_metadata_log() {
             batch,
         },
     );
-    assert_eq!(r, Response::Produce(Ok(0)));
+    assert_eq!(r, Response::Produce(Ok(Produced::at(0))));
     // Clients cannot read the metadata log itself.
     let r = c.request(
         ctl,
@@ -1126,7 +1126,7 @@ fn test_idempotent_producer_across_failover_and_restart() {
                 batch,
             },
         ) {
-            Response::Produce(r) => r,
+            Response::Produce(r) => r.map(|p| p.base_offset),
             other => panic!("{other:?}"),
         }
     };
@@ -1351,7 +1351,7 @@ fn test_min_insync_replicas_above_a_majority_is_enforced() {
                 batch,
             },
         ) {
-            Response::Produce(r) => r,
+            Response::Produce(r) => r.map(|p| p.base_offset),
             other => panic!("{other:?}"),
         }
     };
@@ -1416,7 +1416,7 @@ fn test_min_insync_replicas_above_a_majority_is_enforced() {
             break;
         }
     }
-    assert_eq!(reply, Some((9_999, Response::Produce(Ok(2)))));
+    assert_eq!(reply, Some((9_999, Response::Produce(Ok(Produced::at(2))))));
 }
 
 impl Cluster {

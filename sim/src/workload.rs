@@ -506,14 +506,14 @@ impl Workload {
             (PendingOp::Send { .. }, Response::Produce(result))
                 if matches!(c.role, Role::IdempotentProducer) =>
             {
-                self.idempotent_reply(client, result, now_us)
+                self.idempotent_reply(client, result.map(|p| p.base_offset), now_us)
             }
             (PendingOp::Send { tp, value }, Response::Produce(result)) => {
                 let acks = match c.role {
                     Role::Producer { acks } => acks,
                     _ => unreachable!("handled above"),
                 };
-                match result {
+                match result.map(|p| p.base_offset) {
                     Ok(offset) if acks == Acks::All => {
                         self.acked_all += 1;
                         self.last_ok_send_us.insert(tp.clone(), now_us);

@@ -27,7 +27,8 @@
 #   RAILYARD_BIN         railyard binary (default target/release/railyard)
 #   RDK_SUITE_PORT       first Kafka port (default 17092; raft ports +1000)
 #   RDK_SUITE_PARALLEL   test numbers run at once (default 5)
-#   RDK_SUITE_TIMEOUT    seconds allowed per test number before it is killed (default 300)
+#   RDK_SUITE_TIMEOUT    seconds allowed per test number before it is killed (default 300; suite.py's
+#                        TIMEOUT_FLOOR_S gives 0113, whose own timers run ~600 s, 1200 s)
 #   RDK_SUITE_QUICK      1: the suite's quick mode (-Q), which skips most sub-tests and
 #                        does not match the expectations file; 0 (default): full mode
 #   RDK_SUITE_TESTS      comma-separated test numbers to run instead of all (e.g. 0001,0081);

@@ -215,10 +215,24 @@ def broker_tests(src, scenario):
 # first when no durations file from an earlier run exists (a clean CI checkout). Only the
 # schedule depends on it.
 SLOW_HINTS = {
-    "0089": 108, "0061": 108, "0113": 97, "0137": 83, "0091": 69, "0033": 68, "0026": 68,
+    "0113": 620, "0089": 108, "0061": 108, "0137": 83, "0091": 69, "0033": 68, "0026": 68,
     "0076": 65, "0094": 58, "0102": 53, "0030": 51, "0055": 50, "0122": 44, "0045": 41,
     "0018": 37, "0050": 37, "0093": 31, "0088": 27, "0049": 24, "0114": 20,
 }
+
+
+# Test numbers whose own fixed waits outlast RDK_SUITE_TIMEOUT against any broker: seconds
+# each may run instead. 0113_cooperative_rebalance's 36 sub-tests wait on timers, not on the
+# broker: each of the six u_multiple_subscription_changes variations plays a 15 s script and
+# then polls at least 20 s more for the group to settle (47 s each), and each of the three
+# t_max_poll_interval_exceeded variations waits out a max.poll.interval.ms (18-23 s). It runs
+# about 600 s in all on a 2-core machine.
+TIMEOUT_FLOOR_S = {"0113": 1200}
+
+
+def timeout_for(num, a):
+    """Seconds test number `num` may run before it is killed."""
+    return max(a.timeout, TIMEOUT_FLOOR_S.get(num, 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +282,7 @@ def run_number(num, names, a, env, attempt=1):
                              stderr=subprocess.STDOUT, start_new_session=True)
         RUNNING.add(p)
         try:
-            rc = p.wait(timeout=a.timeout)
+            rc = p.wait(timeout=timeout_for(num, a))
         except subprocess.TimeoutExpired:
             timed_out = True
             os.killpg(p.pid, signal.SIGTERM)
@@ -309,7 +323,7 @@ def run_number(num, names, a, env, attempt=1):
         if state in ("RUNNING", "DNS", None):
             state = "FAILED"
             if timed_out:
-                reason = f"killed after {a.timeout:.0f} s (RDK_SUITE_TIMEOUT)"
+                reason = f"killed after {timeout_for(num, a):.0f} s (RDK_SUITE_TIMEOUT, TIMEOUT_FLOOR_S)"
             else:
                 reason = f"test-runner exited with code {rc} before the test finished"
         if state == "FAILED" and name in first_fail and not timed_out:
@@ -362,7 +376,8 @@ def run(a):
             hist = json.load(f)
     order = sorted(by_num, key=lambda n: (-hist.get(n, SLOW_HINTS.get(n, 10.0)), n))
     print(f"== scenario {a.scenario}: {sum(len(v) for v in by_num.values())} broker tests in "
-          f"{len(by_num)} test numbers, {a.parallel} at a time, {a.timeout:.0f} s each, "
+          f"{len(by_num)} test numbers, {a.parallel} at a time, {a.timeout:.0f} s each "
+          f"({', '.join(f'{n}: {t} s' for n, t in sorted(TIMEOUT_FLOOR_S.items()))}), "
           f"{'quick' if a.quick == '1' else 'full'} mode, TEST_KAFKA_VERSION="
           f"{env.get('TEST_KAFKA_VERSION', '(unset)')}", flush=True)
     results, walls = {}, {}

@@ -1866,6 +1866,12 @@ async fn test_timestamp_configs_refuse_and_stamp() {
     );
     let decoded = decode_records(&records).unwrap();
     assert!(decoded.iter().all(|r| r.timestamp == header.max_timestamp));
+    // The response carries the stamp (clients report it as the records' timestamp); a
+    // CreateTime topic answers -1.
+    let stamped_part = &stamped.responses[0].partition_responses[0];
+    assert_eq!(stamped_part.log_append_time_ms, header.max_timestamp);
+    let fresh_part = &fresh.responses[0].partition_responses[0];
+    assert_eq!(fresh_part.log_append_time_ms, -1);
 }
 
 // Proves compression.type other than `producer` makes the leader recompress: an uncompressed

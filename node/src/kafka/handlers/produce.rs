@@ -11,12 +11,12 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError;
-use railyard_core::api::{Acks, Request, Response};
+use railyard_core::api::{Acks, Produced, Request, Response};
 use railyard_core::batch;
 use railyard_core::batch::Compression;
 use railyard_core::metadata::is_internal_topic;
 use railyard_core::topic_config::{BrokerDefaults, TopicSettings};
-use railyard_core::types::{NodeId, Offset, TopicPartition};
+use railyard_core::types::{NodeId, TopicPartition};
 use tokio::task::JoinHandle;
 
 use super::common::{
@@ -149,7 +149,11 @@ pub async fn produce<B: Broker>(
             };
             let mut part = PartitionProduceResponse::default().with_index(index);
             match result {
-                Ok(base_offset) => part.base_offset = base_offset,
+                Ok(produced) => {
+                    part.base_offset = produced.base_offset;
+                    // -1 (Kafka's "none") under CreateTime.
+                    part.log_append_time_ms = produced.log_append_time_ms.unwrap_or(-1);
+                }
                 Err(e) => {
                     failed = true;
                     part.error_code = e.code();
@@ -188,8 +192,8 @@ pub async fn produce<B: Broker>(
 
 /// A partition's produce, either already decided or running on its own task.
 enum Pending {
-    Done(Result<Offset, PartitionError>),
-    Running(JoinHandle<Result<Offset, PartitionError>>),
+    Done(Result<Produced, PartitionError>),
+    Running(JoinHandle<Result<Produced, PartitionError>>),
 }
 
 /// Checks a produce partition before the core sees it: not an internal topic, known partition,
@@ -221,14 +225,14 @@ fn produce_batches(
 }
 
 /// Produces `batches` to one partition in order, stopping at the first failure. Answers the
-/// first batch's base offset. Not atomic: if a later batch fails, the earlier ones stay.
+/// first batch's base offset and stamp. Not atomic: if a later batch fails, the earlier ones stay.
 async fn produce_partition<B: Broker>(
     broker: B,
     tp: TopicPartition,
     acks: Acks,
     batches: Vec<Bytes>,
     target: Option<Compression>,
-) -> Result<Offset, PartitionError> {
+) -> Result<Produced, PartitionError> {
     let mut first = None;
     for batch in batches {
         let batch = match target {
@@ -242,8 +246,8 @@ async fn produce_partition<B: Broker>(
             batch,
         };
         match broker.request(request).await {
-            Response::Produce(Ok(offset)) => {
-                first.get_or_insert(offset);
+            Response::Produce(Ok(produced)) => {
+                first.get_or_insert(produced);
             }
             Response::Produce(Err(e)) => return Err(PartitionError::Core(e)),
             other => return Err(unexpected(&other)),
