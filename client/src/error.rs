@@ -125,6 +125,10 @@ pub enum Error {
     /// A record was not acknowledged within `delivery_timeout_ms`.
     #[error("record not delivered within {0:?}")]
     DeliveryTimeout(Duration),
+    /// A record's fate is not known: it may or may not have been written (the producer had to
+    /// give up on it after a timeout or lost connection, and bumped its epoch).
+    #[error("unknown outcome: {0}")]
+    UnknownOutcome(String),
     /// A bad configuration value.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -17,8 +17,13 @@
 //! names the broker and the Kafka error code.
 
 pub mod cluster;
+pub mod codec;
 pub mod conn;
 pub mod error;
+pub mod producer;
 
 pub use cluster::ClientConfig;
+pub use codec::Compression;
 pub use error::{Error, ResponseError, Result};
+pub use producer::accumulator::TopicPartition;
+pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
