@@ -19,11 +19,14 @@
 pub mod cluster;
 pub mod codec;
 pub mod conn;
+pub mod consumer;
 pub mod error;
 pub mod producer;
 
 pub use cluster::ClientConfig;
 pub use codec::Compression;
+pub use consumer::assignor::Assignor;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceEvent};
 pub use error::{Error, ResponseError, Result};
 pub use producer::accumulator::TopicPartition;
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
