@@ -16,6 +16,7 @@
 //! metadata cache, and retries retriable errors with backoff; every error is an [`Error`] that
 //! names the broker and the Kafka error code.
 
+pub mod admin;
 pub mod cluster;
 pub mod codec;
 pub mod conn;
@@ -23,6 +24,7 @@ pub mod consumer;
 pub mod error;
 pub mod producer;
 
+pub use admin::{Admin, NewTopic};
 pub use cluster::ClientConfig;
 pub use codec::Compression;
 pub use consumer::assignor::Assignor;

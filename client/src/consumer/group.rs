@@ -109,6 +109,20 @@ pub struct GroupSettings {
     pub assignors: Vec<Assignor>,
 }
 
+impl GroupSettings {
+    /// Settings for a client that only reads or commits a group's offsets, or describes it,
+    /// without joining (the admin client, a consumer that only assigns).
+    pub fn for_admin(group_id: &str) -> GroupSettings {
+        GroupSettings {
+            group_id: group_id.to_string(),
+            instance_id: None,
+            session_timeout_ms: 0,
+            rebalance_timeout_ms: 0,
+            assignors: Vec::new(),
+        }
+    }
+}
+
 /// The group's coordinator and the requests to it.
 pub struct Coordinator {
     cluster: Arc<Cluster>,
@@ -508,8 +522,17 @@ impl Coordinator {
         self.cluster.connection_at(node, &addr).await
     }
 
+    /// The coordinator's connection, for requests the admin client makes.
+    pub(crate) async fn connection_for_admin(&self) -> Result<Arc<Connection>> {
+        let r = self.connection().await;
+        if let Err(e) = &r {
+            self.forget_on(e);
+        }
+        r
+    }
+
     /// Forgets the coordinator after an error that says it moved or is unreachable.
-    fn forget_on(&self, e: &Error) {
+    pub(crate) fn forget_on(&self, e: &Error) {
         let moved = matches!(
             e.kafka_code(),
             Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable)

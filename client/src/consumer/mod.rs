@@ -438,13 +438,7 @@ impl Consumer {
         let c = self.simple_coordinator.get_or_insert_with(|| {
             Arc::new(Coordinator::new(
                 cluster,
-                GroupSettings {
-                    group_id,
-                    instance_id: None,
-                    session_timeout_ms: 0,
-                    rebalance_timeout_ms: 0,
-                    assignors: Vec::new(),
-                },
+                GroupSettings::for_admin(&group_id),
             ))
         });
         Ok(c.clone())
