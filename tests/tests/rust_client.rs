@@ -3,6 +3,8 @@
 //! idempotent production, consumer groups, and bad input.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,7 +12,6 @@ use railyard_client::{
     Compression, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
     ProducerConfig, ProducerRecord, TopicPartition,
 };
-#[allow(unused_imports)]
 use railyard_tests::Disks;
 use railyard_tests::profiles::{self, OnError};
 use railyard_tests::{java_partition, topic, InProcessCluster, Spec};
@@ -235,4 +236,136 @@ async fn test_every_codec_both_ways_with_rdkafka() {
         let offsets: Vec<i64> = read.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, (0..N as i64).collect::<Vec<_>>());
     }
+}
+
+/// A group member polling in its own task until `stop`: everything it read, and its current
+/// assignment as it changes.
+struct Member {
+    stop: Arc<AtomicBool>,
+    assignment: Arc<Mutex<Vec<TopicPartition>>>,
+    task: tokio::task::JoinHandle<Vec<ConsumerRecord>>,
+}
+
+fn group_config(bootstrap: &str, group: &str) -> ConsumerConfig {
+    let mut c = consumer_config(bootstrap).group(group);
+    c.session_timeout_ms = 10_000;
+    c.heartbeat_interval_ms = 300;
+    c.max_poll_interval_ms = 10_000;
+    c.auto_commit_interval_ms = 200;
+    c
+}
+
+async fn spawn_member(config: ConsumerConfig, topic: &'static str) -> Member {
+    let stop = Arc::new(AtomicBool::new(false));
+    let assignment = Arc::new(Mutex::new(Vec::new()));
+    let mut consumer = Consumer::new(config).await.expect("consumer");
+    consumer.subscribe(&[topic]).await.expect("subscribe");
+    let (s, a) = (stop.clone(), assignment.clone());
+    let task = tokio::spawn(async move {
+        let mut read = Vec::new();
+        while !s.load(Ordering::Acquire) {
+            read.extend(consumer.poll(Duration::from_millis(100)).await.expect("poll"));
+            *a.lock().expect("lock") = consumer.assignment();
+        }
+        consumer.close().await.expect("close");
+        read
+    });
+    Member {
+        stop,
+        assignment,
+        task,
+    }
+}
+
+fn assigned(m: &Member) -> BTreeSet<i32> {
+    m.assignment
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|tp| tp.partition)
+        .collect()
+}
+
+async fn wait_for(what: &str, within: Duration, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "waited {within:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// Proves two Rust consumers of one group (the default eager range protocol) share a 6-partition
+// topic disjointly and completely; that when one leaves (LeaveGroup on close) while a producer
+// keeps writing, the other takes every partition; and that no record written is missed by the
+// group, with the group's committed offsets at the log end after the survivor closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_group_of_two_shares_disjointly_and_rebalances_under_load() {
+    const TOPIC: &str = "rc-group";
+    const GROUP: &str = "rc-g";
+    let spec = Spec::new(3, vec![topic(TOPIC, 6, 3)]).with_groups();
+    let cluster = InProcessCluster::start_spec(&spec, Disks::Files).await;
+    cluster.wait_for_leaders(WAIT).await;
+    let bootstrap = cluster.bootstrap();
+    let producer = Arc::new(Producer::new(producer_config(&bootstrap)).await.expect("producer"));
+
+    let a = spawn_member(group_config(&bootstrap, GROUP), TOPIC).await;
+    let b = spawn_member(group_config(&bootstrap, GROUP), TOPIC).await;
+    wait_for("a disjoint split of all 6 partitions", WAIT, || {
+        let (x, y) = (assigned(&a), assigned(&b));
+        !x.is_empty() && !y.is_empty() && x.is_disjoint(&y) && x.len() + y.len() == 6
+    })
+    .await;
+
+    // Load: records keep coming while b leaves.
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let (p, s) = (producer.clone(), stop_load.clone());
+    let load = tokio::spawn(async move {
+        let mut sent = 0u64;
+        while !s.load(Ordering::Acquire) {
+            let r = ProducerRecord::new(TOPIC, format!("load-{sent}")).key(format!("k{sent}"));
+            p.send(r).await.expect("queued");
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        p.flush().await;
+        sent
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.stop.store(true, Ordering::Release);
+    let read_b = b.task.await.expect("member b");
+    wait_for("a to own all 6 partitions", WAIT, || assigned(&a).len() == 6).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_load.store(true, Ordering::Release);
+    let sent = load.await.expect("load");
+    assert!(sent > 100, "the load produced only {sent} records");
+    // a reads to the end, then closes (committing).
+    let all: BTreeSet<String> = (0..sent).map(|i| format!("load-{i}")).collect();
+    let seen_by_b: BTreeSet<String> = read_b.iter().map(|r| text(&r.value)).collect();
+    let a_reads = a.task;
+    let stop_a = a.stop.clone();
+    let admin = railyard_client::Admin::new(railyard_client::ClientConfig::new(&bootstrap)).await.expect("admin");
+    wait_for("the group's lag to reach 0", WAIT, || {
+        futures_lag_zero(&admin, GROUP, TOPIC)
+    })
+    .await;
+    stop_a.store(true, Ordering::Release);
+    let read_a = a_reads.await.expect("member a");
+    let seen: BTreeSet<String> = read_a.iter().map(|r| text(&r.value)).chain(seen_by_b).collect();
+    let missed: Vec<&String> = all.difference(&seen).collect();
+    assert!(missed.is_empty(), "{} records never consumed, e.g. {:?}", missed.len(), missed.first());
+    let lag = admin.consumer_lag(GROUP, TOPIC).await.expect("lag");
+    assert!(lag.iter().all(|l| l.lag == 0 && l.committed == Some(l.log_end)), "{lag:?}");
+    producer.close().await;
+}
+
+/// Whether the group's committed offsets are at the log end (blocking on the admin calls).
+fn futures_lag_zero(admin: &railyard_client::Admin, group: &str, topic: &str) -> bool {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        handle.block_on(async {
+            let ends = admin.end_offsets(topic).await.expect("end offsets");
+            let lag = admin.consumer_lag(group, topic).await.expect("lag");
+            ends.values().sum::<i64>() > 0 && lag.iter().all(|l| l.lag == 0)
+        })
+    })
 }
