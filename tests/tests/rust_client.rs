@@ -12,6 +12,7 @@ use railyard_client::{
     Compression, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
     ProducerConfig, ProducerRecord, TopicPartition,
 };
+use railyard_node::broker::Broker;
 use railyard_tests::Disks;
 use railyard_tests::profiles::{self, OnError};
 use railyard_tests::{java_partition, topic, InProcessCluster, Spec};
@@ -368,4 +369,159 @@ fn futures_lag_zero(admin: &railyard_client::Admin, group: &str, topic: &str) ->
             ends.values().sum::<i64>() > 0 && lag.iter().all(|l| l.lag == 0)
         })
     })
+}
+
+// Proves an idempotent producer rides out the loss of a partition's leader mid-stream: the
+// leader node is stopped while records are in flight, every record is still acknowledged, and
+// the partition then holds each record exactly once (no loss, no duplicates), in send order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_leader_stop_during_idempotent_produce_no_loss_no_duplicates() {
+    const TOPIC: &str = "rc-kill";
+    const N: usize = 3_000;
+    let cluster = InProcessCluster::start(3, vec![topic(TOPIC, 1, 3)]).await;
+    let view = cluster.wait_for_leaders(WAIT).await;
+    let leader = view.partition(TOPIC, 0).and_then(|p| p.leader).expect("a leader");
+    let bootstrap = cluster.bootstrap();
+    let mut config = producer_config(&bootstrap);
+    config.client.request_timeout_ms = 2_000;
+    config.client.connect_timeout_ms = 1_000;
+    config.client.metadata_max_age_ms = 500;
+    config.delivery_timeout_ms = 25_000;
+    let producer = Producer::new(config).await.expect("producer");
+    let mut deliveries = Vec::new();
+    for i in 0..N {
+        if i == N / 3 {
+            cluster.node(leader).handle.shutdown();
+        }
+        let r = ProducerRecord::new(TOPIC, format!("v{i}")).partition(0);
+        deliveries.push(producer.send(r).await.expect("queued"));
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut offsets = BTreeMap::new();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let md = d.await.unwrap_or_else(|e| panic!("record {i} lost: {e}"));
+        assert!(offsets.insert(md.offset, i).is_none(), "two records acknowledged at {}", md.offset);
+    }
+    producer.close().await;
+    // Read it all back from the survivors.
+    let survivors: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.handle.node_id() != leader)
+        .map(|n| n.kafka_addr.to_string())
+        .collect();
+    let mut consumer = Consumer::new(consumer_config(&survivors.join(","))).await.expect("consumer");
+    consumer.assign(&[TopicPartition::new(TOPIC, 0)]).await.expect("assign");
+    let read = poll_until(&mut consumer, WAIT, |r| r.len() >= N).await;
+    let values: Vec<String> = read.iter().map(|r| text(&r.value)).collect();
+    let want: Vec<String> = (0..N).map(|i| format!("v{i}")).collect();
+    assert_eq!(values.len(), N, "duplicates or losses");
+    assert_eq!(values, want, "each record once, in send order");
+    assert!(consumer.poll(Duration::from_millis(500)).await.expect("poll").is_empty(), "nothing beyond");
+}
+
+// Proves bad input gets a clear, typed error and no panic: an unreachable bootstrap fails
+// within the configured timeout naming the address; an unknown topic is UnknownTopic; a record
+// over the topic's max.message.bytes is the broker's MESSAGE_TOO_LARGE (code 10), naming the
+// broker; a record over the client's own limit is refused before it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_bad_input_gets_typed_errors() {
+    // Unreachable: nothing listens on port 1.
+    let mut config = ProducerConfig::new("127.0.0.1:1");
+    config.client.default_api_timeout_ms = 1_500;
+    config.client.connect_timeout_ms = 500;
+    let start = Instant::now();
+    let err = Producer::new(config).await.err().expect("no producer without a broker");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(matches!(err, railyard_client::Error::NoBrokerAvailable { .. }), "{err}");
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+
+    let cluster = InProcessCluster::start(1, vec![topic("rc-small", 1, 1)]).await;
+    cluster.wait_for_leaders(WAIT).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = railyard_client::Admin::new(railyard_client::ClientConfig::new(&bootstrap)).await.expect("admin");
+    admin
+        .alter_topic_config("rc-small", &[("max.message.bytes", Some("1024"))])
+        .await
+        .expect("alter config");
+    // The alter is answered once the controller has it; each broker applies it when its copy
+    // of the metadata log does, so wait for the described value.
+    let start = Instant::now();
+    loop {
+        let described = admin.describe_topic("rc-small").await.expect("describe");
+        let value = described.configs["max.message.bytes"].value.clone();
+        if value.as_deref() == Some("1024") {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "max.message.bytes still {value:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let producer = Producer::new(producer_config(&bootstrap)).await.expect("producer");
+    let err = producer.send(ProducerRecord::new("no-such-topic", "x")).await.err().expect("unknown topic");
+    assert!(matches!(&err, railyard_client::Error::UnknownTopic(t) if t == "no-such-topic"), "{err}");
+
+    let big = vec![b'x'; 10_000];
+    let err = producer
+        .send_and_wait(ProducerRecord::new("rc-small", big))
+        .await
+        .expect_err("over max.message.bytes");
+    assert_eq!(err.kafka_code(), Some(railyard_client::ResponseError::MessageTooLarge), "{err}");
+    assert!(!err.is_retriable());
+    let text = err.to_string();
+    assert!(text.contains("code 10") && text.contains("broker 1"), "{text}");
+    // The producer still works after a fatal batch error (the epoch is bumped).
+    let md = producer.send_and_wait(ProducerRecord::new("rc-small", "ok")).await.expect("small record");
+    assert_eq!(md.partition, 0);
+
+    let huge = vec![b'x'; 2 * 1024 * 1024];
+    let err = producer.send(ProducerRecord::new("rc-small", huge)).await.err().expect("over the client limit");
+    assert!(matches!(err, railyard_client::Error::RecordTooLarge { .. }), "{err}");
+    producer.close().await;
+}
+
+// Proves the admin client's topic and group operations against a cluster: create with
+// configs, list, describe (partitions and configs), describe the cluster, reset a group's
+// offsets, read its lag, list, describe and delete the group, and delete the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_admin_topics_configs_groups_and_lag() {
+    let spec = Spec::new(3, vec![]).with_groups();
+    let cluster = InProcessCluster::start_spec(&spec, Disks::Files).await;
+    cluster.wait_for_settled(WAIT).await;
+    let bootstrap = cluster.bootstrap();
+    let admin = railyard_client::Admin::new(railyard_client::ClientConfig::new(&bootstrap)).await.expect("admin");
+    let new = railyard_client::NewTopic::new("rc-admin", 3, 3).config("retention.ms", "3600000");
+    admin.create_topic(new).await.expect("create");
+    assert!(admin.list_topics().await.expect("list").contains(&"rc-admin".to_string()));
+    let d = admin.describe_topic("rc-admin").await.expect("describe");
+    assert_eq!(d.meta.partitions.len(), 3);
+    assert!(d.meta.partitions.iter().all(|p| p.replicas.len() == 3 && p.leader.is_some()));
+    assert_eq!(d.configs["retention.ms"].value.as_deref(), Some("3600000"));
+    assert!(!d.configs["retention.ms"].is_default);
+    let c = admin.describe_cluster().await.expect("cluster");
+    assert_eq!(c.brokers.len(), 3);
+    assert!(c.controller.is_some());
+
+    // 30 records, then a group that read 10 of partition 0 (a reset with no members).
+    let producer = Producer::new(producer_config(&bootstrap)).await.expect("producer");
+    for i in 0..30 {
+        producer.send_and_wait(ProducerRecord::new("rc-admin", format!("{i}")).partition(i % 3)).await.expect("ack");
+    }
+    let offsets = BTreeMap::from([(TopicPartition::new("rc-admin", 0), 4)]);
+    admin.reset_offsets("rc-admin-g", &offsets).await.expect("reset");
+    let lag = admin.consumer_lag("rc-admin-g", "rc-admin").await.expect("lag");
+    assert_eq!(lag.len(), 3);
+    assert_eq!((lag[0].committed, lag[0].log_end, lag[0].lag), (Some(4), 10, 6));
+    assert_eq!((lag[1].committed, lag[1].lag), (None, 10));
+    let groups = admin.list_groups().await.expect("groups");
+    assert!(groups.iter().any(|g| g.group_id == "rc-admin-g"), "{groups:?}");
+    let g = admin.describe_group("rc-admin-g").await.expect("describe group");
+    assert!(g.members.is_empty(), "{g:?}");
+    admin.delete_group("rc-admin-g").await.expect("delete group");
+    assert!(!admin.list_groups().await.expect("groups").iter().any(|g| g.group_id == "rc-admin-g"));
+    admin.delete_topic("rc-admin").await.expect("delete");
+    assert!(!admin.list_topics().await.expect("list").contains(&"rc-admin".to_string()));
+    producer.close().await;
 }

@@ -18,7 +18,7 @@
 //! are failed (resending them under a new epoch could write them twice), the others are
 //! renumbered from 0.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -116,6 +116,8 @@ pub struct AccumulatorConfig {
 struct PartitionQueue<C> {
     batches: VecDeque<Batch<C>>,
     in_flight: usize,
+    /// Base sequences of the batches in flight.
+    in_flight_sequences: BTreeSet<i32>,
     next_sequence: i32,
 }
 
@@ -124,6 +126,7 @@ impl<C> Default for PartitionQueue<C> {
         PartitionQueue {
             batches: VecDeque::new(),
             in_flight: 0,
+            in_flight_sequences: BTreeSet::new(),
             next_sequence: 0,
         }
     }
@@ -210,6 +213,9 @@ impl<C> Accumulator<C> {
         batch.attempts += 1;
         batch.retry_at = None;
         queue.in_flight += 1;
+        if let Some(seq) = batch.base_sequence {
+            queue.in_flight_sequences.insert(seq);
+        }
         Some(batch)
     }
 
@@ -323,13 +329,16 @@ impl<C> Accumulator<C> {
             .min()
     }
 
-    /// Whether `tp` has a queued batch with a lower sequence than `seq` (an OUT_OF_ORDER_SEQUENCE
-    /// answer is then the consequence of that batch's retry, and itself retriable).
-    pub fn has_earlier_retry(&self, tp: &TopicPartition, seq: i32) -> bool {
+    /// Whether `tp` has a batch with a lower sequence than `seq` that is not acknowledged yet,
+    /// queued for a retry or still in flight (perhaps to a leader that is gone). An
+    /// OUT_OF_ORDER_SEQUENCE answer is then that batch's doing, and itself retriable: once the
+    /// earlier batch is written, this one fits.
+    pub fn has_earlier_unacknowledged(&self, tp: &TopicPartition, seq: i32) -> bool {
         self.queues.get(tp).is_some_and(|q| {
-            q.batches
-                .iter()
-                .any(|b| b.base_sequence.is_some_and(|s| s < seq))
+            q.in_flight_sequences.range(..seq).next().is_some()
+                || q.batches
+                    .iter()
+                    .any(|b| b.base_sequence.is_some_and(|s| s < seq))
         })
     }
 
@@ -459,6 +468,25 @@ mod tests {
         assert_eq!(ids(&failed[0]), vec![2, 3]);
         let c = acc.drain(&tp).expect("c");
         assert_eq!((c.base_sequence, ids(&c)), (Some(0), vec![4, 5]));
+    }
+
+    // Proves a gap answered for a later batch counts as retriable while an earlier batch is
+    // still in flight (to a leader that may be gone) or queued, and not once all are done.
+    #[test]
+    fn test_earlier_unacknowledged_covers_in_flight() {
+        let t0 = Instant::now();
+        let tp = TopicPartition::new("t", 0);
+        let mut acc = Accumulator::new(config(true));
+        for n in 0..4 {
+            acc.append(tp.clone(), rec(n, 50), t0);
+        }
+        let a = acc.drain(&tp).expect("a");
+        let b = acc.drain(&tp).expect("b");
+        assert!(acc.has_earlier_unacknowledged(&tp, 2), "a is in flight");
+        acc.complete(&a, false);
+        assert!(!acc.has_earlier_unacknowledged(&tp, 2));
+        acc.requeue(b, t0, true);
+        assert!(acc.has_earlier_unacknowledged(&tp, 3), "b is queued");
     }
 
     // Proves expiry removes only batches past the delivery timeout.

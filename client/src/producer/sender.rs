@@ -347,7 +347,7 @@ fn apply_answer(
             // A gap behind a batch that is itself being retried is that retry's doing.
             let behind_retry = code == ResponseError::OutOfOrderSequenceNumber
                 && b.base_sequence
-                    .is_some_and(|s| lock(&shared.acc).has_earlier_retry(&b.tp, s));
+                    .is_some_and(|s| lock(&shared.acc).has_earlier_unacknowledged(&b.tp, s));
             let maybe_written = matches!(
                 code,
                 ResponseError::RequestTimedOut | ResponseError::NotEnoughReplicasAfterAppend
