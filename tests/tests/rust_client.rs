@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use railyard_client::{
-    Compression, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    Compression, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition,
 };
 use railyard_node::broker::Broker;
-use railyard_tests::Disks;
 use railyard_tests::profiles::{self, OnError};
+use railyard_tests::Disks;
 use railyard_tests::{java_partition, topic, InProcessCluster, Spec};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::FutureProducer;
@@ -59,7 +59,12 @@ async fn poll_until(
             "polled {} records in {within:?} without reaching the goal",
             out.len()
         );
-        out.extend(consumer.poll(Duration::from_millis(200)).await.expect("poll"));
+        out.extend(
+            consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .expect("poll"),
+        );
     }
     out
 }
@@ -77,7 +82,9 @@ async fn test_rust_producer_murmur2_placement_read_by_rdkafka() {
     let cluster = InProcessCluster::start(3, vec![topic(TOPIC, 4, 3)]).await;
     cluster.wait_for_leaders(WAIT).await;
     let bootstrap = cluster.bootstrap();
-    let producer = Producer::new(producer_config(&bootstrap)).await.expect("producer");
+    let producer = Producer::new(producer_config(&bootstrap))
+        .await
+        .expect("producer");
     let mut deliveries = Vec::new();
     for i in 0..N {
         let r = ProducerRecord::new(TOPIC, format!("v{i}")).key(format!("key-{i}"));
@@ -86,17 +93,31 @@ async fn test_rust_producer_murmur2_placement_read_by_rdkafka() {
     let mut acked = BTreeMap::new();
     for (i, d) in deliveries.into_iter().enumerate() {
         let md = d.await.unwrap_or_else(|e| panic!("record {i}: {e}"));
-        assert_eq!(md.partition, java_partition(format!("key-{i}").as_bytes(), 4));
-        assert!(acked.insert((md.partition, md.offset), i).is_none(), "offset reused");
+        assert_eq!(
+            md.partition,
+            java_partition(format!("key-{i}").as_bytes(), 4)
+        );
+        assert!(
+            acked.insert((md.partition, md.offset), i).is_none(),
+            "offset reused"
+        );
     }
     producer.close().await;
     for p in 0..4 {
         let offsets: Vec<i64> = acked.keys().filter(|k| k.0 == p).map(|k| k.1).collect();
-        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>(), "dense offsets in {p}");
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as i64).collect::<Vec<_>>(),
+            "dense offsets in {p}"
+        );
     }
     let read = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = profiles::assign_consumer(&bootstrap).create().expect("consumer");
-        profiles::read_from_start(&consumer, TOPIC, &[0, 1, 2, 3], WAIT, OnError::Fail, |r| r.len() >= N)
+        let consumer: BaseConsumer = profiles::assign_consumer(&bootstrap)
+            .create()
+            .expect("consumer");
+        profiles::read_from_start(&consumer, TOPIC, &[0, 1, 2, 3], WAIT, OnError::Fail, |r| {
+            r.len() >= N
+        })
     })
     .await
     .expect("reader");
@@ -118,7 +139,9 @@ async fn test_round_trip_keys_headers_timestamps_and_seeks() {
     let cluster = InProcessCluster::start(3, vec![topic(TOPIC, 3, 3)]).await;
     cluster.wait_for_leaders(WAIT).await;
     let bootstrap = cluster.bootstrap();
-    let producer = Producer::new(producer_config(&bootstrap)).await.expect("producer");
+    let producer = Producer::new(producer_config(&bootstrap))
+        .await
+        .expect("producer");
     // Recent timestamps: records older than the topic's retention.ms would be deleted.
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -136,7 +159,9 @@ async fn test_round_trip_keys_headers_timestamps_and_seeks() {
         assert_eq!(md.timestamp_ms, base_ts + i * 10);
         sent.insert((md.partition, md.offset), i);
     }
-    let mut consumer = Consumer::new(consumer_config(&bootstrap)).await.expect("consumer");
+    let mut consumer = Consumer::new(consumer_config(&bootstrap))
+        .await
+        .expect("consumer");
     let tps: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new(TOPIC, p)).collect();
     consumer.assign(&tps).await.expect("assign");
     let read = poll_until(&mut consumer, WAIT, |r| r.len() >= N as usize).await;
@@ -144,13 +169,23 @@ async fn test_round_trip_keys_headers_timestamps_and_seeks() {
     let mut last: BTreeMap<i32, i64> = BTreeMap::new();
     for r in &read {
         let i = sent[&(r.partition, r.offset)];
-        assert!(last.insert(r.partition, r.offset).is_none_or(|prev| prev < r.offset), "offset order");
+        assert!(
+            last.insert(r.partition, r.offset)
+                .is_none_or(|prev| prev < r.offset),
+            "offset order"
+        );
         assert_eq!(text(&r.key), format!("k{i}"));
         assert_eq!(text(&r.value), format!("value-{i}"));
         assert_eq!(r.timestamp_ms, base_ts + i * 10);
         assert_eq!(r.headers.len(), 2);
-        assert_eq!((r.headers[0].0.as_str(), text(&r.headers[0].1)), ("idx", i.to_string()));
-        assert_eq!((r.headers[1].0.as_str(), text(&r.headers[1].1)), ("kind", "test".to_string()));
+        assert_eq!(
+            (r.headers[0].0.as_str(), text(&r.headers[0].1)),
+            ("idx", i.to_string())
+        );
+        assert_eq!(
+            (r.headers[1].0.as_str(), text(&r.headers[1].1)),
+            ("kind", "test".to_string())
+        );
     }
     // Position is the log end of each partition now; offsets_for_times finds record 150.
     let tp0 = tps[0].clone();
@@ -159,7 +194,10 @@ async fn test_round_trip_keys_headers_timestamps_and_seeks() {
     let (&(p150, o150), _) = sent.iter().find(|(_, &i)| i == 150).expect("record 150");
     let tp150 = TopicPartition::new(TOPIC, p150);
     let times = BTreeMap::from([(tp150.clone(), base_ts + 150 * 10)]);
-    let found = consumer.offsets_for_times(&times).await.expect("offsets_for_times");
+    let found = consumer
+        .offsets_for_times(&times)
+        .await
+        .expect("offsets_for_times");
     assert_eq!(found[&tp150], Some((o150, base_ts + 1500)));
     // Replay from there: the first record back is 150.
     consumer.seek(&tp150, o150).expect("seek");
@@ -167,7 +205,11 @@ async fn test_round_trip_keys_headers_timestamps_and_seeks() {
     assert_eq!((again[0].partition, again[0].offset), (p150, o150));
     consumer.seek_to_end(&tps).await.expect("seek_to_end");
     assert_eq!(consumer.position(&tp0).await.expect("position"), end0);
-    assert!(consumer.poll(Duration::from_millis(300)).await.expect("poll").is_empty());
+    assert!(consumer
+        .poll(Duration::from_millis(300))
+        .await
+        .expect("poll")
+        .is_empty());
     producer.close().await;
 }
 
@@ -180,7 +222,12 @@ async fn test_every_codec_both_ways_with_rdkafka() {
     const N: usize = 200;
     let topics: Vec<_> = CODECS
         .iter()
-        .flat_map(|(_, name)| [topic(&format!("rc-rs-{name}"), 1, 3), topic(&format!("rc-rd-{name}"), 1, 3)])
+        .flat_map(|(_, name)| {
+            [
+                topic(&format!("rc-rs-{name}"), 1, 3),
+                topic(&format!("rc-rd-{name}"), 1, 3),
+            ]
+        })
         .collect();
     let cluster = InProcessCluster::start(3, topics).await;
     cluster.wait_for_leaders(WAIT).await;
@@ -194,15 +241,27 @@ async fn test_every_codec_both_ways_with_rdkafka() {
         let producer = Producer::new(config).await.expect("producer");
         let mut ds = Vec::new();
         for i in 0..N {
-            ds.push(producer.send(ProducerRecord::new(&rs_topic, format!("{name}-{i}")).key(format!("k{i}"))).await.expect("queued"));
+            ds.push(
+                producer
+                    .send(
+                        ProducerRecord::new(&rs_topic, format!("{name}-{i}")).key(format!("k{i}")),
+                    )
+                    .await
+                    .expect("queued"),
+            );
         }
         for d in ds {
             d.await.expect("acknowledged");
         }
         producer.close().await;
         if codec == Compression::Zstd {
-            let mut consumer = Consumer::new(consumer_config(&bootstrap)).await.expect("consumer");
-            consumer.assign(&[TopicPartition::new(&rs_topic, 0)]).await.expect("assign");
+            let mut consumer = Consumer::new(consumer_config(&bootstrap))
+                .await
+                .expect("consumer");
+            consumer
+                .assign(&[TopicPartition::new(&rs_topic, 0)])
+                .await
+                .expect("assign");
             let read = poll_until(&mut consumer, WAIT, |r| r.len() >= N).await;
             let values: Vec<String> = read.iter().map(|r| text(&r.value)).collect();
             let want: Vec<String> = (0..N).map(|i| format!("{name}-{i}")).collect();
@@ -216,7 +275,10 @@ async fn test_every_codec_both_ways_with_rdkafka() {
         })
         .await
         .expect("reader");
-        let values: Vec<String> = read.iter().map(|r| r.value.clone().unwrap_or_default()).collect();
+        let values: Vec<String> = read
+            .iter()
+            .map(|r| r.value.clone().unwrap_or_default())
+            .collect();
         let want: Vec<String> = (0..N).map(|i| format!("{name}-{i}")).collect();
         assert_eq!(values, want, "librdkafka reading the Rust client's {name}");
 
@@ -226,10 +288,17 @@ async fn test_every_codec_both_ways_with_rdkafka() {
             .set("compression.type", name)
             .create()
             .expect("rdkafka producer");
-        let records: Vec<(String, String)> = (0..N).map(|i| (format!("k{i}"), format!("rd-{name}-{i}"))).collect();
+        let records: Vec<(String, String)> = (0..N)
+            .map(|i| (format!("k{i}"), format!("rd-{name}-{i}")))
+            .collect();
         profiles::produce_all(&rd, &rd_topic, &records).await;
-        let mut consumer = Consumer::new(consumer_config(&bootstrap)).await.expect("consumer");
-        consumer.assign(&[TopicPartition::new(&rd_topic, 0)]).await.expect("assign");
+        let mut consumer = Consumer::new(consumer_config(&bootstrap))
+            .await
+            .expect("consumer");
+        consumer
+            .assign(&[TopicPartition::new(&rd_topic, 0)])
+            .await
+            .expect("assign");
         let read = poll_until(&mut consumer, WAIT, |r| r.len() >= N).await;
         let values: Vec<String> = read.iter().map(|r| text(&r.value)).collect();
         let want: Vec<String> = (0..N).map(|i| format!("rd-{name}-{i}")).collect();
@@ -265,7 +334,12 @@ async fn spawn_member(config: ConsumerConfig, topic: &'static str) -> Member {
     let task = tokio::spawn(async move {
         let mut read = Vec::new();
         while !s.load(Ordering::Acquire) {
-            read.extend(consumer.poll(Duration::from_millis(100)).await.expect("poll"));
+            read.extend(
+                consumer
+                    .poll(Duration::from_millis(100))
+                    .await
+                    .expect("poll"),
+            );
             *a.lock().expect("lock") = consumer.assignment();
         }
         consumer.close().await.expect("close");
@@ -307,7 +381,11 @@ async fn test_group_of_two_shares_disjointly_and_rebalances_under_load() {
     let cluster = InProcessCluster::start_spec(&spec, Disks::Files).await;
     cluster.wait_for_leaders(WAIT).await;
     let bootstrap = cluster.bootstrap();
-    let producer = Arc::new(Producer::new(producer_config(&bootstrap)).await.expect("producer"));
+    let producer = Arc::new(
+        Producer::new(producer_config(&bootstrap))
+            .await
+            .expect("producer"),
+    );
 
     let a = spawn_member(group_config(&bootstrap, GROUP), TOPIC).await;
     let b = spawn_member(group_config(&bootstrap, GROUP), TOPIC).await;
@@ -334,7 +412,10 @@ async fn test_group_of_two_shares_disjointly_and_rebalances_under_load() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.stop.store(true, Ordering::Release);
     let read_b = b.task.await.expect("member b");
-    wait_for("a to own all 6 partitions", WAIT, || assigned(&a).len() == 6).await;
+    wait_for("a to own all 6 partitions", WAIT, || {
+        assigned(&a).len() == 6
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop_load.store(true, Ordering::Release);
     let sent = load.await.expect("load");
@@ -344,18 +425,33 @@ async fn test_group_of_two_shares_disjointly_and_rebalances_under_load() {
     let seen_by_b: BTreeSet<String> = read_b.iter().map(|r| text(&r.value)).collect();
     let a_reads = a.task;
     let stop_a = a.stop.clone();
-    let admin = railyard_client::Admin::new(railyard_client::ClientConfig::new(&bootstrap)).await.expect("admin");
+    let admin = railyard_client::Admin::new(railyard_client::ClientConfig::new(&bootstrap))
+        .await
+        .expect("admin");
     wait_for("the group's lag to reach 0", WAIT, || {
         futures_lag_zero(&admin, GROUP, TOPIC)
     })
     .await;
     stop_a.store(true, Ordering::Release);
     let read_a = a_reads.await.expect("member a");
-    let seen: BTreeSet<String> = read_a.iter().map(|r| text(&r.value)).chain(seen_by_b).collect();
+    let seen: BTreeSet<String> = read_a
+        .iter()
+        .map(|r| text(&r.value))
+        .chain(seen_by_b)
+        .collect();
     let missed: Vec<&String> = all.difference(&seen).collect();
-    assert!(missed.is_empty(), "{} records never consumed, e.g. {:?}", missed.len(), missed.first());
+    assert!(
+        missed.is_empty(),
+        "{} records never consumed, e.g. {:?}",
+        missed.len(),
+        missed.first()
+    );
     let lag = admin.consumer_lag(GROUP, TOPIC).await.expect("lag");
-    assert!(lag.iter().all(|l| l.lag == 0 && l.committed == Some(l.log_end)), "{lag:?}");
+    assert!(
+        lag.iter()
+            .all(|l| l.lag == 0 && l.committed == Some(l.log_end)),
+        "{lag:?}"
+    );
     producer.close().await;
 }
 
@@ -380,7 +476,10 @@ async fn test_leader_stop_during_idempotent_produce_no_loss_no_duplicates() {
     const N: usize = 3_000;
     let cluster = InProcessCluster::start(3, vec![topic(TOPIC, 1, 3)]).await;
     let view = cluster.wait_for_leaders(WAIT).await;
-    let leader = view.partition(TOPIC, 0).and_then(|p| p.leader).expect("a leader");
+    let leader = view
+        .partition(TOPIC, 0)
+        .and_then(|p| p.leader)
+        .expect("a leader");
     let bootstrap = cluster.bootstrap();
     let mut config = producer_config(&bootstrap);
     config.client.request_timeout_ms = 2_000;
@@ -402,7 +501,11 @@ async fn test_leader_stop_during_idempotent_produce_no_loss_no_duplicates() {
     let mut offsets = BTreeMap::new();
     for (i, d) in deliveries.into_iter().enumerate() {
         let md = d.await.unwrap_or_else(|e| panic!("record {i} lost: {e}"));
-        assert!(offsets.insert(md.offset, i).is_none(), "two records acknowledged at {}", md.offset);
+        assert!(
+            offsets.insert(md.offset, i).is_none(),
+            "two records acknowledged at {}",
+            md.offset
+        );
     }
     producer.close().await;
     // Read it all back from the survivors.
@@ -412,14 +515,26 @@ async fn test_leader_stop_during_idempotent_produce_no_loss_no_duplicates() {
         .filter(|n| n.handle.node_id() != leader)
         .map(|n| n.kafka_addr.to_string())
         .collect();
-    let mut consumer = Consumer::new(consumer_config(&survivors.join(","))).await.expect("consumer");
-    consumer.assign(&[TopicPartition::new(TOPIC, 0)]).await.expect("assign");
+    let mut consumer = Consumer::new(consumer_config(&survivors.join(",")))
+        .await
+        .expect("consumer");
+    consumer
+        .assign(&[TopicPartition::new(TOPIC, 0)])
+        .await
+        .expect("assign");
     let read = poll_until(&mut consumer, WAIT, |r| r.len() >= N).await;
     let values: Vec<String> = read.iter().map(|r| text(&r.value)).collect();
     let want: Vec<String> = (0..N).map(|i| format!("v{i}")).collect();
     assert_eq!(values.len(), N, "duplicates or losses");
     assert_eq!(values, want, "each record once, in send order");
-    assert!(consumer.poll(Duration::from_millis(500)).await.expect("poll").is_empty(), "nothing beyond");
+    assert!(
+        consumer
+            .poll(Duration::from_millis(500))
+            .await
+            .expect("poll")
+            .is_empty(),
+        "nothing beyond"
+    );
 }
 
 // Proves bad input gets a clear, typed error and no panic: an unreachable bootstrap fails
@@ -433,15 +548,27 @@ async fn test_bad_input_gets_typed_errors() {
     config.client.default_api_timeout_ms = 1_500;
     config.client.connect_timeout_ms = 500;
     let start = Instant::now();
-    let err = Producer::new(config).await.err().expect("no producer without a broker");
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
-    assert!(matches!(err, railyard_client::Error::NoBrokerAvailable { .. }), "{err}");
+    let err = Producer::new(config)
+        .await
+        .err()
+        .expect("no producer without a broker");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(err, railyard_client::Error::NoBrokerAvailable { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 
     let cluster = InProcessCluster::start(1, vec![topic("rc-small", 1, 1)]).await;
     cluster.wait_for_leaders(WAIT).await;
     let bootstrap = cluster.bootstrap();
-    let admin = railyard_client::Admin::new(railyard_client::ClientConfig::new(&bootstrap)).await.expect("admin");
+    let admin = railyard_client::Admin::new(railyard_client::ClientConfig::new(&bootstrap))
+        .await
+        .expect("admin");
     admin
         .alter_topic_config("rc-small", &[("max.message.bytes", Some("1024"))])
         .await
@@ -459,26 +586,52 @@ async fn test_bad_input_gets_typed_errors() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let producer = Producer::new(producer_config(&bootstrap)).await.expect("producer");
-    let err = producer.send(ProducerRecord::new("no-such-topic", "x")).await.err().expect("unknown topic");
-    assert!(matches!(&err, railyard_client::Error::UnknownTopic(t) if t == "no-such-topic"), "{err}");
+    let producer = Producer::new(producer_config(&bootstrap))
+        .await
+        .expect("producer");
+    let err = producer
+        .send(ProducerRecord::new("no-such-topic", "x"))
+        .await
+        .err()
+        .expect("unknown topic");
+    assert!(
+        matches!(&err, railyard_client::Error::UnknownTopic(t) if t == "no-such-topic"),
+        "{err}"
+    );
 
     let big = vec![b'x'; 10_000];
     let err = producer
         .send_and_wait(ProducerRecord::new("rc-small", big))
         .await
         .expect_err("over max.message.bytes");
-    assert_eq!(err.kafka_code(), Some(railyard_client::ResponseError::MessageTooLarge), "{err}");
+    assert_eq!(
+        err.kafka_code(),
+        Some(railyard_client::ResponseError::MessageTooLarge),
+        "{err}"
+    );
     assert!(!err.is_retriable());
     let text = err.to_string();
-    assert!(text.contains("code 10") && text.contains("broker 1"), "{text}");
+    assert!(
+        text.contains("code 10") && text.contains("broker 1"),
+        "{text}"
+    );
     // The producer still works after a fatal batch error (the epoch is bumped).
-    let md = producer.send_and_wait(ProducerRecord::new("rc-small", "ok")).await.expect("small record");
+    let md = producer
+        .send_and_wait(ProducerRecord::new("rc-small", "ok"))
+        .await
+        .expect("small record");
     assert_eq!(md.partition, 0);
 
     let huge = vec![b'x'; 2 * 1024 * 1024];
-    let err = producer.send(ProducerRecord::new("rc-small", huge)).await.err().expect("over the client limit");
-    assert!(matches!(err, railyard_client::Error::RecordTooLarge { .. }), "{err}");
+    let err = producer
+        .send(ProducerRecord::new("rc-small", huge))
+        .await
+        .err()
+        .expect("over the client limit");
+    assert!(
+        matches!(err, railyard_client::Error::RecordTooLarge { .. }),
+        "{err}"
+    );
     producer.close().await;
 }
 
@@ -491,13 +644,23 @@ async fn test_admin_topics_configs_groups_and_lag() {
     let cluster = InProcessCluster::start_spec(&spec, Disks::Files).await;
     cluster.wait_for_settled(WAIT).await;
     let bootstrap = cluster.bootstrap();
-    let admin = railyard_client::Admin::new(railyard_client::ClientConfig::new(&bootstrap)).await.expect("admin");
+    let admin = railyard_client::Admin::new(railyard_client::ClientConfig::new(&bootstrap))
+        .await
+        .expect("admin");
     let new = railyard_client::NewTopic::new("rc-admin", 3, 3).config("retention.ms", "3600000");
     admin.create_topic(new).await.expect("create");
-    assert!(admin.list_topics().await.expect("list").contains(&"rc-admin".to_string()));
+    assert!(admin
+        .list_topics()
+        .await
+        .expect("list")
+        .contains(&"rc-admin".to_string()));
     let d = admin.describe_topic("rc-admin").await.expect("describe");
     assert_eq!(d.meta.partitions.len(), 3);
-    assert!(d.meta.partitions.iter().all(|p| p.replicas.len() == 3 && p.leader.is_some()));
+    assert!(d
+        .meta
+        .partitions
+        .iter()
+        .all(|p| p.replicas.len() == 3 && p.leader.is_some()));
     assert_eq!(d.configs["retention.ms"].value.as_deref(), Some("3600000"));
     assert!(!d.configs["retention.ms"].is_default);
     let c = admin.describe_cluster().await.expect("cluster");
@@ -505,23 +668,55 @@ async fn test_admin_topics_configs_groups_and_lag() {
     assert!(c.controller.is_some());
 
     // 30 records, then a group that read 10 of partition 0 (a reset with no members).
-    let producer = Producer::new(producer_config(&bootstrap)).await.expect("producer");
+    let producer = Producer::new(producer_config(&bootstrap))
+        .await
+        .expect("producer");
     for i in 0..30 {
-        producer.send_and_wait(ProducerRecord::new("rc-admin", format!("{i}")).partition(i % 3)).await.expect("ack");
+        producer
+            .send_and_wait(ProducerRecord::new("rc-admin", format!("{i}")).partition(i % 3))
+            .await
+            .expect("ack");
     }
     let offsets = BTreeMap::from([(TopicPartition::new("rc-admin", 0), 4)]);
-    admin.reset_offsets("rc-admin-g", &offsets).await.expect("reset");
-    let lag = admin.consumer_lag("rc-admin-g", "rc-admin").await.expect("lag");
+    admin
+        .reset_offsets("rc-admin-g", &offsets)
+        .await
+        .expect("reset");
+    let lag = admin
+        .consumer_lag("rc-admin-g", "rc-admin")
+        .await
+        .expect("lag");
     assert_eq!(lag.len(), 3);
-    assert_eq!((lag[0].committed, lag[0].log_end, lag[0].lag), (Some(4), 10, 6));
+    assert_eq!(
+        (lag[0].committed, lag[0].log_end, lag[0].lag),
+        (Some(4), 10, 6)
+    );
     assert_eq!((lag[1].committed, lag[1].lag), (None, 10));
     let groups = admin.list_groups().await.expect("groups");
-    assert!(groups.iter().any(|g| g.group_id == "rc-admin-g"), "{groups:?}");
-    let g = admin.describe_group("rc-admin-g").await.expect("describe group");
+    assert!(
+        groups.iter().any(|g| g.group_id == "rc-admin-g"),
+        "{groups:?}"
+    );
+    let g = admin
+        .describe_group("rc-admin-g")
+        .await
+        .expect("describe group");
     assert!(g.members.is_empty(), "{g:?}");
-    admin.delete_group("rc-admin-g").await.expect("delete group");
-    assert!(!admin.list_groups().await.expect("groups").iter().any(|g| g.group_id == "rc-admin-g"));
+    admin
+        .delete_group("rc-admin-g")
+        .await
+        .expect("delete group");
+    assert!(!admin
+        .list_groups()
+        .await
+        .expect("groups")
+        .iter()
+        .any(|g| g.group_id == "rc-admin-g"));
     admin.delete_topic("rc-admin").await.expect("delete");
-    assert!(!admin.list_topics().await.expect("list").contains(&"rc-admin".to_string()));
+    assert!(!admin
+        .list_topics()
+        .await
+        .expect("list")
+        .contains(&"rc-admin".to_string()));
     producer.close().await;
 }
