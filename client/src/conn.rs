@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::error::{BrokerRef, Error, Result};
+use crate::error::{BrokerRef, Error, ResponseError, Result};
 
 /// The largest response frame accepted. A fetch response is bounded by `fetch_max_bytes`
 /// (50 MiB by default); a length beyond this is garbage, not a response.
@@ -136,18 +136,8 @@ impl Connection {
             versions: HashMap::new(),
             tasks: [reader, writer],
         };
-        let handshake = conn.negotiate_versions();
-        match tokio::time::timeout(within, handshake).await {
-            Ok(Ok(versions)) => conn.versions = versions,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    broker: conn.broker.clone(),
-                    api: "ApiVersions",
-                    after: within,
-                })
-            }
-        }
+        // Each handshake request is bounded by the connect timeout.
+        conn.versions = conn.negotiate_versions(within).await?;
         Ok(conn)
     }
 
@@ -302,14 +292,18 @@ impl Connection {
 
     /// ApiVersions v3, falling back to v0 for a broker that answers UNSUPPORTED_VERSION (it
     /// then lists its versions in a v0 body, as the protocol specifies).
-    async fn negotiate_versions(&self) -> Result<HashMap<i16, (i16, i16)>> {
+    async fn negotiate_versions(&self, within: Duration) -> Result<HashMap<i16, (i16, i16)>> {
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("railyard-client"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let resp = match self.call_at(&req, 3).await {
-            Ok(r) if r.error_code == 35 => self.call_at(&ApiVersionsRequest::default(), 0).await?,
+        let v0_req = ApiVersionsRequest::default();
+        let v0 = || self.call_within(&v0_req, 0, within);
+        let resp = match self.call_within(&req, 3, within).await {
+            Ok(r) if r.error_code == ResponseError::UnsupportedVersion.code() => v0().await?,
             Ok(r) => r,
-            Err(Error::Protocol { .. }) => self.call_at(&ApiVersionsRequest::default(), 0).await?,
+            // A v3 body that does not decode may be an old broker's v0 answer; if v0 fails
+            // too (or the connection is gone), the v3 error is the one that explains.
+            Err(e @ Error::Protocol { .. }) if !self.is_closed() => v0().await.map_err(|_| e)?,
             Err(e) => return Err(e),
         };
         crate::error::check_code(resp.error_code, self.broker.clone(), "ApiVersions", || None)?;

@@ -16,6 +16,8 @@
 //! metadata cache, and retries retriable errors with backoff; every error is an [`Error`] that
 //! names the broker and the Kafka error code.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod cluster;
 pub mod codec;
