@@ -231,6 +231,9 @@ impl<C> Accumulator<C> {
             "completing a batch that is not in flight"
         );
         queue.in_flight -= 1;
+        if let Some(seq) = batch.base_sequence {
+            queue.in_flight_sequences.remove(&seq);
+        }
         if failed && batch.base_sequence.is_some() {
             self.needs_bump = true;
         }
@@ -248,6 +251,9 @@ impl<C> Accumulator<C> {
             "requeueing a batch that is not in flight"
         );
         queue.in_flight -= 1;
+        if let Some(seq) = batch.base_sequence {
+            queue.in_flight_sequences.remove(&seq);
+        }
         batch.retry_at = Some(retry_at);
         batch.maybe_written |= maybe_written;
         let seq = batch.base_sequence;
@@ -487,6 +493,12 @@ mod tests {
         assert!(!acc.has_earlier_unacknowledged(&tp, 2));
         acc.requeue(b, t0, true);
         assert!(acc.has_earlier_unacknowledged(&tp, 3), "b is queued");
+        let b = acc.drain(&tp).expect("b again");
+        acc.complete(&b, false);
+        assert!(
+            !acc.has_earlier_unacknowledged(&tp, 100),
+            "nothing left unacknowledged"
+        );
     }
 
     // Proves expiry removes only batches past the delivery timeout.
