@@ -654,13 +654,26 @@ async fn test_admin_topics_configs_groups_and_lag() {
         .await
         .expect("list")
         .contains(&"rc-admin".to_string()));
-    let d = admin.describe_topic("rc-admin").await.expect("describe");
-    assert_eq!(d.meta.partitions.len(), 3);
-    assert!(d
-        .meta
-        .partitions
-        .iter()
-        .all(|p| p.replicas.len() == 3 && p.leader.is_some()));
+    // Each broker learns the new leaders from its own copy of the metadata log, and describe
+    // asks any broker, so wait until the one asked has them all.
+    let start = Instant::now();
+    let d = loop {
+        let d = admin.describe_topic("rc-admin").await.expect("describe");
+        let led = d
+            .meta
+            .partitions
+            .iter()
+            .all(|p| p.replicas.len() == 3 && p.leader.is_some());
+        if d.meta.partitions.len() == 3 && led {
+            break d;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "partitions still without leaders: {:?}",
+            d.meta
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(d.configs["retention.ms"].value.as_deref(), Some("3600000"));
     assert!(!d.configs["retention.ms"].is_default);
     let c = admin.describe_cluster().await.expect("cluster");
