@@ -317,7 +317,12 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 11] = [
         2,
         "b-1: DeleteRecords before 2 answered log start 0",
     ),
-    (Mutation::ForgetHardState, Scenario::Swarm, 76, "two leaders"),
+    (
+        Mutation::ForgetHardState,
+        Scenario::Swarm,
+        76,
+        "two leaders",
+    ),
     (
         Mutation::AcceptDuplicateSequence,
         Scenario::Swarm,
