@@ -231,6 +231,9 @@ impl<C> Accumulator<C> {
             "completing a batch that is not in flight"
         );
         queue.in_flight -= 1;
+        if let Some(seq) = batch.base_sequence {
+            queue.in_flight_sequences.remove(&seq);
+        }
         if failed && batch.base_sequence.is_some() {
             self.needs_bump = true;
         }
@@ -248,6 +251,10 @@ impl<C> Accumulator<C> {
             "requeueing a batch that is not in flight"
         );
         queue.in_flight -= 1;
+        // Queued again, it counts through `batches` until it is drained again.
+        if let Some(seq) = batch.base_sequence {
+            queue.in_flight_sequences.remove(&seq);
+        }
         batch.retry_at = Some(retry_at);
         batch.maybe_written |= maybe_written;
         let seq = batch.base_sequence;
