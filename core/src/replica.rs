@@ -766,7 +766,9 @@ impl Replica {
                 replies.push((request, Response::Produce(produced)))
             }
             Origin::DeleteRecords(id) => {
-                let start = self.log_start_offset();
+                // The start the committed commands put, not `log_start_offset`: a later
+                // command still in the log may yet be truncated away.
+                let start = self.committed_start_offset();
                 replies.push((id, Response::DeleteRecords(result.map(|_| start))));
             }
             Origin::Machine(tag) => {
@@ -841,7 +843,7 @@ impl Replica {
         let before = match self.check_delete(offset) {
             Err(e) => return replies.push((request, Response::DeleteRecords(Err(e)))),
             Ok(None) => {
-                let start = self.log_start_offset();
+                let start = self.committed_start_offset();
                 return replies.push((request, Response::DeleteRecords(Ok(start))));
             }
             Ok(Some(before)) => before,
@@ -870,21 +872,27 @@ impl Replica {
         assert!(self.pending.insert(index, pending).is_none());
     }
 
-    /// The offset a DeleteRecords for `offset` deletes before, or `None` when there is nothing
-    /// to delete.
+    /// The log start offset that committed, applied DeleteRecords and retention put: what a
+    /// DeleteRecords may be answered with. [`Replica::log_start_offset`] may be past it.
+    fn committed_start_offset(&self) -> Offset {
+        self.raw.store().log().start_offset()
+    }
+
+    /// The offset a DeleteRecords for `offset` deletes before, or `None` when the committed
+    /// start is there already. A start that only an uncommitted command in the log puts there
+    /// does not count: that command may be truncated away, so the request proposes its own.
     fn check_delete(&self, offset: Offset) -> Result<Option<Offset>, ClientError> {
         self.check_serving()?;
         let hw = self.high_watermark();
-        let start = self.log_start_offset();
         let before = if offset == -1 { hw } else { offset };
         if before < 0 || before > hw {
             return Err(ClientError::OffsetOutOfRange {
                 offset,
-                start,
+                start: self.log_start_offset(),
                 end: hw,
             });
         }
-        Ok((before > start).then_some(before))
+        Ok((before > self.committed_start_offset()).then_some(before))
     }
 
     /// Bytes of the partition's segment files.

@@ -231,9 +231,9 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         broker_name: Some("compression.gzip.level"),
         doc: "The compression level to use if compression.type is gzip.",
-        effect: Effect::NoEffect(
-            "Leader recompression uses kafka-protocol's gzip codec at its default level; this level is \
-             not applied yet.",
+        effect: Effect::Enforced(
+            "The level the leader recompresses with when compression.type=gzip (-1: the codec's \
+             default).",
         ),
         ..def(
             "compression.gzip.level",
@@ -249,9 +249,8 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         broker_name: Some("compression.lz4.level"),
         doc: "The compression level to use if compression.type is lz4.",
-        effect: Effect::NoEffect(
-            "Leader recompression uses kafka-protocol's lz4 codec at level 4; this level is \
-             not applied yet.",
+        effect: Effect::Enforced(
+            "The level the leader recompresses with when compression.type=lz4.",
         ),
         ..def(
             "compression.lz4.level",
@@ -278,9 +277,8 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         broker_name: Some("compression.zstd.level"),
         doc: "The compression level to use if compression.type is zstd.",
-        effect: Effect::NoEffect(
-            "Leader recompression uses kafka-protocol's zstd codec at its default level; this level is \
-             not applied yet.",
+        effect: Effect::Enforced(
+            "The level the leader recompresses with when compression.type=zstd.",
         ),
         ..def(
             "compression.zstd.level",
@@ -518,7 +516,8 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
               append time.",
         effect: Effect::Enforced(
             "LogAppendTime makes the leader stamp each batch with its clock (LogAppendTime \
-             attribute, max timestamp) and recompute the batch CRC before appending.",
+             attribute, max timestamp) and recompute the batch CRC before appending; the Produce \
+             response carries the stamp as log_append_time_ms.",
         ),
         ..def(
             "message.timestamp.type",
@@ -1082,6 +1081,17 @@ impl CompressionSetting {
             CompressionSetting::Snappy => Some(Compression::Snappy),
             CompressionSetting::Lz4 { .. } => Some(Compression::Lz4),
             CompressionSetting::Zstd { .. } => Some(Compression::Zstd),
+        }
+    }
+
+    /// The level the leader compresses at (`compression.<codec>.level`); None for codecs
+    /// without levels. Gzip's -1 means zlib's default (6), as in Kafka.
+    pub fn level(self) -> Option<i32> {
+        match self {
+            CompressionSetting::Gzip { level }
+            | CompressionSetting::Lz4 { level }
+            | CompressionSetting::Zstd { level } => Some(level),
+            _ => None,
         }
     }
 }

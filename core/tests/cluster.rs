@@ -1541,3 +1541,52 @@ fn test_delete_records_moves_the_log_start_on_every_replica() {
     assert_eq!(c.produce(l, "after", 2_000), Ok(50));
     assert_eq!(c.fetch_from(l, 50), Ok(vec![50]));
 }
+
+// Proves a DeleteRecords is answered only from committed commands. A leader cut off from its
+// followers has a DeleteRecords before 30 in its log, uncommitted. A second one, before 20,
+// must not be answered "start 30" at once: the other two replicas elect a leader without that
+// command, and their start stays 0. (The 2,000-seed campaign found this as seed 2651.)
+#[test]
+fn test_delete_records_is_not_answered_from_an_uncommitted_command() {
+    let mut c = Cluster::new(LogConfig::default());
+    let l = elect(&mut c);
+    for i in 0..40 {
+        c.produce(l, &format!("{i}"), 1_000 + i).unwrap();
+    }
+    isolate(&mut c, l, true);
+    let now = c.now_ms;
+    for (id, offset) in [(9_001, 30), (9_002, 20)] {
+        let req = Request::DeleteRecords { tp: tp(), offset };
+        c.node(l).handle_request(now, id, req);
+        c.settle();
+    }
+    let start = c.node(l).replica(&tp()).unwrap().log_start_offset();
+    assert_eq!(
+        start, 30,
+        "the leader serves nothing below a delete in its log"
+    );
+    let mut replies = Vec::new();
+    let others: Vec<NodeId> = (1..=3).filter(|n| *n != l).collect();
+    for _ in 0..200 {
+        c.tick(1);
+        while let Some(reply) = c.node(l).poll_reply() {
+            replies.push(reply);
+        }
+        let elected = others
+            .iter()
+            .any(|n| c.nodes[*n as usize - 1].replica(&tp()).unwrap().is_leader());
+        if elected && replies.len() == 2 {
+            break;
+        }
+    }
+    assert!(
+        replies
+            .iter()
+            .all(|(_, r)| !matches!(r, Response::DeleteRecords(Ok(_)))),
+        "answered from an uncommitted command: {replies:?}"
+    );
+    for n in others {
+        let r = c.nodes[n as usize - 1].replica(&tp()).unwrap();
+        assert_eq!(r.log_start_offset(), 0, "node {n} never had the commands");
+    }
+}

@@ -9,10 +9,12 @@
 //! - [`server`]: wires them together into a running node.
 //! - [`metrics`]: request, fsync and partition metrics, rendered for Prometheus.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/health`, `/v1/cluster`).
+//! - [`dev_console`]: the banner and event lines `railyard dev` shows in the terminal.
 
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod dev_console;
 pub mod file_disk;
 pub mod kafka;
 pub mod metrics;

@@ -1,14 +1,21 @@
-//! The `railyard` binary: `railyard start --config node.toml` runs one node; `railyard dev`
-//! runs a local 3-node cluster in one process and prints the bootstrap string.
+//! The `railyard` binary: `railyard start --config node.toml` runs one node and logs to
+//! stderr; `railyard dev` runs a local 3-node cluster in one process, shows a banner and the
+//! cluster's events in the terminal (`railyard_node::dev_console`) and writes its logs to
+//! `railyard.log` in the data directory. raft-rs's own INFO lines (every vote and term) are
+//! left out below `--log-level debug`.
 
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use railyard_node::broker::Broker;
 use railyard_node::config::{parse_topic_flag, LogFormat, NodeConfig, PeerConfig, TopicConfig};
-use railyard_node::server::start_node;
-use slog::{error, info, o, Drain, Logger};
+use railyard_node::dev_console::{self, Banner, Snapshot};
+use railyard_node::server::{start_node, RunningNode};
+use slog::{error, info, o, Drain, Level, Logger, OwnedKVList, Record};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,20 +71,61 @@ fn default_dev_topics() -> Vec<TopicConfig> {
     }]
 }
 
-fn logger(level: &str, format: LogFormat) -> Logger {
-    let level = level.parse::<slog::Level>().unwrap_or(slog::Level::Info);
-    match format {
-        LogFormat::Term => {
+/// The log file of `railyard dev`, in its data directory.
+const DEV_LOG_FILE: &str = "railyard.log";
+
+/// Where the logs go: stderr (`railyard start`) or a file (`railyard dev`).
+enum LogTarget {
+    Stderr,
+    File(std::fs::File),
+}
+
+impl LogTarget {
+    fn writer(self) -> Box<dyn Write + Send> {
+        match self {
+            LogTarget::Stderr => Box::new(std::io::stderr()),
+            LogTarget::File(f) => Box::new(f),
+        }
+    }
+}
+
+fn logger(level: &str, format: LogFormat, target: LogTarget) -> Logger {
+    let level = level.parse::<Level>().unwrap_or(Level::Info);
+    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = match (format, target) {
+        (LogFormat::Term, LogTarget::Stderr) => {
             let decorator = slog_term::TermDecorator::new().stderr().build();
-            let drain = slog_term::FullFormat::new(decorator).build().fuse();
-            let drain = slog_async::Async::new(drain).build().fuse();
-            Logger::root(drain.filter_level(level).fuse(), o!())
+            Box::new(slog_term::FullFormat::new(decorator).build().fuse())
         }
-        LogFormat::Json => {
-            let drain = slog_json::Json::default(std::io::stderr()).fuse();
-            let drain = slog_async::Async::new(drain).build().fuse();
-            Logger::root(drain.filter_level(level).fuse(), o!())
+        (LogFormat::Term, target) => {
+            let decorator = slog_term::PlainDecorator::new(target.writer());
+            Box::new(slog_term::FullFormat::new(decorator).build().fuse())
         }
+        (LogFormat::Json, target) => Box::new(slog_json::Json::default(target.writer()).fuse()),
+    };
+    let drain = QuietRaft { drain, level }.fuse();
+    let drain = slog_async::Async::new(drain).build().fuse();
+    Logger::root(drain.filter_level(level).fuse(), o!())
+}
+
+/// Drops raft-rs's records below WARNING unless the level asked for is debug or trace: it logs
+/// every pre-vote, vote and term change of every partition at INFO, which buries the lines an
+/// operator needs. Its warnings and errors always pass.
+struct QuietRaft<D> {
+    drain: D,
+    level: Level,
+}
+
+impl<D: Drain<Ok = (), Err = slog::Never>> Drain for QuietRaft<D> {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
+        let from_raft = record.module().starts_with("raft::");
+        let verbose = !self.level.is_at_least(Level::Info);
+        if from_raft && !verbose && !record.level().is_at_least(Level::Warning) {
+            return Ok(());
+        }
+        self.drain.log(record, values)
     }
 }
 
@@ -169,7 +217,16 @@ fn dev_configs(o: DevOptions) -> Vec<NodeConfig> {
 /// `__consumer_offsets` partitions of a `railyard dev` cluster.
 const DEV_OFFSETS_PARTITIONS: u32 = 10;
 
+/// What the dev console shows of what `railyard dev` was asked for.
+struct DevShow {
+    data_dir: PathBuf,
+    topics: Vec<TopicConfig>,
+    controllers: u64,
+    auto_create_topics: bool,
+}
+
 async fn run(cli: Cli, log: Logger) -> Result<(), String> {
+    let mut dev = None;
     let configs = match cli.command {
         Command::Start {
             config,
@@ -203,7 +260,15 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             }
             vec![c]
         }
-        Command::Dev(o) => dev_configs(o),
+        Command::Dev(o) => {
+            dev = Some(DevShow {
+                data_dir: o.data_dir.clone(),
+                topics: o.topics.clone(),
+                controllers: o.controllers.unwrap_or(3).clamp(1, o.nodes),
+                auto_create_topics: o.auto_create_topics,
+            });
+            dev_configs(o)
+        }
     };
     let mut running = Vec::new();
     for c in configs {
@@ -211,10 +276,15 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
     }
     let bootstrap: Vec<String> = running.iter().map(|n| n.kafka_addr.to_string()).collect();
     info!(log, "railyard is up"; "bootstrap" => bootstrap.join(","));
-    println!("bootstrap.servers={}", bootstrap.join(","));
-    for n in &running {
-        if let Some(a) = n.admin_addr {
-            println!("admin: http://{a}/metrics http://{a}/health http://{a}/v1/cluster");
+    match dev {
+        Some(d) => show_dev(&d, &running),
+        None => {
+            println!("bootstrap.servers={}", bootstrap.join(","));
+            for n in &running {
+                if let Some(a) = n.admin_addr {
+                    println!("admin: http://{a}/metrics http://{a}/health http://{a}/v1/cluster");
+                }
+            }
         }
     }
     wait_for_signal().await;
@@ -233,6 +303,52 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
     Ok(())
 }
 
+/// Prints the dev banner, then one line per cluster event until the process exits.
+fn show_dev(d: &DevShow, running: &[RunningNode]) {
+    let kafka: Vec<SocketAddr> = running.iter().map(|n| n.kafka_addr).collect();
+    let admin: Vec<SocketAddr> = running.iter().filter_map(|n| n.admin_addr).collect();
+    let banner = Banner {
+        kafka: &kafka,
+        admin: &admin,
+        controllers: d.controllers,
+        data_dir: &d.data_dir,
+        log_file: &d.data_dir.join(DEV_LOG_FILE),
+        topics: &d.topics,
+        auto_create_topics: d.auto_create_topics,
+    };
+    print!("{}", banner.render());
+    let _ = std::io::stdout().flush();
+    // Every node of a dev cluster publishes the same view; the first one's serves.
+    let Some(node) = running.first().map(|n| n.handle.clone()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut last = Snapshot::default();
+        let mut tick =
+            tokio::time::interval(std::time::Duration::from_millis(dev_console::POLL_MS));
+        loop {
+            tick.tick().await;
+            let now = Snapshot::of(&node.cluster());
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            for line in dev_console::events(&last, &now) {
+                println!("{} {line}", dev_console::clock_utc(unix));
+            }
+            let _ = std::io::stdout().flush();
+            last = now;
+        }
+    });
+}
+
+/// Opens (appending) `railyard dev`'s log file, creating the data directory first.
+fn open_dev_log(data_dir: &Path) -> Result<std::fs::File, String> {
+    let path = data_dir.join(DEV_LOG_FILE);
+    std::fs::create_dir_all(data_dir)
+        .and_then(|()| OpenOptions::new().create(true).append(true).open(&path))
+        .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))
+}
+
 async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler cannot fail on unix");
@@ -244,7 +360,17 @@ async fn wait_for_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log = logger(&cli.log_level, cli.log_format);
+    let target = match &cli.command {
+        Command::Dev(o) => match open_dev_log(&o.data_dir) {
+            Ok(f) => LogTarget::File(f),
+            Err(e) => {
+                eprintln!("railyard: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Start { .. } => LogTarget::Stderr,
+    };
+    let log = logger(&cli.log_level, cli.log_format, target);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -48,9 +48,12 @@ const WARNING: &str = "wall clock stepped; timers are unaffected";
 /// clocks read a moment apart, and the core warns only above 1 s.
 const STEP_TOLERANCE_MS: i64 = 1_000;
 
-/// How long the cluster is watched after each step: longer than the 4 s session timeout after
-/// which a silent broker is fenced, with margin for the controller to commit the fence.
-const WATCH: Duration = Duration::from_secs(8);
+/// The controller fences a broker silent this long; shorter than the 4 s default so that the
+/// watch after each step is short too (heartbeats stay at 500 ms).
+const SESSION_TIMEOUT_MS: u64 = 2_000;
+/// How long the cluster is watched after each step: twice the session timeout after which a
+/// silent broker is fenced, with margin for the controller to commit the fence.
+const WATCH: Duration = Duration::from_millis(2 * SESSION_TIMEOUT_MS);
 /// How often each node is asked for its brokers while watching.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// The longest a partition may go without an acknowledgement around the steps. Each partition
@@ -179,7 +182,9 @@ impl SteppedCluster {
         let lib = libfaketime();
         let binary = Path::new(env!("CARGO_BIN_EXE_railyard"));
         let mut spec = Spec::new(3, vec![topic(TOPIC, PARTITIONS.len() as u32, 3)]);
-        spec.extra_toml = format!("controller_voters = {controller_voters:?}\n");
+        spec.extra_toml = format!(
+            "controller_voters = {controller_voters:?}\nsession_timeout_ms = {SESSION_TIMEOUT_MS}\n"
+        );
         let mut cluster = ProcessCluster::prepare(binary, &spec);
         let clock = WallClockFile::create(cluster.dir());
         cluster.node(STEPPED).env = clock.env(&lib);

@@ -8,6 +8,7 @@
 pub mod disk;
 pub mod faults;
 pub mod group_client;
+pub mod log;
 pub mod mutations;
 pub mod net;
 pub mod workload;

@@ -315,9 +315,14 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 11] = [
         Mutation::ApplyBeforeCommit,
         Scenario::Swarm,
         2,
-        "group sim-group: committed offset",
+        "b-1: DeleteRecords before 2 answered log start 0",
     ),
-    (Mutation::ForgetHardState, Scenario::Swarm, 4, "two leaders"),
+    (
+        Mutation::ForgetHardState,
+        Scenario::Swarm,
+        76,
+        "two leaders",
+    ),
     (
         Mutation::AcceptDuplicateSequence,
         Scenario::Swarm,

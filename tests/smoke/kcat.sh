@@ -9,11 +9,13 @@ BIN=${RAILYARD_BIN:-target/debug/railyard}
 DATA=$(mktemp -d)
 KPORT=${KCAT_SMOKE_PORT:-29092}
 RPORT=$((KPORT + 1000))
-LOG="$DATA/railyard.log"
+# `railyard dev` writes its logs to railyard.log in its data directory; the terminal gets
+# the banner and the event lines.
+LOG="$DATA/data/railyard.log"
 BOOT="127.0.0.1:$KPORT"
 
 "$BIN" dev --data-dir "$DATA/data" --kafka-port "$KPORT" --raft-port "$RPORT" \
-  --topic smoke:3:3 >"$DATA/stdout" 2>"$LOG" &
+  --topic smoke:3:3 >"$DATA/stdout" 2>"$DATA/stderr" &
 PID=$!
 cleanup() {
   kill "$PID" 2>/dev/null || true
@@ -43,6 +45,7 @@ COUNT=$(echo "$OUT" | grep -c '^key-' || true)
 echo "read $COUNT records"
 if [ "$COUNT" != 100 ]; then
   echo "expected 100 records, got $COUNT" >&2
+  cat "$DATA/stdout" "$DATA/stderr" >&2
   tail -50 "$LOG" >&2
   exit 1
 fi

@@ -1895,7 +1895,7 @@ async fn test_leader_recompresses_to_the_topic_codec() {
     );
     let sent = batch(&["a", "b", "c"], 1_000);
     let want = decode_records(&sent).unwrap();
-    let lz4 = recompress(sent.clone(), Compression::Lz4).unwrap();
+    let lz4 = recompress(sent.clone(), Compression::Lz4, None).unwrap();
     for (topic, records, stored_as) in [
         ("zstd", sent.clone(), Compression::Zstd),
         ("plain", lz4, Compression::None),
@@ -1906,9 +1906,56 @@ async fn test_leader_recompresses_to_the_topic_codec() {
         let stored = fetched.responses[0].partitions[0].records.clone().unwrap();
         let header = validate(&stored).expect("a recompressed batch is valid");
         assert_eq!(header.compression(), stored_as, "{topic}");
-        let plain = recompress(stored, Compression::None).unwrap();
+        let plain = recompress(stored, Compression::None, None).unwrap();
         assert_eq!(decode_records(&plain).unwrap(), want, "{topic}");
     }
+}
+
+// Proves compression.<codec>.level reaches the leader's recompression: the same compressible
+// batch produced to two gzip topics, at levels 1 and 9, is stored smaller at 9, and both read
+// back as sent.
+#[tokio::test]
+async fn test_leader_recompresses_at_the_topic_level() {
+    use railyard_core::batch::Compression;
+    use railyard_node::kafka::recompress::recompress;
+    let h = Harness::one_node("", KafkaConfig::default()).await;
+    let mut c = h.connect().await;
+    let gzip_at = |topic, level| {
+        creatable(topic, 1, 1).with_configs(vec![
+            topic_config("compression.type", "gzip"),
+            topic_config("compression.gzip.level", level),
+        ])
+    };
+    let req = create_request(vec![gzip_at("fast", "1"), gzip_at("small", "9")]);
+    let created = c.call(&req, 7).await;
+    assert!(
+        created.topics.iter().all(|t| t.error_code == 0),
+        "{created:?}"
+    );
+    let line: String = (0..3_000)
+        .map(|i| format!("event {} at {} ", i % 89, i % 7))
+        .collect();
+    let sent = batch(&[line.as_str(), line.as_str()], 1_000);
+    let want = decode_records(&sent).unwrap();
+    let mut sizes = Vec::new();
+    for topic in ["fast", "small"] {
+        let resp = c
+            .call(&produce_request(-1, topic, 0, sent.clone()), 9)
+            .await;
+        assert_eq!(first_partition(&resp), (0, 0), "{topic}");
+        let fetched = c.call(&fetch_request(topic, 0, 0, 0, 1), 12).await;
+        let stored = fetched.responses[0].partitions[0].records.clone().unwrap();
+        assert_eq!(validate(&stored).unwrap().compression(), Compression::Gzip);
+        sizes.push(stored.len());
+        let plain = recompress(stored, Compression::None, None).unwrap();
+        assert_eq!(decode_records(&plain).unwrap(), want, "{topic}");
+    }
+    assert!(
+        sizes[1] < sizes[0],
+        "level 9 stored {} bytes, level 1 {}",
+        sizes[1],
+        sizes[0]
+    );
 }
 
 fn delete_records_request(topic: &str, asked: &[(i32, i64)]) -> DeleteRecordsRequest {

@@ -251,6 +251,7 @@ impl<C> Accumulator<C> {
             "requeueing a batch that is not in flight"
         );
         queue.in_flight -= 1;
+        // Queued again, it counts through `batches` until it is drained again.
         if let Some(seq) = batch.base_sequence {
             queue.in_flight_sequences.remove(&seq);
         }

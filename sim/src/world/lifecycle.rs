@@ -119,7 +119,7 @@ impl World {
         let inc = slot.incarnation;
         let disk: Rc<dyn Disk> = slot.disk.clone();
         let config = self.node_config(id, inc);
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = crate::log::node_logger();
         match Node::open(config, disk, &logger) {
             Ok(node) => {
                 for (tp, report) in node.open_reports() {

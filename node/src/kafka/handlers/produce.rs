@@ -106,12 +106,12 @@ pub async fn produce<B: Broker>(
             // first) gets UNKNOWN_TOPIC_OR_PARTITION, and the topic on its retry.
             broker.auto_create_topic(topic.name.to_string()).await;
         }
-        // compression.type other than `producer`: the codec this leader recompresses to.
-        let target = view.topic(topic.name.as_str()).and_then(|t| {
-            TopicSettings::resolve(defaults, &t.configs)
-                .compression
-                .target()
-        });
+        // compression.type other than `producer`: the codec (and level) this leader
+        // recompresses to.
+        let target = view
+            .topic(topic.name.as_str())
+            .map(|t| TopicSettings::resolve(defaults, &t.configs).compression)
+            .and_then(|c| c.target().map(|codec| (codec, c.level())));
         let mut partitions = Vec::new();
         for p in topic.partition_data {
             let job = match acks {
@@ -231,12 +231,12 @@ async fn produce_partition<B: Broker>(
     tp: TopicPartition,
     acks: Acks,
     batches: Vec<Bytes>,
-    target: Option<Compression>,
+    target: Option<(Compression, Option<i32>)>,
 ) -> Result<Produced, PartitionError> {
     let mut first = None;
     for batch in batches {
         let batch = match target {
-            Some(codec) => recompress(batch, codec)
+            Some((codec, level)) => recompress(batch, codec, level)
                 .map_err(|_| PartitionError::Kafka(ResponseError::CorruptMessage))?,
             None => batch,
         };
