@@ -726,10 +726,19 @@ async fn test_admin_topics_configs_groups_and_lag() {
         .iter()
         .any(|g| g.group_id == "rc-admin-g"));
     admin.delete_topic("rc-admin").await.expect("delete");
-    assert!(!admin
-        .list_topics()
-        .await
-        .expect("list")
-        .contains(&"rc-admin".to_string()));
+    // DeleteTopics answers once the deletion committed; the broker the listing asks may
+    // publish its view a moment later, as a Kafka broker's metadata cache does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let topics = admin.list_topics().await.expect("list");
+        if !topics.contains(&"rc-admin".to_string()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rc-admin still listed 10 s after its deletion: {topics:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     producer.close().await;
 }
