@@ -219,21 +219,25 @@ impl<C> Accumulator<C> {
         Some(batch)
     }
 
-    /// A sent batch is done (acknowledged, or failed for good and completed by the caller).
-    /// `failed` says it failed: with idempotence that leaves a sequence gap, so a bump is due.
-    pub fn complete(&mut self, batch: &Batch<C>, failed: bool) {
+    /// A drained batch is no longer in flight (done, or about to be queued again): its
+    /// partition's queue, with the count and the batch's sequence taken off.
+    fn back_from_flight(&mut self, batch: &Batch<C>) -> &mut PartitionQueue<C> {
         let queue = self
             .queues
             .get_mut(&batch.tp)
             .expect("a drained batch's partition has a queue");
-        assert!(
-            queue.in_flight > 0,
-            "completing a batch that is not in flight"
-        );
+        assert!(queue.in_flight > 0, "a batch back that is not in flight");
         queue.in_flight -= 1;
         if let Some(seq) = batch.base_sequence {
             queue.in_flight_sequences.remove(&seq);
         }
+        queue
+    }
+
+    /// A sent batch is done (acknowledged, or failed for good and completed by the caller).
+    /// `failed` says it failed: with idempotence that leaves a sequence gap, so a bump is due.
+    pub fn complete(&mut self, batch: &Batch<C>, failed: bool) {
+        self.back_from_flight(batch);
         if failed && batch.base_sequence.is_some() {
             self.needs_bump = true;
         }
@@ -242,19 +246,8 @@ impl<C> Accumulator<C> {
     /// A sent batch comes back for another attempt, not before `retry_at`; it goes back in
     /// sequence order ahead of the batches never sent.
     pub fn requeue(&mut self, mut batch: Batch<C>, retry_at: Instant, maybe_written: bool) {
-        let queue = self
-            .queues
-            .get_mut(&batch.tp)
-            .expect("a drained batch's partition has a queue");
-        assert!(
-            queue.in_flight > 0,
-            "requeueing a batch that is not in flight"
-        );
-        queue.in_flight -= 1;
         // Queued again, it counts through `batches` until it is drained again.
-        if let Some(seq) = batch.base_sequence {
-            queue.in_flight_sequences.remove(&seq);
-        }
+        let queue = self.back_from_flight(&batch);
         batch.retry_at = Some(retry_at);
         batch.maybe_written |= maybe_written;
         let seq = batch.base_sequence;
