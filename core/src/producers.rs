@@ -107,7 +107,11 @@ struct Producer {
     /// Oldest first, at most [`BATCHES_KEPT`].
     #[prost(message, repeated, tag = "3")]
     batches: Vec<KeptBatch>,
-    /// The newest batch's max timestamp (wall clock, for expiry).
+    /// For expiry: the newest batch's max timestamp, or the wall time this replica applied
+    /// it, whichever is later. Kafka uses the record timestamp alone, so a producer replaying
+    /// old events (CreateTime years ago) has its state expire at once and sees
+    /// UNKNOWN_PRODUCER_ID on its next batch; here a producer expires only after
+    /// `producer_id_expiration_ms` without writes.
     #[prost(int64, tag = "4")]
     last_timestamp: i64,
 }
@@ -303,17 +307,19 @@ enum Screened {
 }
 
 impl PartitionMachine for ProducerTable {
-    fn apply(&mut self, entry: &CommittedEntry<'_>, _ctx: &Ctx, _fx: &mut Effects) {
+    fn apply(&mut self, entry: &CommittedEntry<'_>, ctx: &Ctx, _fx: &mut Effects) {
         // Everything up to this index is committed now: it leaves the tail.
         let rest = self.tail.split_off(&(entry.index + 1));
         self.tail = rest;
         let Some(id) = BatchId::of(entry.data) else {
             return;
         };
-        self.committed
+        let p = self
+            .committed
             .entry(id.producer_id)
-            .or_insert_with(|| Producer::new(&id))
-            .push(&id, entry.base_offset);
+            .or_insert_with(|| Producer::new(&id));
+        p.push(&id, entry.base_offset);
+        p.last_timestamp = p.last_timestamp.max(ctx.wall_ms);
     }
 
     fn on_role(&mut self, _ctx: &Ctx, _fx: &mut Effects) {}

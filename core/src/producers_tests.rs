@@ -47,7 +47,12 @@ impl Harness {
 
     /// Admits and appends (not committed). Returns the admission.
     fn produce(&mut self, b: &Bytes) -> Admission {
-        let a = self.table.admit(b, &ctx(1_000));
+        self.produce_at(b, 1_000)
+    }
+
+    /// [`Harness::produce`] with the leader's wall clock at `wall_ms`.
+    fn produce_at(&mut self, b: &Bytes, wall_ms: Millis) -> Admission {
+        let a = self.table.admit(b, &ctx(wall_ms));
         if a == Admission::Propose {
             self.index += 1;
             let n = BatchHeader::parse(b).unwrap().record_count() as i64;
@@ -63,6 +68,11 @@ impl Harness {
     }
 
     fn commit_all(&mut self) {
+        self.commit_all_at(1_000);
+    }
+
+    /// Applies every proposed batch with the replica's wall clock at `wall_ms`.
+    fn commit_all_at(&mut self, wall_ms: Millis) {
         while self.applied < self.log.len() {
             let (index, data, base_offset) = self.log[self.applied].clone();
             let entry = CommittedEntry {
@@ -72,7 +82,7 @@ impl Harness {
                 base_offset,
             };
             self.table
-                .apply(&entry, &ctx(1_000), &mut Effects::default());
+                .apply(&entry, &ctx(wall_ms), &mut Effects::default());
             self.applied += 1;
         }
         self.table.check_invariants();
@@ -229,6 +239,32 @@ fn test_expired_producers_are_unknown() {
     h.table.tick(&c, &mut Effects::default());
     assert_eq!(h.table.producers(), 0);
     assert_eq!(h.table.stats().expired, 1);
+}
+
+// Proves a producer whose records carry old timestamps (a replay of events from years ago)
+// keeps its state while it writes: expiry counts from the later of the record timestamp and
+// the wall time the batch was applied, so its next batch is screened, not UNKNOWN_PRODUCER_ID.
+#[test]
+fn test_old_record_timestamps_do_not_expire_a_writing_producer() {
+    const YEARS_MS: Millis = 2 * 365 * 86_400_000;
+    let now = 1_800_000_000_000;
+    let mut h = Harness::new();
+    let old = now - YEARS_MS;
+    assert_eq!(
+        h.produce_at(&batch(7, 0, 0, 1, old), now),
+        Admission::Propose
+    );
+    h.commit_all_at(now);
+    assert_eq!(
+        h.table.admit(&batch(7, 0, 1, 1, old), &ctx(now + 1)),
+        Admission::Propose
+    );
+    // Idle for longer than the expiration: gone, as before.
+    let late = now + PRODUCER_EXPIRATION_MS_DEFAULT + 1;
+    assert_eq!(
+        h.table.admit(&batch(7, 0, 1, 1, old), &ctx(late)),
+        Admission::Answer(Err(ClientError::UnknownProducerId(7)))
+    );
 }
 
 #[test]
