@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::cluster::{BrokerMeta, ClientConfig, Cluster, TopicMeta};
 use crate::consumer::group::{decode_assignment, Coordinator, GroupSettings};
-use crate::consumer::{list_offsets, LATEST};
+use crate::consumer::{list_offsets, EARLIEST, LATEST};
 use crate::error::{check_code, Error, Result};
 use crate::producer::accumulator::TopicPartition;
 
@@ -57,6 +57,27 @@ impl NewTopic {
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> NewTopic {
         self.configs.push((key.into(), value.into()));
         self
+    }
+}
+
+/// Which offset of a partition [`Admin::list_offsets`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start.
+    Earliest,
+    /// The log end (the next offset to be written).
+    Latest,
+    /// The first record with a timestamp at or after this one (ms since the epoch).
+    Timestamp(i64),
+}
+
+impl OffsetSpec {
+    fn wire(self) -> i64 {
+        match self {
+            OffsetSpec::Earliest => EARLIEST,
+            OffsetSpec::Latest => LATEST,
+            OffsetSpec::Timestamp(ms) => ms,
+        }
     }
 }
 
@@ -429,16 +450,31 @@ impl Admin {
 
     /// The log end offset of each partition of `topic` (what a reset "to latest" commits).
     pub async fn end_offsets(&self, topic: &str) -> Result<BTreeMap<TopicPartition, i64>> {
+        let found = self.list_offsets(topic, OffsetSpec::Latest).await?;
+        Ok(found
+            .into_iter()
+            .map(|(tp, o)| (tp, o.unwrap_or(0)))
+            .collect())
+    }
+
+    /// ListOffsets for every partition of `topic`: the offset `spec` names, or `None` for a
+    /// timestamp later than every record of the partition.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        spec: OffsetSpec,
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
         let meta = self.cluster.topic(topic).await?;
+        let time = spec.wire();
         let times = meta
             .partitions
             .iter()
-            .map(|p| (TopicPartition::new(topic, p.partition), LATEST))
+            .map(|p| (TopicPartition::new(topic, p.partition), time))
             .collect();
         let found = list_offsets(&self.cluster, &times).await?;
         Ok(found
             .into_iter()
-            .map(|(tp, o)| (tp, o.map_or(0, |(offset, _)| offset)))
+            .map(|(tp, o)| (tp, o.map(|(offset, _)| offset)))
             .collect())
     }
 
@@ -458,6 +494,16 @@ impl Admin {
                     tp,
                 }
             })
+            .collect())
+    }
+
+    /// Every offset `group_id` has committed, on any topic (partitions whose commit was
+    /// deleted are left out).
+    pub async fn group_offsets(&self, group_id: &str) -> Result<BTreeMap<TopicPartition, i64>> {
+        let all = self.coordinator(group_id).committed_all().await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(tp, o)| o.map(|o| (tp, o)))
             .collect())
     }
 

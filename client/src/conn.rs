@@ -199,6 +199,37 @@ impl Connection {
         timeout: Duration,
     ) -> Result<R::Response> {
         let (correlation, rx) = self.submit(req, version, true).await?;
+        self.reply::<R>(correlation, rx, version, timeout).await
+    }
+
+    /// [`Connection::call`], queued for the socket only once `turn` resolves; `queued` fires
+    /// once it is (or the call failed before). A caller that hands each request the previous
+    /// one's `queued` as its `turn` puts them on the wire in its own order even when they run
+    /// on different tasks: the idempotent producer needs that, since the broker refuses a
+    /// sequence number that arrives before the one it follows.
+    pub async fn call_in_turn<R: Request>(
+        &self,
+        req: &R,
+        turn: impl std::future::Future<Output = ()>,
+        queued: oneshot::Sender<()>,
+    ) -> Result<R::Response> {
+        let version = self.version::<R>()?;
+        turn.await;
+        let submitted = self.submit(req, version, true).await;
+        let _ = queued.send(());
+        let (correlation, rx) = submitted?;
+        let timeout = Duration::from_millis(self.options.request_timeout_ms);
+        self.reply::<R>(correlation, rx, version, timeout).await
+    }
+
+    /// Waits for the response to `correlation` and decodes it.
+    async fn reply<R: Request>(
+        &self,
+        correlation: i32,
+        rx: Option<oneshot::Receiver<Reply>>,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
         let rx = rx.expect("a request that expects a response has a receiver");
         let frame = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply?,

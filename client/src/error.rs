@@ -39,11 +39,12 @@ pub enum Error {
         reason: String,
     },
     /// None of the bootstrap addresses answered (each was tried; the last failure is kept).
-    #[error("no bootstrap broker of [{bootstrap}] answered within {within:?}; last error: {last}")]
+    #[error("no bootstrap broker of [{bootstrap}] answered (connect timeout {within:?} each); last error: {last}")]
     NoBrokerAvailable {
         /// The bootstrap list, as configured.
         bootstrap: String,
-        /// How long the client tried.
+        /// The connect timeout of each attempt (the operation retries such rounds until its
+        /// `default_api_timeout_ms` runs out).
         within: Duration,
         /// The last attempt's error.
         last: Box<Error>,
@@ -76,7 +77,7 @@ pub enum Error {
         reason: String,
     },
     /// The broker answered with a Kafka error code.
-    #[error("{broker} answered {api} with {code} (code {}){}", code.code(), context.as_deref().map(|c| format!(" for {c}")).unwrap_or_default())]
+    #[error("{broker} answered {api} with {} (code {}){}", kafka_name(*code), code.code(), context.as_deref().map(|c| format!(" for {c}")).unwrap_or_default())]
     Kafka {
         /// The broker that answered (`None` if the error was not tied to one response).
         broker: BrokerRef,
@@ -199,6 +200,23 @@ impl Error {
     }
 }
 
+/// A Kafka error's protocol name, as Kafka's docs and tools spell it (`TOPIC_ALREADY_EXISTS`),
+/// from the variant name of `kafka-protocol` (`TopicAlreadyExists`).
+pub fn kafka_name(code: ResponseError) -> String {
+    if let ResponseError::Unknown(n) = code {
+        return format!("UNKNOWN_CODE_{n}");
+    }
+    let camel = format!("{code:?}");
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 /// The protocol's retriable codes, plus those a consumer cures by rejoining or rediscovering
 /// (the protocol lists some of these as non-retriable because a plain resend does not help).
 pub fn is_retriable_code(code: ResponseError) -> bool {
@@ -288,7 +306,12 @@ mod tests {
     fn test_error_message_names_broker_and_code() {
         let text = kafka(ResponseError::MessageTooLarge).to_string();
         assert!(text.contains("broker 2 at 127.0.0.1:9092"), "{text}");
-        assert!(text.contains("MessageTooLarge (code 10)"), "{text}");
+        assert!(text.contains("MESSAGE_TOO_LARGE (code 10)"), "{text}");
+        assert_eq!(
+            kafka_name(ResponseError::UnknownTopicOrPartition),
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(kafka_name(ResponseError::Unknown(-77)), "UNKNOWN_CODE_-77");
         assert!(text.contains("Produce"), "{text}");
         assert!(text.contains("topic t partition 0"), "{text}");
         assert_eq!(

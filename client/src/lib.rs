@@ -26,11 +26,13 @@ pub mod consumer;
 pub mod error;
 pub mod producer;
 
-pub use admin::{Admin, NewTopic};
+pub use admin::{Admin, NewTopic, OffsetSpec};
 pub use cluster::ClientConfig;
 pub use codec::Compression;
 pub use consumer::assignor::Assignor;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceEvent};
 pub use error::{Error, ResponseError, Result};
 pub use producer::accumulator::TopicPartition;
-pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{
+    Acks, BatchStats, Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};

@@ -171,4 +171,12 @@ pub trait Broker: Clone + Send + Sync + 'static {
         let _ = topic;
         std::future::ready(false)
     }
+
+    /// Resolves once this node's core has stopped: the listener then stops accepting and
+    /// closes its connections, so clients move to the brokers that still serve instead of
+    /// hearing REQUEST_TIMED_OUT from a node with nothing behind it. The default never
+    /// resolves.
+    fn stopped(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }

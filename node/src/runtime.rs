@@ -66,6 +66,8 @@ pub struct NodeHandle {
     view: Arc<RwLock<Arc<ClusterView>>>,
     /// Set by the core thread when it exits.
     stopped: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// The same, for async waiters (the Kafka listener).
+    stopped_rx: tokio::sync::watch::Receiver<bool>,
     /// Notified by the core thread when a commit index moved (wakes long-polling fetches).
     data: Arc<tokio::sync::Notify>,
     /// (partitions, replication factor) of auto-created topics; `None`: auto-creation off.
@@ -120,6 +122,14 @@ impl Broker for NodeHandle {
     fn data_changed(&self) -> impl std::future::Future<Output = ()> + Send {
         let data = self.data.clone();
         async move { data.notified().await }
+    }
+
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send {
+        let mut rx = self.stopped_rx.clone();
+        async move {
+            // An error means the core thread dropped its sender: it has exited too.
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
     }
 
     fn auto_create_topic(&self, topic: String) -> impl std::future::Future<Output = bool> + Send {
@@ -244,11 +254,13 @@ pub fn start_core_with_disk(
     let (tx, rx) = std::sync::mpsc::sync_channel(CORE_QUEUE_MAX);
     let view = Arc::new(RwLock::new(base_view(config)));
     let stopped = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
     let handle = NodeHandle {
         id: config.id,
         cmds: tx,
         view: view.clone(),
         stopped: stopped.clone(),
+        stopped_rx,
         data: Arc::new(tokio::sync::Notify::new()),
         auto_create: config.auto_create(),
     };
@@ -280,6 +292,7 @@ pub fn start_core_with_disk(
             let (lock, cv) = &*stopped;
             *lock.lock().expect("stop flag lock") = true;
             cv.notify_all();
+            let _ = stopped_tx.send(true);
         })
         .map_err(|e| StartError::Core(e.to_string()))?;
     match ready_rx.recv() {

@@ -440,6 +440,18 @@ impl Coordinator {
         &self,
         tps: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
+        self.fetch_offsets(Some(tps)).await
+    }
+
+    /// Every offset the group has committed, on any topic (OffsetFetch with no topic list).
+    pub async fn committed_all(&self) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
+        self.fetch_offsets(None).await
+    }
+
+    async fn fetch_offsets(
+        &self,
+        tps: Option<&[TopicPartition]>,
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
         let cluster = self.cluster.clone();
         cluster
             .retry(|| async {
@@ -452,29 +464,31 @@ impl Coordinator {
             .await
     }
 
+    /// One OffsetFetch: of `tps`, or of every committed partition when `None`.
     async fn committed_once(
         &self,
-        tps: &[TopicPartition],
+        tps: Option<&[TopicPartition]>,
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
         let conn = self.connection().await?;
-        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for tp in tps {
-            topics.entry(&tp.topic).or_default().push(tp.partition);
-        }
+        let topics = tps.map(|tps| {
+            let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for tp in tps {
+                topics.entry(&tp.topic).or_default().push(tp.partition);
+            }
+            topics
+                .into_iter()
+                .map(|(t, p)| {
+                    OffsetFetchRequestTopics::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partition_indexes(p)
+                })
+                .collect()
+        });
         let group = OffsetFetchRequestGroup::default()
             .with_group_id(GroupId(StrBytes::from_string(
                 self.settings.group_id.clone(),
             )))
-            .with_topics(Some(
-                topics
-                    .into_iter()
-                    .map(|(t, p)| {
-                        OffsetFetchRequestTopics::default()
-                            .with_name(TopicName(StrBytes::from_string(t.to_string())))
-                            .with_partition_indexes(p)
-                    })
-                    .collect(),
-            ));
+            .with_topics(topics);
         let version = conn.version::<OffsetFetchRequest>()?;
         if version < 8 {
             return Err(Error::UnsupportedVersion {
@@ -488,8 +502,11 @@ impl Coordinator {
         }
         let req = OffsetFetchRequest::default().with_groups(vec![group]);
         let resp = conn.call_at(&req, version).await?;
-        let mut out: BTreeMap<TopicPartition, Option<i64>> =
-            tps.iter().map(|tp| (tp.clone(), None)).collect();
+        let mut out: BTreeMap<TopicPartition, Option<i64>> = tps
+            .unwrap_or_default()
+            .iter()
+            .map(|tp| (tp.clone(), None))
+            .collect();
         for g in resp.groups {
             self.check(&conn, g.error_code, "OffsetFetch")?;
             for t in g.topics {
@@ -533,9 +550,15 @@ impl Coordinator {
 
     /// Forgets the coordinator after an error that says it moved or is unreachable.
     pub(crate) fn forget_on(&self, e: &Error) {
+        // REQUEST_TIMED_OUT too, as the Java client's coordinator does: the coordinator may
+        // be a broker that is stopping, whose answers will not get better.
         let moved = matches!(
             e.kafka_code(),
-            Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable)
+            Some(
+                ResponseError::NotCoordinator
+                    | ResponseError::CoordinatorNotAvailable
+                    | ResponseError::RequestTimedOut
+            )
         );
         if moved || e.is_unknown_outcome() || matches!(e, Error::Connect { .. }) {
             *lock(&self.known) = None;

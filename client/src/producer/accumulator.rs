@@ -139,6 +139,11 @@ impl<C> PartitionQueue<C> {
     }
 }
 
+/// The sequence `n` records after `seq`: Kafka's sequences wrap from `i32::MAX` to 0.
+fn seq_after(seq: i32, n: usize) -> i32 {
+    ((i64::from(seq) + n as i64) % (i64::from(i32::MAX) + 1)) as i32
+}
+
 /// Records queued per partition; see the module docs.
 #[derive(Debug)]
 pub struct Accumulator<C> {
@@ -208,7 +213,7 @@ impl<C> Accumulator<C> {
         let mut batch = queue.batches.pop_front()?;
         if idempotent && batch.base_sequence.is_none() {
             batch.base_sequence = Some(queue.next_sequence);
-            queue.next_sequence = queue.next_sequence.wrapping_add(batch.len() as i32);
+            queue.next_sequence = seq_after(queue.next_sequence, batch.len());
         }
         batch.attempts += 1;
         batch.retry_at = None;
@@ -259,6 +264,50 @@ impl<C> Accumulator<C> {
         queue.batches.insert(at, batch);
     }
 
+    /// A sent batch the broker refused as too large (MESSAGE_TOO_LARGE) comes back as two
+    /// halves, queued where it would have gone, not before `retry_at`. The halves keep its
+    /// sequence range (the first starts at its base sequence, the second right after the
+    /// first), so the batches behind it still follow without a gap. A batch of one record
+    /// cannot be split and is handed back.
+    pub fn split_requeue(&mut self, batch: Batch<C>, retry_at: Instant) -> Result<(), Batch<C>> {
+        if batch.len() < 2 {
+            return Err(batch);
+        }
+        let queue = self.back_from_flight(&batch);
+        let Batch {
+            tp,
+            mut records,
+            created,
+            base_sequence,
+            attempts,
+            maybe_written,
+            ..
+        } = batch;
+        let second = records.split_off(records.len() / 2);
+        let second_sequence = base_sequence.map(|s| seq_after(s, records.len()));
+        let half = |records: Vec<QueuedRecord<C>>, base_sequence| Batch {
+            tp: tp.clone(),
+            size_bytes: records.iter().map(|r| r.size_bytes).sum(),
+            records,
+            created,
+            base_sequence,
+            attempts,
+            retry_at: Some(retry_at),
+            maybe_written,
+        };
+        let (first, second) = (half(records, base_sequence), half(second, second_sequence));
+        let at = queue
+            .batches
+            .iter()
+            .position(|b| {
+                b.attempts == 0 || (base_sequence.is_some() && b.base_sequence > base_sequence)
+            })
+            .unwrap_or(queue.batches.len());
+        queue.batches.insert(at, second);
+        queue.batches.insert(at, first);
+        Ok(())
+    }
+
     /// Removes and returns the queued batches (not in flight) older than `timeout`, for the
     /// caller to fail; their sequences, if any, leave gaps, so a bump becomes due.
     pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Batch<C>> {
@@ -277,6 +326,12 @@ impl<C> Accumulator<C> {
             }
         }
         expired
+    }
+
+    /// Calls for an epoch bump although no sequence was lost: the broker forgot the producer
+    /// (UNKNOWN_PRODUCER_ID), and only a new epoch, whose sequences start at 0, is accepted.
+    pub fn request_bump(&mut self) {
+        self.needs_bump = true;
     }
 
     /// Whether an epoch bump is due (see the module docs).
@@ -442,6 +497,39 @@ mod tests {
         let third = acc.drain(&tp).expect("then the fresh batch");
         assert_eq!(third.base_sequence, Some(4));
         assert!(!acc.needs_bump());
+    }
+
+    // Proves a batch refused as too large comes back as two halves in its place, which keep
+    // its sequence range (so the batch behind it still follows), and that a single record is
+    // handed back unsplit; sequences wrap from i32::MAX to 0 as Kafka's do.
+    #[test]
+    fn test_split_keeps_the_sequence_range() {
+        let t0 = Instant::now();
+        let tp = TopicPartition::new("t", 2);
+        let mut acc = Accumulator::new(config(true));
+        for n in 0..5 {
+            acc.append(tp.clone(), rec(n, 20), t0);
+        }
+        acc.append(tp.clone(), rec(5, 90), t0);
+        let big = acc.drain(&tp).expect("five records");
+        let next = acc.drain(&tp).expect("the sixth");
+        assert_eq!((big.base_sequence, next.base_sequence), (Some(0), Some(5)));
+        assert!(acc.split_requeue(big, t0).is_ok());
+        let a = acc.drain(&tp).expect("first half");
+        assert_eq!(
+            (a.base_sequence, ids(&a), a.size_bytes),
+            (Some(0), vec![0, 1], 40)
+        );
+        acc.complete(&a, false);
+        let b = acc.drain(&tp).expect("second half");
+        assert_eq!((b.base_sequence, ids(&b)), (Some(2), vec![2, 3, 4]));
+        let single = acc
+            .split_requeue(next, t0)
+            .expect_err("one record cannot split");
+        assert_eq!(ids(&single), vec![5]);
+        acc.requeue(single, t0, false);
+        assert_eq!(seq_after(i32::MAX - 1, 3), 1);
+        assert_eq!(seq_after(7, 5), 12);
     }
 
     // Proves a failed sequenced batch calls for a bump, and the reset fails only batches that

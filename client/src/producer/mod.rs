@@ -15,7 +15,7 @@ mod sender;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -202,6 +202,26 @@ pub struct RecordMetadata {
     pub timestamp_ms: i64,
 }
 
+/// What the producer has put on the wire so far: batches (retries included), their encoded
+/// bytes (after compression) and their records. A benchmark divides bytes by batches to know
+/// the size of the appends the brokers fsync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Record batches encoded into produce requests.
+    pub batches: u64,
+    /// Their encoded size in bytes.
+    pub bytes: u64,
+    /// The records they held.
+    pub records: u64,
+}
+
+impl BatchStats {
+    /// Average encoded batch size in bytes (`None` before the first batch).
+    pub fn avg_batch_bytes(&self) -> Option<f64> {
+        (self.batches > 0).then(|| self.bytes as f64 / self.batches as f64)
+    }
+}
+
 /// The outcome of one [`Producer::send`]: resolves when the record is acknowledged or has
 /// failed for good.
 pub struct Delivery {
@@ -244,6 +264,11 @@ pub(crate) struct Shared {
     /// Flushes in progress (each makes every batch ready regardless of linger).
     pub(crate) flushing: AtomicUsize,
     pub(crate) closing: AtomicBool,
+    /// Batches encoded for a produce request, retries included, and their bytes on the wire
+    /// (after compression): what [`Producer::batch_stats`] reports.
+    pub(crate) batches_sent: AtomicU64,
+    pub(crate) batch_bytes_sent: AtomicU64,
+    pub(crate) batch_records_sent: AtomicU64,
 }
 
 impl Shared {
@@ -298,6 +323,9 @@ impl Producer {
             idle: Notify::new(),
             flushing: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            batches_sent: AtomicU64::new(0),
+            batch_bytes_sent: AtomicU64::new(0),
+            batch_records_sent: AtomicU64::new(0),
         });
         let task = tokio::spawn(sender::run(shared.clone(), identity));
         Ok(Producer {
@@ -383,6 +411,15 @@ impl Producer {
         if let Some(task) = task {
             self.shared.wake.notify_one();
             let _ = task.await;
+        }
+    }
+
+    /// Batches, bytes and records put on the wire so far (see [`BatchStats`]).
+    pub fn batch_stats(&self) -> BatchStats {
+        BatchStats {
+            batches: self.shared.batches_sent.load(Ordering::Relaxed),
+            bytes: self.shared.batch_bytes_sent.load(Ordering::Relaxed),
+            records: self.shared.batch_records_sent.load(Ordering::Relaxed),
         }
     }
 

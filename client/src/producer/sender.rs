@@ -15,6 +15,7 @@ use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::accumulator::{Batch, TopicPartition};
@@ -86,6 +87,7 @@ struct Outcome {
 pub(crate) async fn run(shared: Arc<Shared>, mut identity: Identity) {
     let mut per_broker: HashMap<i32, usize> = HashMap::new();
     let mut requests: JoinSet<Outcome> = JoinSet::new();
+    let mut turns = Turns::new();
     let mut last_refresh: Option<Instant> = None;
     loop {
         expire(&shared);
@@ -96,7 +98,23 @@ pub(crate) async fn run(shared: Arc<Shared>, mut identity: Identity) {
         if bump_due {
             bump(&shared, &mut identity).await;
         }
-        let leaderless = dispatch(&shared, identity, &mut per_broker, &mut requests);
+        // Dispatch until every leader's window is full or nothing is ready: one request per
+        // leader per pass, and nothing else wakes this loop while `send` waits on a full
+        // buffer, so a single pass would leave the window at one request between completions.
+        let mut leaderless = false;
+        loop {
+            let pass = dispatch(
+                &shared,
+                identity,
+                &mut per_broker,
+                &mut turns,
+                &mut requests,
+            );
+            leaderless |= pass.leaderless;
+            if pass.requests == 0 {
+                break;
+            }
+        }
         if leaderless && last_refresh.is_none_or(|t| t.elapsed() >= backoff_of(&shared)) {
             last_refresh = Some(Instant::now());
             let cluster = shared.cluster.clone();
@@ -149,14 +167,22 @@ fn expire(shared: &Shared) {
     }
 }
 
-/// Starts Produce requests for the ready batches; returns whether some ready partition has no
-/// known leader.
+/// What one dispatch pass did.
+struct Pass {
+    /// Requests started (at most one per leader).
+    requests: usize,
+    /// Whether some ready partition has no known leader.
+    leaderless: bool,
+}
+
+/// Starts a Produce request per leader for the ready batches, within each leader's window.
 fn dispatch(
     shared: &Arc<Shared>,
     identity: Identity,
     per_broker: &mut HashMap<i32, usize>,
+    turns: &mut Turns,
     requests: &mut JoinSet<Outcome>,
-) -> bool {
+) -> Pass {
     let now = Instant::now();
     let flushing =
         shared.flushing.load(Ordering::Acquire) > 0 || shared.closing.load(Ordering::Acquire);
@@ -170,6 +196,7 @@ fn dispatch(
             None => leaderless = true,
         }
     }
+    let mut started = 0;
     for (leader, tps) in by_leader {
         let busy = per_broker.entry(leader).or_default();
         if *busy >= shared.config.max_in_flight {
@@ -190,10 +217,29 @@ fn dispatch(
             continue;
         }
         *busy += 1;
-        requests.spawn(produce(shared.clone(), identity, leader, batches));
+        started += 1;
+        let (queued, next_turn) = oneshot::channel();
+        let turn = turns.insert(leader, next_turn);
+        requests.spawn(produce(
+            shared.clone(),
+            identity,
+            leader,
+            batches,
+            (turn, queued),
+        ));
     }
-    leaderless
+    Pass {
+        requests: started,
+        leaderless,
+    }
 }
+
+/// Per leader, the signal that the last request dispatched to it is queued on its socket.
+/// Each request task encodes its batches on its own, but waits for its predecessor's signal
+/// before queuing: tasks spawned in order may run in any order on a multi-threaded runtime,
+/// and a batch whose sequence reaches the broker before the batch it follows is refused
+/// (UNKNOWN_PRODUCER_ID for a new producer, OUT_OF_ORDER_SEQUENCE_NUMBER after).
+type Turns = HashMap<i32, oneshot::Receiver<()>>;
 
 /// Sends one Produce request to `leader`.
 async fn produce(
@@ -201,6 +247,7 @@ async fn produce(
     identity: Identity,
     leader: i32,
     mut batches: Vec<Batch<Completion>>,
+    (turn, queued): (Option<oneshot::Receiver<()>>, oneshot::Sender<()>),
 ) -> Outcome {
     let request = match build_request(&shared, identity, &batches) {
         Ok(r) => r,
@@ -219,7 +266,16 @@ async fn produce(
             conn.send_only(&request).await?;
             return Ok((broker, None));
         }
-        Ok((broker, Some(conn.call(&request).await?)))
+        // Requests to one leader reach its socket in dispatch order (see `Turns`).
+        let turn = async {
+            if let Some(t) = turn {
+                let _ = t.await;
+            }
+        };
+        Ok((
+            broker,
+            Some(conn.call_in_turn(&request, turn, queued).await?),
+        ))
     }
     .await;
     batches.shrink_to_fit();
@@ -258,6 +314,13 @@ fn build_request(
                 reason,
             }
         })?;
+        shared.batches_sent.fetch_add(1, Ordering::Relaxed);
+        shared
+            .batch_bytes_sent
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        shared
+            .batch_records_sent
+            .fetch_add(b.records.len() as u64, Ordering::Relaxed);
         topics.entry(&b.tp.topic).or_default().push(
             PartitionProduceData::default()
                 .with_index(b.tp.partition)
@@ -344,6 +407,30 @@ fn apply_answer(
                 code,
                 context,
             };
+            // Too large for the topic's max.message.bytes as one batch: send it as two (the
+            // Java client splits too); a single record too large fails below.
+            let b = if code == ResponseError::MessageTooLarge {
+                match lock(&shared.acc).split_requeue(b, Instant::now()) {
+                    Ok(()) => return,
+                    Err(single) => single,
+                }
+            } else {
+                b
+            };
+            // The broker has no state for this producer (retention deleted every batch it
+            // had written, or its producer id expired): the batch was refused, not written.
+            // As the Java client does (KIP-360), bump the epoch, which restarts every
+            // sequence at 0, and send it again.
+            let unknown_producer = code == ResponseError::UnknownProducerId
+                && b.base_sequence.is_some()
+                && b.created.elapsed() < Duration::from_millis(shared.config.delivery_timeout_ms);
+            if unknown_producer {
+                let mut acc = lock(&shared.acc);
+                acc.request_bump();
+                drop(acc);
+                requeue(shared, b, false);
+                return;
+            }
             // A gap behind a batch that is itself being retried is that retry's doing.
             let behind_retry = code == ResponseError::OutOfOrderSequenceNumber
                 && b.base_sequence

@@ -138,8 +138,17 @@ pub async fn serve<B: Broker>(
     if let Ok(addr) = listener.local_addr() {
         info!(logger, "kafka listener started"; "addr" => %addr);
     }
+    let stopped = broker.stopped();
+    tokio::pin!(stopped);
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut stopped => {
+                info!(logger, "kafka listener stopped: the core has stopped");
+                return;
+            }
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let log = logger.new(o!("peer" => peer.to_string()));
                 tokio::spawn(connection(stream, broker.clone(), config.clone(), log));
@@ -173,8 +182,18 @@ async fn connection<B: Broker>(
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut codes = Vec::new();
+    // One future for the connection's life, not one per request.
+    let stopped = broker.stopped();
+    tokio::pin!(stopped);
     loop {
-        let frame = match read_frame(&mut reader, config.max_frame_bytes).await {
+        let next = tokio::select! {
+            f = read_frame(&mut reader, config.max_frame_bytes) => f,
+            () = &mut stopped => {
+                debug!(log, "closing the connection: the core has stopped");
+                return;
+            }
+        };
+        let frame = match next {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 debug!(log, "client closed the connection");

@@ -58,7 +58,7 @@ impl InProcessCluster {
             .into_iter()
             .map(|(_, c)| c)
             .collect();
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = test_logger();
         let mut nodes = Vec::new();
         for c in &configs {
             let storage = match disks {
@@ -180,4 +180,19 @@ fn agreed_leaders(views: &[Arc<ClusterView>]) -> bool {
                 })
         })
     })
+}
+
+/// The nodes' logger: silent, unless `RAILYARD_TEST_LOG` names a level (`debug`, `info`, ...),
+/// in which case every node logs to stderr at that level (to see why a test failed).
+fn test_logger() -> slog::Logger {
+    use slog::Drain;
+    let Some(level) = std::env::var("RAILYARD_TEST_LOG")
+        .ok()
+        .and_then(|l| l.parse::<slog::Level>().ok())
+    else {
+        return slog::Logger::root(slog::Discard, slog::o!());
+    };
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    slog::Logger::root(drain.filter_level(level).fuse(), slog::o!())
 }
