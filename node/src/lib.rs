@@ -10,9 +10,15 @@
 //! - [`metrics`]: request, fsync and partition metrics, rendered for Prometheus.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/health`, `/v1/cluster`).
 //! - [`dev_console`]: the banner and event lines `railyard dev` shows in the terminal.
+//! - [`cli`]: the client subcommands (`topic`, `produce`, `consume`, `group`, `cluster`), on
+//!   `railyard-client`.
+//! - [`bench`]: `railyard bench` (produce, consume, e2e) on `railyard-client`, with the
+//!   machine's limits measured in the same run.
 
 pub mod admin;
+pub mod bench;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod dev_console;
 pub mod file_disk;

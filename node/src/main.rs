@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use railyard_node::broker::Broker;
+use railyard_node::cli;
 use railyard_node::config::{parse_topic_flag, LogFormat, NodeConfig, PeerConfig, TopicConfig};
 use railyard_node::dev_console::{self, Banner, Snapshot};
 use railyard_node::server::{start_node, RunningNode};
@@ -61,6 +62,10 @@ enum Command {
     },
     /// Run a local cluster in this process (Kafka listeners on consecutive ports).
     Dev(DevOptions),
+    /// Benchmark the cluster with the Rust client: produce, consume or e2e latency.
+    Bench(Box<railyard_node::bench::BenchArgs>),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 fn default_dev_topics() -> Vec<TopicConfig> {
@@ -228,6 +233,7 @@ struct DevShow {
 async fn run(cli: Cli, log: Logger) -> Result<(), String> {
     let mut dev = None;
     let configs = match cli.command {
+        Command::Client(_) => unreachable!("main runs client commands without a node"),
         Command::Start {
             config,
             id,
@@ -260,6 +266,7 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             }
             vec![c]
         }
+        Command::Bench(_) => unreachable!("main runs railyard bench without starting a node"),
         Command::Dev(o) => {
             dev = Some(DevShow {
                 data_dir: o.data_dir.clone(),
@@ -360,6 +367,13 @@ async fn wait_for_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A benchmark is a client: no node logger, its own runtime, one-line errors.
+    if let Command::Bench(args) = &cli.command {
+        return railyard_node::bench::cli_main(args);
+    }
+    if let Command::Client(command) = cli.command {
+        return run_client(command);
+    }
     let target = match &cli.command {
         Command::Dev(o) => match open_dev_log(&o.data_dir) {
             Ok(f) => LogTarget::File(f),
@@ -368,7 +382,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        Command::Start { .. } => LogTarget::Stderr,
+        Command::Start { .. } | Command::Bench(_) | Command::Client(_) => LogTarget::Stderr,
     };
     let log = logger(&cli.log_level, cli.log_format, target);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -381,6 +395,31 @@ fn main() -> ExitCode {
             error!(log, "railyard failed to start"; "error" => %e);
             eprintln!("railyard: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a client subcommand (`topic`, `produce`, ...): no node, no log, one error line.
+fn run_client(command: cli::ClientCommand) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("railyard: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(cli::run(command));
+    // Background tasks of the client (metadata refresh, heartbeats) end with the runtime.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("railyard: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

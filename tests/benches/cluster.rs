@@ -37,14 +37,14 @@
 //! Per-thread CPU time (from /proc/self/task) during produce and idle says where time goes.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use railyard_node::bench::limits;
+use railyard_node::bench::report::median;
 use railyard_node::broker::Broker;
 use railyard_node::config::TopicConfig;
 use railyard_node::file_disk::{FileDisk, ProbeResult};
@@ -231,11 +231,7 @@ fn payload() -> Vec<u8> {
 /// write+fdatasync of `block` bytes in a temp dir (same filesystem as the cluster's data), for
 /// about `secs` seconds.
 fn fsync_probe(block: usize, secs: f64) -> ProbeResult {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let disk = FileDisk::open(dir.path().join("probe")).expect("opening the probe disk");
-    let first = disk.fsync_probe(block, 5).expect("fsync probe");
-    let iters = ((secs * 1e6 / first.median_us.max(1.0)) as usize).clamp(50, 5000);
-    disk.fsync_probe(block, iters).expect("fsync probe")
+    limits::fsync_probe(&std::env::temp_dir(), block, secs).expect("fsync probe")
 }
 
 /// `streams` concurrent [`fsync_probe`]s of `iters` appends each, in separate directories (the
@@ -264,41 +260,12 @@ fn fsync_probe_concurrent(block: usize, iters: usize, streams: usize) -> (f64, f
 
 /// Rounds a batch size up to a 4 KiB multiple (what the page cache writes back anyway).
 fn probe_block(batch: f64) -> usize {
-    let b = if batch.is_finite() && batch > 0.0 {
-        batch as usize
-    } else {
-        4096
-    };
-    b.div_ceil(4096).max(1) * 4096
+    limits::probe_block_bytes(Some(batch))
 }
 
 /// One loopback TCP stream: MB/s of `bytes` pushed in 1 MiB writes and read in 1 MiB reads.
 fn loopback_tcp(bytes: u64) -> f64 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let reader = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().expect("accept");
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
-        loop {
-            match s.read(&mut buf).expect("read") {
-                0 => return n,
-                k => n += k as u64,
-            }
-        }
-    });
-    let mut s = TcpStream::connect(addr).expect("connect");
-    let chunk = vec![7u8; 1 << 20];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < bytes {
-        s.write_all(&chunk).expect("write");
-        sent += chunk.len() as u64;
-    }
-    drop(s);
-    let got = reader.join().expect("reader");
-    assert_eq!(got, sent);
-    sent as f64 / start.elapsed().as_secs_f64() / 1e6
+    limits::loopback_tcp_mb_s(bytes).expect("loopback TCP probe")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -430,20 +397,6 @@ const ROWS: &[(&str, &str)] = &[
     ("rebalance_join_coop_ms", "  joins, cooperative-sticky ms"),
     ("rebalance_leave_coop_ms", "  leaves, cooperative-sticky ms"),
 ];
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 fn fmt(v: f64) -> String {
     if !v.is_finite() {
