@@ -5,6 +5,8 @@
 //! `subscribe` operations against topic-partitions ("keys") and record how each ended
 //! ([`history`]). The [`checker`] then looks for the anomalies Jepsen's Kafka workload reports
 //! (lost writes, aborted reads, poll skips, ...), as specified in `CHECKER.md`.
+//! [`report`] renders a run's history, its nemesis windows and the checker's report as one
+//! self-contained HTML page (`report.html`).
 //!
 //! The crate does no IO and keeps no hidden state: text goes in and out as `String`s, time is
 //! whatever the recorder writes into each event, and every collection is ordered, so the
@@ -30,6 +32,7 @@
 
 pub mod checker;
 pub mod history;
+pub mod report;
 
 pub use checker::{
     check, Anomaly, AnomalySummary, CheckOptions, CheckReport, ConsumerMode, Stats, EXAMPLES_MAX,
@@ -37,3 +40,4 @@ pub use checker::{
 pub use history::{
     Event, EventType, Function, History, Op, ParseError, ParseErrorKind, SEEK_TO_BEGINNING_FIELD,
 };
+pub use report::{render_html, NemesisWindow, RunInfo};

@@ -239,6 +239,14 @@ async fn test_round_trip_keys_headers_timestamps_and_seeks() {
         .await
         .expect("poll")
         .is_empty());
+    // Re-assigning keeps the position of a partition that stays assigned, as the Java client
+    // does: no rewind by auto_offset_reset (the Jepsen harness caught this as a
+    // nonmonotonic poll).
+    consumer.seek(&tp0, 1).expect("seek");
+    consumer.assign(&tps[..1]).await.expect("re-assign");
+    assert_eq!(consumer.position(&tp0).await.expect("position"), 1);
+    let resumed = poll_until(&mut consumer, WAIT, |r| !r.is_empty()).await;
+    assert_eq!((resumed[0].partition, resumed[0].offset), (0, 1));
     producer.close().await;
 }
 

@@ -200,7 +200,8 @@ impl Consumer {
     }
 
     /// Reads exactly these partitions, outside any group membership (commits still go to
-    /// `group_id` if one is set). Replaces an earlier assignment or subscription.
+    /// `group_id` if one is set). Replaces an earlier assignment or subscription; a partition
+    /// assigned before and after keeps its position.
     pub async fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
         self.unsubscribe().await?;
         for tp in partitions {
@@ -212,11 +213,17 @@ impl Consumer {
                 });
             }
         }
+        // As the Java client: a partition that stays assigned keeps its position (and its
+        // pause), so re-assigning does not rewind it; only new partitions look theirs up.
+        let mut before = std::mem::take(&mut self.assignment);
         self.assignment = partitions
             .iter()
-            .map(|tp| (tp.clone(), PartitionState::default()))
+            .map(|tp| (tp.clone(), before.remove(tp).unwrap_or_default()))
             .collect();
-        self.buffered.clear();
+        let assignment = &self.assignment;
+        self.buffered.retain(|r| {
+            assignment.contains_key(&TopicPartition::new(r.topic.clone(), r.partition))
+        });
         Ok(())
     }
 

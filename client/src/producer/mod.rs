@@ -79,6 +79,11 @@ pub struct ProducerConfig {
     /// How long a record may take from `send` to its acknowledgement, retries included
     /// (default 120 s).
     pub delivery_timeout_ms: u64,
+    /// How many times a batch that failed with a retriable error is sent again before its
+    /// records fail (Kafka's `retries`; default `u32::MAX`, so `delivery_timeout_ms` is the
+    /// bound). Without idempotence a retry after an indeterminate failure (a timeout, a lost
+    /// connection) may write the records twice; `retries = 0` gives at-most-once delivery.
+    pub retries: u32,
 }
 
 impl ProducerConfig {
@@ -95,6 +100,7 @@ impl ProducerConfig {
             max_request_size_bytes: 1024 * 1024,
             compression: Compression::None,
             delivery_timeout_ms: 120_000,
+            retries: u32::MAX,
         }
     }
 

@@ -451,7 +451,9 @@ fn apply_answer(
 fn retry_or_fail(shared: &Shared, b: Batch<Completion>, e: &Error, maybe_written: bool) {
     let timeout = Duration::from_millis(shared.config.delivery_timeout_ms);
     let expired = b.created.elapsed() >= timeout;
-    if e.is_retriable() && !expired {
+    // `attempts` counts sends, so the first send plus `retries` more.
+    let retries_left = b.attempts <= shared.config.retries;
+    if e.is_retriable() && !expired && retries_left {
         if e.needs_metadata_refresh() {
             let cluster = shared.cluster.clone();
             tokio::spawn(async move { cluster.refresh_metadata().await });
