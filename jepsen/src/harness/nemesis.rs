@@ -54,8 +54,9 @@ impl NemesisKind {
 pub struct Fault {
     /// What the report shows.
     pub window: NemesisWindow,
-    /// For a kill of a key's leader: the key.
-    pub leader_of: Option<String>,
+    /// For a kill: the keys the killed nodes led just before (as the cluster said), whose
+    /// unavailability the results measure.
+    pub led_keys: Vec<String>,
 }
 
 /// What a fault does to the lab, decided before it starts.
@@ -91,7 +92,11 @@ pub async fn run(
         lab.check_alive()?;
         let kind = order[turn % order.len()];
         turn += 1;
-        let (plan, detail, leader_of) = draw(kind, &mut rng, lab, opts).await;
+        let (plan, detail) = draw(kind, &mut rng, lab, opts).await;
+        let led_keys = match &plan {
+            Plan::Kill(nodes) => led_by(lab, opts.keys, nodes).await,
+            _ => Vec::new(),
+        };
         let start_ns = rec.now_ns();
         println!("railyard-jepsen: nemesis {}: {detail}", kind.name());
         apply(lab, &plan).await?;
@@ -106,7 +111,7 @@ pub async fn run(
                 start_ns,
                 end_ns: rec.now_ns(),
             },
-            leader_of,
+            led_keys,
         });
     }
     let rest = deadline_ns.saturating_sub(rec.now_ns());
@@ -114,13 +119,13 @@ pub async fn run(
     Ok(faults)
 }
 
-/// Draws a fault of `kind`: the plan, its description and (for a leader kill) the key.
+/// Draws a fault of `kind`: the plan and its description.
 async fn draw(
     kind: NemesisKind,
     rng: &mut ChaCha8Rng,
     lab: &Lab,
     opts: &RunOpts,
-) -> (Plan, String, Option<String>) {
+) -> (Plan, String) {
     let n = lab.len();
     let names = |set: &[usize]| -> String {
         let ids: Vec<String> = set.iter().map(|&i| lab.id(i).to_string()).collect();
@@ -128,7 +133,7 @@ async fn draw(
     };
     match kind {
         NemesisKind::Kill | NemesisKind::Pause => {
-            let (targets, what, key) = targets(rng, lab, opts).await;
+            let (targets, what) = targets(rng, lab, opts).await;
             let verb = if kind == NemesisKind::Kill {
                 "kill -9"
             } else {
@@ -140,18 +145,17 @@ async fn draw(
             } else {
                 Plan::Pause(targets)
             };
-            let leader_of = if kind == NemesisKind::Kill { key } else { None };
-            (plan, detail, leader_of)
+            (plan, detail)
         }
         NemesisKind::Partition => {
             let (grudge, what) = partition(rng, lab, opts).await;
-            (Plan::Partition(grudge), what, None)
+            (Plan::Partition(grudge), what)
         }
         NemesisKind::Clock => {
             let node = rng.gen_range(0..n);
             let step = if rng.gen_bool(0.5) { "+1h" } else { "-1h" };
             let detail = format!("wall clock of node {} set to {step}", lab.id(node));
-            (Plan::Clock(node, step), detail, None)
+            (Plan::Clock(node, step), detail)
         }
         NemesisKind::Rolling => (
             Plan::Rolling,
@@ -159,29 +163,23 @@ async fn draw(
                 "rolling restart of nodes {}",
                 names(&(0..n).collect::<Vec<_>>())
             ),
-            None,
         ),
     }
 }
 
 /// A random node, a key's leader, or a minority.
-async fn targets(
-    rng: &mut ChaCha8Rng,
-    lab: &Lab,
-    opts: &RunOpts,
-) -> (Vec<usize>, String, Option<String>) {
+async fn targets(rng: &mut ChaCha8Rng, lab: &Lab, opts: &RunOpts) -> (Vec<usize>, String) {
     let n = lab.len();
     match rng.gen_range(0..3) {
-        0 => (vec![rng.gen_range(0..n)], "a random node".into(), None),
+        0 => (vec![rng.gen_range(0..n)], "a random node".into()),
         1 => {
             let partition = rng.gen_range(0..opts.keys) as i32;
             let key = key_of(partition);
             match leader_of(lab, partition).await {
-                Some(i) => (vec![i], format!("leader of {key}"), Some(key)),
+                Some(i) => (vec![i], format!("leader of {key}")),
                 None => (
                     vec![rng.gen_range(0..n)],
                     format!("a random node: no leader known for {key}"),
-                    None,
                 ),
             }
         }
@@ -190,7 +188,7 @@ async fn targets(
             all.shuffle(rng);
             all.truncate(((n - 1) / 2).max(1));
             all.sort();
-            (all, "a minority".into(), None)
+            (all, "a minority".into())
         }
     }
 }
@@ -207,6 +205,25 @@ async fn leader_of(lab: &Lab, partition: i32) -> Option<usize> {
         .await
         .ok()
         .flatten()
+}
+
+/// The keys whose leader, as the cluster says now, is one of `nodes`.
+async fn led_by(lab: &Lab, keys: u32, nodes: &[usize]) -> Vec<String> {
+    let ask = async {
+        let admin = super::lab::admin(&lab.bootstrap()).await.ok()?;
+        admin.cluster().refresh_metadata().await.ok()
+    };
+    let Ok(Some(meta)) = tokio::time::timeout(Duration::from_secs(5), ask).await else {
+        return Vec::new();
+    };
+    (0..keys as i32)
+        .filter(|&p| {
+            meta.leader(TOPIC, p)
+                .and_then(|l| lab.index_of(u64::try_from(l).ok()?))
+                .is_some_and(|i| nodes.contains(&i))
+        })
+        .map(key_of)
+        .collect()
 }
 
 /// A grouping of the nodes as a grudge (who drops packets from whom), and its description.

@@ -159,11 +159,13 @@ fn figures(history: &History, faults: &[Fault], time_limit_s: u64) -> Value {
             json!((count as f64 * 1e9 / ns as f64 * 10.0).round() / 10.0)
         }
     };
+    // Per killed leader and key: from the kill to the first acknowledgement of a send to
+    // that key invoked after it (sends already in flight may have been answered by the old
+    // leader just before it died).
     let mut unavailable: Vec<f64> = faults
         .iter()
-        .filter_map(|f| {
-            let key = f.leader_of.as_ref()?;
-            let t0 = f.window.start_ns;
+        .flat_map(|f| f.led_keys.iter().map(move |k| (f.window.start_ns, k)))
+        .filter_map(|(t0, key)| {
             oks.iter()
                 .filter(|s| &s.key == key && s.invoke_ns >= t0)
                 .map(|s| s.done_ns - t0)
