@@ -22,7 +22,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+// The socket's halves: tokio's zero-cost owned halves, or, under madsim (whose TcpStream has
+// no `into_split`), the generic halves of `tokio::io::split`.
+#[cfg(not(madsim))]
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+#[cfg(madsim)]
+type OwnedReadHalf = tokio::io::ReadHalf<TcpStream>;
+#[cfg(madsim)]
+type OwnedWriteHalf = tokio::io::WriteHalf<TcpStream>;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -107,7 +114,10 @@ impl Connection {
         };
         // Nagle would hold small requests (heartbeats, acks=1 produces) for up to 40 ms.
         let _ = stream.set_nodelay(true);
+        #[cfg(not(madsim))]
         let (read, write) = stream.into_split();
+        #[cfg(madsim)]
+        let (read, write) = tokio::io::split(stream);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);

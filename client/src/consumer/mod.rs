@@ -28,7 +28,9 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, Topic
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+
+use crate::tasks::TaskSet;
 
 use crate::cluster::{ClientConfig, Cluster};
 use crate::codec::decode_batches;
@@ -631,7 +633,7 @@ impl Consumer {
             tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
             return Ok(());
         }
-        let mut fetches = JoinSet::new();
+        let mut fetches = TaskSet::new();
         for (leader, parts) in by_leader {
             let req = self.fetch_request(&parts, wait);
             let cluster = self.cluster.clone();

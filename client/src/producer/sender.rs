@@ -16,7 +16,6 @@ use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceRes
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 
 use super::accumulator::{Batch, TopicPartition};
 use super::{Acks, Completion, RecordMetadata, Shared};
@@ -24,6 +23,7 @@ use crate::cluster::{Backoff, Cluster};
 use crate::codec::{encode_batch, OutRecord, ProducerIdentity};
 use crate::conn::lock;
 use crate::error::{check_code, BrokerRef, Error, Result};
+use crate::tasks::TaskSet;
 
 /// How often the loop looks again at partitions without a known leader.
 const NO_LEADER_RECHECK_MS: u64 = 100;
@@ -86,7 +86,7 @@ struct Outcome {
 /// The sender loop; returns once the producer is closing and nothing is left.
 pub(crate) async fn run(shared: Arc<Shared>, mut identity: Identity) {
     let mut per_broker: HashMap<i32, usize> = HashMap::new();
-    let mut requests: JoinSet<Outcome> = JoinSet::new();
+    let mut requests: TaskSet<Outcome> = TaskSet::new();
     let mut turns = Turns::new();
     let mut last_refresh: Option<Instant> = None;
     loop {
@@ -181,7 +181,7 @@ fn dispatch(
     identity: Identity,
     per_broker: &mut HashMap<i32, usize>,
     turns: &mut Turns,
-    requests: &mut JoinSet<Outcome>,
+    requests: &mut TaskSet<Outcome>,
 ) -> Pass {
     let now = Instant::now();
     let flushing =

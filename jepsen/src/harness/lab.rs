@@ -485,7 +485,9 @@ impl Lab {
     pub fn print_failure(&self, error: &super::RunError) {
         let only = match error {
             super::RunError::Lab(LabError::NodeFailed { id, .. }) => Some(*id),
-            _ => None,
+            super::RunError::Lab(_) => None,
+            // Interrupted, or the run's own files: the nodes are not at fault.
+            super::RunError::Io(_) | super::RunError::Interrupted(_) => return,
         };
         for n in &self.nodes {
             if only.is_some_and(|id| id != n.id) {

@@ -291,9 +291,7 @@ impl ConsumerProc {
         if !self.join(process, consumer).await {
             return;
         }
-        let mut polls = 0u32;
         while !*self.stopped.borrow() {
-            polls += 1;
             if !self.subscribe && self.rng.gen_range(0..REASSIGN_EVERY_POLLS) == 0 {
                 if !self.join(process, consumer).await {
                     return;
@@ -304,7 +302,6 @@ impl ConsumerProc {
                 return;
             }
         }
-        let _ = polls;
     }
 
     /// Assigns a random non-empty subset of the keys (seeking to the beginning half the
