@@ -140,9 +140,7 @@ async fn send_lines(
     let mut line_no = 0u64;
     loop {
         buf.clear();
-        // Reading stdin blocks this worker thread; the producer's sender task runs on the
-        // runtime's other threads meanwhile.
-        let n = tokio::task::block_in_place(|| stdin.read_until(b'\n', &mut buf))?;
+        let n = read_line_blocking(&mut stdin, &mut buf)?;
         if n == 0 {
             break;
         }
@@ -272,6 +270,19 @@ impl Report for Summary {
             t.render()
         )
     }
+}
+
+/// Reads one line of stdin. It blocks this worker thread, so the runtime is told
+/// (`block_in_place`): the producer's sender task runs on its other threads meanwhile.
+#[cfg(not(madsim))]
+fn read_line_blocking(stdin: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    tokio::task::block_in_place(|| stdin.read_until(b'\n', buf))
+}
+
+/// madsim has no worker threads to hand over to (and no stdin to simulate): a plain read.
+#[cfg(madsim)]
+fn read_line_blocking(stdin: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    stdin.read_until(b'\n', buf)
 }
 
 #[cfg(test)]

@@ -179,7 +179,12 @@ async fn connection<B: Broker>(
         .peer_addr()
         .map(|a| format!("/{}", a.ip()))
         .unwrap_or_default();
+    // madsim's TcpStream has no `into_split`; the generic halves there, tokio's owned ones
+    // (no lock per read or write) otherwise.
+    #[cfg(not(madsim))]
     let (read, mut write) = stream.into_split();
+    #[cfg(madsim)]
+    let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut codes = Vec::new();
     // One future for the connection's life, not one per request.
