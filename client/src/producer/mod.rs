@@ -110,6 +110,12 @@ impl ProducerConfig {
                 "idempotence needs acks=all (set idempotence = false for acks 0 or 1)".into(),
             ));
         }
+        if self.idempotence && self.retries == 0 {
+            // As the Java client: the idempotent producer's guarantees rest on resending.
+            return Err(Error::Config(
+                "idempotence needs retries > 0 (set idempotence = false for retries = 0)".into(),
+            ));
+        }
         if self.idempotence && !(1..=5).contains(&self.max_in_flight) {
             return Err(Error::Config(
                 "with idempotence, max_in_flight must be 1..=5".into(),
@@ -468,4 +474,29 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_config_refuses_what_cannot_keep_its_promise() {
+        let ok = ProducerConfig::new("b:9092");
+        assert!(ok.validate().is_ok());
+        let mut no_retries = ok.clone();
+        no_retries.retries = 0;
+        assert!(matches!(no_retries.validate(), Err(Error::Config(_))));
+        no_retries.idempotence = false;
+        assert!(
+            no_retries.validate().is_ok(),
+            "a plain producer may not retry"
+        );
+        let mut weak = ok.clone();
+        weak.acks = Acks::Leader;
+        assert!(matches!(weak.validate(), Err(Error::Config(_))));
+        let mut wide = ok;
+        wide.max_in_flight = 6;
+        assert!(matches!(wide.validate(), Err(Error::Config(_))));
+    }
 }
