@@ -20,7 +20,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::history::{EventType, History, Op};
+use crate::history::{History, Op, Operation, Outcome, Pairing};
 
 /// At most this many examples are kept per anomaly; the count is always exact.
 pub const EXAMPLES_MAX: usize = 8;
@@ -271,7 +271,10 @@ impl fmt::Display for CheckReport {
 pub fn check(history: &History, opts: &CheckOptions) -> CheckReport {
     let mode = resolve_mode(history, opts.mode);
     let mut rec = Recorder::new(opts.final_reads_done, mode);
-    let ops = pair_operations(history, &mut rec);
+    let Pairing { ops, faults } = history.operations();
+    for f in &faults {
+        rec.malformed(f.reason, f.process, f.time);
+    }
     let sends = collect_sends(&ops, &mut rec);
     let derived = Derived::build(&ops, &sends);
 
@@ -290,28 +293,6 @@ pub fn check(history: &History, opts: &CheckOptions) -> CheckReport {
         anomalies: rec.anomalies,
         stats,
     }
-}
-
-/// How an operation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    Ok,
-    Fail,
-    /// Unknown, including an invoke that never completed.
-    Info,
-}
-
-/// An invoke paired with its completion.
-#[derive(Clone, Copy, Debug)]
-struct Operation<'a> {
-    process: u64,
-    outcome: Outcome,
-    invoke_time: u64,
-    /// `None` if the history ended before the op completed.
-    complete_time: Option<u64>,
-    invoke: &'a Op,
-    /// The completion's op; the invoke's op when there was no completion.
-    completion: &'a Op,
 }
 
 /// A send operation, flattened.
@@ -491,59 +472,6 @@ fn resolve_mode(history: &History, mode: ConsumerMode) -> ConsumerMode {
         }
         explicit => explicit,
     }
-}
-
-/// Pairs each invoke with the next completion of its process. Operations are returned in
-/// invoke order, which is also each process's own order because a process runs one op at a
-/// time.
-fn pair_operations<'a>(history: &'a History, rec: &mut Recorder) -> Vec<Operation<'a>> {
-    let mut ops: Vec<Operation<'a>> = Vec::with_capacity(history.len() / 2 + 1);
-    let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut crashed: BTreeSet<u64> = BTreeSet::new();
-    for event in history.events() {
-        let (process, time) = (event.process, event.time);
-        if crashed.contains(&process) {
-            rec.malformed("event from a process after its info", process, time);
-        }
-        let outcome = match event.kind {
-            EventType::Invoke => {
-                if pending.contains_key(&process) {
-                    // The earlier op stays info: we cannot know what became of it.
-                    rec.malformed("invoke while an op is outstanding", process, time);
-                }
-                pending.insert(process, ops.len());
-                ops.push(Operation {
-                    process,
-                    outcome: Outcome::Info,
-                    invoke_time: time,
-                    complete_time: None,
-                    invoke: &event.op,
-                    completion: &event.op,
-                });
-                continue;
-            }
-            EventType::Ok => Outcome::Ok,
-            EventType::Fail => Outcome::Fail,
-            EventType::Info => Outcome::Info,
-        };
-        let Some(&index) = pending.get(&process) else {
-            rec.malformed("completion without an invoke", process, time);
-            continue;
-        };
-        let op = &mut ops[index];
-        if op.invoke.function() != event.op.function() {
-            rec.malformed("completion's f differs from its invoke's", process, time);
-            continue;
-        }
-        pending.remove(&process);
-        op.outcome = outcome;
-        op.complete_time = Some(time);
-        op.completion = &event.op;
-        if outcome == Outcome::Info {
-            crashed.insert(process);
-        }
-    }
-    ops
 }
 
 fn collect_sends<'a>(ops: &[Operation<'a>], rec: &mut Recorder) -> Sends<'a> {

@@ -17,7 +17,7 @@
 //! bytes in a history file come from another process, so every malformed line becomes a
 //! [`ParseError`] naming its line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::ser::SerializeStruct;
@@ -408,6 +408,118 @@ impl FromIterator<Event> for History {
 impl Extend<Event> for History {
     fn extend<I: IntoIterator<Item = Event>>(&mut self, iter: I) {
         self.events.extend(iter);
+    }
+}
+
+/// How an operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It happened.
+    Ok,
+    /// It certainly did not happen.
+    Fail,
+    /// Unknown, including an invoke that never completed.
+    Info,
+}
+
+/// An invoke paired with its completion.
+#[derive(Clone, Copy, Debug)]
+pub struct Operation<'a> {
+    /// The process that ran it.
+    pub process: u64,
+    /// How it ended (`Info` while it has no completion).
+    pub outcome: Outcome,
+    /// When it was invoked.
+    pub invoke_time: u64,
+    /// `None` if the history ended before the op completed.
+    pub complete_time: Option<u64>,
+    /// The invoke's op.
+    pub invoke: &'a Op,
+    /// The completion's op; the invoke's op when there was no completion.
+    pub completion: &'a Op,
+}
+
+/// A break of the recording contract found while pairing (the checker reports each as
+/// `malformed-history`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PairingFault {
+    /// What was wrong.
+    pub reason: &'static str,
+    /// The process of the offending event.
+    pub process: u64,
+    /// The offending event's time.
+    pub time: u64,
+}
+
+/// A history's operations and the faults found pairing them ([`History::operations`]).
+#[derive(Clone, Debug)]
+pub struct Pairing<'a> {
+    /// Operations in invoke order.
+    pub ops: Vec<Operation<'a>>,
+    /// Faults in event order.
+    pub faults: Vec<PairingFault>,
+}
+
+impl History {
+    /// Pairs each invoke with the next completion of its process. Operations are returned in
+    /// invoke order, which is also each process's own order because a process runs one op at a
+    /// time. The checker, the report and the harness's figures all pair through this.
+    pub fn operations(&self) -> Pairing<'_> {
+        let mut ops: Vec<Operation<'_>> = Vec::with_capacity(self.len() / 2 + 1);
+        let mut faults = Vec::new();
+        let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut crashed: BTreeSet<u64> = BTreeSet::new();
+        for event in self.events() {
+            let (process, time) = (event.process, event.time);
+            let mut fault = |reason| {
+                faults.push(PairingFault {
+                    reason,
+                    process,
+                    time,
+                })
+            };
+            if crashed.contains(&process) {
+                fault("event from a process after its info");
+            }
+            let outcome = match event.kind {
+                EventType::Invoke => {
+                    if pending.contains_key(&process) {
+                        // The earlier op stays info: we cannot know what became of it.
+                        fault("invoke while an op is outstanding");
+                    }
+                    pending.insert(process, ops.len());
+                    ops.push(Operation {
+                        process,
+                        outcome: Outcome::Info,
+                        invoke_time: time,
+                        complete_time: None,
+                        invoke: &event.op,
+                        completion: &event.op,
+                    });
+                    continue;
+                }
+                EventType::Ok => Outcome::Ok,
+                EventType::Fail => Outcome::Fail,
+                EventType::Info => Outcome::Info,
+            };
+            let Some(&index) = pending.get(&process) else {
+                fault("completion without an invoke");
+                continue;
+            };
+            let op = &mut ops[index];
+            if op.invoke.function() != event.op.function() {
+                fault("completion's f differs from its invoke's");
+                continue;
+            }
+            pending.remove(&process);
+            op.outcome = outcome;
+            op.complete_time = Some(time);
+            op.completion = &event.op;
+            if outcome == Outcome::Info {
+                crashed.insert(process);
+            }
+        }
+        Pairing { ops, faults }
     }
 }
 

@@ -38,6 +38,7 @@ pub use checker::{
     check, Anomaly, AnomalySummary, CheckOptions, CheckReport, ConsumerMode, Stats, EXAMPLES_MAX,
 };
 pub use history::{
-    Event, EventType, Function, History, Op, ParseError, ParseErrorKind, SEEK_TO_BEGINNING_FIELD,
+    Event, EventType, Function, History, Op, Operation, Outcome, Pairing, PairingFault, ParseError,
+    ParseErrorKind, SEEK_TO_BEGINNING_FIELD,
 };
 pub use report::{render_html, NemesisWindow, RunInfo};

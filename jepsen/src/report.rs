@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::checker::{Anomaly, CheckReport, ConsumerMode};
-use crate::history::{EventType, Function, History, Op};
+use crate::history::{self, Function, History, Op};
 
 /// Above this many operations the timeline draws a deterministic sample of them.
 pub const TIMELINE_OPS_MAX: usize = 10_000;
@@ -1038,43 +1038,27 @@ fn pack_lanes(spans: &BTreeMap<u64, (u64, u64)>) -> (BTreeMap<u64, usize>, Vec<V
     (of_process, members)
 }
 
-/// Pairs each invoke with the next completion of its process, as the checker does. A
-/// completion without an invoke, or of another function, is malformed (the checker reports
-/// it) and ends no bar.
+/// The history's operations ([`History::operations`], the checker's pairing) as bars. A
+/// malformed completion (the checker reports it) ends no bar.
 fn pair_bars(history: &History) -> Vec<Bar<'_>> {
-    let mut bars: Vec<Bar<'_>> = Vec::with_capacity(history.len() / 2 + 1);
-    let mut open: BTreeMap<u64, usize> = BTreeMap::new();
-    for event in history.events() {
-        let outcome = match event.kind {
-            EventType::Invoke => {
-                open.insert(event.process, bars.len());
-                bars.push(Bar {
-                    process: event.process,
-                    outcome: Outcome::Pending,
-                    start_ns: event.time,
-                    complete_ns: None,
-                    invoke: &event.op,
-                    completion: &event.op,
-                });
-                continue;
-            }
-            EventType::Ok => Outcome::Ok,
-            EventType::Fail => Outcome::Fail,
-            EventType::Info => Outcome::Info,
-        };
-        let Some(&i) = open.get(&event.process) else {
-            continue;
-        };
-        if bars[i].function() != event.op.function() {
-            continue;
-        }
-        open.remove(&event.process);
-        let bar = &mut bars[i];
-        bar.outcome = outcome;
-        bar.complete_ns = Some(event.time);
-        bar.completion = &event.op;
-    }
-    bars
+    history
+        .operations()
+        .ops
+        .into_iter()
+        .map(|op| Bar {
+            process: op.process,
+            outcome: match (op.complete_time, op.outcome) {
+                (None, _) => Outcome::Pending,
+                (Some(_), history::Outcome::Ok) => Outcome::Ok,
+                (Some(_), history::Outcome::Fail) => Outcome::Fail,
+                (Some(_), history::Outcome::Info) => Outcome::Info,
+            },
+            start_ns: op.invoke_time,
+            complete_ns: op.complete_time,
+            invoke: op.invoke,
+            completion: op.completion,
+        })
+        .collect()
 }
 
 /// The right edge of every time axis: the last event or window end, at least 1.
@@ -1698,6 +1682,7 @@ mod tests {
     use super::*;
     use crate::checker::{check, CheckOptions};
     use crate::history::Event;
+    use crate::history::EventType;
 
     const MS: u64 = 1_000_000;
 

@@ -7,13 +7,13 @@
 //! strictly in assign mode, with every send, so that group consumers do not soften the
 //! checks of the assigned ones. The run is valid only if both are.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use railyard_jepsen::{
-    check, render_html, Anomaly, CheckOptions, CheckReport, ConsumerMode, EventType, Function,
-    History, NemesisWindow, Op, RunInfo,
+    check, render_html, Anomaly, CheckOptions, CheckReport, ConsumerMode, Function, History,
+    NemesisWindow, Op, Outcome, RunInfo,
 };
 use serde_json::{json, Value};
 
@@ -194,27 +194,22 @@ struct OkSend {
     done_ns: u64,
 }
 
-/// Every acknowledged send with its invoke time (a process has one operation at a time, so
-/// its completion pairs with its last invoke).
+/// Every acknowledged send with its invoke time.
 fn ok_sends(history: &History) -> Vec<OkSend> {
-    let mut invoked: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut out = Vec::new();
-    for e in history.events() {
-        if e.kind == EventType::Invoke {
-            invoked.insert(e.process, e.time);
-            continue;
-        }
-        if let (EventType::Ok, Op::Send { key, .. }) = (e.kind, &e.op) {
-            if let Some(&invoke_ns) = invoked.get(&e.process) {
-                out.push(OkSend {
-                    key: key.clone(),
-                    invoke_ns,
-                    done_ns: e.time,
-                });
-            }
-        }
-    }
-    out
+    history
+        .operations()
+        .ops
+        .into_iter()
+        .filter(|op| op.outcome == Outcome::Ok)
+        .filter_map(|op| match (op.completion, op.complete_time) {
+            (Op::Send { key, .. }, Some(done_ns)) => Some(OkSend {
+                key: key.clone(),
+                invoke_ns: op.invoke_time,
+                done_ns,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Nearest-rank percentile of sorted samples; null when there are none.
