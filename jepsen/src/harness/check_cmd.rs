@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use railyard_jepsen::{check, Anomaly, CheckOptions, ConsumerMode, History};
+use railyard_jepsen::{check, Anomaly, CheckOptions, CheckReport, ConsumerMode, History};
 use serde_json::json;
 
 /// Settings of `railyard-jepsen check`.
@@ -63,22 +63,7 @@ pub fn run(opts: &CheckOpts) -> ExitCode {
             mode,
         },
     );
-    let counts: serde_json::Map<String, serde_json::Value> = Anomaly::ALL
-        .iter()
-        .map(|&a| (a.name().to_string(), json!(report.count(a))))
-        .collect();
-    let out = json!({
-        "valid": report.valid(),
-        "mode": report.mode,
-        "final_reads": report.final_reads_done,
-        "errors": report.errors(),
-        "allowed": report.allowed(),
-        "anomalies": counts,
-        "examples": report.anomalies.iter()
-            .map(|(a, s)| (a.name().to_string(), json!(s.examples)))
-            .collect::<serde_json::Map<String, serde_json::Value>>(),
-        "stats": report.stats,
-    });
+    let out = verdict(&report);
     println!(
         "{}",
         serde_json::to_string_pretty(&out).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
@@ -88,4 +73,29 @@ pub fn run(opts: &CheckOpts) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// A check's verdict as JSON: validity, mode, every anomaly's count (zeros too), the names of
+/// the errors and of the allowed ones, the examples and the stats. `check` prints it and a
+/// run's `results.json` holds one per check.
+pub fn verdict(report: &CheckReport) -> serde_json::Value {
+    let counts: serde_json::Map<String, serde_json::Value> = Anomaly::ALL
+        .iter()
+        .map(|&a| (a.name().to_string(), json!(report.count(a))))
+        .collect();
+    let examples: serde_json::Map<String, serde_json::Value> = report
+        .anomalies
+        .iter()
+        .map(|(a, s)| (a.name().to_string(), json!(s.examples)))
+        .collect();
+    json!({
+        "valid": report.valid(),
+        "mode": report.mode,
+        "final_reads": report.final_reads_done,
+        "errors": report.errors(),
+        "allowed": report.allowed(),
+        "anomalies": counts,
+        "examples": examples,
+        "stats": report.stats,
+    })
 }

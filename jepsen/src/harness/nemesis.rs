@@ -193,36 +193,37 @@ async fn targets(rng: &mut ChaCha8Rng, lab: &Lab, opts: &RunOpts) -> (Vec<usize>
     }
 }
 
-/// Who leads `partition`, as the cluster says; `None` when nobody answers in time.
-async fn leader_of(lab: &Lab, partition: i32) -> Option<usize> {
-    let ask = async {
-        let admin = super::lab::admin(&lab.bootstrap()).await.ok()?;
-        let meta = admin.cluster().refresh_metadata().await.ok()?;
-        let leader = meta.leader(TOPIC, partition)?;
-        lab.index_of(u64::try_from(leader).ok()?)
-    };
-    tokio::time::timeout(Duration::from_secs(5), ask)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// The keys whose leader, as the cluster says now, is one of `nodes`.
-async fn led_by(lab: &Lab, keys: u32, nodes: &[usize]) -> Vec<String> {
+/// Every key's leader (as a node index), as the cluster says now; empty when nobody answers
+/// in time.
+async fn leaders(lab: &Lab, keys: u32) -> BTreeMap<i32, usize> {
     let ask = async {
         let admin = super::lab::admin(&lab.bootstrap()).await.ok()?;
         admin.cluster().refresh_metadata().await.ok()
     };
     let Ok(Some(meta)) = tokio::time::timeout(Duration::from_secs(5), ask).await else {
-        return Vec::new();
+        return BTreeMap::new();
     };
     (0..keys as i32)
-        .filter(|&p| {
-            meta.leader(TOPIC, p)
-                .and_then(|l| lab.index_of(u64::try_from(l).ok()?))
-                .is_some_and(|i| nodes.contains(&i))
+        .filter_map(|p| {
+            let leader = meta.leader(TOPIC, p)?;
+            Some((p, lab.index_of(u64::try_from(leader).ok()?)?))
         })
-        .map(key_of)
+        .collect()
+}
+
+/// Who leads `partition`, as the cluster says; `None` when nobody answers in time.
+async fn leader_of(lab: &Lab, partition: i32) -> Option<usize> {
+    let keys = u32::try_from(partition).ok()? + 1;
+    leaders(lab, keys).await.get(&partition).copied()
+}
+
+/// The keys whose leader, as the cluster says now, is one of `nodes`.
+async fn led_by(lab: &Lab, keys: u32, nodes: &[usize]) -> Vec<String> {
+    leaders(lab, keys)
+        .await
+        .into_iter()
+        .filter(|(_, i)| nodes.contains(i))
+        .map(|(p, _)| key_of(p))
         .collect()
 }
 

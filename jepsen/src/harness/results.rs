@@ -12,11 +12,12 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use railyard_jepsen::{
-    check, render_html, Anomaly, CheckOptions, CheckReport, ConsumerMode, Function, History,
-    NemesisWindow, Op, Outcome, RunInfo,
+    check, render_html, CheckOptions, CheckReport, ConsumerMode, Function, History, NemesisWindow,
+    Op, Outcome, RunInfo,
 };
 use serde_json::{json, Value};
 
+use super::check_cmd::verdict;
 use super::lab::ELECTION_TIMEOUT_MS;
 use super::nemesis::Fault;
 use super::{Idempotence, RunOpts};
@@ -61,10 +62,9 @@ pub fn write(dir: &Path, run: &Run<'_>) -> Result<bool, String> {
         "idempotent": format!("{:?}", run.opts.idempotent).to_lowercase(),
         "consumer_mode": format!("{:?}", run.opts.consumer_mode).to_lowercase(),
         "checks": {
-            "all_processes": summary(&whole),
-            "assign_processes": summary(&assigned),
+            "all_processes": verdict(&whole),
+            "assign_processes": verdict(&assigned),
         },
-        "stats": whole.stats,
         "nemesis": windows,
         "figures": figures,
     });
@@ -91,24 +91,6 @@ pub fn write(dir: &Path, run: &Run<'_>) -> Result<bool, String> {
 
 fn save(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// The verdict of one check, with every anomaly's count (zeros too).
-fn summary(report: &CheckReport) -> Value {
-    let counts: serde_json::Map<String, Value> = Anomaly::ALL
-        .iter()
-        .map(|&a| (a.name().to_string(), json!(report.count(a))))
-        .collect();
-    json!({
-        "mode": report.mode,
-        "valid": report.valid(),
-        "errors": report.errors(),
-        "allowed": report.allowed(),
-        "anomalies": counts,
-        "examples": report.anomalies.iter()
-            .map(|(a, s)| (a.name().to_string(), json!(s.examples)))
-            .collect::<serde_json::Map<String, Value>>(),
-    })
 }
 
 /// The history without the events of processes that ever subscribed.
