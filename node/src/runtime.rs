@@ -1,12 +1,19 @@
 //! The node runtime: one dedicated thread owns the sans-IO core [`Node`] and does all its disk
 //! IO and fsyncs; tokio tasks own the sockets.
 //!
-//! The core thread waits on one channel of [`CoreCmd`]s (peer envelopes from the transport,
-//! client requests from the Kafka listener), drains everything queued, ticks raft when a tick
-//! is due, and runs [`Node::step`] until nothing is ready. Because it drains the queue before
+//! The core loop ([`core_loop`]) waits on one channel of [`CoreCmd`]s (peer envelopes from the
+//! transport, client requests from the Kafka listener), drains everything queued, ticks raft
+//! when a tick is due, and runs one bounded [`Node::pump`]. Because it drains the queue before
 //! stepping, every request that arrived during the previous fsync is covered by the next one:
 //! group commit falls out of the loop. Envelopes leave through bounded per-peer queues
 //! ([`crate::transport`]); a full queue drops the envelope, which raft treats as loss.
+//!
+//! The loop is async only so that it can wait on the channel, the stop request and the next
+//! tick at once; its disk IO blocks. On a real machine it runs on its own thread, in a
+//! current-thread tokio runtime that nothing else uses, so a blocking fsync stalls only it.
+//! Under madsim (`--cfg madsim`) the same loop is a task of the simulated node (madsim forbids
+//! threads, and its tasks all run on one), on whatever disk the caller made, such as the
+//! simulator's `SimDisk` held outside the node so that it survives a kill.
 //!
 //! The thread publishes a [`ClusterView`] (brokers, topics, and every partition's leader,
 //! epoch and in-sync replicas: from the local replica where it knows them, else from the
@@ -15,9 +22,9 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use railyard_core::api::{Request, Response};
 use railyard_core::disk::Disk;
@@ -28,7 +35,9 @@ use railyard_core::node::{Node, NodeConfig as CoreNodeConfig, PUMP_STEPS_MAX};
 use railyard_core::replica::ReplicaConfig;
 use railyard_core::types::NodeId;
 use slog::{error, info, Logger};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
 
 use crate::broker::{Broker, BrokerInfo, ClusterView};
 use crate::config::NodeConfig;
@@ -53,15 +62,22 @@ pub enum CoreCmd {
     Peer(Envelope),
     /// A client request and where to send its reply.
     Client(Request, oneshot::Sender<Response>),
-    /// Stop: answer what can be answered and exit.
-    Shutdown,
+}
+
+/// A request to stop, apart from the command queue so that a full queue cannot lose it.
+#[derive(Default)]
+struct StopRequest {
+    requested: AtomicBool,
+    /// Wakes the core loop if it is waiting (a permit is kept if it is not).
+    wake: Notify,
 }
 
 /// A cheap handle to a running node: implements [`Broker`] for the Kafka listener.
 #[derive(Clone)]
 pub struct NodeHandle {
     id: NodeId,
-    cmds: SyncSender<CoreCmd>,
+    cmds: mpsc::Sender<CoreCmd>,
+    stop: Arc<StopRequest>,
     /// The latest published view; readers clone the `Arc`, the core thread swaps in a new one.
     view: Arc<RwLock<Arc<ClusterView>>>,
     /// Set by the core thread when it exits.
@@ -69,7 +85,7 @@ pub struct NodeHandle {
     /// The same, for async waiters (the Kafka listener).
     stopped_rx: tokio::sync::watch::Receiver<bool>,
     /// Notified by the core thread when a commit index moved (wakes long-polling fetches).
-    data: Arc<tokio::sync::Notify>,
+    data: Arc<Notify>,
     /// (partitions, replication factor) of auto-created topics; `None`: auto-creation off.
     auto_create: Option<(u32, u32)>,
 }
@@ -78,14 +94,15 @@ impl NodeHandle {
     /// Queues an envelope from a peer; drops it if the core is saturated (raft retransmits).
     pub fn deliver(&self, env: Envelope) {
         match self.cmds.try_send(CoreCmd::Peer(env)) {
-            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {}
         }
     }
 
     /// Asks the core to stop gracefully: hand its leaderships to caught-up followers, answer
     /// what it can, exit. Returns at once; see [`NodeHandle::wait_stopped`].
     pub fn shutdown(&self) {
-        let _ = self.cmds.send(CoreCmd::Shutdown);
+        self.stop.requested.store(true, Ordering::SeqCst);
+        self.stop.wake.notify_one();
     }
 
     /// Blocks until the core thread has exited or `timeout` passed; true if it exited.
@@ -189,7 +206,7 @@ pub type MakeDisk = Box<dyn FnOnce() -> Rc<dyn Disk> + Send>;
 
 /// Opens the node's storage (a [`FileDisk`] on `config.data_dir`) and starts its core thread.
 /// `peers` are the outbound queues the transport drains; the returned handle feeds the core.
-pub fn start_core(
+pub async fn start_core(
     config: &NodeConfig,
     peers: PeerQueues,
     metrics: Arc<Metrics>,
@@ -200,7 +217,7 @@ pub fn start_core(
         .map_err(|e| StartError::Disk(e.to_string()))?
         .with_fsync_observer(move |d| observer.observe_fsync(d));
     let make_disk: MakeDisk = Box::new(move || -> Rc<dyn Disk> { Rc::new(disk) });
-    start_core_with_disk(config, peers, metrics, logger, make_disk)
+    start_core_with_disk(config, peers, metrics, logger, make_disk).await
 }
 
 /// Kafka's group timeouts are i32 milliseconds: a larger setting means "as long as possible".
@@ -209,8 +226,9 @@ fn ms_i32(ms: u32) -> i32 {
 }
 
 /// Starts the core thread on the disk `make_disk` makes there (`config.data_dir` is not used):
-/// [`start_core`] passes a [`FileDisk`], tests an in-memory disk.
-pub fn start_core_with_disk(
+/// [`start_core`] passes a [`FileDisk`], tests an in-memory disk, madsim tests the simulator's.
+/// Returns once the node has opened its storage and replayed its log.
+pub async fn start_core_with_disk(
     config: &NodeConfig,
     peers: PeerQueues,
     metrics: Arc<Metrics>,
@@ -251,17 +269,19 @@ pub fn start_core_with_disk(
             ..GroupConfig::default()
         },
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel(CORE_QUEUE_MAX);
+    let (tx, rx) = mpsc::channel(CORE_QUEUE_MAX);
+    let stop = Arc::new(StopRequest::default());
     let view = Arc::new(RwLock::new(base_view(config)));
     let stopped = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
     let handle = NodeHandle {
         id: config.id,
         cmds: tx,
+        stop: stop.clone(),
         view: view.clone(),
         stopped: stopped.clone(),
         stopped_rx,
-        data: Arc::new(tokio::sync::Notify::new()),
+        data: Arc::new(Notify::new()),
         auto_create: config.auto_create(),
     };
     let data = handle.data.clone();
@@ -269,37 +289,72 @@ pub fn start_core_with_disk(
     let tick = Duration::from_millis(config.tick_ms);
     let base = base_view(config);
     // Open in the core thread: the Node is single-threaded (Rc) and must live there.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
-    std::thread::Builder::new()
-        .name(format!("railyard-core-{}", config.id))
-        .spawn(move || {
-            let disk = make_disk();
-            let published = Published { view, base };
-            let node = match Node::open(core_config, disk, &logger) {
-                Ok(n) => {
-                    // The listeners start once this returns: publish the replayed topics
-                    // first, so no Metadata request is answered from the empty base view.
-                    publish(&n, &published);
-                    let _ = ready_tx.send(Ok(()));
-                    n
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(StartError::Core(e.to_string())));
-                    return;
-                }
-            };
-            core_loop(node, rx, peers, published, metrics, data, tick, &logger);
-            let (lock, cv) = &*stopped;
-            *lock.lock().expect("stop flag lock") = true;
-            cv.notify_all();
-            let _ = stopped_tx.send(true);
-        })
-        .map_err(|e| StartError::Core(e.to_string()))?;
-    match ready_rx.recv() {
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<(), StartError>>();
+    // A closure making the future: the future holds the `Rc`s of the Node and is not `Send`.
+    let run = move || async move {
+        let disk = make_disk();
+        let published = Published { view, base };
+        let node = match Node::open(core_config, disk, &logger) {
+            Ok(n) => {
+                // The listeners start once this returns: publish the replayed topics first,
+                // so no Metadata request is answered from the empty base view.
+                publish(&n, &published);
+                let _ = ready_tx.send(Ok(()));
+                n
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(StartError::Core(e.to_string())));
+                return;
+            }
+        };
+        let core = Core {
+            peers,
+            published,
+            metrics,
+            data,
+            tick,
+        };
+        core_loop(node, rx, &stop, core, &logger).await;
+        let (lock, cv) = &*stopped;
+        *lock.lock().expect("stop flag lock") = true;
+        cv.notify_all();
+        let _ = stopped_tx.send(true);
+    };
+    spawn_core(config.id, run)?;
+    match ready_rx.await {
         Ok(Ok(())) => Ok(handle),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(StartError::Core("core thread died while opening".into())),
     }
+}
+
+/// Runs the future `run` makes on a thread of its own, in a current-thread runtime that
+/// nothing else uses: its fsyncs block that thread only.
+#[cfg(not(madsim))]
+fn spawn_core<F>(id: NodeId, run: impl FnOnce() -> F + Send + 'static) -> Result<(), StartError>
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| StartError::Core(e.to_string()))?;
+    std::thread::Builder::new()
+        .name(format!("railyard-core-{id}"))
+        .spawn(move || runtime.block_on(run()))
+        .map(drop)
+        .map_err(|e| StartError::Core(e.to_string()))
+}
+
+/// Runs the future `run` makes as a task of the current simulated node, which madsim kills
+/// with the node.
+#[cfg(madsim)]
+fn spawn_core<F>(_id: NodeId, run: impl FnOnce() -> F + Send + 'static) -> Result<(), StartError>
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    tokio::task::spawn_local(run());
+    Ok(())
 }
 
 /// The wall clock: data only (record timestamps, retention by age), never a timer.
@@ -347,40 +402,70 @@ fn base_view(config: &NodeConfig) -> Arc<ClusterView> {
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn core_loop(
-    mut node: Node,
-    rx: Receiver<CoreCmd>,
+/// What the core loop feeds besides the node: the peers' queues, the published view, the
+/// metrics and the fetches waiting for data.
+struct Core {
     peers: PeerQueues,
     published: Published,
     metrics: Arc<Metrics>,
-    data: Arc<tokio::sync::Notify>,
+    data: Arc<Notify>,
     tick: Duration,
+}
+
+/// Waits until a command arrives (returned), a stop is requested or the next tick is due.
+/// `None` with the queue closed means every handle is gone.
+async fn next_command(
+    rx: &mut mpsc::Receiver<CoreCmd>,
+    stop: &StopRequest,
+    next_tick: Instant,
+) -> Result<Option<CoreCmd>, Closed> {
+    tokio::select! {
+        cmd = rx.recv() => cmd.map(Some).ok_or(Closed),
+        () = stop.wake.notified() => Ok(None),
+        () = tokio::time::sleep_until(next_tick) => Ok(None),
+    }
+}
+
+/// Every sender of the core's queue is gone.
+struct Closed;
+
+async fn core_loop(
+    mut node: Node,
+    mut rx: mpsc::Receiver<CoreCmd>,
+    stop_request: &StopRequest,
+    core: Core,
     logger: &Logger,
 ) {
+    let Core {
+        peers,
+        published,
+        metrics,
+        data,
+        tick,
+    } = core;
     let mut next_tick = Instant::now() + tick;
     let mut waiting: BTreeMap<u64, oneshot::Sender<Response>> = BTreeMap::new();
     let mut next_id: u64 = 1;
-    let mut last_publish = Instant::now() - PUBLISH_EVERY;
+    let started = Instant::now();
+    let mut last_publish = started.checked_sub(PUBLISH_EVERY).unwrap_or(started);
     let mut last_full_publish = last_publish;
     let mut published_version = u64::MAX;
     let mut stopping_since: Option<Instant> = None;
-    let clock = Monotonic(Instant::now());
+    let clock = Monotonic(started);
     info!(logger, "core started"; "partitions" => node.replicas().count());
     // Set when the last pump left work: do not wait for input before the next one.
     let mut busy = false;
     loop {
-        let timeout = if busy {
-            Duration::ZERO
+        let first = if busy {
+            rx.try_recv().ok()
         } else {
-            next_tick.saturating_duration_since(Instant::now())
+            match next_command(&mut rx, stop_request, next_tick).await {
+                Ok(cmd) => cmd,
+                Err(Closed) => return,
+            }
         };
-        let first = match rx.recv_timeout(timeout) {
-            Ok(cmd) => Some(cmd),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        let mut stop = false;
+        // True once: when the request is first seen.
+        let stop = stopping_since.is_none() && stop_request.requested.load(Ordering::SeqCst);
         let mut handle = |cmd: CoreCmd, node: &mut Node| match cmd {
             CoreCmd::Peer(env) => node.handle_envelope(env),
             CoreCmd::Client(req, reply) => {
@@ -389,7 +474,6 @@ fn core_loop(
                 waiting.insert(id, reply);
                 node.handle_request(clock.ms(), id, req);
             }
-            CoreCmd::Shutdown => stop = true,
         };
         if let Some(cmd) = first {
             handle(cmd, &mut node);
@@ -425,11 +509,7 @@ fn core_loop(
             }
         };
         busy = pumped.more;
-        while let Some((id, resp)) = node.poll_reply() {
-            if let Some(tx) = waiting.remove(&id) {
-                let _ = tx.send(resp);
-            }
-        }
+        answer(&mut node, &mut waiting);
         if node.commit_version() != commits_before {
             data.notify_waiters();
         }
@@ -450,18 +530,25 @@ fn core_loop(
             info!(logger, "stopping: handing over leaderships");
             stopping_since = Some(Instant::now());
             node.transfer_all_leaderships();
+            // Keep pumping without waiting: the handover needs the loop to run.
+            busy = true;
             continue;
         }
         let handed_over = !node.leads_any();
         if stopping_since.is_some_and(|t| handed_over || t.elapsed() >= HANDOVER_MAX) {
             node.abandon_pending();
-            while let Some((id, resp)) = node.poll_reply() {
-                if let Some(tx) = waiting.remove(&id) {
-                    let _ = tx.send(resp);
-                }
-            }
+            answer(&mut node, &mut waiting);
             info!(logger, "core stopped");
             return;
+        }
+    }
+}
+
+/// Sends every reply the node has ready to the request that waits for it.
+fn answer(node: &mut Node, waiting: &mut BTreeMap<u64, oneshot::Sender<Response>>) {
+    while let Some((id, resp)) = node.poll_reply() {
+        if let Some(tx) = waiting.remove(&id) {
+            let _ = tx.send(resp);
         }
     }
 }

@@ -93,9 +93,9 @@ pub async fn start_node_on(
         .map(|l| l.local_addr().expect("bound listener has an address"));
     let metrics = Arc::new(Metrics::new());
     let handle = match storage {
-        Storage::DataDir => start_core(&config, queues, metrics.clone(), &logger)?,
+        Storage::DataDir => start_core(&config, queues, metrics.clone(), &logger).await?,
         Storage::Disk(make_disk) => {
-            start_core_with_disk(&config, queues, metrics.clone(), &logger, make_disk)?
+            start_core_with_disk(&config, queues, metrics.clone(), &logger, make_disk).await?
         }
     };
     tokio::spawn(transport::run_inbound(
