@@ -117,7 +117,7 @@ pub async fn run(a: TopicArgs) -> Result<(), CliError> {
                 .collect();
             changes.extend(delete.iter().map(|k| (k.as_str(), None)));
             admin.alter_topic_config(&name, &changes).await?;
-            let described = describe(&admin, &name).await?;
+            let described = describe_applied(&admin, &name, &set).await?;
             let changed: BTreeMap<String, ConfigRow> = described
                 .configs
                 .into_iter()
@@ -150,6 +150,33 @@ async fn list(admin: &Admin, internal: bool) -> Result<Listing, CliError> {
         })
         .collect();
     Ok(Listing { topics })
+}
+
+/// How long `alter-config` waits for a broker to describe what it set.
+const ALTER_SHOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Describes `name` until the broker asked shows every value of `set`, or for at most
+/// [`ALTER_SHOWN_WITHIN`]. The controller answers the alter once the change commits; each
+/// broker applies it a moment later, and the describe may go to any of them.
+async fn describe_applied(
+    admin: &Admin,
+    name: &str,
+    set: &[(String, String)],
+) -> Result<Described, CliError> {
+    let deadline = tokio::time::Instant::now() + ALTER_SHOWN_WITHIN;
+    loop {
+        let described = describe(admin, name).await?;
+        let shown = set.iter().all(|(k, v)| {
+            described
+                .configs
+                .get(k)
+                .is_some_and(|row| row.value.as_deref() == Some(v.as_str()))
+        });
+        if shown || tokio::time::Instant::now() >= deadline {
+            return Ok(described);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 async fn describe(admin: &Admin, name: &str) -> Result<Described, CliError> {
