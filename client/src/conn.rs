@@ -399,7 +399,12 @@ async fn write_loop(
     broker: BrokerRef,
 ) {
     while let Some(frame) = rx.recv().await {
-        if let Err(e) = write.write_all(&frame).await {
+        // Flush is free on a real socket; madsim's buffers writes until it.
+        let written = match write.write_all(&frame).await {
+            Ok(()) => write.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             fail_all(&pending, &closed, || Error::Disconnected {
                 broker: broker.clone(),
                 reason: format!("write failed: {e}"),

@@ -361,6 +361,23 @@ impl History {
         self.events.is_empty()
     }
 
+    /// The history without the events of processes that ever subscribed. Checked in
+    /// [`crate::ConsumerMode::Assign`] mode, it holds the assigning readers to rules a
+    /// rebalancing subscriber need not meet: every poll-skip and nonmonotonic-poll is an error.
+    pub fn without_subscribers(&self) -> History {
+        let subscribers: BTreeSet<u64> = self
+            .events
+            .iter()
+            .filter(|e| e.op.function() == Function::Subscribe)
+            .map(|e| e.process)
+            .collect();
+        self.events
+            .iter()
+            .filter(|e| !subscribers.contains(&e.process))
+            .cloned()
+            .collect()
+    }
+
     /// The history as JSONL: one event per line, each line ending in `\n`.
     pub fn to_jsonl(&self) -> String {
         let mut out = String::with_capacity(self.events.len() * 80);

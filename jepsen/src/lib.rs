@@ -8,9 +8,14 @@
 //! [`report`] renders a run's history, its nemesis windows and the checker's report as one
 //! self-contained HTML page (`report.html`).
 //!
-//! The crate does no IO and keeps no hidden state: text goes in and out as `String`s, time is
+//! The checker does no IO and keeps no hidden state: text goes in and out as `String`s, time is
 //! whatever the recorder writes into each event, and every collection is ordered, so the
 //! simulator gets the same report for the same seed.
+//!
+//! With the `workload` feature, [`workload`] is the client side of a test: producer and
+//! consumer processes of the Rust client recording such a history, and the final reads. The
+//! harness binary (feature `harness`) runs it against real processes, the madsim tests
+//! against simulated ones.
 //!
 //! Recording a history:
 //!
@@ -33,6 +38,8 @@
 pub mod checker;
 pub mod history;
 pub mod report;
+#[cfg(feature = "workload")]
+pub mod workload;
 
 pub use checker::{
     check, Anomaly, AnomalySummary, CheckOptions, CheckReport, ConsumerMode, Stats, EXAMPLES_MAX,

@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use railyard_client::{Admin, ClientConfig};
-
 use super::nemesis::NemesisKind;
 use super::{RunOpts, TOPIC};
 
@@ -75,6 +73,14 @@ impl fmt::Display for LabError {
 }
 
 impl std::error::Error for LabError {}
+
+impl From<super::workload::WorkloadError> for LabError {
+    fn from(e: super::workload::WorkloadError) -> LabError {
+        match e {
+            super::workload::WorkloadError::NotReady(why) => LabError::NotReady(why),
+        }
+    }
+}
 
 /// One node: its namespace, files and process.
 struct Node {
@@ -302,7 +308,7 @@ impl Lab {
         for i in 0..self.nodes.len() {
             self.wait_listening(i).await?;
         }
-        let admin = admin(&self.bootstrap()).await?;
+        let admin = super::workload::admin(&self.bootstrap()).await?;
         let deadline = Instant::now() + LEADERS_WITHIN;
         let mut last = String::from("no answer");
         while Instant::now() < deadline {
@@ -546,17 +552,6 @@ fn leaders_known(meta: &railyard_client::cluster::Metadata, keys: u32) -> usize 
             .filter(|p| u32::try_from(p.partition).is_ok_and(|k| k < keys))
             .count()
     })
-}
-
-/// An admin client with short timeouts, for the harness's own questions.
-pub async fn admin(bootstrap: &str) -> Result<Admin, LabError> {
-    let mut config = ClientConfig::new(bootstrap);
-    config.connect_timeout_ms = 1_000;
-    config.request_timeout_ms = 3_000;
-    config.default_api_timeout_ms = 5_000;
-    Admin::new(config)
-        .await
-        .map_err(|e| LabError::NotReady(format!("no node answers the harness: {e}")))
 }
 
 /// Deletes what runs of harnesses that are no longer alive left behind (a harness killed

@@ -27,21 +27,20 @@ mod check_cmd;
 mod lab;
 mod nemesis;
 mod results;
-mod workload;
+pub use railyard_jepsen::workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use lab::{Lab, LabError};
 use nemesis::NemesisKind;
 use workload::Recorder;
 
-/// The topic every key lives in; key `jepsen-3` is its partition 3.
-pub const TOPIC: &str = "jepsen";
+pub use workload::{AcksArg, ConsumerModeArg, Idempotence, WorkloadOpts, TOPIC};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,39 +58,6 @@ enum Command {
     Run(RunOpts),
     /// Check a history file in CHECKER.md's format (JSONL).
     Check(check_cmd::CheckOpts),
-}
-
-/// Acknowledgement level of the producers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum AcksArg {
-    /// Every in-sync replica (the default).
-    All,
-    /// The leader only (no idempotence).
-    #[value(name = "1")]
-    Leader,
-}
-
-/// Which producers are idempotent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Idempotence {
-    /// Every producer.
-    On,
-    /// None: plain producers, which never retry (retries = 0) so that a retry cannot write
-    /// a value twice.
-    Off,
-    /// Half and half (the default).
-    Both,
-}
-
-/// How consumers get their keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ConsumerModeArg {
-    /// Manual assignment of random subsets of the keys, with seek-to-beginning now and then.
-    Assign,
-    /// One consumer group subscribed to the topic.
-    Subscribe,
-    /// Half of each (the default).
-    Mixed,
 }
 
 /// Settings of `railyard-jepsen run`.
@@ -152,6 +118,19 @@ pub struct RunOpts {
 }
 
 impl RunOpts {
+    /// What the workload runs, from these settings.
+    fn workload(&self) -> WorkloadOpts {
+        WorkloadOpts {
+            keys: self.keys,
+            producers: self.producers,
+            consumers: self.consumers,
+            rate: self.rate,
+            acks: self.acks,
+            idempotent: self.idempotent,
+            consumer_mode: self.consumer_mode,
+        }
+    }
+
     fn test_name(&self) -> String {
         self.test_name.clone().unwrap_or_else(|| {
             let kinds: Vec<&str> = self.nemesis.iter().map(|k| k.name()).collect();
@@ -283,14 +262,16 @@ async fn run_in(
     lab.start_all()?;
     lab.wait_ready(opts.keys).await?;
     let recorder = Arc::new(Recorder::new());
-    let workload = workload::start(opts, seed, lab.bootstrap(), recorder.clone());
+    let workload = workload::start(&opts.workload(), seed, lab.bootstrap(), recorder.clone());
     let deadline = recorder.now_ns() + opts.time_limit * 1_000_000_000;
     let faults = nemesis::run(opts, seed, lab, &recorder, deadline).await?;
     workload.stop().await;
     println!("railyard-jepsen: workload stopped; healing and reading every key to its end");
     lab.heal_all().await?;
     lab.wait_ready(opts.keys).await?;
-    workload::final_reads(opts, lab.bootstrap(), &recorder).await?;
+    workload::final_reads(&opts.workload(), lab.bootstrap(), &recorder)
+        .await
+        .map_err(LabError::from)?;
     let run = results::Run {
         opts,
         seed,
@@ -323,6 +304,3 @@ fn seed_from_clock() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
-
-/// How long an operation may take before the client calls its outcome unknown.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -197,7 +197,7 @@ async fn targets(rng: &mut ChaCha8Rng, lab: &Lab, opts: &RunOpts) -> (Vec<usize>
 /// in time.
 async fn leaders(lab: &Lab, keys: u32) -> BTreeMap<i32, usize> {
     let ask = async {
-        let admin = super::lab::admin(&lab.bootstrap()).await.ok()?;
+        let admin = super::workload::admin(&lab.bootstrap()).await.ok()?;
         admin.cluster().refresh_metadata().await.ok()
     };
     let Ok(Some(meta)) = tokio::time::timeout(Duration::from_secs(5), ask).await else {

@@ -7,13 +7,12 @@
 //! strictly in assign mode, with every send, so that group consumers do not soften the
 //! checks of the assigned ones. The run is valid only if both are.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use railyard_jepsen::{
-    check, render_html, CheckOptions, CheckReport, ConsumerMode, Function, History, NemesisWindow,
-    Op, Outcome, RunInfo,
+    check, render_html, CheckOptions, CheckReport, ConsumerMode, History, NemesisWindow, Op,
+    Outcome, RunInfo,
 };
 use serde_json::{json, Value};
 
@@ -41,7 +40,7 @@ pub fn write(dir: &Path, run: &Run<'_>) -> Result<bool, String> {
         },
     );
     let assigned = check(
-        &without_subscribers(&run.history),
+        &run.history.without_subscribers(),
         &CheckOptions {
             final_reads_done: true,
             mode: ConsumerMode::Assign,
@@ -91,23 +90,6 @@ pub fn write(dir: &Path, run: &Run<'_>) -> Result<bool, String> {
 
 fn save(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// The history without the events of processes that ever subscribed.
-fn without_subscribers(history: &History) -> History {
-    let subscribers: BTreeSet<u64> = history
-        .events()
-        .iter()
-        .filter(|e| e.op.function() == Function::Subscribe)
-        .map(|e| e.process)
-        .collect();
-    let mut h = History::new();
-    for e in history.events() {
-        if !subscribers.contains(&e.process) {
-            h.push(e.clone());
-        }
-    }
-    h
 }
 
 /// Throughput in and out of faults, and the unavailability after each kill of a key's

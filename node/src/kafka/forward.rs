@@ -104,6 +104,8 @@ pub async fn forward<R: Request>(
         frame.put_u32(body.len() as u32);
         frame.extend_from_slice(&body);
         stream.write_all(&frame).await?;
+        // Free on a real socket; madsim's buffers writes until it.
+        stream.flush().await?;
         let len = stream.read_u32().await? as usize;
         if len > RESPONSE_MAX_BYTES {
             return Err(ForwardError::Protocol(format!("a {len}-byte response")));

@@ -42,7 +42,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
 use slog::{debug, info, o, warn, Logger};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::codec::{
@@ -217,7 +217,8 @@ async fn connection<B: Broker>(
         codes.clear();
         let (bytes_out, result) =
             match dispatch(&broker, &config, &client_host, frame, &mut codes).await {
-                Ok(Some(out)) => match write.write_all(&out).await {
+                // Flush is free on a real socket; madsim's buffers writes until it.
+                Ok(Some(out)) => match write_frame(&mut write, &out).await {
                     Ok(()) => (out.len() as u64, Ok(())),
                     Err(e) => (0, Err(ConnectionError::Codec(e.into()))),
                 },
@@ -235,6 +236,12 @@ async fn connection<B: Broker>(
             return;
         }
     }
+}
+
+/// Writes one response frame and flushes it.
+async fn write_frame<W: AsyncWrite + Unpin>(write: &mut W, out: &[u8]) -> std::io::Result<()> {
+    write.write_all(out).await?;
+    write.flush().await
 }
 
 /// Logs and counts why we are closing a connection.

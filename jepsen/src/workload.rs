@@ -1,4 +1,7 @@
 //! The workload: producer and consumer processes of the Rust client, and the final reads.
+//! The Jepsen harness runs it against real processes; the madsim tests (`tests/madsim/`) run
+//! the same code against simulated nodes (tokio is `madsim-tokio`, which is plain tokio
+//! unless built with `--cfg madsim`).
 //!
 //! Each process runs one operation at a time and records it twice in the history: an
 //! `invoke` before, and `ok`, `fail` or `info` after (CHECKER.md). `fail` is written only
@@ -16,17 +19,120 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use railyard_client::{
-    Acks, Admin, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, TopicPartition,
+    Acks, Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
 };
-use railyard_jepsen::{Event, EventType, History, Op};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::lab::LabError;
-use super::{AcksArg, ConsumerModeArg, Idempotence, RunOpts, OP_TIMEOUT, TOPIC};
+use crate::{Event, EventType, History, Op};
+
+/// The topic every key lives in; key `jepsen-3` is its partition 3.
+pub const TOPIC: &str = "jepsen";
+
+/// How long an operation may take before the client calls its outcome unknown.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Acknowledgement level of the producers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "harness", derive(clap::ValueEnum))]
+pub enum AcksArg {
+    /// Every in-sync replica (the default).
+    All,
+    /// The leader only (no idempotence).
+    #[cfg_attr(feature = "harness", value(name = "1"))]
+    Leader,
+}
+
+/// Which producers are idempotent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "harness", derive(clap::ValueEnum))]
+pub enum Idempotence {
+    /// Every producer.
+    On,
+    /// None: plain producers, which never retry (retries = 0) so that a retry cannot write
+    /// a value twice.
+    Off,
+    /// Half and half (the default).
+    Both,
+}
+
+/// How consumers get their keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "harness", derive(clap::ValueEnum))]
+pub enum ConsumerModeArg {
+    /// Manual assignment of random subsets of the keys, with seek-to-beginning now and then.
+    Assign,
+    /// One consumer group subscribed to the topic.
+    Subscribe,
+    /// Half of each (the default).
+    Mixed,
+}
+
+/// What the workload runs: its processes, its pace and its keys.
+#[derive(Clone, Debug)]
+pub struct WorkloadOpts {
+    /// Keys (partitions of [`TOPIC`]).
+    pub keys: u32,
+    /// Concurrent producer processes.
+    pub producers: usize,
+    /// Concurrent consumer processes.
+    pub consumers: usize,
+    /// Operations per second, summed over every process.
+    pub rate: f64,
+    /// Producer acknowledgements.
+    pub acks: AcksArg,
+    /// Which producers are idempotent (only with acks=all).
+    pub idempotent: Idempotence,
+    /// How consumers get their keys.
+    pub consumer_mode: ConsumerModeArg,
+}
+
+impl Default for WorkloadOpts {
+    /// The harness's defaults: 4 keys, 4 producers (half idempotent), 2 consumers (one
+    /// assigning, one in the group), 200 operations per second, acks=all.
+    fn default() -> WorkloadOpts {
+        WorkloadOpts {
+            keys: 4,
+            producers: 4,
+            consumers: 2,
+            rate: 200.0,
+            acks: AcksArg::All,
+            idempotent: Idempotence::Both,
+            consumer_mode: ConsumerModeArg::Mixed,
+        }
+    }
+}
+
+/// Why the workload could not finish its part.
+#[derive(Debug)]
+pub enum WorkloadError {
+    /// The cluster did not answer, or the final reads did not reach the end offsets in time.
+    NotReady(String),
+}
+
+impl std::fmt::Display for WorkloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkloadError::NotReady(e) => write!(f, "cluster not ready: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WorkloadError {}
+
+/// An admin client with short timeouts, for the questions of the harness and the tests.
+pub async fn admin(bootstrap: &str) -> Result<Admin, WorkloadError> {
+    let mut config = ClientConfig::new(bootstrap);
+    config.connect_timeout_ms = 1_000;
+    config.request_timeout_ms = 3_000;
+    config.default_api_timeout_ms = 5_000;
+    Admin::new(config)
+        .await
+        .map_err(|e| WorkloadError::NotReady(format!("no node answers the harness: {e}")))
+}
 
 /// How long one poll waits for records.
 const POLL_WAIT: Duration = Duration::from_millis(200);
@@ -114,7 +220,7 @@ pub fn key_of(partition: i32) -> String {
 }
 
 /// Starts the producers and consumers. Each gets its own RNG stream from the seed.
-pub fn start(opts: &RunOpts, seed: u64, bootstrap: String, rec: Arc<Recorder>) -> Workload {
+pub fn start(opts: &WorkloadOpts, seed: u64, bootstrap: String, rec: Arc<Recorder>) -> Workload {
     let (stop, stopped) = watch::channel(false);
     let processes = (opts.producers + opts.consumers).max(1) as f64;
     let pace = Duration::from_secs_f64(processes / opts.rate.max(0.01));
@@ -402,11 +508,11 @@ fn reads_of(records: &[ConsumerRecord]) -> Op {
 /// until it has read up to the key's end offset (taken after the heal, so it covers every
 /// acknowledged send and every send that committed without an answer).
 pub async fn final_reads(
-    opts: &RunOpts,
+    opts: &WorkloadOpts,
     bootstrap: String,
     rec: &Recorder,
-) -> Result<(), LabError> {
-    let admin = super::lab::admin(&bootstrap).await?;
+) -> Result<(), WorkloadError> {
+    let admin = admin(&bootstrap).await?;
     let ends = end_offsets(&admin).await?;
     for partition in 0..opts.keys as i32 {
         let tp = TopicPartition::new(TOPIC, partition);
@@ -416,13 +522,13 @@ pub async fn final_reads(
     Ok(())
 }
 
-async fn end_offsets(admin: &Admin) -> Result<BTreeMap<TopicPartition, i64>, LabError> {
+async fn end_offsets(admin: &Admin) -> Result<BTreeMap<TopicPartition, i64>, WorkloadError> {
     let deadline = Instant::now() + FINAL_READ_WITHIN;
     loop {
         match admin.end_offsets(TOPIC).await {
             Ok(ends) => return Ok(ends),
             Err(e) if Instant::now() >= deadline => {
-                return Err(LabError::NotReady(format!("end offsets: {e}")))
+                return Err(WorkloadError::NotReady(format!("end offsets: {e}")))
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -436,7 +542,7 @@ async fn read_to(
     rec: &Recorder,
     tp: TopicPartition,
     end: i64,
-) -> Result<(), LabError> {
+) -> Result<(), WorkloadError> {
     let deadline = Instant::now() + FINAL_READ_WITHIN;
     let mut config = ConsumerConfig::new(bootstrap);
     config.auto_offset_reset = OffsetReset::Earliest;
@@ -458,7 +564,7 @@ async fn read_to(
             }
         }
     }
-    Err(LabError::NotReady(format!(
+    Err(WorkloadError::NotReady(format!(
         "the final reads of {} did not reach offset {end} within {FINAL_READ_WITHIN:?}",
         key_of(tp.partition)
     )))
