@@ -281,7 +281,7 @@ impl Cluster {
         let start = if brokers.is_empty() {
             0
         } else {
-            rand::random::<usize>() % brokers.len()
+            crate::random::below(brokers.len())
         };
         for i in 0..brokers.len() {
             let b = &brokers[(start + i) % brokers.len()];
@@ -438,7 +438,7 @@ impl Backoff {
     }
 
     pub(crate) fn next(&mut self) -> Duration {
-        let jitter = rand::random::<f64>() * 0.4 + 0.8;
+        let jitter = crate::random::unit() * 0.4 + 0.8;
         let wait = (self.step_ms as f64 * jitter) as u64;
         self.step_ms = (self.step_ms * 2).min(self.max_ms);
         Duration::from_millis(wait)

@@ -25,6 +25,7 @@ pub mod conn;
 pub mod consumer;
 pub mod error;
 pub mod producer;
+mod random;
 mod tasks;
 
 pub use admin::{Admin, NewTopic, OffsetSpec};

@@ -154,6 +154,12 @@ pub struct Recorder {
     values: AtomicU64,
 }
 
+impl Default for Recorder {
+    fn default() -> Recorder {
+        Recorder::new()
+    }
+}
+
 impl Recorder {
     /// A recorder whose clock starts now.
     pub fn new() -> Recorder {

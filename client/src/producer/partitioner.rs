@@ -79,7 +79,7 @@ impl StickyPartitioner {
 
 fn random_partition(partitions: i32, not: Option<i32>) -> i32 {
     loop {
-        let p = (rand::random::<u32>() % partitions as u32) as i32;
+        let p = crate::random::below(partitions as usize) as i32;
         if partitions == 1 || Some(p) != not {
             return p;
         }

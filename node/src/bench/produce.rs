@@ -216,6 +216,8 @@ async fn send_loop(
         let intended = match plan.interval {
             Some(gap) => {
                 let due = plan.start + gap.mul_f64(i as f64);
+                // madsim's tokio Instant is std's, so the conversion is one only outside it.
+                #[cfg_attr(madsim, allow(clippy::useless_conversion))]
                 tokio::time::sleep_until(due.into()).await;
                 due
             }

@@ -26,8 +26,11 @@ use std::time::Duration;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use railyard_core::disk::Disk;
+use railyard_core::mutation::{self, Mutation};
 use railyard_jepsen::workload::{self, Recorder, WorkloadOpts, TOPIC};
-use railyard_jepsen::{check, CheckOptions, CheckReport, ConsumerMode, EventType, Function, Op};
+use railyard_jepsen::{
+    check, Anomaly, CheckOptions, CheckReport, ConsumerMode, EventType, Function, Op,
+};
 use railyard_node::config::NodeConfig;
 use railyard_node::runtime::MakeDisk;
 use railyard_node::server::{start_node_on, Storage};
@@ -318,13 +321,26 @@ fn verdict(seed: u64, whole: &CheckReport, assigned: &CheckReport, figures: &Fig
     )
 }
 
-// Proves the shipped node and client keep Jepsen's guarantees under kills (with unsynced
-// writes lost and torn), pauses and partitions: acknowledged sends are read back, no
-// duplicates (idempotent producers retrying across leader changes), offsets monotonic, and
-// group consumers rebalance as processes crash and are replaced. Also that the run did work:
-// sends were acknowledged under faults, leaders changed, consumers subscribed and read.
-#[madsim::test]
-async fn jepsen_workload_under_kills_pauses_and_partitions() {
+/// One run: the cluster, the workload under the nemesis, the heal and the final reads, then
+/// the checker over the history.
+struct Run {
+    seed: u64,
+    whole: CheckReport,
+    assigned: CheckReport,
+    figures: Figures,
+}
+
+impl Run {
+    fn valid(&self) -> bool {
+        self.whole.valid() && self.assigned.valid()
+    }
+
+    fn verdict(&self) -> String {
+        verdict(self.seed, &self.whole, &self.assigned, &self.figures)
+    }
+}
+
+async fn run() -> Run {
     let handle = Handle::current();
     let seed = handle.seed();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -404,8 +420,24 @@ async fn jepsen_workload_under_kills_pauses_and_partitions() {
             mode: ConsumerMode::Assign,
         },
     );
-    let verdict = verdict(seed, &whole, &assigned, &figures);
-    assert!(whole.valid() && assigned.valid(), "{verdict}");
+    Run {
+        seed,
+        whole,
+        assigned,
+        figures,
+    }
+}
+
+// Proves the shipped node and client keep Jepsen's guarantees under kills (with unsynced
+// writes lost and torn), pauses and partitions: acknowledged sends are read back, no
+// duplicates (idempotent producers retrying across leader changes), offsets monotonic, and
+// group consumers rebalance as processes crash and are replaced. Also that the run did work:
+// sends were acknowledged under faults, leaders changed, consumers subscribed and read.
+#[madsim::test]
+async fn jepsen_workload_under_kills_pauses_and_partitions() {
+    let run = run().await;
+    let (verdict, figures) = (run.verdict(), &run.figures);
+    assert!(run.valid(), "{verdict}");
     assert!(
         figures.ok_sends >= 200,
         "too little was acknowledged: {verdict}"
@@ -417,12 +449,41 @@ async fn jepsen_workload_under_kills_pauses_and_partitions() {
     assert!(figures.ok_subscribes >= 2, "no rebalance: {verdict}");
     assert!(figures.leader_changes >= 1, "no leader changed: {verdict}");
     eprintln!(
-        "seed {seed}: valid; {} faults, {} leader changes, {} sends acked, {} subscribes, {} \
+        "seed {}: valid; {} faults, {} leader changes, {} sends acked, {} subscribes, {} \
          records read",
+        run.seed,
         figures.faults.len(),
         figures.leader_changes,
         figures.ok_sends,
         figures.ok_subscribes,
         figures.reads,
     );
+}
+
+/// The seeds the canary tries, in order. Duplicates need a retry of a batch that was
+/// written without an answer, which not every seed's faults produce.
+const CANARY_SEEDS: std::ops::Range<u64> = 1..9;
+
+// The mutation canary: with the producer-state table letting a retried batch through
+// (`accept-duplicate-sequence`, planted on this thread, where madsim runs every broker), the
+// idempotent producers' retries across leader changes must show up as duplicates within the
+// canary's seeds. Proves the test above can fail, and that it exercises retries of batches
+// already written. A plain test (madsim's runtime driven by hand) so that it stops at the
+// first seed that catches the bug, whatever MADSIM_TEST_NUM says.
+#[test]
+fn canary_accepted_duplicate_sequence_is_caught() {
+    let mut missed = Vec::new();
+    for seed in CANARY_SEEDS {
+        let runtime =
+            madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        mutation::plant(Some(Mutation::AcceptDuplicateSequence));
+        let run = runtime.block_on(run());
+        mutation::plant(None);
+        if !run.valid() && run.whole.count(Anomaly::Duplicate) > 0 {
+            eprintln!("seed {seed}: canary caught: {}", run.whole);
+            return;
+        }
+        missed.push(seed);
+    }
+    panic!("the planted accept-duplicate-sequence went unnoticed on seeds {missed:?}");
 }
