@@ -18,9 +18,12 @@ use railyard_tests::{eventually, topic, ProcessCluster, Spec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 
-/// The core's election timeout is 10-20 ticks of 100 ms; a new leader must appear within twice
-/// the longest one.
-const NEW_LEADER_WITHIN: Duration = Duration::from_secs(4);
+/// The core's election timeout is 10-20 ticks of 100 ms. The two survivors may both campaign
+/// at once and split the vote, which costs a second round after a fresh timeout: so a new
+/// leader must appear within twice the longest timeout (4 s), plus 1 s to see it, since the
+/// test asks every node's published view in turn (CI saw 4.51 s once; six runs here took
+/// 1.1-1.6 s, and once 3.1 s, a second round).
+const NEW_LEADER_WITHIN: Duration = Duration::from_millis(5_000);
 
 /// Bound of the waits for a first leader, for acknowledgements and for the ISR to change.
 const WAIT: Duration = Duration::from_secs(30);
@@ -111,7 +114,7 @@ fn wait_for_acks_since(acked: &Acks, since: Instant, n: usize, what: &str) {
 }
 
 // Proves, with real processes and kill -9 during acks=all production: a new leader is elected
-// within 2x the election timeout (4 s), the cluster keeps committing, no acknowledged record is
+// within 2x the election timeout (4 s, room for one split vote) plus 1 s to observe it, the cluster keeps committing, no acknowledged record is
 // lost or changed, and the killed node catches up after a restart: the leader's ISR drops it
 // while it is down and lists it again after it restarts, and then, with the other original
 // leader killed too, the partition keeps committing with the restarted node as one of its two
