@@ -116,11 +116,10 @@ fn wait_for_acks_since(acked: &Acks, since: Instant, n: usize, what: &str) {
 // Proves, with real processes and kill -9 during acks=all production: a new leader is elected
 // within 2x the election timeout (4 s, room for one split vote) plus 1 s to observe it, the
 // cluster keeps committing, no acknowledged record is lost or changed, and the killed node
-// catches up after a restart: the leader's ISR drops it
-// while it is down and lists it again after it restarts, and then, with the other original
-// leader killed too, the partition keeps committing with the restarted node as one of its two
-// live voters (a raft majority of two needs its fsync, and log matching means its log holds
-// every earlier entry).
+// catches up after a restart: the leader's ISR drops it while it is down and lists it again
+// after it restarts, and then, with the other original leader killed too, the partition keeps
+// committing with the restarted node as one of its two live voters (a raft majority of two
+// needs its fsync, and log matching means its log holds every earlier entry).
 #[test]
 fn test_kill9_leader_during_acks_all_production() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
