@@ -91,8 +91,9 @@ pub struct WorkloadOpts {
 }
 
 impl Default for WorkloadOpts {
-    /// The harness's defaults: 4 keys, 4 producers (half idempotent), 2 consumers (one
-    /// assigning, one in the group), 200 operations per second, acks=all.
+    /// The harness's defaults (its flags read them from here): 4 keys, 4 producers (half
+    /// idempotent), 2 consumers (one assigning, one in the group), 200 operations per second,
+    /// acks=all.
     fn default() -> WorkloadOpts {
         WorkloadOpts {
             keys: 4,

@@ -70,7 +70,7 @@ pub struct RunOpts {
     #[arg(long, default_value_t = 60)]
     pub time_limit: u64,
     /// Operations per second, summed over every client process.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = WorkloadOpts::default().rate)]
     pub rate: f64,
     /// Faults to schedule, comma-separated.
     #[arg(
@@ -83,25 +83,29 @@ pub struct RunOpts {
     #[arg(long, default_value_t = 10)]
     pub nemesis_interval: u64,
     /// Producer acknowledgements.
-    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    #[arg(long, value_enum, default_value_t = WorkloadOpts::default().acks)]
     pub acks: AcksArg,
     /// Which producers are idempotent.
-    #[arg(long, value_enum, default_value_t = Idempotence::Both)]
+    #[arg(long, value_enum, default_value_t = WorkloadOpts::default().idempotent)]
     pub idempotent: Idempotence,
     /// Keys (partitions of the topic).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(
+        long,
+        default_value_t = WorkloadOpts::default().keys,
+        value_parser = clap::value_parser!(u32).range(1..=256)
+    )]
     pub keys: u32,
     /// Seed of the nemesis schedule and of the clients' choices; default: from the clock.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Concurrent producer processes.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = WorkloadOpts::default().producers)]
     pub producers: usize,
     /// Concurrent consumer processes.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = WorkloadOpts::default().consumers)]
     pub consumers: usize,
     /// How consumers get their keys.
-    #[arg(long, value_enum, default_value_t = ConsumerModeArg::Mixed)]
+    #[arg(long, value_enum, default_value_t = WorkloadOpts::default().consumer_mode)]
     pub consumer_mode: ConsumerModeArg,
     /// The railyard binary; default: `railyard` beside this binary (a release build).
     #[arg(long)]
