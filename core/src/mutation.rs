@@ -36,11 +36,13 @@ pub enum Mutation {
     /// `Node::apply_node_event` ignores `BrokerConfigsChanged`: replicas keep the settings of
     /// the old dynamic broker configs.
     IgnoreBrokerConfigsChanged,
+    /// `view::brokers` leaves out a fenced broker that the view names a partition's leader.
+    HideFencedLeaders,
 }
 
 impl Mutation {
     /// Every mutation, for campaigns and the standing test.
-    pub const ALL: [Mutation; 11] = [
+    pub const ALL: [Mutation; 12] = [
         Mutation::AckBeforeSync,
         Mutation::ServePastHw,
         Mutation::SkipTermCheck,
@@ -52,6 +54,7 @@ impl Mutation {
         Mutation::AckCommitBeforeCommitted,
         Mutation::ForgetDeletedRecordsAtOpen,
         Mutation::IgnoreBrokerConfigsChanged,
+        Mutation::HideFencedLeaders,
     ];
 
     /// The kebab-case name used on the command line.
@@ -68,6 +71,7 @@ impl Mutation {
             Mutation::AckCommitBeforeCommitted => "ack-commit-before-committed",
             Mutation::ForgetDeletedRecordsAtOpen => "forget-deleted-records-at-open",
             Mutation::IgnoreBrokerConfigsChanged => "ignore-broker-configs-changed",
+            Mutation::HideFencedLeaders => "hide-fenced-leaders",
         }
     }
 

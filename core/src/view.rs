@@ -3,15 +3,21 @@
 //! runtime publishes exactly what [`brokers`] and [`topics`] return.
 //!
 //! - **Brokers:** the configured ones with the listener and rack they registered, plus any
-//!   other registered broker, minus the fenced (Kafka lists only live brokers); a node always
-//!   lists itself.
-//! - **Leaders:** the local replica's knowledge when it leads, or has seen a newer term than
-//!   the metadata log's record (an election is running: the leader is then unknown); else the
-//!   record, which leaders report to the controller, so partitions hosted elsewhere have
-//!   leaders too.
+//!   other registered broker, minus the fenced (Kafka lists only live brokers). A node always
+//!   lists itself and every broker its view names a partition's leader: the controller fences
+//!   a broker silent towards it, which may still lead a raft group its followers reach, and a
+//!   client must be able to reach the leader it is told of (librdkafka takes a leader missing
+//!   from the broker list for a lasting error, and stops asking for that partition).
+//! - **Leaders:** the local replica's knowledge when it leads, or knows the leader of a newer
+//!   term than the metadata log's record; else the record, which leaders report to the
+//!   controller, so partitions hosted elsewhere have leaders too. While an election runs (a
+//!   newer term, its leader not yet known) the record stays: a client asking the old leader
+//!   is told NOT_LEADER and asks again, while "no leader" sticks in librdkafka's metadata
+//!   cache for some requests (watermark and offset queries fail until the cache expires).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use crate::mutation::{self, Mutation};
 use crate::node::Node;
 use crate::types::{NodeId, PartitionId, TopicPartition};
 
@@ -50,13 +56,25 @@ pub struct TopicView {
 }
 
 /// The live brokers (module docs), sorted by id. `configured` are the brokers the node was
-/// started with, as configured (used until they register).
-pub fn brokers(node: &Node, configured: &[BrokerInfo]) -> Vec<BrokerInfo> {
+/// started with, as configured (used until they register); `topics` is what [`topics`]
+/// returned, whose leaders are listed even when fenced.
+pub fn brokers(node: &Node, configured: &[BrokerInfo], topics: &[TopicView]) -> Vec<BrokerInfo> {
     let image = node.metadata();
-    let fenced = |id: NodeId| image.brokers.get(&id).is_some_and(|m| m.fenced);
+    let mut leaders: BTreeSet<NodeId> = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().filter_map(|p| p.leader))
+        .collect();
+    if mutation::active(Mutation::HideFencedLeaders) {
+        leaders.clear();
+    }
+    let listed = |id: NodeId| {
+        id == node.id()
+            || leaders.contains(&id)
+            || image.brokers.get(&id).is_none_or(|m| !m.fenced)
+    };
     let mut out: Vec<BrokerInfo> = configured
         .iter()
-        .filter(|b| b.id == node.id() || !fenced(b.id))
+        .filter(|b| listed(b.id))
         .cloned()
         .collect();
     for b in out.iter_mut() {
@@ -67,7 +85,7 @@ pub fn brokers(node: &Node, configured: &[BrokerInfo]) -> Vec<BrokerInfo> {
         }
     }
     for m in image.brokers.values() {
-        if !m.fenced && !out.iter().any(|b| b.id == m.id) {
+        if listed(m.id) && !out.iter().any(|b| b.id == m.id) {
             out.push(BrokerInfo {
                 id: m.id,
                 host: m.host.clone(),
@@ -117,9 +135,16 @@ pub fn partition(node: &Node, topic: &str, p: PartitionId, replicas: &[NodeId]) 
             pv.leader_epoch = term as i32;
             pv.isr = r.isr();
         } else if recorded.is_none_or(|l| l.epoch < term) {
-            // This replica has seen a newer term than the record: trust it.
-            pv.leader = r.leader();
-            pv.leader_epoch = term as i32;
+            // This replica has seen a newer term than the record: trust it if it knows that
+            // term's leader; while the election runs, keep the record (module docs).
+            match r.leader() {
+                Some(leader) => {
+                    pv.leader = Some(leader);
+                    pv.leader_epoch = term as i32;
+                }
+                None if pv.leader.is_none() => pv.leader_epoch = term as i32,
+                None => {}
+            }
         }
     }
     assert!(

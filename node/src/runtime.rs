@@ -576,8 +576,8 @@ fn partition_stats(node: &Node) -> Vec<PartitionStats> {
 
 /// Publishes the view that `railyard_core::view` builds (its docs give the rules), indexed.
 fn publish(node: &Node, p: &Published) {
-    let brokers = railyard_core::view::brokers(node, p.base.brokers());
     let topics = railyard_core::view::topics(node);
+    let brokers = railyard_core::view::brokers(node, p.base.brokers(), &topics);
     let v = ClusterView::new(
         p.base.cluster_id().to_owned(),
         node.controller(),

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use railyard_tests::profiles::{self, Acks, OnError, Sent};
+use railyard_tests::cluster::process::describe_metadata;
 use railyard_tests::{eventually, topic, ProcessCluster, Spec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
@@ -261,13 +262,24 @@ fn test_whole_cluster_restart_keeps_every_committed_record() {
     // Nothing past the acknowledged records (the consumer stopped at the last acked offset).
     let consumer: BaseConsumer = profiles::client(&bootstrap).create().expect("a client");
     for p in 0..PARTITIONS {
-        // Right after a whole-cluster restart, brokers the old controller fenced while the
-        // cluster went down stay out of Metadata until they re-register (one heartbeat and a
-        // commit); librdkafka may meanwhile report the partition unknown, so retry a while as
-        // an application would.
+        // One client for every partition, as an application has. An answer naming no leader,
+        // or a leader missing from the broker list, sticks in librdkafka's metadata cache and
+        // fails every watermark query after it (no retry helps), so the brokers must name a
+        // reachable leader even while the preferred-leader check moves leaderships after the
+        // restart. A query that meets such a move (NOT_LEADER) makes librdkafka refresh its
+        // metadata; that one is retried, as an application would.
         let what = format!("the watermarks of partition {p}");
         let (low, high) = eventually(&what, Duration::from_secs(15), || {
-            consumer.fetch_watermarks(TOPIC, p, Duration::from_secs(5))
+            consumer
+                .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
+                .map_err(|e| {
+                    let views: Vec<String> = cluster
+                        .nodes
+                        .iter()
+                        .map(|n| describe_metadata(n.kafka, TOPIC))
+                        .collect();
+                    format!("{e}; the brokers answer:\n{}", views.join("\n"))
+                })
         });
         let count = acked.keys().filter(|(ap, _)| *ap == p).count() as i64;
         assert_eq!(

@@ -286,7 +286,7 @@ fn test_scenario_follower_then_leader_crash() {
 // this binary so that it runs beside the long swarm test instead of after it.
 
 /// (mutation, scenario, seed that catches it, what the check's report starts with).
-const CANARIES: [(Mutation, Scenario, u64, &str); 11] = [
+const CANARIES: [(Mutation, Scenario, u64, &str); 12] = [
     (
         Mutation::AckBeforeSync,
         Scenario::FollowerThenLeaderCrash,
@@ -352,6 +352,12 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 11] = [
         Scenario::Swarm,
         1,
         "node 1 a-0: log settings",
+    ),
+    (
+        Mutation::HideFencedLeaders,
+        Scenario::Swarm,
+        4,
+        "node 2's view names 1 leader of __consumer_offsets/0",
     ),
 ];
 

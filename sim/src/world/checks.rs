@@ -16,7 +16,7 @@ use railyard_core::replica::Replica;
 use railyard_core::types::{is_internal_topic, NodeId, TopicPartition};
 
 use super::scenarios::RECONFIG_TOPIC;
-use super::{Scenario, World};
+use super::{NodeSlot, Scenario, World};
 use crate::workload::record_value;
 
 /// The producer table's uncommitted tail names only batches this replica's raft log holds, at
@@ -224,8 +224,9 @@ impl World {
     }
 
     /// White-box checks of the metadata image on every up node: two nodes that applied the same
-    /// number of records hold the same image; and every recorded leadership names the node
-    /// that really led the partition in that term (as `check_node` saw it).
+    /// number of records hold the same image; every recorded leadership names the node that
+    /// really led the partition in that term (as `check_node` saw it); and every leader the
+    /// published view names is in its broker list.
     pub(super) fn check_metadata(&mut self) {
         let mut problems = Vec::new();
         let mut by_count: BTreeMap<u64, (NodeId, railyard_core::metadata::MetadataImage)> =
@@ -250,7 +251,9 @@ impl World {
             // The published view (core's rules, as the runtime answers Metadata) never names
             // a leader that another node was in that term.
             let node = self.slots[&id].node.as_ref().unwrap();
-            for t in railyard_core::view::topics(node) {
+            let topics = railyard_core::view::topics(node);
+            problems.extend(unlisted_leaders(node, &self.slots, &topics));
+            for t in topics {
                 for p in &t.partitions {
                     let tp = TopicPartition::new(t.name.clone(), p.partition);
                     let (Some(leader), Some(&idx)) = (p.leader, self.tp_index.get(&tp)) else {
@@ -360,4 +363,41 @@ pub(super) fn tp_key(index: &mut BTreeMap<TopicPartition, usize>, tp: &TopicPart
     let next = index.len();
     index.insert(tp.clone(), next);
     next
+}
+
+/// The leaders `node`'s view names that its broker list leaves out (a client told of such a
+/// leader cannot reach it): one problem each. The configured brokers are every node of the
+/// world, as the runtime is configured with every broker.
+fn unlisted_leaders(
+    node: &railyard_core::node::Node,
+    slots: &BTreeMap<NodeId, NodeSlot>,
+    topics: &[railyard_core::view::TopicView],
+) -> Vec<String> {
+    let configured: Vec<railyard_core::view::BrokerInfo> = slots
+        .keys()
+        .map(|&id| railyard_core::view::BrokerInfo {
+            id,
+            host: format!("node-{id}"),
+            port: 9092,
+            rack: None,
+        })
+        .collect();
+    let listed: Vec<NodeId> = railyard_core::view::brokers(node, &configured, topics)
+        .iter()
+        .map(|b| b.id)
+        .collect();
+    let mut problems = Vec::new();
+    for t in topics {
+        for p in &t.partitions {
+            if let Some(leader) = p.leader.filter(|l| !listed.contains(l)) {
+                problems.push(format!(
+                    "node {}'s view names {leader} leader of {}/{} but lists brokers {listed:?}",
+                    node.id(),
+                    t.name,
+                    p.partition
+                ));
+            }
+        }
+    }
+    problems
 }

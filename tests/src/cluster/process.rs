@@ -304,9 +304,37 @@ fn partition_metadata(
 /// The brokers one node lists in Metadata, and the controller it names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Brokers {
-    /// Sorted: the registered and unfenced brokers, and the node itself.
+    /// Sorted: the registered and unfenced brokers, the node itself and every leader it names.
     pub ids: Vec<u64>,
     pub controller: Option<u64>,
+}
+
+/// One line of what the node at `addr` answers Metadata v12 for `topic`: brokers, controller
+/// and each partition's error, leader and epoch; for a test's failure message.
+pub fn describe_metadata(addr: SocketAddr, topic: &str) -> String {
+    let request = MetadataRequest::default().with_topics(None);
+    let resp: MetadataResponse = match call_blocking(addr, &request, 12, Duration::from_secs(2)) {
+        Ok(r) => r,
+        Err(e) => return format!("{addr}: no answer ({e})"),
+    };
+    let brokers: Vec<i32> = resp.brokers.iter().map(|b| b.node_id.0).collect();
+    let partitions: Vec<String> = resp
+        .topics
+        .iter()
+        .filter(|t| t.name.as_ref().map(|n| n.as_str()) == Some(topic))
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| {
+            format!(
+                "p{} err {} leader {} epoch {}",
+                p.partition_index, p.error_code, p.leader_id.0, p.leader_epoch
+            )
+        })
+        .collect();
+    format!(
+        "{addr}: brokers {brokers:?} controller {} {topic}: [{}]",
+        resp.controller_id.0,
+        partitions.join("; ")
+    )
 }
 
 /// Asks the node at `addr` for Metadata v12 without topics; `None` if it does not answer.
