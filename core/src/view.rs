@@ -68,9 +68,7 @@ pub fn brokers(node: &Node, configured: &[BrokerInfo], topics: &[TopicView]) -> 
         leaders.clear();
     }
     let listed = |id: NodeId| {
-        id == node.id()
-            || leaders.contains(&id)
-            || image.brokers.get(&id).is_none_or(|m| !m.fenced)
+        id == node.id() || leaders.contains(&id) || image.brokers.get(&id).is_none_or(|m| !m.fenced)
     };
     let mut out: Vec<BrokerInfo> = configured
         .iter()

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use railyard_tests::profiles::{self, Acks, OnError, Sent};
 use railyard_tests::cluster::process::describe_metadata;
+use railyard_tests::profiles::{self, Acks, OnError, Sent};
 use railyard_tests::{eventually, topic, ProcessCluster, Spec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
