@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod cluster_id;
 pub mod controller;
 pub mod disk;
 pub mod groups;

@@ -104,6 +104,8 @@ pub enum NodeEvent {
     /// Dynamic broker configs changed (cluster-wide or this broker's): every local replica
     /// of a client topic takes its settings again.
     BrokerConfigsChanged,
+    /// The cluster got its id: the node stores it in its data directory.
+    ClusterCreated { cluster_id: String },
 }
 
 /// One output of a machine.

@@ -57,6 +57,36 @@ pub struct BrokerHeartbeat {
     pub producer_ids: Option<crate::controller::AllocateProducerIds>,
 }
 
+/// A node asking the controller quorum to admit it to a running cluster (it has no metadata
+/// log yet). Sent to every configured controller voter until one admits it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JoinRequest {
+    #[prost(message, optional, tag = "1")]
+    pub registration: Option<RegisterBroker>,
+}
+
+/// Why a node refused a peer's envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum RefusalKind {
+    /// The envelope named another cluster: nothing in it was read.
+    ForeignCluster = 0,
+    /// A join under an id that a live broker or a replica already holds.
+    DuplicateId = 1,
+}
+
+/// The answer to an envelope that was refused.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Refusal {
+    #[prost(enumeration = "RefusalKind", tag = "1")]
+    pub kind: i32,
+    /// The refusing node's cluster.
+    #[prost(string, tag = "2")]
+    pub cluster_id: String,
+    #[prost(string, tag = "3")]
+    pub detail: String,
+}
+
 /// Everything one node sends one peer in one step.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Envelope {
@@ -69,6 +99,30 @@ pub struct Envelope {
     /// Set when `from` reports to `to` as its controller.
     #[prost(message, optional, tag = "4")]
     pub heartbeat: Option<BrokerHeartbeat>,
+    /// The cluster whose data `from` holds; `None` before it has one (a new node). A node that
+    /// has one refuses envelopes naming another.
+    #[prost(string, optional, tag = "5")]
+    pub cluster_id: Option<String>,
+    #[prost(message, optional, tag = "6")]
+    pub join: Option<JoinRequest>,
+    /// The controller admitted `to`: the cluster's identity and the metadata group's
+    /// configuration at index 0, from which `to` replays the metadata log.
+    #[prost(message, optional, tag = "7")]
+    pub admitted: Option<crate::controller::ClusterCreated>,
+    #[prost(message, optional, tag = "8")]
+    pub refused: Option<Refusal>,
+}
+
+impl Envelope {
+    /// An envelope with no raft messages.
+    pub fn control(from: NodeId, to: NodeId, cluster_id: Option<String>) -> Envelope {
+        Envelope {
+            from,
+            to,
+            cluster_id,
+            ..Envelope::default()
+        }
+    }
 }
 
 /// Why an incoming group message was rejected (the envelope's other messages still count).
@@ -141,7 +195,8 @@ mod tests {
             from: 1,
             to: 2,
             messages: vec![GroupMessage::encode(&tp, &m)],
-            heartbeat: None,
+            cluster_id: Some("c1".into()),
+            ..Envelope::default()
         };
         let bytes = env.encode_to_vec();
         let back = Envelope::decode(bytes.as_slice()).unwrap();

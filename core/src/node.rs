@@ -29,7 +29,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
 
+mod membership;
+
 use crate::api::{ClientError, Request, RequestId, Response};
+use crate::cluster_id::{ClusterIdError, ClusterIdFile};
 use crate::controller::{metadata_tp, Controller, ControllerConfig, MetadataImage, RegisterBroker};
 use crate::disk::Disk;
 use crate::groups::{
@@ -105,6 +108,10 @@ pub struct NodeConfig {
     /// Broker-level defaults of topic configs, under Kafka's broker names (`log.retention.ms`,
     /// `message.max.bytes`, ...): what a topic without an override gets.
     pub topic_defaults: BrokerDefaults,
+    /// Join a running cluster: with no metadata log yet, ask the controller quorum
+    /// (`metadata_voters`) to admit this node instead of forming a cluster with `brokers`
+    /// (module docs of `membership`). Ignored once the node has a metadata log.
+    pub join: bool,
 }
 
 /// A partition this node should host, and its configuration if it is created now.
@@ -120,6 +127,9 @@ pub struct BrokerEndpoint {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Where peers reach this node (raft); registered so that nodes that do not have it in
+    /// their configuration can dial it.
+    pub raft: Option<(String, u16)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +141,23 @@ pub enum NodeError {
         #[source]
         source: StorageError,
     },
+    /// The data directory's `cluster.id` cannot be read or written.
+    #[error("data directory: {0}")]
+    ClusterId(#[source] ClusterIdError),
+    /// The directory's `cluster.id` and its metadata log name different clusters.
+    #[error("the data directory belongs to cluster {directory}, but its metadata log is cluster {log}'s")]
+    ClusterIdMismatch { directory: String, log: String },
+    /// Every configured controller voter refused this node: its data belongs to another
+    /// cluster. Nothing was written; the data is as it was.
+    #[error("this node's data directory belongs to cluster {ours}, but the controller quorum (nodes {voters:?}) is cluster {theirs}; refusing to run against it (the data directory is left untouched)")]
+    ForeignCluster {
+        ours: String,
+        theirs: String,
+        voters: Vec<NodeId>,
+    },
+    /// The controller refused to admit this joining node.
+    #[error("the cluster refused to admit this node: {detail}")]
+    JoinRefused { detail: String },
 }
 
 /// Counters for summaries and metrics.
@@ -151,6 +178,8 @@ pub struct NodeStats {
     pub replicas_created_late: u64,
     /// Partition deletions a crash had cut short, finished when the partition was opened.
     pub deletions_finished: u64,
+    /// Envelopes refused because they named another cluster.
+    pub foreign_envelopes: u64,
 }
 
 /// Most steps one [`Node::pump`] call runs before it returns (the caller comes back for more).
@@ -222,6 +251,8 @@ pub struct Node {
     last_reconcile_ms: Millis,
     /// InitProducerId: blocks of producer ids granted by the controller.
     producer_ids: ProducerIdAllocator,
+    /// Cluster identity and joining.
+    membership: membership::Membership,
 }
 
 /// The image of a node without a metadata group.
@@ -239,6 +270,7 @@ impl Node {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         // The seed differs at every start: it is the incarnation.
         let producer_ids = ProducerIdAllocator::new(config.id, config.seed);
+        let cluster_file = ClusterIdFile::open(disk.clone()).map_err(NodeError::ClusterId)?;
         let mut node = Node {
             id: config.id,
             config,
@@ -266,8 +298,16 @@ impl Node {
             replica_set_version: 0,
             leftovers_pending: true,
             last_reconcile_ms: 0,
+            membership: membership::Membership::new(cluster_file),
         };
+        let has_metadata_log = node
+            .disk
+            .list_dirs("")
+            .unwrap_or_default()
+            .contains(&metadata_tp().dir());
+        node.membership.joining = node.config.join && !has_metadata_log;
         node.open_metadata()?;
+        node.check_cluster_identity()?;
         let wanted = node.wanted_partitions();
         for (tp, w) in wanted {
             node.open_replica(tp, &w.voters, &w.learners, &w.configs, None)?;
@@ -278,10 +318,11 @@ impl Node {
 
     /// Opens `__cluster_metadata-0` with its controller, when this node is a member of the
     /// metadata group (a voter, or a configured broker that follows it as a learner).
+    /// A joining node opens it once admitted, with the configuration the controller sends.
     fn open_metadata(&mut self) -> Result<(), NodeError> {
         let voters = self.config.metadata_voters.clone();
         let member = voters.contains(&self.id) || self.config.brokers.contains(&self.id);
-        if voters.is_empty() || !member {
+        if voters.is_empty() || !member || self.membership.joining {
             return Ok(());
         }
         let mut learners: Vec<NodeId> = self
@@ -293,17 +334,29 @@ impl Node {
             .collect();
         learners.sort_unstable();
         learners.dedup();
+        self.open_metadata_with(&voters, &learners)
+    }
+
+    /// Opens `__cluster_metadata-0` with its controller; `voters` and `learners` are its
+    /// configuration if it is created now.
+    fn open_metadata_with(
+        &mut self,
+        voters: &[NodeId],
+        learners: &[NodeId],
+    ) -> Result<(), NodeError> {
         let controller = Controller::new(ControllerConfig {
             topic_defaults: self.config.topic_defaults.clone(),
             brokers: self.config.brokers.clone(),
+            metadata_voters: self.config.metadata_voters.clone(),
+            seed: self.config.seed,
             session_timeout_ms: self.config.session_timeout_ms,
             offsets_partitions: self.config.offsets_partitions,
         });
         let tp = metadata_tp();
         self.open_replica(
             tp.clone(),
-            &voters,
-            &learners,
+            voters,
+            learners,
             &BTreeMap::new(),
             Some(Box::new(controller)),
         )?;
@@ -443,9 +496,12 @@ impl Node {
 
     /// Feeds an envelope from a peer. Undecodable or misaddressed messages are counted and
     /// dropped: they come from the network and must never panic.
-    pub fn handle_envelope(&mut self, envelope: Envelope) {
+    pub fn handle_envelope(&mut self, mut envelope: Envelope) {
         if envelope.to != self.id {
             self.stats.bad_messages += 1;
+            return;
+        }
+        if !self.screen_envelope(&mut envelope) {
             return;
         }
         let meta = metadata_tp();
@@ -937,6 +993,7 @@ impl Node {
                     }
                 }
             }
+            NodeEvent::ClusterCreated { cluster_id } => self.adopt_cluster_id(&cluster_id)?,
             NodeEvent::BrokerConfigsChanged => {
                 if !mutation::active(Mutation::IgnoreBrokerConfigsChanged) {
                     self.refresh_topic_settings()
@@ -1034,7 +1091,7 @@ impl Node {
             self.reconcile_replicas();
             self.remove_leftover_partitions();
         }
-        Ok(())
+        self.tick_membership()
     }
 
     /// Opens every replica the image assigns here that is not open: a creation that failed
@@ -1145,6 +1202,7 @@ impl Node {
     /// Whether [`Node::step`] has work to do.
     pub fn has_ready(&self) -> bool {
         self.heartbeat_out.is_some()
+            || !self.membership.outgoing.is_empty()
             || self
                 .active
                 .iter()
@@ -1185,6 +1243,10 @@ impl Node {
             if let Some(rd) = rd {
                 readies.push((tp.clone(), rd));
             }
+        }
+        for env in std::mem::take(&mut self.membership.outgoing) {
+            self.stats.envelopes_sent += 1;
+            net.send(env);
         }
         let mut heartbeat = self.heartbeat_out.take();
         if let Some((to, _)) = &heartbeat {
@@ -1347,6 +1409,13 @@ impl Node {
         if self.replicas.get(&meta).is_none_or(|r| r.is_repairing()) {
             return;
         }
+        // An image that does not register this node is no proof that the directory's
+        // partitions are leftovers: the directory may have been started under another id
+        // (the partitions would be someone else's replicas). Wait for the registration.
+        let unregistered = !self.metadata().brokers.contains_key(&self.id);
+        if unregistered && !self.metadata().topics.is_empty() {
+            return;
+        }
         self.leftovers_pending = false;
         let dirs = self.disk.list_dirs("").unwrap_or_default();
         for d in dirs {
@@ -1360,14 +1429,7 @@ impl Node {
     /// This broker's heartbeat: its registration, the leaderships it holds, and the topics
     /// clients asked to auto-create.
     fn build_heartbeat(&mut self) -> BrokerHeartbeat {
-        let registration = self.config.endpoint.as_ref().map(|e| RegisterBroker {
-            id: self.id,
-            host: e.host.clone(),
-            port: e.port as u32,
-            rack: e.rack.clone(),
-            // Distinct per start (module docs of `NodeConfig::seed`).
-            incarnation: self.config.seed,
-        });
+        let registration = self.registration();
         let leaders = self
             .replicas
             .values()
@@ -1388,6 +1450,23 @@ impl Node {
             create_topics: std::mem::take(&mut self.auto_create),
             producer_ids: self.producer_ids.wanted().cloned(),
         }
+    }
+
+    /// This broker's registration (none without an endpoint).
+    fn registration(&self) -> Option<RegisterBroker> {
+        self.config.endpoint.as_ref().map(|e| {
+            let (raft_host, raft_port) = e.raft.clone().unwrap_or_default();
+            RegisterBroker {
+                id: self.id,
+                host: e.host.clone(),
+                port: e.port as u32,
+                rack: e.rack.clone(),
+                // Distinct per start (module docs of `NodeConfig::seed`).
+                incarnation: self.config.seed,
+                raft_host,
+                raft_port: raft_port as u32,
+            }
+        })
     }
 
     /// Sends this broker's heartbeat to the controller (handled in place when this node is the
@@ -1431,6 +1510,8 @@ impl Node {
                 to,
                 messages,
                 heartbeat,
+                cluster_id: self.cluster_id().map(str::to_string),
+                ..Envelope::default()
             });
         }
     }

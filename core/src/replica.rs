@@ -1277,6 +1277,12 @@ impl Replica {
         res.map_err(|e| ClientError::InvalidRequest(format!("conf change refused: {e}")))
     }
 
+    /// Whether a configuration change is proposed and not yet applied (raft-rs turns a second
+    /// one into an empty entry: propose one at a time).
+    pub fn has_pending_conf(&self) -> bool {
+        self.raw.raft.has_pending_conf()
+    }
+
     /// The current raft configuration: voters, learners, and the outgoing voters while a joint
     /// configuration is in force.
     pub fn conf_state(&self) -> raft::eraftpb::ConfState {

@@ -14,6 +14,7 @@ use railyard_core::groups::{
     coordinator_partition, FetchedOffset, GroupConfig, GroupError, GroupRequest, GroupResponse,
 };
 use railyard_core::log::LogConfig;
+use railyard_core::metadata::metadata_tp;
 use railyard_core::network::{Envelope, Outbox};
 use railyard_core::node::{BrokerEndpoint, Node, NodeConfig, PartitionSpec, PUMP_STEPS_MAX};
 use railyard_core::replica::ReplicaConfig;
@@ -29,6 +30,10 @@ struct Cluster {
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
     in_flight: Vec<Envelope>,
+    /// Nodes whose tick stopped them (only those in `may_stop` may), with the error; they are
+    /// neither ticked, pumped nor sent anything afterwards, as a stopped process.
+    stopped: std::collections::BTreeMap<NodeId, String>,
+    may_stop: BTreeSet<NodeId>,
     now_ms: i64,
     next_request: u64,
     restarts: u64,
@@ -43,6 +48,7 @@ fn endpoint(id: NodeId) -> BrokerEndpoint {
         host: format!("broker-{id}"),
         port: 9090 + id as u16,
         rack: Some(format!("rack-{}", id % 2)),
+        raft: None,
     }
 }
 
@@ -86,6 +92,7 @@ fn config(id: NodeId, log: LogConfig, metadata: bool, size: u64, incarnation: u6
             group_initial_rebalance_delay_ms: 0,
             ..GroupConfig::default()
         },
+        join: false,
     }
 }
 
@@ -146,6 +153,8 @@ impl Cluster {
             offsets_partitions,
             cut: BTreeSet::new(),
             in_flight: Vec::new(),
+            stopped: Default::default(),
+            may_stop: BTreeSet::new(),
             now_ms: 0,
             next_request: 1,
         }
@@ -169,6 +178,13 @@ impl Cluster {
         self.nodes[id as usize - 1] = node;
     }
 
+    /// Drops node `id` and opens it again from its disk with `config`.
+    fn restart_as(&mut self, id: NodeId, config: NodeConfig) {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let disk: Rc<dyn Disk> = self.disks[id as usize - 1].clone();
+        self.nodes[id as usize - 1] = Node::open(config, disk, &logger).unwrap();
+    }
+
     fn node(&mut self, id: NodeId) -> &mut Node {
         &mut self.nodes[id as usize - 1]
     }
@@ -177,6 +193,9 @@ impl Cluster {
     fn settle(&mut self) {
         for _ in 0..50 {
             for n in self.nodes.iter_mut() {
+                if self.stopped.contains_key(&n.id()) {
+                    continue;
+                }
                 let mut out = Outbox::default();
                 while n.pump(&mut out, PUMP_STEPS_MAX).unwrap().more {}
                 self.in_flight.extend(out.sent);
@@ -185,7 +204,9 @@ impl Cluster {
                 return;
             }
             for env in std::mem::take(&mut self.in_flight) {
-                if !self.cut.contains(&(env.from, env.to)) {
+                let alive =
+                    env.to as usize <= self.nodes.len() && !self.stopped.contains_key(&env.to);
+                if alive && !self.cut.contains(&(env.from, env.to)) {
                     let to = env.to;
                     self.node(to).handle_envelope(env);
                 }
@@ -198,8 +219,14 @@ impl Cluster {
             self.now_ms += 100;
             let now = self.now_ms;
             for n in self.nodes.iter_mut() {
+                if self.stopped.contains_key(&n.id()) {
+                    continue;
+                }
                 // Wall clock = monotonic clock here; the simulator skews and steps them.
-                n.tick(now, now).unwrap();
+                if let Err(e) = n.tick(now, now) {
+                    assert!(self.may_stop.contains(&n.id()), "node {}: {e}", n.id());
+                    self.stopped.insert(n.id(), e.to_string());
+                }
             }
             self.settle();
         }
@@ -1589,4 +1616,222 @@ fn test_delete_records_is_not_answered_from_an_uncommitted_command() {
         let r = c.nodes[n as usize - 1].replica(&tp()).unwrap();
         assert_eq!(r.log_start_offset(), 0, "node {n} never had the commands");
     }
+}
+
+/// The configuration of node `id` joining the metadata cluster `c`: it names the quorum
+/// (1, 2, 3) and itself, and asks to be admitted.
+fn joiner_config(c: &Cluster, id: NodeId, incarnation: u64) -> NodeConfig {
+    let mut cfg = config(id, c.log.clone(), true, c.size, incarnation);
+    cfg.brokers = vec![1, 2, 3, id];
+    cfg.join = true;
+    cfg
+}
+
+/// Opens node `id` on `disk` as the next node of `c` (ids must follow on).
+fn add_node(c: &mut Cluster, cfg: NodeConfig, disk: Rc<MemDisk>) {
+    assert_eq!(
+        cfg.id as usize,
+        c.nodes.len() + 1,
+        "nodes are added in id order"
+    );
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let d: Rc<dyn Disk> = disk.clone();
+    c.nodes.push(Node::open(cfg, d, &logger).unwrap());
+    c.disks.push(disk);
+}
+
+/// Every file of a disk, with its bytes.
+fn disk_contents(d: &MemDisk) -> Vec<(String, Vec<u8>)> {
+    d.paths()
+        .into_iter()
+        .map(|p| {
+            let bytes = d.with_file(&p, |b| b.clone()).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// A cluster gets one id, which every node stores; a fourth node started with `join` is
+/// admitted by the controller (registered with its raft address, added to the metadata group
+/// as a learner), replays the metadata log from its start, hosts a replica of a new topic that
+/// names it and leads it, and rejoins after a restart from its own metadata log.
+#[test]
+fn test_a_node_joins_a_running_cluster() {
+    let mut c = Cluster::with(LogConfig::default(), true);
+    let controller = wait_for_controller(&mut c);
+    tick_until(&mut c, 50, "the cluster's id on every node", |c| {
+        c.nodes.iter().all(|n| n.cluster_id().is_some())
+    });
+    let id = c.nodes[0].cluster_id().unwrap().to_string();
+    assert_eq!(id.len(), 22, "{id}");
+    assert!(c.nodes.iter().all(|n| n.cluster_id() == Some(id.as_str())));
+    let cfg = joiner_config(&c, 4, 0);
+    add_node(&mut c, cfg, Rc::new(MemDisk::new()));
+    assert!(c.node(4).is_joining());
+    assert_eq!(
+        c.node(4).cluster_id(),
+        None,
+        "a new directory belongs to no cluster"
+    );
+    tick_until(&mut c, 100, "node 4 admitted and caught up", |c| {
+        let n4 = &c.nodes[3];
+        !n4.is_joining() && n4.metadata() == c.nodes[controller as usize - 1].metadata()
+    });
+    assert_eq!(c.node(4).cluster_id(), Some(id.as_str()));
+    let conf = c
+        .node(controller)
+        .replica(&metadata_tp())
+        .unwrap()
+        .conf_state();
+    assert_eq!(conf.voters, vec![1, 2, 3], "a joined node does not vote");
+    assert_eq!(conf.learners, vec![4]);
+    let b4 = c.node(controller).metadata().brokers[&4].clone();
+    assert_eq!(
+        b4.raft_addr, None,
+        "the test's endpoints carry no raft address"
+    );
+    assert!(!b4.fenced);
+    // Every node's peer list comes from the image: node 1 now knows broker 4 is a broker.
+    assert!(c.node(1).metadata().brokers.contains_key(&4));
+
+    let create = Request::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        configs: Default::default(),
+        assignments: vec![vec![4, 1, 2]],
+        validate_only: false,
+    };
+    assert!(matches!(
+        c.request(controller, create),
+        Response::CreateTopic(Ok(()))
+    ));
+    tick_until(&mut c, 100, "node 4 leads t-0", |c| {
+        c.nodes[3].replica(&tp()).is_some_and(|r| r.is_leader())
+    });
+    assert_eq!(c.produce(4, "on the new node", 1_000), Ok(0));
+    assert_eq!(c.produce(4, "again", 1_001), Ok(1));
+
+    // A restart reopens its own metadata log: no second admission.
+    c.restart_as(4, joiner_config(&c, 4, 1));
+    assert!(
+        !c.node(4).is_joining(),
+        "a node with a metadata log does not ask to join"
+    );
+    tick_until(&mut c, 100, "node 4 back in step", |c| {
+        c.nodes[3].metadata() == c.nodes[controller as usize - 1].metadata()
+            && c.nodes[3]
+                .replica(&tp())
+                .is_some_and(|r| r.status().high_watermark == 2)
+    });
+}
+
+/// A join under the id of a controller voter is refused: an empty log under a voter's id
+/// could elect a leader without acknowledged entries. The joiner stops with the reason.
+#[test]
+fn test_a_join_under_a_voters_id_is_refused() {
+    let mut c = Cluster::with(LogConfig::default(), true);
+    wait_for_controller(&mut c);
+    tick_until(&mut c, 50, "the cluster's id", |c| {
+        c.nodes.iter().all(|n| n.cluster_id().is_some())
+    });
+    // Node 2's disk dies; an operator starts it empty with `join`.
+    c.disks[1] = Rc::new(MemDisk::new());
+    let mut cfg = joiner_config(&c, 2, 1);
+    cfg.brokers = vec![1, 2, 3];
+    c.restart_as(2, cfg);
+    c.may_stop.insert(2);
+    tick_until(&mut c, 50, "node 2 refused", |c| c.stopped.contains_key(&2));
+    let why = &c.stopped[&2];
+    assert!(
+        why.contains("refused to admit") && why.contains("controller voter"),
+        "{why}"
+    );
+    assert!(
+        c.node(2).replica(&metadata_tp()).is_none(),
+        "nothing was created"
+    );
+}
+
+/// A node whose directory belongs to another cluster is refused by this cluster's quorum
+/// before any replica reads its envelopes, stops with an error naming both clusters, and
+/// leaves its data exactly as it was; the cluster it reached goes on.
+#[test]
+fn test_a_node_of_another_cluster_is_refused_and_its_data_untouched() {
+    let mut other = Cluster::with(LogConfig::default(), true);
+    // Other seeds than the cluster below, so another id is drawn.
+    for id in 1..=3 {
+        other.restart(id);
+    }
+    let other_controller = wait_for_controller(&mut other);
+    tick_until(&mut other, 50, "the other cluster's id", |c| {
+        c.nodes.iter().all(|n| n.cluster_id().is_some())
+    });
+    other.request(
+        other_controller,
+        Request::CreateTopic {
+            name: "theirs".into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: Default::default(),
+            assignments: vec![],
+            validate_only: false,
+        },
+    );
+    other.tick(20);
+    let theirs = other.nodes[0].cluster_id().unwrap().to_string();
+    let foreign_disk = other.disks[0].clone();
+    drop(other);
+    let before = disk_contents(&foreign_disk);
+
+    let mut c = Cluster::with(LogConfig::default(), true);
+    wait_for_controller(&mut c);
+    tick_until(&mut c, 50, "this cluster's id", |c| {
+        c.nodes.iter().all(|n| n.cluster_id().is_some())
+    });
+    let ours = c.nodes[0].cluster_id().unwrap().to_string();
+    assert_ne!(ours, theirs, "two clusters, two ids");
+    // The other cluster's node 1, started as node 4 against this cluster (joining or not).
+    let cfg = joiner_config(&c, 4, 0);
+    add_node(&mut c, cfg, foreign_disk.clone());
+    c.may_stop.insert(4);
+    tick_until(&mut c, 100, "node 4 stopped", |c| {
+        c.stopped.contains_key(&4)
+    });
+    let why = &c.stopped[&4];
+    assert!(why.contains(&ours) && why.contains(&theirs), "{why}");
+    assert!(why.contains("left untouched"), "{why}");
+    assert!(c.nodes[..3]
+        .iter()
+        .all(|n| n.stats().foreign_envelopes > 0 || n.controller() != Some(n.id())));
+    let after = disk_contents(&foreign_disk);
+    let differ = |a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)]| -> Vec<String> {
+        a.iter()
+            .filter(|f| !b.contains(f))
+            .map(|(p, _)| p.clone())
+            .collect()
+    };
+    let (new, gone) = (differ(&after, &before), differ(&before, &after));
+    assert!(
+        new.is_empty() && gone.is_empty(),
+        "foreign data changed: {new:?} {gone:?}"
+    );
+    assert!(
+        !c.node(1).metadata().brokers.contains_key(&4),
+        "never registered"
+    );
+    // This cluster is unharmed.
+    let create = Request::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        configs: Default::default(),
+        assignments: vec![],
+        validate_only: false,
+    };
+    let ctrl = wait_for_controller(&mut c);
+    assert!(matches!(
+        c.request(ctrl, create),
+        Response::CreateTopic(Ok(()))
+    ));
 }

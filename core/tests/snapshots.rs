@@ -37,6 +37,7 @@ fn config(incarnation: u64) -> NodeConfig {
             host: "broker-1".into(),
             port: 9092,
             rack: None,
+            raft: None,
         }),
         heartbeat_ms: 100,
         session_timeout_ms: 1 << 40,
@@ -46,6 +47,7 @@ fn config(incarnation: u64) -> NodeConfig {
         producer_expiration_ms: railyard_core::producers::PRODUCER_EXPIRATION_MS_DEFAULT,
         topic_defaults: Default::default(),
         group: Default::default(),
+        join: false,
     }
 }
 
@@ -67,11 +69,13 @@ fn heartbeat(incarnation: u64) -> Envelope {
                 port: 9093,
                 rack: None,
                 incarnation,
+                ..RegisterBroker::default()
             }),
             leaders: vec![],
             create_topics: vec![],
             producer_ids: None,
         }),
+        ..Envelope::default()
     }
 }
 

@@ -67,6 +67,12 @@ pub struct NodeConfig {
     /// follow the metadata log as raft learners.
     #[serde(default)]
     pub controller_voters: Vec<NodeId>,
+    /// Join a running cluster instead of forming one: with an empty data directory, the node
+    /// asks the controller quorum (`controller_voters`, which must be given, with their
+    /// addresses in `peers`) to admit it, and learns every other broker from the metadata
+    /// log. A data directory that already holds a metadata log rejoins as before.
+    #[serde(default)]
+    pub join: bool,
     /// How often this broker heartbeats to the controller (registration, leaderships).
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
@@ -243,6 +249,15 @@ impl NodeConfig {
         {
             return bad(format!("controller voter {v} is not a peer"));
         }
+        if self.join && self.controller_voters.is_empty() {
+            return bad("join needs controller_voters: the quorum to ask for admission".into());
+        }
+        if self.join && self.controller_voters.contains(&self.id) {
+            return bad(format!(
+                "node {} cannot join as a controller voter: it joins as a learner",
+                self.id
+            ));
+        }
         if self.producer_id_expiration_ms == 0 || self.producer_id_expiration_ms > i64::MAX as u64 {
             return bad("producer_id_expiration_ms must be positive".into());
         }
@@ -370,6 +385,7 @@ mod tests {
                 replication_factor: 3,
             }],
             controller_voters: vec![],
+            join: false,
             heartbeat_ms: 500,
             session_timeout_ms: 4_000,
             auto_create_topics: false,

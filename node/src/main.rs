@@ -59,6 +59,10 @@ enum Command {
         /// auto.create.topics.enable).
         #[arg(long, env = "RAILYARD_AUTO_CREATE_TOPICS")]
         auto_create_topics: Option<bool>,
+        /// Join a running cluster: ask its controller quorum (`controller_voters` and their
+        /// `peers` entries in the config) to admit this node.
+        #[arg(long)]
+        join: bool,
     },
     /// Run a local cluster in this process (Kafka listeners on consecutive ports).
     Dev(DevOptions),
@@ -198,6 +202,7 @@ fn dev_configs(o: DevOptions) -> Vec<NodeConfig> {
             peers: peers.clone(),
             topics: topics.clone(),
             controller_voters: (1..=controllers).collect(),
+            join: false,
             heartbeat_ms: 500,
             session_timeout_ms: 4_000,
             auto_create_topics,
@@ -243,6 +248,7 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             admin_listen,
             topics,
             auto_create_topics,
+            join,
         } => {
             let mut c = NodeConfig::from_file(&config).map_err(|e| e.to_string())?;
             if let Some(v) = id {
@@ -264,6 +270,7 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             if let Some(v) = auto_create_topics {
                 c.auto_create_topics = v;
             }
+            c.join |= join;
             vec![c]
         }
         Command::Bench(_) => unreachable!("main runs railyard bench without starting a node"),
@@ -294,7 +301,15 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
             }
         }
     }
-    wait_for_signal().await;
+    let stopped =
+        futures_util::future::select_all(running.iter().map(|n| Box::pin(n.handle.stopped())));
+    tokio::select! {
+        () = wait_for_signal() => {}
+        _ = stopped => {
+            let why = running.iter().find_map(|n| n.handle.fatal_error());
+            return Err(why.unwrap_or_else(|| "a node stopped".into()));
+        }
+    }
     info!(log, "shutting down");
     for n in &running {
         n.handle.shutdown();
@@ -392,7 +407,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli, log.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(log, "railyard failed to start"; "error" => %e);
+            error!(log, "railyard stopped"; "error" => %e);
             eprintln!("railyard: {e}");
             ExitCode::FAILURE
         }

@@ -21,6 +21,7 @@
 //! changed and at least every second.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -31,7 +32,7 @@ use railyard_core::disk::Disk;
 use railyard_core::groups::GroupConfig;
 use railyard_core::log::LogConfig;
 use railyard_core::network::{Envelope, Network};
-use railyard_core::node::{Node, NodeConfig as CoreNodeConfig, PUMP_STEPS_MAX};
+use railyard_core::node::{Node, NodeConfig as CoreNodeConfig, NodeError, PUMP_STEPS_MAX};
 use railyard_core::replica::ReplicaConfig;
 use railyard_core::types::NodeId;
 use slog::{error, info, Logger};
@@ -43,6 +44,7 @@ use crate::broker::{Broker, BrokerInfo, ClusterView};
 use crate::config::NodeConfig;
 use crate::file_disk::FileDisk;
 use crate::metrics::{Metrics, PartitionStats};
+use crate::transport::{Dialer, ReplyRoutes};
 use railyard_core::metadata::is_internal_topic;
 
 /// Most commands queued for the core thread before new peer envelopes are dropped.
@@ -88,9 +90,27 @@ pub struct NodeHandle {
     data: Arc<Notify>,
     /// (partitions, replication factor) of auto-created topics; `None`: auto-creation off.
     auto_create: Option<(u32, u32)>,
+    /// Why the core stopped on its own (a storage failure, a refusal by the cluster).
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl NodeHandle {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Why the core stopped without being asked to, once it has.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Waits until the core has stopped, for whatever reason.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopped_rx.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
     /// Queues an envelope from a peer; drops it if the core is saturated (raft retransmits).
     pub fn deliver(&self, env: Envelope) {
         match self.cmds.try_send(CoreCmd::Peer(env)) {
@@ -187,14 +207,53 @@ pub enum StartError {
 /// Per-peer outbound queues, filled by the core thread.
 pub type PeerQueues = BTreeMap<NodeId, mpsc::Sender<Envelope>>;
 
+/// The core's side of the transport: the configured peers' queues, the way to ask for more
+/// (peers the metadata image registers), and the way back to peers that only connected here.
+pub struct Transport {
+    pub peers: PeerQueues,
+    pub dialer: Dialer,
+    pub routes: ReplyRoutes,
+}
+
+impl Transport {
+    /// Dials every registered broker with a raft address that no queue serves yet (a broker
+    /// that joined after this node started, or one that moved).
+    fn dial_registered(&mut self, node: &Node, dialed: &mut BTreeMap<NodeId, SocketAddr>) {
+        for (id, (host, port)) in node.peer_addresses() {
+            let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+                continue;
+            };
+            let addr = SocketAddr::new(ip, port);
+            let configured = self.peers.contains_key(&id) && !dialed.contains_key(&id);
+            if configured || dialed.get(&id) == Some(&addr) {
+                continue;
+            }
+            let (tx, rx) = crate::transport::peer_queue();
+            if self.dialer.send((id, addr, rx)).is_ok() {
+                // Replacing the sender closes the old queue, which ends its connection task.
+                self.peers.insert(id, tx);
+                dialed.insert(id, addr);
+            }
+        }
+    }
+}
+
 struct QueueNet<'a> {
     peers: &'a PeerQueues,
+    routes: &'a ReplyRoutes,
 }
 
 impl Network for QueueNet<'_> {
     fn send(&mut self, envelope: Envelope) {
+        // Full or closed: drop, raft retransmits.
         if let Some(q) = self.peers.get(&envelope.to) {
-            // Full or closed: drop, raft retransmits.
+            let _ = q.try_send(envelope);
+        } else if let Some(q) = self
+            .routes
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&envelope.to).cloned())
+        {
             let _ = q.try_send(envelope);
         }
     }
@@ -208,7 +267,7 @@ pub type MakeDisk = Box<dyn FnOnce() -> Rc<dyn Disk> + Send>;
 /// `peers` are the outbound queues the transport drains; the returned handle feeds the core.
 pub async fn start_core(
     config: &NodeConfig,
-    peers: PeerQueues,
+    transport: Transport,
     metrics: Arc<Metrics>,
     logger: &Logger,
 ) -> Result<NodeHandle, StartError> {
@@ -217,7 +276,18 @@ pub async fn start_core(
         .map_err(|e| StartError::Disk(e.to_string()))?
         .with_fsync_observer(move |d| observer.observe_fsync(d));
     let make_disk: MakeDisk = Box::new(move || -> Rc<dyn Disk> { Rc::new(disk) });
-    start_core_with_disk(config, peers, metrics, logger, make_disk).await
+    start_core_with_disk(config, transport, metrics, logger, make_disk).await
+}
+
+/// The core's seed for this start: distinct per start (it is the broker's incarnation) and
+/// per process (it draws a new cluster's id), from the wall clock and std's per-process
+/// random hash keys.
+fn start_seed(id: NodeId) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(id);
+    h.write_u64(wall_ms() as u64);
+    h.finish()
 }
 
 /// Kafka's group timeouts are i32 milliseconds: a larger setting means "as long as possible".
@@ -230,7 +300,7 @@ fn ms_i32(ms: u32) -> i32 {
 /// Returns once the node has opened its storage and replayed its log.
 pub async fn start_core_with_disk(
     config: &NodeConfig,
-    peers: PeerQueues,
+    transport: Transport,
     metrics: Arc<Metrics>,
     logger: &Logger,
     make_disk: MakeDisk,
@@ -238,7 +308,7 @@ pub async fn start_core_with_disk(
     let brokers: Vec<NodeId> = config.peers.iter().map(|p| p.id).collect();
     let core_config = CoreNodeConfig {
         id: config.id,
-        seed: config.id ^ wall_ms() as u64,
+        seed: start_seed(config.id),
         replica: ReplicaConfig::default(),
         log: LogConfig::default(),
         // Every partition comes from the metadata log.
@@ -251,8 +321,10 @@ pub async fn start_core_with_disk(
                 host: p.kafka_addr.ip().to_string(),
                 port: p.kafka_addr.port(),
                 rack: p.rack.clone(),
+                raft: Some((p.raft_addr.ip().to_string(), p.raft_addr.port())),
             }
         }),
+        join: config.join,
         heartbeat_ms: config.heartbeat_ms as i64,
         session_timeout_ms: config.session_timeout_ms as i64,
         preferred_leader_check_ms: Some(5_000),
@@ -283,7 +355,9 @@ pub async fn start_core_with_disk(
         stopped_rx,
         data: Arc::new(Notify::new()),
         auto_create: config.auto_create(),
+        fatal: Arc::new(std::sync::Mutex::new(None)),
     };
+    let fatal = handle.fatal.clone();
     let data = handle.data.clone();
     let logger = logger.clone();
     let tick = Duration::from_millis(config.tick_ms);
@@ -308,7 +382,8 @@ pub async fn start_core_with_disk(
             }
         };
         let core = Core {
-            peers,
+            fatal,
+            transport,
             published,
             metrics,
             data,
@@ -405,7 +480,8 @@ fn base_view(config: &NodeConfig) -> Arc<ClusterView> {
 /// What the core loop feeds besides the node: the peers' queues, the published view, the
 /// metrics and the fetches waiting for data.
 struct Core {
-    peers: PeerQueues,
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
+    transport: Transport,
     published: Published,
     metrics: Arc<Metrics>,
     data: Arc<Notify>,
@@ -437,7 +513,8 @@ async fn core_loop(
     logger: &Logger,
 ) {
     let Core {
-        peers,
+        fatal,
+        mut transport,
         published,
         metrics,
         data,
@@ -451,6 +528,7 @@ async fn core_loop(
     let mut last_full_publish = last_publish;
     let mut published_version = u64::MAX;
     let mut stopping_since: Option<Instant> = None;
+    let mut dialed: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
     let clock = Monotonic(started);
     info!(logger, "core started"; "partitions" => node.replicas().count());
     // Set when the last pump left work: do not wait for input before the next one.
@@ -492,11 +570,14 @@ async fn core_loop(
             // wrote duplicates). Time-based timers read the clock and lose nothing.
             next_tick = now + tick;
             if let Err(e) = node.tick(clock.ms(), wall_ms()) {
-                error!(logger, "storage failed; stopping"; "error" => %e);
+                stop_on(&e, &fatal, logger);
                 return;
             }
         }
-        let mut net = QueueNet { peers: &peers };
+        let mut net = QueueNet {
+            peers: &transport.peers,
+            routes: &transport.routes,
+        };
         let commits_before = node.commit_version();
         // One bounded pump; leftover work is picked up after answering what is done, so a
         // flood of input cannot starve replies and ticks.
@@ -504,7 +585,7 @@ async fn core_loop(
             Ok(p) => p,
             Err(e) => {
                 // Fail-stop (see core::node): nothing from the failed step was acknowledged.
-                error!(logger, "storage failed; stopping"; "error" => %e);
+                stop_on(&e, &fatal, logger);
                 return;
             }
         };
@@ -521,6 +602,7 @@ async fn core_loop(
             && (version != published_version || last_full_publish.elapsed() >= REFRESH_EVERY);
         if due || stop {
             publish(&node, &published);
+            transport.dial_registered(&node, &mut dialed);
             metrics.set_partitions(partition_stats(&node));
             last_publish = Instant::now();
             last_full_publish = last_publish;
@@ -541,6 +623,14 @@ async fn core_loop(
             info!(logger, "core stopped");
             return;
         }
+    }
+}
+
+/// The core stops on `e` (fail-stop): logged, and kept for whoever runs the node.
+fn stop_on(e: &NodeError, fatal: &std::sync::Mutex<Option<String>>, logger: &Logger) {
+    error!(logger, "stopping"; "error" => %e);
+    if let Ok(mut f) = fatal.lock() {
+        *f = Some(e.to_string());
     }
 }
 
@@ -578,13 +668,9 @@ fn partition_stats(node: &Node) -> Vec<PartitionStats> {
 fn publish(node: &Node, p: &Published) {
     let topics = railyard_core::view::topics(node);
     let brokers = railyard_core::view::brokers(node, p.base.brokers(), &topics);
-    let v = ClusterView::new(
-        p.base.cluster_id().to_owned(),
-        node.controller(),
-        brokers,
-        topics,
-    )
-    .with_broker_configs(node.metadata().broker_configs.clone());
+    let cluster_id = node.cluster_id().unwrap_or(p.base.cluster_id());
+    let v = ClusterView::new(cluster_id.to_owned(), node.controller(), brokers, topics)
+        .with_broker_configs(node.metadata().broker_configs.clone());
     // Most refreshes (at least one a second) change nothing: keep the old snapshot then.
     let unchanged = p.view.read().is_ok_and(|current| **current == v);
     if !unchanged {

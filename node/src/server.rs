@@ -13,7 +13,9 @@ use crate::broker::Broker;
 use crate::config::{NodeConfig, TopicConfig};
 use crate::kafka::{self, KafkaConfig};
 use crate::metrics::Metrics;
-use crate::runtime::{start_core, start_core_with_disk, MakeDisk, NodeHandle, PeerQueues};
+use crate::runtime::{
+    start_core, start_core_with_disk, MakeDisk, NodeHandle, PeerQueues, Transport,
+};
 use crate::transport;
 
 /// A started node.
@@ -74,16 +76,19 @@ pub async fn start_node_on(
         .local_addr()
         .expect("bound listener has an address");
     let mut queues = PeerQueues::new();
+    let mut outbound = Vec::new();
     for peer in config.peers.iter().filter(|p| p.id != config.id) {
         let (tx, rx) = transport::peer_queue();
         queues.insert(peer.id, tx);
-        tokio::spawn(transport::run_outbound(
-            peer.id,
-            peer.raft_addr,
-            rx,
-            logger.clone(),
-        ));
+        outbound.push((peer.id, peer.raft_addr, rx));
     }
+    let (dialer, dials) = tokio::sync::mpsc::unbounded_channel();
+    let routes = transport::ReplyRoutes::default();
+    let core_transport = Transport {
+        peers: queues,
+        dialer,
+        routes: routes.clone(),
+    };
     let admin_listener = match config.admin_listen {
         Some(a) => Some(bind(a).await?),
         None => None,
@@ -93,15 +98,22 @@ pub async fn start_node_on(
         .map(|l| l.local_addr().expect("bound listener has an address"));
     let metrics = Arc::new(Metrics::new());
     let handle = match storage {
-        Storage::DataDir => start_core(&config, queues, metrics.clone(), &logger).await?,
+        Storage::DataDir => start_core(&config, core_transport, metrics.clone(), &logger).await?,
         Storage::Disk(make_disk) => {
-            start_core_with_disk(&config, queues, metrics.clone(), &logger, make_disk).await?
+            let t = core_transport;
+            start_core_with_disk(&config, t, metrics.clone(), &logger, make_disk).await?
         }
     };
+    for (peer, addr, rx) in outbound {
+        let (node, logger) = (handle.clone(), logger.clone());
+        tokio::spawn(transport::run_outbound(peer, addr, rx, node, logger));
+    }
+    tokio::spawn(transport::run_dialer(dials, handle.clone(), logger.clone()));
     tokio::spawn(transport::run_inbound(
         raft_listener,
         handle.clone(),
         config.id,
+        routes,
         logger.clone(),
     ));
     tokio::spawn(kafka::serve(

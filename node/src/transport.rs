@@ -5,15 +5,23 @@
 //! raft retransmits. A broken connection is re-dialled with exponential backoff (50 ms doubling
 //! to 2 s). A frame is a 4-byte big-endian length and the encoded envelope; an inbound frame
 //! that is too long or does not decode closes that connection (it came from the network).
+//!
+//! The peer set grows at run time: the core dials every broker the metadata image registers
+//! with a raft address ([`Dialer`]). A node that no address is known for yet (one asking to
+//! join, or one of another cluster) is answered on the connection it opened: each inbound
+//! connection registers a reply route for its peer ([`ReplyRoutes`]), and the dialling side
+//! reads what comes back on its outbound connection.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message as _;
 use railyard_core::network::Envelope;
 use railyard_core::types::NodeId;
 use slog::{debug, warn, Logger};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -31,11 +39,41 @@ pub fn peer_queue() -> (mpsc::Sender<Envelope>, mpsc::Receiver<Envelope>) {
     mpsc::channel(PEER_QUEUE_MAX)
 }
 
-/// Dials `addr` and writes every queued envelope, reconnecting with backoff.
+/// Queues for the peers that connected to this node, by peer id: the way back to a node no
+/// address is known for.
+pub type ReplyRoutes = Arc<Mutex<BTreeMap<NodeId, mpsc::Sender<Envelope>>>>;
+
+/// A peer the core wants dialled: its id, address and the queue it fills.
+pub type Dial = (NodeId, SocketAddr, mpsc::Receiver<Envelope>);
+
+/// Asks the transport, from the core thread, to dial a peer learned at run time.
+pub type Dialer = mpsc::UnboundedSender<Dial>;
+
+/// Dials every peer the core asks for, until the core is gone.
+pub async fn run_dialer(
+    mut dials: mpsc::UnboundedReceiver<Dial>,
+    node: NodeHandle,
+    logger: Logger,
+) {
+    while let Some((peer, addr, queue)) = dials.recv().await {
+        debug!(logger, "dialling a registered peer"; "peer" => peer, "addr" => %addr);
+        tokio::spawn(run_outbound(
+            peer,
+            addr,
+            queue,
+            node.clone(),
+            logger.clone(),
+        ));
+    }
+}
+
+/// Dials `addr` and writes every queued envelope, reconnecting with backoff. What the peer
+/// sends back on the connection (a refusal, say) goes to the core.
 pub async fn run_outbound(
     peer: NodeId,
     addr: SocketAddr,
     mut queue: mpsc::Receiver<Envelope>,
+    node: NodeHandle,
     logger: Logger,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -54,7 +92,13 @@ pub async fn run_outbound(
         };
         let _ = stream.set_nodelay(true);
         backoff = BACKOFF_MIN;
-        let mut w = BufWriter::new(stream);
+        let (read, write) = tokio::io::split(stream);
+        let me = node.id();
+        let answers = node.clone();
+        let reader = tokio::spawn(async move {
+            let _ = read_envelopes(read, &answers, me, Some(peer), None).await;
+        });
+        let mut w = BufWriter::new(write);
         let result: std::io::Result<()> = async {
             loop {
                 let env = match pending.take() {
@@ -73,6 +117,7 @@ pub async fn run_outbound(
             }
         }
         .await;
+        reader.abort();
         match result {
             Ok(()) => return, // queue closed: node stopping
             Err(e) => warn!(logger, "peer connection lost"; "peer" => peer, "error" => %e),
@@ -80,14 +125,24 @@ pub async fn run_outbound(
     }
 }
 
-async fn write_frame(w: &mut BufWriter<TcpStream>, env: &Envelope) -> std::io::Result<()> {
+async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut BufWriter<W>,
+    env: &Envelope,
+) -> std::io::Result<()> {
     let bytes = env.encode_to_vec();
     w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
     w.write_all(&bytes).await
 }
 
-/// Accepts peer connections and feeds their envelopes to the core.
-pub async fn run_inbound(listener: TcpListener, node: NodeHandle, me: NodeId, logger: Logger) {
+/// Accepts peer connections and feeds their envelopes to the core; registers each
+/// connection's way back in `routes`.
+pub async fn run_inbound(
+    listener: TcpListener,
+    node: NodeHandle,
+    me: NodeId,
+    routes: ReplyRoutes,
+    logger: Logger,
+) {
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(x) => x,
@@ -99,10 +154,17 @@ pub async fn run_inbound(listener: TcpListener, node: NodeHandle, me: NodeId, lo
         };
         let node = node.clone();
         let logger = logger.clone();
+        let routes = routes.clone();
         tokio::spawn(async move {
-            if let Err(e) = read_envelopes(stream, &node, me).await {
+            let (read, write) = tokio::io::split(stream);
+            let (tx, rx) = peer_queue();
+            let writer = tokio::spawn(write_replies(write, rx));
+            let back = Route { routes, tx };
+            if let Err(e) = read_envelopes(read, &node, me, None, Some(&back)).await {
                 debug!(logger, "peer stream closed"; "from" => %from, "reason" => %e);
             }
+            back.forget();
+            writer.abort();
         });
     }
 }
@@ -118,13 +180,51 @@ pub enum FrameError {
     Decode(#[from] prost::DecodeError),
     #[error("envelope addressed to node {0}")]
     Misaddressed(NodeId),
+    #[error("envelope from node {0} on the connection to another peer")]
+    WrongPeer(NodeId),
 }
 
-async fn read_envelopes(
-    mut stream: TcpStream,
+/// The way back on one inbound connection.
+struct Route {
+    routes: ReplyRoutes,
+    tx: mpsc::Sender<Envelope>,
+}
+
+impl Route {
+    fn register(&self, peer: NodeId) {
+        if let Ok(mut r) = self.routes.lock() {
+            r.insert(peer, self.tx.clone());
+        }
+    }
+
+    /// Removes this connection's entries (a newer connection of the same peer keeps its own).
+    fn forget(&self) {
+        if let Ok(mut r) = self.routes.lock() {
+            r.retain(|_, tx| !tx.same_channel(&self.tx));
+        }
+    }
+}
+
+/// Writes what the core answers a peer that connected to this node.
+async fn write_replies<W: AsyncWrite + Unpin>(write: W, mut queue: mpsc::Receiver<Envelope>) {
+    let mut w = BufWriter::new(write);
+    while let Some(env) = queue.recv().await {
+        if write_frame(&mut w, &env).await.is_err() || w.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads frames until the connection closes. `expect`: on an outbound connection, the peer
+/// it was dialled for; `back`: on an inbound one, where to register the way back.
+async fn read_envelopes<R: AsyncRead + Unpin>(
+    mut stream: R,
     node: &NodeHandle,
     me: NodeId,
+    expect: Option<NodeId>,
+    back: Option<&Route>,
 ) -> Result<(), FrameError> {
+    let mut registered = None;
     let mut buf = Vec::new();
     loop {
         let mut len = [0u8; 4];
@@ -138,6 +238,13 @@ async fn read_envelopes(
         let env = Envelope::decode(buf.as_slice())?;
         if env.to != me {
             return Err(FrameError::Misaddressed(env.to));
+        }
+        if expect.is_some_and(|p| p != env.from) {
+            return Err(FrameError::WrongPeer(env.from));
+        }
+        if let Some(b) = back.filter(|_| registered != Some(env.from)) {
+            b.register(env.from);
+            registered = Some(env.from);
         }
         node.deliver(env);
     }

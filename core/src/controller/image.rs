@@ -18,6 +18,7 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use crate::batch::{decode_records, BatchBuilder, BatchError};
+use crate::cluster_id::valid_cluster_id;
 use crate::types::{valid_topic_name, Millis, NodeId, PartitionId, TopicPartition};
 
 pub use crate::types::{
@@ -124,6 +125,25 @@ pub struct RegisterBroker {
     /// Changes at every start of the broker.
     #[prost(uint64, tag = "5")]
     pub incarnation: u64,
+    /// The node-to-node (raft) listener, so that every node can reach a broker that joined
+    /// after it started (empty: not given, as brokers registered before it existed).
+    #[prost(string, tag = "6")]
+    pub raft_host: String,
+    #[prost(uint32, tag = "7")]
+    pub raft_port: u32,
+}
+
+/// The cluster's identity, written once by the first controller: its id (Kafka's cluster id,
+/// 16 random bytes in unpadded base64url), and the metadata group's configuration at index 0,
+/// which a joining node needs to replay the log from its start.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ClusterCreated {
+    #[prost(string, tag = "1")]
+    pub cluster_id: String,
+    #[prost(uint64, repeated, tag = "2")]
+    pub voters: Vec<NodeId>,
+    #[prost(uint64, repeated, tag = "3")]
+    pub learners: Vec<NodeId>,
 }
 
 /// The controller has not heard from a broker within the session timeout.
@@ -197,12 +217,14 @@ pub enum RecordKind {
     AlterTopicConfigs(AlterTopicConfigs),
     #[prost(message, tag = "9")]
     AlterBrokerConfigs(AlterBrokerConfigs),
+    #[prost(message, tag = "10")]
+    ClusterCreated(ClusterCreated),
 }
 
 /// One metadata change, the value of one record in the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub kind: Option<RecordKind>,
 }
 
@@ -241,6 +263,8 @@ pub struct ImageSnapshot {
     pub producer_blocks: Vec<ProducerBlockSnapshot>,
     #[prost(message, repeated, tag = "7")]
     pub broker_configs: Vec<AlterBrokerConfigs>,
+    #[prost(message, optional, tag = "8")]
+    pub cluster: Option<ClusterCreated>,
 }
 
 /// A broker's newest producer-id block in a snapshot.
@@ -301,6 +325,10 @@ pub enum ImageChange {
     BrokerConfigsChanged {
         resource: String,
     },
+    /// The cluster got its identity.
+    ClusterCreated {
+        cluster_id: String,
+    },
 }
 
 /// A registered broker.
@@ -311,9 +339,47 @@ pub struct BrokerMeta {
     pub port: u16,
     pub rack: Option<String>,
     pub incarnation: u64,
+    /// The raft listener it registered (`None` from registrations that carried none).
+    pub raft_addr: Option<(String, u16)>,
     /// Not heard from within the session timeout: clients are not sent to it and new replicas
     /// are not placed on it.
     pub fenced: bool,
+}
+
+impl BrokerMeta {
+    /// Its registration, as the snapshot stores it.
+    pub fn registration(&self) -> RegisterBroker {
+        let (raft_host, raft_port) = self.raft_addr.clone().unwrap_or_default();
+        RegisterBroker {
+            id: self.id,
+            host: self.host.clone(),
+            port: self.port as u32,
+            rack: self.rack.clone(),
+            incarnation: self.incarnation,
+            raft_host,
+            raft_port: raft_port as u32,
+        }
+    }
+
+    /// Reads a registration; `None` if a port is out of range or the id is 0.
+    fn from_registration(r: &RegisterBroker, fenced: bool) -> Option<BrokerMeta> {
+        let port = u16::try_from(r.port).ok()?;
+        let raft_port = u16::try_from(r.raft_port).ok()?;
+        if r.id == 0 {
+            return None;
+        }
+        let raft_addr =
+            (!r.raft_host.is_empty() && raft_port != 0).then(|| (r.raft_host.clone(), raft_port));
+        Some(BrokerMeta {
+            id: r.id,
+            host: r.host.clone(),
+            port,
+            rack: r.rack.clone(),
+            incarnation: r.incarnation,
+            raft_addr,
+            fenced,
+        })
+    }
 }
 
 /// A partition's leadership as last recorded.
@@ -340,6 +406,8 @@ pub struct MetadataImage {
     /// Dynamic broker configs by resource ("" = cluster-wide defaults, else a broker id); no
     /// empty maps.
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The cluster's identity, once the first controller wrote it.
+    pub cluster: Option<ClusterCreated>,
 }
 
 /// Producer ids `first .. first + grant.size`, granted to `grant.broker`.
@@ -399,24 +467,22 @@ impl MetadataImage {
                 }
             }
             Some(RecordKind::RegisterBroker(r)) => {
-                let Ok(port) = u16::try_from(r.port) else {
-                    return changes;
-                };
-                if r.id == 0 {
-                    return changes;
+                if let Some(b) = BrokerMeta::from_registration(r, false) {
+                    self.brokers.insert(r.id, b);
                 }
-                self.brokers.insert(
-                    r.id,
-                    BrokerMeta {
-                        id: r.id,
-                        host: r.host.clone(),
-                        port,
-                        rack: r.rack.clone(),
-                        incarnation: r.incarnation,
-                        fenced: false,
-                    },
-                );
             }
+            // The first identity wins: a second controller's proposal lost the race.
+            Some(RecordKind::ClusterCreated(c))
+                if self.cluster.is_none()
+                    && valid_cluster_id(&c.cluster_id)
+                    && !c.voters.is_empty() =>
+            {
+                self.cluster = Some(c.clone());
+                changes.push(ImageChange::ClusterCreated {
+                    cluster_id: c.cluster_id.clone(),
+                });
+            }
+            Some(RecordKind::ClusterCreated(_)) => {}
             Some(RecordKind::FenceBroker(f)) => {
                 if let Some(b) = self.brokers.get_mut(&f.id) {
                     b.fenced = true;
@@ -569,13 +635,7 @@ impl MetadataImage {
                 .brokers
                 .values()
                 .map(|b| BrokerSnapshot {
-                    registration: Some(RegisterBroker {
-                        id: b.id,
-                        host: b.host.clone(),
-                        port: b.port as u32,
-                        rack: b.rack.clone(),
-                        incarnation: b.incarnation,
-                    }),
+                    registration: Some(b.registration()),
                     fenced: b.fenced,
                 })
                 .collect(),
@@ -608,6 +668,7 @@ impl MetadataImage {
                     configs: configs.clone(),
                 })
                 .collect(),
+            cluster: self.cluster.clone(),
         };
         Bytes::from(snap.encode_to_vec())
     }
@@ -633,22 +694,10 @@ impl MetadataImage {
             let Some(reg) = &b.registration else {
                 return Err(MetadataError::Decode("broker without registration".into()));
             };
-            let port = u16::try_from(reg.port)
-                .map_err(|_| MetadataError::Decode(format!("broker {} port", reg.id)))?;
-            if reg.id == 0 || image.brokers.contains_key(&reg.id) {
-                return Err(MetadataError::Decode(format!("broker id {}", reg.id)));
-            }
-            image.brokers.insert(
-                reg.id,
-                BrokerMeta {
-                    id: reg.id,
-                    host: reg.host.clone(),
-                    port,
-                    rack: reg.rack.clone(),
-                    incarnation: reg.incarnation,
-                    fenced: b.fenced,
-                },
-            );
+            let meta = BrokerMeta::from_registration(reg, b.fenced)
+                .filter(|_| !image.brokers.contains_key(&reg.id))
+                .ok_or_else(|| MetadataError::Decode(format!("broker {}", reg.id)))?;
+            image.brokers.insert(reg.id, meta);
         }
         for l in &snap.leaders {
             let tp = TopicPartition::new(l.topic.clone(), l.partition);
@@ -702,6 +751,12 @@ impl MetadataImage {
                 .broker_configs
                 .insert(b.resource.clone(), b.configs.clone());
         }
+        if let Some(c) = &snap.cluster {
+            if !valid_cluster_id(&c.cluster_id) || c.voters.is_empty() {
+                return Err(MetadataError::Decode("cluster identity".into()));
+            }
+        }
+        image.cluster = snap.cluster;
         Ok(image)
     }
 
@@ -736,6 +791,14 @@ impl MetadataImage {
         for (id, b) in &self.brokers {
             assert_eq!(*id, b.id, "broker keyed by another id");
             assert_ne!(*id, 0, "broker id 0 is reserved");
+        }
+        if let Some(c) = &self.cluster {
+            assert!(
+                valid_cluster_id(&c.cluster_id),
+                "cluster id {:?}",
+                c.cluster_id
+            );
+            assert!(!c.voters.is_empty(), "a cluster formed without voters");
         }
         let mut blocks: Vec<&ProducerIdBlock> = self.producer_blocks.values().collect();
         blocks.sort_by_key(|b| b.first);

@@ -20,6 +20,8 @@ use std::any::Any;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 pub use self::image::*;
 pub use self::placement::*;
@@ -39,6 +41,11 @@ const LEADERS_PER_RECORD: usize = 1_000;
 pub struct ControllerConfig {
     /// Every configured broker: where new replicas may go (with the registered, unfenced ones).
     pub brokers: Vec<NodeId>,
+    /// The configured controller quorum: with `brokers`, the metadata group's configuration
+    /// at index 0, which the first controller records in `ClusterCreated`.
+    pub metadata_voters: Vec<NodeId>,
+    /// Seeds the draw of the cluster id.
+    pub seed: u64,
     /// A broker not heard from for this long is fenced.
     pub session_timeout_ms: Millis,
     /// Partitions of `__consumer_offsets`, created when the cluster forms (0: never).
@@ -93,6 +100,8 @@ struct Leadership {
     leaders: BTreeMap<TopicPartition, (LeaderMeta, Millis)>,
     creating: BTreeMap<String, Millis>,
     granting: BTreeMap<NodeId, (AllocateProducerIds, Millis)>,
+    /// When `ClusterCreated` was proposed.
+    identifying: Option<Millis>,
 }
 
 impl Leadership {
@@ -104,6 +113,7 @@ impl Leadership {
         self.leaders.clear();
         self.creating.clear();
         self.granting.clear();
+        self.identifying = None;
     }
 }
 
@@ -119,11 +129,13 @@ pub struct Controller {
     lead: Leadership,
     proposals: BTreeMap<u64, Proposal>,
     next_tag: u64,
+    rng: ChaCha8Rng,
 }
 
 impl Controller {
     pub fn new(config: ControllerConfig) -> Controller {
         Controller {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
             config,
             image: MetadataImage::default(),
             lead: Leadership::default(),
@@ -523,6 +535,37 @@ impl Controller {
         self.propose(Proposal::Internal, kind, ctx, fx);
     }
 
+    /// Gives a new cluster (or one formed before clusters had ids) its identity: a fresh id,
+    /// and the metadata group's configuration at index 0 as every node of the configured
+    /// quorum created it (voters `metadata_voters`, every other configured broker a learner).
+    fn identify_cluster(&mut self, ctx: &Ctx, fx: &mut Effects) {
+        let window = self.config.session_timeout_ms;
+        let pending = self
+            .lead
+            .identifying
+            .is_some_and(|at| recent(at, ctx.now_ms, window));
+        if self.image.cluster.is_some() || pending {
+            return;
+        }
+        self.lead.identifying = Some(ctx.now_ms);
+        let voters = self.config.metadata_voters.clone();
+        let mut learners: Vec<NodeId> = self
+            .config
+            .brokers
+            .iter()
+            .copied()
+            .filter(|b| !voters.contains(b))
+            .collect();
+        learners.sort_unstable();
+        learners.dedup();
+        let kind = RecordKind::ClusterCreated(ClusterCreated {
+            cluster_id: crate::cluster_id::new_cluster_id(&mut self.rng),
+            voters,
+            learners,
+        });
+        self.propose(Proposal::Internal, kind, ctx, fx);
+    }
+
     /// Creates `__consumer_offsets` once enough brokers are up for its replication factor
     /// (every configured broker counts as placeable until it is fenced).
     fn create_offsets_topic(&mut self, ctx: &Ctx, fx: &mut Effects) {
@@ -611,13 +654,11 @@ impl Controller {
     fn register(&mut self, reg: RegisterBroker, ctx: &Ctx, fx: &mut Effects) {
         let now = ctx.now_ms;
         let window = self.config.session_timeout_ms;
-        let current = self.image.brokers.get(&reg.id).is_some_and(|b| {
-            !b.fenced
-                && b.host == reg.host
-                && b.port as u32 == reg.port
-                && b.rack == reg.rack
-                && b.incarnation == reg.incarnation
-        });
+        let current = self
+            .image
+            .brokers
+            .get(&reg.id)
+            .is_some_and(|b| !b.fenced && b.registration() == reg);
         let proposed = self
             .lead
             .registering
@@ -721,6 +762,9 @@ impl Controller {
                         fx.node(NodeEvent::BrokerConfigsChanged)
                     }
                 }
+                ImageChange::ClusterCreated { cluster_id } => {
+                    fx.node(NodeEvent::ClusterCreated { cluster_id })
+                }
             }
         }
     }
@@ -766,6 +810,7 @@ impl PartitionMachine for Controller {
 
     fn tick(&mut self, ctx: &Ctx, fx: &mut Effects) {
         if self.is_active() && ctx.is_leader {
+            self.identify_cluster(ctx, fx);
             self.fence_silent(ctx, fx);
             self.create_offsets_topic(ctx, fx);
         }

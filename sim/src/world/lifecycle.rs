@@ -97,6 +97,7 @@ impl World {
                 host: format!("sim-node-{id}"),
                 port: 9092,
                 rack: Some(format!("rack-{}", id % 2)),
+                raft: None,
             }),
             heartbeat_ms: 100,
             session_timeout_ms: 800,
@@ -110,6 +111,7 @@ impl World {
                 group_initial_rebalance_delay_ms: 200,
                 ..GroupConfig::default()
             },
+            join: false,
         }
     }
 
