@@ -38,11 +38,13 @@ pub enum Mutation {
     IgnoreBrokerConfigsChanged,
     /// `view::brokers` leaves out a fenced broker that the view names a partition's leader.
     HideFencedLeaders,
+    /// A node that applies `ClusterCreated` does not store the cluster's id in its directory.
+    ForgetClusterId,
 }
 
 impl Mutation {
     /// Every mutation, for campaigns and the standing test.
-    pub const ALL: [Mutation; 12] = [
+    pub const ALL: [Mutation; 13] = [
         Mutation::AckBeforeSync,
         Mutation::ServePastHw,
         Mutation::SkipTermCheck,
@@ -55,6 +57,7 @@ impl Mutation {
         Mutation::ForgetDeletedRecordsAtOpen,
         Mutation::IgnoreBrokerConfigsChanged,
         Mutation::HideFencedLeaders,
+        Mutation::ForgetClusterId,
     ];
 
     /// The kebab-case name used on the command line.
@@ -72,6 +75,7 @@ impl Mutation {
             Mutation::ForgetDeletedRecordsAtOpen => "forget-deleted-records-at-open",
             Mutation::IgnoreBrokerConfigsChanged => "ignore-broker-configs-changed",
             Mutation::HideFencedLeaders => "hide-fenced-leaders",
+            Mutation::ForgetClusterId => "forget-cluster-id",
         }
     }
 

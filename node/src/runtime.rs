@@ -469,12 +469,8 @@ fn base_view(config: &NodeConfig) -> Arc<ClusterView> {
             rack: p.rack.clone(),
         })
         .collect();
-    Arc::new(ClusterView::new(
-        "railyard".into(),
-        None,
-        brokers,
-        Vec::new(),
-    ))
+    // No cluster id until the metadata log names it (Metadata then answers null).
+    Arc::new(ClusterView::new(String::new(), None, brokers, Vec::new()))
 }
 
 /// What the core loop feeds besides the node: the peers' queues, the published view, the

@@ -286,43 +286,38 @@ fn test_scenario_follower_then_leader_crash() {
 // this binary so that it runs beside the long swarm test instead of after it.
 
 /// (mutation, scenario, seed that catches it, what the check's report starts with).
-const CANARIES: [(Mutation, Scenario, u64, &str); 12] = [
+const CANARIES: [(Mutation, Scenario, u64, &str); 13] = [
     (
         Mutation::AckBeforeSync,
         Scenario::FollowerThenLeaderCrash,
-        9,
-        "a-0: committed entry",
+        3,
+        "b-1: committed entry",
     ),
     (
         Mutation::ServePastHw,
         Scenario::Swarm,
-        2,
+        4,
         "checker: inconsistent",
     ),
     (
         Mutation::SkipTermCheck,
         Scenario::Swarm,
-        4,
-        "node 3's view names 2 leader",
+        2,
+        "node 2's view names 3 leader",
     ),
     (
         Mutation::LoseTruncation,
         Scenario::Swarm,
-        2,
-        "a-1: committed entry",
+        4,
+        "__consumer_offsets-1: committed entry",
     ),
     (
         Mutation::ApplyBeforeCommit,
         Scenario::Swarm,
         2,
-        "b-1: DeleteRecords before 2 answered log start 0",
+        "a-0: DeleteRecords before 8 answered log start 0",
     ),
-    (
-        Mutation::ForgetHardState,
-        Scenario::Swarm,
-        76,
-        "two leaders",
-    ),
+    (Mutation::ForgetHardState, Scenario::Swarm, 1, "two leaders"),
     (
         Mutation::AcceptDuplicateSequence,
         Scenario::Swarm,
@@ -333,7 +328,7 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 12] = [
         Mutation::KeepProducerStateOnTruncation,
         Scenario::Swarm,
         4,
-        "node 1 a-1: producer table holds",
+        "node 2 a-1: producer table holds",
     ),
     (
         Mutation::AckCommitBeforeCommitted,
@@ -344,8 +339,8 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 12] = [
     (
         Mutation::ForgetDeletedRecordsAtOpen,
         Scenario::Swarm,
-        2,
-        "node 2 a-1: leader serves from offset",
+        1,
+        "node 1 b-1: leader serves from offset",
     ),
     (
         Mutation::IgnoreBrokerConfigsChanged,
@@ -357,7 +352,13 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 12] = [
         Mutation::HideFencedLeaders,
         Scenario::Swarm,
         4,
-        "node 2's view names 1 leader of __consumer_offsets/0",
+        "node 3's view names 2 leader of churn-3/0",
+    ),
+    (
+        Mutation::ForgetClusterId,
+        Scenario::Swarm,
+        1,
+        "node 1's image names cluster",
     ),
 ];
 

@@ -872,8 +872,18 @@ mod tests {
                 port: 9092,
                 rack: Some("r".into()),
                 incarnation: 7,
+                raft_host: "10.0.0.2".into(),
+                raft_port: 19092,
             })),
         });
+        img.apply(&MetadataRecord {
+            kind: Some(RecordKind::ClusterCreated(ClusterCreated {
+                cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+                voters: vec![1, 2, 3],
+                learners: vec![4],
+            })),
+        });
+        assert_eq!(img.brokers[&2].raft_addr, Some(("10.0.0.2".into(), 19092)));
         img.apply(&MetadataRecord {
             kind: Some(RecordKind::LeaderChanges(LeaderChanges {
                 leaders: vec![PartitionLeader {

@@ -889,6 +889,15 @@ impl PartitionMachine for Controller {
         if image.dynamic_broker_configs(ctx.node) != self.image.dynamic_broker_configs(ctx.node) {
             fx.node(NodeEvent::BrokerConfigsChanged);
         }
+        if let Some(c) = image
+            .cluster
+            .as_ref()
+            .filter(|_| self.image.cluster.is_none())
+        {
+            fx.node(NodeEvent::ClusterCreated {
+                cluster_id: c.cluster_id.clone(),
+            });
+        }
         for (tp, replicas) in &after {
             let configs = image.topics[&tp.topic].configs.clone();
             if replicas.contains(&ctx.node) {

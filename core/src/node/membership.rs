@@ -31,6 +31,7 @@ use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 use super::{Node, NodeError};
 use crate::cluster_id::ClusterIdFile;
 use crate::controller::{metadata_tp, ClusterCreated, RegisterBroker};
+use crate::mutation::{self, Mutation};
 use crate::network::{BrokerHeartbeat, Envelope, JoinRequest, Refusal, RefusalKind};
 use crate::types::{Millis, NodeId};
 
@@ -113,6 +114,7 @@ impl Node {
                 directory: cur.to_string(),
                 log: id.to_string(),
             }),
+            None if mutation::active(Mutation::ForgetClusterId) => Ok(()),
             None => {
                 slog::info!(self.logger, "cluster identified"; "cluster_id" => id);
                 self.membership.file.store(id).map_err(NodeError::ClusterId)

@@ -228,7 +228,7 @@ impl World {
     /// really led the partition in that term (as `check_node` saw it); and every leader the
     /// published view names is in its broker list.
     pub(super) fn check_metadata(&mut self) {
-        let mut problems = Vec::new();
+        let mut problems = self.identity_problems();
         let mut by_count: BTreeMap<u64, (NodeId, railyard_core::metadata::MetadataImage)> =
             BTreeMap::new();
         for id in self.up_nodes() {
@@ -286,6 +286,33 @@ impl World {
         for p in problems {
             self.violation(p);
         }
+    }
+
+    /// Every node's directory belongs to the one cluster the metadata log names, from the
+    /// moment its image names it.
+    fn identity_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut first: Option<(NodeId, String)> = None;
+        for id in self.up_nodes() {
+            let node = self.slots[&id].node.as_ref().unwrap();
+            let stored = node.cluster_id();
+            if let Some(c) = &node.metadata().cluster {
+                if stored != Some(c.cluster_id.as_str()) {
+                    problems.push(format!(
+                        "node {id}'s image names cluster {} but its directory {stored:?}",
+                        c.cluster_id
+                    ));
+                }
+            }
+            match (&first, stored) {
+                (Some((other, seen)), Some(s)) if seen != s => problems.push(format!(
+                    "node {id} belongs to cluster {s}, node {other} to {seen}"
+                )),
+                (None, Some(s)) => first = Some((id, s.to_string())),
+                _ => {}
+            }
+        }
+        problems
     }
 
     /// The clock scenario: steps and skews of the wall clock fence no broker (every timer runs

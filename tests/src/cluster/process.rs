@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 
+use railyard_node::config::NodeConfig;
+
 use super::Spec;
 use crate::eventually::{eventually, Deadline};
 use crate::kafka_conn::call_blocking;
@@ -87,6 +89,23 @@ impl NodeProcess {
         self.child.is_some()
     }
 
+    /// Waits up to `within` for the process to exit on its own; its exit status, or `None`
+    /// if it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let c = self.child.as_mut()?;
+            if let Some(status) = c.try_wait().expect("waiting for railyard") {
+                self.child = None;
+                return Some(status);
+            }
+            if start.elapsed() >= within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -147,6 +166,9 @@ impl NodeProcess {
 pub struct ProcessCluster {
     pub nodes: Vec<NodeProcess>,
     dir: tempfile::TempDir,
+    spec: Spec,
+    /// The first node's config: its peer list and controller quorum, which a joiner names.
+    first: NodeConfig,
 }
 
 impl ProcessCluster {
@@ -161,8 +183,9 @@ impl ProcessCluster {
     /// [`ProcessCluster::start_all`]).
     pub fn prepare(binary: &Path, spec: &Spec) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("creating a temp dir");
-        let nodes: Vec<NodeProcess> = spec
-            .write_configs(dir.path())
+        let configs = spec.write_configs(dir.path());
+        let first = configs.first().expect("a cluster has nodes").1.clone();
+        let nodes: Vec<NodeProcess> = configs
             .into_iter()
             .map(|(config, c)| NodeProcess {
                 id: c.id,
@@ -174,7 +197,44 @@ impl ProcessCluster {
                 child: None,
             })
             .collect();
-        ProcessCluster { nodes, dir }
+        ProcessCluster {
+            nodes,
+            dir,
+            spec: spec.clone(),
+            first,
+        }
+    }
+
+    /// Adds node `id` (not started), configured to join the running cluster: `join = true`,
+    /// the cluster's controller quorum and their peer entries, its own fresh ports, and the
+    /// data directory `data_dir` (default: `node-<id>` in the cluster's temp dir).
+    pub fn add_joiner(&mut self, id: u64, data_dir: Option<PathBuf>) -> &mut NodeProcess {
+        let root = self.dir.path();
+        let data_dir = data_dir.unwrap_or_else(|| root.join(format!("node-{id}")));
+        let voters = self.first.controller_voters();
+        let mut peers: Vec<(u64, SocketAddr, SocketAddr)> = self
+            .first
+            .peers
+            .iter()
+            .filter(|p| voters.contains(&p.id))
+            .map(|p| (p.id, p.raft_addr, p.kafka_addr))
+            .collect();
+        let (raft, kafka) = (crate::ports::free_addr(), crate::ports::free_addr());
+        peers.push((id, raft, kafka));
+        let mut text = format!("join = true\ncontroller_voters = {voters:?}\n");
+        text += &super::node_toml(id, &data_dir, &peers, &self.spec);
+        let path = root.join(format!("node-{id}.toml"));
+        std::fs::write(&path, text).expect("writing a node config");
+        self.nodes.push(NodeProcess {
+            id,
+            kafka,
+            env: Vec::new(),
+            binary: self.nodes[0].binary.clone(),
+            config: path,
+            log: root.join(format!("node-{id}.log")),
+            child: None,
+        });
+        self.nodes.last_mut().expect("just pushed")
     }
 
     /// Starts every node that is not running.

@@ -193,7 +193,11 @@ pub fn metadata(
     };
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(str_bytes(view.cluster_id())))
+        .with_cluster_id(
+            Some(view.cluster_id())
+                .filter(|c| !c.is_empty())
+                .map(str_bytes),
+        )
         .with_controller_id(view.controller().map_or(BrokerId(-1), broker_id))
         .with_topics(topics)
         // Dropped from Metadata in v11 (DescribeCluster carries it since).
