@@ -103,14 +103,14 @@ pub struct Envelope {
     /// has one refuses envelopes naming another.
     #[prost(string, optional, tag = "5")]
     pub cluster_id: Option<String>,
-    #[prost(message, optional, tag = "6")]
-    pub join: Option<JoinRequest>,
+    #[prost(message, optional, boxed, tag = "6")]
+    pub join: Option<Box<JoinRequest>>,
     /// The controller admitted `to`: the cluster's identity and the metadata group's
     /// configuration at index 0, from which `to` replays the metadata log.
-    #[prost(message, optional, tag = "7")]
-    pub admitted: Option<crate::controller::ClusterCreated>,
-    #[prost(message, optional, tag = "8")]
-    pub refused: Option<Refusal>,
+    #[prost(message, optional, boxed, tag = "7")]
+    pub admitted: Option<Box<crate::controller::ClusterCreated>>,
+    #[prost(message, optional, boxed, tag = "8")]
+    pub refused: Option<Box<Refusal>>,
 }
 
 impl Envelope {

@@ -112,6 +112,8 @@ pub struct Banner<'a> {
     pub log_file: &'a Path,
     pub topics: &'a [TopicConfig],
     pub auto_create_topics: bool,
+    /// A config for one more node, joining this cluster (`railyard start --config` it).
+    pub join_config: Option<&'a Path>,
 }
 
 impl Banner<'_> {
@@ -163,6 +165,14 @@ impl Banner<'_> {
                 s,
                 "          kcat -b {first} -C -t {} -o beginning -e",
                 t.name
+            );
+        }
+        if let Some(p) = self.join_config {
+            let _ = writeln!(s);
+            let _ = writeln!(
+                s,
+                "  add a node (another terminal): railyard start --config {}",
+                p.display()
             );
         }
         let _ = writeln!(s);
@@ -248,6 +258,7 @@ mod tests {
             log_file: Path::new("./railyard-data/railyard.log"),
             topics: &topics,
             auto_create_topics: false,
+            join_config: Some(Path::new("./railyard-data/join-node-4.toml")),
         };
         let text = b.render();
         for want in [
@@ -256,6 +267,7 @@ mod tests {
             "logs:   ./railyard-data/railyard.log",
             "topics: events (3 partitions, RF 3)",
             "kcat -b 127.0.0.1:9092 -L",
+            "add a node (another terminal): railyard start --config ./railyard-data/join-node-4.toml",
         ] {
             assert!(text.contains(want), "{want:?} missing from:\n{text}");
         }

@@ -227,12 +227,39 @@ fn dev_configs(o: DevOptions) -> Vec<NodeConfig> {
 /// `__consumer_offsets` partitions of a `railyard dev` cluster.
 const DEV_OFFSETS_PARTITIONS: u32 = 10;
 
+/// The config of a node joining the dev cluster `configs` describes: the next id, the next
+/// ports, `join = true` and the controller quorum's peer entries.
+fn dev_join_config(configs: &[NodeConfig]) -> Option<String> {
+    let last = configs.last()?;
+    let id = last.id + 1;
+    let next = |a: SocketAddr| SocketAddr::new(a.ip(), a.port() + 1);
+    let (kafka, raft) = (next(last.kafka_listen), next(last.raft_listen));
+    let voters = last.controller_voters();
+    let data_dir = last.data_dir.with_file_name(format!("node-{id}"));
+    let mut t = format!(
+        "# A node joining the `railyard dev` cluster: `railyard start --config <this file>`.\n\
+         id = {id}\ndata_dir = {:?}\nkafka_listen = \"{kafka}\"\nraft_listen = \"{raft}\"\n\
+         join = true\ncontroller_voters = {voters:?}\n",
+        data_dir.display().to_string()
+    );
+    let quorum = last.peers.iter().filter(|p| voters.contains(&p.id));
+    for (pid, r, k) in quorum
+        .map(|p| (p.id, p.raft_addr, p.kafka_addr))
+        .chain([(id, raft, kafka)])
+    {
+        t += &format!("\n[[peers]]\nid = {pid}\nraft_addr = \"{r}\"\nkafka_addr = \"{k}\"\n");
+    }
+    Some(t)
+}
+
 /// What the dev console shows of what `railyard dev` was asked for.
 struct DevShow {
     data_dir: PathBuf,
     topics: Vec<TopicConfig>,
     controllers: u64,
     auto_create_topics: bool,
+    /// Where the config of a joining node was written.
+    join_config: Option<PathBuf>,
 }
 
 async fn run(cli: Cli, log: Logger) -> Result<(), String> {
@@ -275,13 +302,26 @@ async fn run(cli: Cli, log: Logger) -> Result<(), String> {
         }
         Command::Bench(_) => unreachable!("main runs railyard bench without starting a node"),
         Command::Dev(o) => {
-            dev = Some(DevShow {
+            let data_dir = o.data_dir.clone();
+            let mut show = DevShow {
                 data_dir: o.data_dir.clone(),
                 topics: o.topics.clone(),
                 controllers: o.controllers.unwrap_or(3).clamp(1, o.nodes),
                 auto_create_topics: o.auto_create_topics,
-            });
-            dev_configs(o)
+                join_config: None,
+            };
+            let configs = dev_configs(o);
+            if let Some(text) = dev_join_config(&configs) {
+                let path = data_dir.join(format!("join-node-{}.toml", configs.len() + 1));
+                if std::fs::create_dir_all(&data_dir)
+                    .and_then(|()| std::fs::write(&path, text))
+                    .is_ok()
+                {
+                    show.join_config = Some(path);
+                }
+            }
+            dev = Some(show);
+            configs
         }
     };
     let mut running = Vec::new();
@@ -337,6 +377,7 @@ fn show_dev(d: &DevShow, running: &[RunningNode]) {
         log_file: &d.data_dir.join(DEV_LOG_FILE),
         topics: &d.topics,
         auto_create_topics: d.auto_create_topics,
+        join_config: d.join_config.as_deref(),
     };
     print!("{}", banner.render());
     let _ = std::io::stdout().flush();
@@ -436,5 +477,30 @@ fn run_client(command: cli::ClientCommand) -> ExitCode {
             eprintln!("railyard: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The config `railyard dev` writes for one more node parses, validates, joins, and names
+    /// the quorum with the dev cluster's own addresses.
+    #[test]
+    fn test_dev_join_config_is_a_valid_joiner() {
+        let Command::Dev(o) = Cli::parse_from(["railyard", "dev", "--nodes", "3"]).command else {
+            panic!("parsed as dev");
+        };
+        let configs = dev_configs(o);
+        let text = dev_join_config(&configs).expect("a config");
+        let c: NodeConfig = toml::from_str(&text).expect("it parses");
+        c.validate().expect("it validates");
+        assert!(c.join);
+        assert_eq!(c.id, 4);
+        assert_eq!(c.controller_voters, vec![1, 2, 3]);
+        assert_eq!(c.kafka_listen.port(), 9095);
+        let quorum: Vec<SocketAddr> = c.peers.iter().take(3).map(|p| p.raft_addr).collect();
+        let dev: Vec<SocketAddr> = configs.iter().map(|n| n.raft_listen).collect();
+        assert_eq!(quorum, dev);
     }
 }

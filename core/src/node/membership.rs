@@ -133,18 +133,18 @@ impl Node {
     /// must not be read further: a refusal, or one from another cluster.
     pub(super) fn screen_envelope(&mut self, envelope: &mut Envelope) -> bool {
         if let Some(r) = envelope.refused.take() {
-            self.note_refusal(envelope.from, r);
+            self.note_refusal(envelope.from, *r);
             return false;
         }
         if self.refuse_foreign(envelope) {
             return false;
         }
         if let Some(j) = envelope.join.take() {
-            self.handle_join(envelope.from, j);
+            self.handle_join(envelope.from, *j);
         }
         if let Some(c) = envelope.admitted.take() {
             if self.membership.joining {
-                self.membership.admission = Some(c);
+                self.membership.admission = Some(*c);
             }
         }
         true
@@ -174,11 +174,11 @@ impl Node {
                 self.id, envelope.from
             );
             self.send_control(envelope.from, |e| {
-                e.refused = Some(Refusal {
+                e.refused = Some(Box::new(Refusal {
                     kind: RefusalKind::ForeignCluster as i32,
                     cluster_id: mine,
                     detail,
-                })
+                }))
             });
         }
         true
@@ -209,11 +209,11 @@ impl Node {
         if let Some(detail) = self.join_conflict(&reg) {
             slog::warn!(self.logger, "refused a joining node"; "peer" => from, "why" => &detail);
             self.send_control(from, |e| {
-                e.refused = Some(Refusal {
+                e.refused = Some(Box::new(Refusal {
                     kind: RefusalKind::DuplicateId as i32,
                     cluster_id: cluster.cluster_id.clone(),
                     detail,
-                })
+                }))
             });
             return;
         }
@@ -242,7 +242,7 @@ impl Node {
         .iter()
         .any(|ids| ids.contains(&from));
         if member {
-            self.send_control(from, |e| e.admitted = Some(cluster));
+            self.send_control(from, |e| e.admitted = Some(Box::new(cluster)));
         } else if !replica.has_pending_conf() {
             let mut add = ConfChangeSingle::default();
             add.set_change_type(ConfChangeType::AddLearnerNode);
@@ -306,8 +306,10 @@ impl Node {
         let probe = !self.config.metadata_voters.contains(&self.id) && self.controller().is_none();
         if due && (self.membership.joining || probe) {
             self.membership.last_request_ms = Some(now);
-            let join = self.membership.joining.then(|| JoinRequest {
-                registration: self.registration(),
+            let join = self.membership.joining.then(|| {
+                Box::new(JoinRequest {
+                    registration: self.registration(),
+                })
             });
             for v in &voters {
                 let join = join.clone();
