@@ -1159,7 +1159,9 @@ impl Node {
     /// walking every partition every few milliseconds. Each part only grows, so the sum does.
     pub fn view_version(&self) -> u64 {
         let roles: u64 = self.replicas.values().map(|r| r.role_changes()).sum();
-        roles + self.metadata().records_applied + self.replica_set_version
+        // The cluster id is adopted a moment after its record applies.
+        let identified = u64::from(self.cluster_id().is_some());
+        roles + self.metadata().records_applied + self.replica_set_version + identified
     }
 
     /// A number that changes whenever a replica's durable commit index moves, i.e. whenever a

@@ -516,7 +516,13 @@ async fn test_metadata_v12_and_v1() {
     let all = c
         .call(&MetadataRequest::default().with_topics(None), 12)
         .await;
-    assert_eq!(all.cluster_id.as_deref(), Some("railyard"));
+    let cluster_id = all
+        .cluster_id
+        .as_deref()
+        .expect("the cluster has an id")
+        .to_string();
+    assert_eq!(cluster_id.len(), 22, "a Kafka-style id: {cluster_id}");
+    assert_eq!(cluster_id, view.cluster_id());
     assert_eq!(all.controller_id, BrokerId(1));
     let brokers: Vec<_> = all
         .brokers
@@ -975,7 +981,8 @@ async fn test_offset_for_leader_epoch_and_describe_cluster() {
     for version in [0, 1] {
         let resp = c.call(&DescribeClusterRequest::default(), version).await;
         assert_eq!(resp.error_code, 0);
-        assert_eq!(resp.cluster_id.as_str(), "railyard");
+        assert_eq!(resp.cluster_id.as_str(), h.view().cluster_id());
+        assert_eq!(resp.cluster_id.len(), 22);
         assert_eq!(resp.controller_id, BrokerId(1));
         let ids: Vec<_> = resp
             .brokers

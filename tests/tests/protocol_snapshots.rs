@@ -88,6 +88,9 @@ async fn test_metadata_v12_snapshot() {
             "{label}: controller {controller}"
         );
         resp.controller_id = BrokerId(CONTROLLER);
+        let id = resp.cluster_id.take().expect("the cluster has an id");
+        assert_eq!(id.len(), 22, "{label}: a Kafka-style cluster id {id}");
+        resp.cluster_id = Some(StrBytes::from_static_str("<cluster-id>"));
         for t in resp.topics.iter_mut() {
             if t.error_code == 0 {
                 assert!(!t.topic_id.is_nil(), "{label}: topic id");

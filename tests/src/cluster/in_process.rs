@@ -127,13 +127,14 @@ impl InProcessCluster {
         let topics = &self.configs[0].topics;
         let views = self
             .wait_for_views("an agreed leader for every partition", within, |views| {
-                has_topics(&views[0], topics) && agreed_leaders(views)
+                has_topics(&views[0], topics) && agreed_leaders(views) && identified(views)
             })
             .await;
         views[0].clone()
     }
 
-    /// [`InProcessCluster::wait_for_leaders`], and moreover every node naming the same
+    /// [`InProcessCluster::wait_for_leaders`] (which also waits for every node to report the
+    /// cluster's id), and moreover every node naming the same
     /// controller. Returns the agreed view (as node 1 publishes it).
     pub async fn wait_for_settled(&self, within: Duration) -> Arc<ClusterView> {
         let topics = &self.configs[0].topics;
@@ -144,6 +145,7 @@ impl InProcessCluster {
                     && controller.is_some()
                     && views.iter().all(|v| v.controller() == controller)
                     && agreed_leaders(views)
+                    && identified(views)
             })
             .await;
         views[0].clone()
@@ -195,4 +197,9 @@ fn test_logger() -> slog::Logger {
     let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
     let drain = slog_term::FullFormat::new(decorator).build().fuse();
     slog::Logger::root(drain.filter_level(level).fuse(), slog::o!())
+}
+
+/// Every view reports the cluster's id (the metadata log has named it).
+fn identified(views: &[Arc<ClusterView>]) -> bool {
+    views.iter().all(|v| !v.cluster_id().is_empty())
 }
