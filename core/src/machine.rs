@@ -83,6 +83,11 @@ pub enum Command {
         from: NodeId,
         heartbeat: BrokerHeartbeat,
     },
+    /// A node asking to join, for the controller: registered fenced, so that every node can
+    /// dial it and nothing is placed on it before it is admitted and heartbeats.
+    Join {
+        registration: crate::controller::RegisterBroker,
+    },
 }
 
 /// What the node does for a machine (the metadata log decides which replicas exist).

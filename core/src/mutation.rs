@@ -40,11 +40,14 @@ pub enum Mutation {
     HideFencedLeaders,
     /// A node that applies `ClusterCreated` does not store the cluster's id in its directory.
     ForgetClusterId,
+    /// The controller admits a joining node with the metadata group's voters at index 0 but
+    /// without its learners.
+    AdmitWithoutLearners,
 }
 
 impl Mutation {
     /// Every mutation, for campaigns and the standing test.
-    pub const ALL: [Mutation; 13] = [
+    pub const ALL: [Mutation; 14] = [
         Mutation::AckBeforeSync,
         Mutation::ServePastHw,
         Mutation::SkipTermCheck,
@@ -58,6 +61,7 @@ impl Mutation {
         Mutation::IgnoreBrokerConfigsChanged,
         Mutation::HideFencedLeaders,
         Mutation::ForgetClusterId,
+        Mutation::AdmitWithoutLearners,
     ];
 
     /// The kebab-case name used on the command line.
@@ -76,6 +80,7 @@ impl Mutation {
             Mutation::IgnoreBrokerConfigsChanged => "ignore-broker-configs-changed",
             Mutation::HideFencedLeaders => "hide-fenced-leaders",
             Mutation::ForgetClusterId => "forget-cluster-id",
+            Mutation::AdmitWithoutLearners => "admit-without-learners",
         }
     }
 

@@ -71,8 +71,12 @@ pub struct JoinRequest {
 pub enum RefusalKind {
     /// The envelope named another cluster: nothing in it was read.
     ForeignCluster = 0,
-    /// A join under an id that a live broker or a replica already holds.
+    /// A join under the id of a controller voter or of a node admitted before: an empty log
+    /// there could vote away acknowledged entries. Final.
     DuplicateId = 1,
+    /// A join under the id of a registered broker that is still alive (its session has not
+    /// expired): the joiner asks again, as a Kafka broker retries a duplicate registration.
+    IdInUse = 2,
 }
 
 /// The answer to an envelope that was refused.

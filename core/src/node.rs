@@ -1467,6 +1467,7 @@ impl Node {
                 incarnation: self.config.seed,
                 raft_host,
                 raft_port: raft_port as u32,
+                fenced: false,
             }
         })
     }

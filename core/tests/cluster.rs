@@ -1673,10 +1673,17 @@ fn test_a_node_joins_a_running_cluster() {
         None,
         "a new directory belongs to no cluster"
     );
-    tick_until(&mut c, 100, "node 4 admitted and caught up", |c| {
-        let n4 = &c.nodes[3];
-        !n4.is_joining() && n4.metadata() == c.nodes[controller as usize - 1].metadata()
-    });
+    tick_until(
+        &mut c,
+        100,
+        "node 4 admitted, unfenced and caught up",
+        |c| {
+            let n4 = &c.nodes[3];
+            let image = c.nodes[controller as usize - 1].metadata();
+            let unfenced = image.brokers.get(&4).is_some_and(|b| !b.fenced);
+            !n4.is_joining() && unfenced && n4.metadata() == image
+        },
+    );
     assert_eq!(c.node(4).cluster_id(), Some(id.as_str()));
     let conf = c
         .node(controller)

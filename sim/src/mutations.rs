@@ -23,7 +23,12 @@ pub fn run_planted(m: Mutation, opts: SimOptions) -> Option<String> {
     plant(None);
     match outcome {
         Ok(report) if report.ok() => None,
-        Ok(report) => Some(check_name(&report.violations[0])),
+        Ok(report) => {
+            if std::env::var_os("RAILYARD_SIM_VIOLATIONS").is_some() {
+                eprintln!("{}", report.failure_text());
+            }
+            Some(check_name(&report.violations[0]))
+        }
         Err(panic) => {
             let msg = panic.split_once("panic: ").map_or("", |(_, m)| m);
             let at = PANIC_AT.with(|p| p.borrow_mut().take()).unwrap_or_default();

@@ -80,6 +80,7 @@ fn add_stats(total: &mut railyard_sim::world::RunStats, s: &railyard_sim::world:
     total.churn_requests += s.churn_requests;
     total.delete_records_acked += s.delete_records_acked;
     total.acked_all += s.acked_all;
+    total.joins_admitted += s.joins_admitted;
     total.disk.read_errors += s.disk.read_errors;
     total.disk.torn_writes += s.disk.torn_writes;
     total.disk.ops_lost += s.disk.ops_lost;
@@ -111,6 +112,7 @@ fn missing(total: &railyard_sim::world::RunStats) -> Vec<&'static str> {
         ("reordered messages", total.net.reordered),
         ("partition-blocked messages", total.net.blocked),
         ("acks=all writes", total.acked_all),
+        ("nodes joined to a running cluster", total.joins_admitted),
         ("wall-clock steps", total.clock_steps),
         ("graceful stops", total.graceful_stops),
         ("topic churn through the controller", total.churn_requests),
@@ -286,7 +288,7 @@ fn test_scenario_follower_then_leader_crash() {
 // this binary so that it runs beside the long swarm test instead of after it.
 
 /// (mutation, scenario, seed that catches it, what the check's report starts with).
-const CANARIES: [(Mutation, Scenario, u64, &str); 13] = [
+const CANARIES: [(Mutation, Scenario, u64, &str); 14] = [
     (
         Mutation::AckBeforeSync,
         Scenario::FollowerThenLeaderCrash,
@@ -296,44 +298,44 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 13] = [
     (
         Mutation::ServePastHw,
         Scenario::Swarm,
-        4,
+        2,
         "checker: inconsistent",
     ),
     (
         Mutation::SkipTermCheck,
         Scenario::Swarm,
-        2,
-        "node 2's view names 3 leader",
+        56,
+        "a-1: committed entry",
     ),
     (
         Mutation::LoseTruncation,
         Scenario::Swarm,
-        4,
+        2,
         "__consumer_offsets-1: committed entry",
     ),
     (
         Mutation::ApplyBeforeCommit,
         Scenario::Swarm,
-        2,
-        "a-0: DeleteRecords before 8 answered log start 0",
+        1,
+        "b-0: DeleteRecords before 1 answered log start 0",
     ),
     (Mutation::ForgetHardState, Scenario::Swarm, 1, "two leaders"),
     (
         Mutation::AcceptDuplicateSequence,
         Scenario::Swarm,
-        2,
+        1,
         "checker: duplicate",
     ),
     (
         Mutation::KeepProducerStateOnTruncation,
         Scenario::Swarm,
-        4,
-        "node 2 a-1: producer table holds",
+        2,
+        "node 3 b-0: producer table holds",
     ),
     (
         Mutation::AckCommitBeforeCommitted,
         Scenario::Swarm,
-        2,
+        4,
         "group sim-group: committed offset",
     ),
     (
@@ -352,13 +354,19 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 13] = [
         Mutation::HideFencedLeaders,
         Scenario::Swarm,
         4,
-        "node 3's view names 2 leader of churn-3/0",
+        "node 1's view names 3 leader of __consumer_offsets/1",
     ),
     (
         Mutation::ForgetClusterId,
         Scenario::Swarm,
         1,
         "node 1's image names cluster",
+    ),
+    (
+        Mutation::AdmitWithoutLearners,
+        Scenario::Swarm,
+        20,
+        "metadata configuration at applied index",
     ),
 ];
 

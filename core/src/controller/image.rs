@@ -131,6 +131,10 @@ pub struct RegisterBroker {
     pub raft_host: String,
     #[prost(uint32, tag = "7")]
     pub raft_port: u32,
+    /// Registered fenced: a node asking to join, which its first heartbeat after admission
+    /// unfences (a KRaft broker, likewise, stays fenced until it has caught up).
+    #[prost(bool, tag = "8")]
+    pub fenced: bool,
 }
 
 /// The cluster's identity, written once by the first controller: its id (Kafka's cluster id,
@@ -358,6 +362,7 @@ impl BrokerMeta {
             incarnation: self.incarnation,
             raft_host,
             raft_port: raft_port as u32,
+            fenced: false,
         }
     }
 
@@ -467,7 +472,7 @@ impl MetadataImage {
                 }
             }
             Some(RecordKind::RegisterBroker(r)) => {
-                if let Some(b) = BrokerMeta::from_registration(r, false) {
+                if let Some(b) = BrokerMeta::from_registration(r, r.fenced) {
                     self.brokers.insert(r.id, b);
                 }
             }

@@ -651,6 +651,31 @@ impl Controller {
         self.propose(Proposal::Internal, kind, ctx, fx);
     }
 
+    /// A node asking to join: registered fenced (its address known to every node, nothing
+    /// placed on it), once per start.
+    fn register_joining(&mut self, reg: RegisterBroker, ctx: &Ctx, fx: &mut Effects) {
+        let known = self
+            .image
+            .brokers
+            .get(&reg.id)
+            .is_some_and(|b| b.incarnation == reg.incarnation);
+        let window = self.config.session_timeout_ms;
+        let proposed = self.lead.registering.get(&reg.id).is_some_and(|(r, at)| {
+            r.incarnation == reg.incarnation && recent(*at, ctx.now_ms, window)
+        });
+        if !self.is_active() || known || proposed {
+            return;
+        }
+        let reg = RegisterBroker {
+            fenced: true,
+            ..reg
+        };
+        self.lead
+            .registering
+            .insert(reg.id, (reg.clone(), ctx.now_ms));
+        self.propose(Proposal::Internal, RecordKind::RegisterBroker(reg), ctx, fx);
+    }
+
     fn register(&mut self, reg: RegisterBroker, ctx: &Ctx, fx: &mut Effects) {
         let now = ctx.now_ms;
         let window = self.config.session_timeout_ms;
@@ -822,6 +847,7 @@ impl PartitionMachine for Controller {
             Command::Heartbeat { from, heartbeat } => {
                 self.handle_heartbeat(from, heartbeat, ctx, fx)
             }
+            Command::Join { registration } => self.register_joining(registration, ctx, fx),
         }
     }
 

@@ -466,7 +466,8 @@ impl PartitionMachine for GroupCoordinator {
     fn handle(&mut self, command: Command, ctx: &Ctx, fx: &mut Effects) {
         match command {
             Command::Client { id, request } => self.handle_client(id, request, ctx, fx),
-            Command::Heartbeat { .. } => {} // Broker heartbeats are the controller's.
+            // Broker heartbeats and joins are the controller's.
+            Command::Heartbeat { .. } | Command::Join { .. } => {}
         }
     }
 

@@ -10,9 +10,10 @@
 //! **Joining** (`NodeConfig::join`, no metadata log yet). The node sends a [`JoinRequest`]
 //! carrying its registration to every configured controller voter each heartbeat period. The
 //! metadata leader that gets one:
-//! 1. refuses an id that a controller voter, a live broker of another incarnation, or a
-//!    partition replica already holds (an empty log under such an id could vote away
-//!    acknowledged entries);
+//! 1. refuses for good an id that is a controller voter or was admitted before by another
+//!    start (an empty log under such an id could vote away acknowledged entries); refuses
+//!    for now (the joiner keeps asking) the id of a registered broker whose session has not
+//!    expired, as Kafka answers a duplicate broker registration;
 //! 2. registers the broker through the controller (its raft address goes in the record, so
 //!    every node can dial it) and keeps it unfenced while it waits;
 //! 3. once registered, adds it to the metadata group as a raft learner (one configuration
@@ -31,8 +32,9 @@ use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 use super::{Node, NodeError};
 use crate::cluster_id::ClusterIdFile;
 use crate::controller::{metadata_tp, ClusterCreated, RegisterBroker};
+use crate::machine::Command;
 use crate::mutation::{self, Mutation};
-use crate::network::{BrokerHeartbeat, Envelope, JoinRequest, Refusal, RefusalKind};
+use crate::network::{Envelope, JoinRequest, Refusal, RefusalKind};
 use crate::types::{Millis, NodeId};
 
 /// A peer sending envelopes of another cluster is told so at most this often.
@@ -140,7 +142,8 @@ impl Node {
             return false;
         }
         if let Some(j) = envelope.join.take() {
-            self.handle_join(envelope.from, *j);
+            let kept_directory = envelope.cluster_id.is_some();
+            self.handle_join(envelope.from, *j, kept_directory);
         }
         if let Some(c) = envelope.admitted.take() {
             if self.membership.joining {
@@ -185,6 +188,11 @@ impl Node {
     }
 
     fn note_refusal(&mut self, from: NodeId, r: Refusal) {
+        if r.kind == RefusalKind::IdInUse as i32 {
+            // Retriable: the join requests go on until the old session expires.
+            slog::warn!(self.logger, "join refused for now"; "peer" => from, "detail" => &r.detail);
+            return;
+        }
         let first = !self.membership.refused_by.contains_key(&from);
         if first {
             slog::error!(self.logger, "refused by a peer"; "peer" => from,
@@ -194,7 +202,9 @@ impl Node {
     }
 
     /// On the metadata leader: one step of admitting a joining node (module docs).
-    fn handle_join(&mut self, from: NodeId, request: JoinRequest) {
+    /// `kept_directory`: the joiner's directory already belongs to this cluster (it was
+    /// admitted, and crashed before its metadata log was durable).
+    fn handle_join(&mut self, from: NodeId, request: JoinRequest, kept_directory: bool) {
         let meta = metadata_tp();
         if !self.replicas.get(&meta).is_some_and(|r| r.is_leader()) {
             return; // The joiner asks every voter; the leader answers.
@@ -206,11 +216,11 @@ impl Node {
             self.stats.bad_messages += 1;
             return;
         };
-        if let Some(detail) = self.join_conflict(&reg) {
+        if let Some((kind, detail)) = self.join_conflict(&reg, kept_directory) {
             slog::warn!(self.logger, "refused a joining node"; "peer" => from, "why" => &detail);
             self.send_control(from, |e| {
                 e.refused = Some(Box::new(Refusal {
-                    kind: RefusalKind::DuplicateId as i32,
+                    kind: kind as i32,
                     cluster_id: cluster.cluster_id.clone(),
                     detail,
                 }))
@@ -221,14 +231,9 @@ impl Node {
             .metadata()
             .brokers
             .get(&from)
-            .is_some_and(|b| !b.fenced && b.registration() == reg);
-        // Registers it, or keeps its registration unfenced while it waits.
-        let heartbeat = BrokerHeartbeat {
-            registration: Some(reg),
-            ..BrokerHeartbeat::default()
-        };
-        self.deliver_heartbeat(from, heartbeat);
+            .is_some_and(|b| b.incarnation == reg.incarnation && b.raft_addr == reg_addr(&reg));
         if !registered {
+            self.command(&meta, Command::Join { registration: reg });
             return;
         }
         let replica = self.replicas.get(&meta).expect("leads it");
@@ -242,6 +247,10 @@ impl Node {
         .iter()
         .any(|ids| ids.contains(&from));
         if member {
+            let mut cluster = cluster;
+            if mutation::active(Mutation::AdmitWithoutLearners) {
+                cluster.learners.clear();
+            }
             self.send_control(from, |e| e.admitted = Some(Box::new(cluster)));
         } else if !replica.has_pending_conf() {
             let mut add = ConfChangeSingle::default();
@@ -260,27 +269,43 @@ impl Node {
         }
     }
 
-    /// Why `reg.id` may not join with an empty log, if it may not.
-    fn join_conflict(&self, reg: &RegisterBroker) -> Option<String> {
+    /// Why `reg.id` may not join with an empty log (now, or ever), if it may not. A node
+    /// never admitted never replicated anything, even where the controller placed replicas
+    /// on its registration, so only membership of the metadata group bars an id for good.
+    fn join_conflict(
+        &self,
+        reg: &RegisterBroker,
+        kept_directory: bool,
+    ) -> Option<(RefusalKind, String)> {
         let id = reg.id;
         let meta = self.replicas.get(&metadata_tp())?;
         let cs = meta.conf_state();
         if cs.voters.contains(&id) || cs.voters_outgoing.contains(&id) {
-            return Some(format!("node id {id} is a controller voter"));
+            let why = format!("node id {id} is a controller voter");
+            return Some((RefusalKind::DuplicateId, why));
         }
         let image = self.metadata();
-        let same_start = image
-            .brokers
-            .get(&id)
-            .is_some_and(|b| b.incarnation == reg.incarnation);
-        if same_start {
+        let registered = image.brokers.get(&id);
+        if registered.is_some_and(|b| b.incarnation == reg.incarnation) {
             return None; // This start's own request, again.
         }
-        if image.brokers.get(&id).is_some_and(|b| !b.fenced) {
-            return Some(format!("broker {id} is registered and alive"));
-        }
+        // Admitted before, and replicas were placed on it (after its first heartbeat, so it
+        // had a metadata log): unless it kept its directory, it lost data it may have
+        // acknowledged.
+        let admitted = cs.learners.contains(&id) || cs.learners_next.contains(&id);
         let hosts = image.assignments().values().any(|r| r.contains(&id));
-        hosts.then(|| format!("broker id {id} holds partition replicas"))
+        if admitted && hosts && !kept_directory {
+            let why = format!(
+                "node id {id} was admitted before and holds replicas, and this directory is \
+                 empty: a node that lost its data rejoins under a new id"
+            );
+            return Some((RefusalKind::DuplicateId, why));
+        }
+        let alive = registered.is_some_and(|b| !b.fenced);
+        alive.then(|| {
+            let why = format!("broker {id} is registered and its session has not expired");
+            (RefusalKind::IdInUse, why)
+        })
     }
 
     /// The membership part of a tick: applies an admission, asks to join or probes the quorum
@@ -334,7 +359,12 @@ impl Node {
                 detail: r.detail.clone(),
             });
         }
-        let all = !voters.is_empty() && voters.iter().all(|v| refused.contains_key(v));
+        let foreign = |v: &NodeId| {
+            refused
+                .get(v)
+                .is_some_and(|(r, _)| r.kind == RefusalKind::ForeignCluster as i32)
+        };
+        let all = !voters.is_empty() && voters.iter().all(foreign);
         if !all || self.controller().is_some() {
             return Ok(());
         }
@@ -358,4 +388,10 @@ impl Node {
         slog::info!(self.logger, "admitted to the cluster"; "cluster_id" => &c.cluster_id);
         Ok(())
     }
+}
+
+/// The raft listener a registration names, as the image stores it.
+fn reg_addr(reg: &RegisterBroker) -> Option<(String, u16)> {
+    let port = u16::try_from(reg.raft_port).ok().filter(|p| *p != 0)?;
+    (!reg.raft_host.is_empty()).then(|| (reg.raft_host.clone(), port))
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use raft::StateRole;
 use railyard_core::batch::decode_records;
+use railyard_core::metadata::metadata_tp;
 use railyard_core::producers::ProducerTable;
 use railyard_core::replica::Replica;
 use railyard_core::types::{is_internal_topic, NodeId, TopicPartition};
@@ -229,6 +230,7 @@ impl World {
     /// published view names is in its broker list.
     pub(super) fn check_metadata(&mut self) {
         let mut problems = self.identity_problems();
+        problems.extend(self.metadata_conf_problems());
         let mut by_count: BTreeMap<u64, (NodeId, railyard_core::metadata::MetadataImage)> =
             BTreeMap::new();
         for id in self.up_nodes() {
@@ -286,6 +288,40 @@ impl World {
         for p in problems {
             self.violation(p);
         }
+    }
+
+    /// Nodes that applied the metadata log to the same index agree on its raft configuration:
+    /// a joiner replays it from the configuration at index 0 it was admitted with, and a
+    /// wrong one would leave it with members the others do not have, or without some.
+    fn metadata_conf_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut by_applied: BTreeMap<u64, (NodeId, [Vec<NodeId>; 4])> = BTreeMap::new();
+        for id in self.up_nodes() {
+            let node = self.slots[&id].node.as_ref().unwrap();
+            let Some(r) = node.replica(&metadata_tp()) else {
+                continue;
+            };
+            let cs = r.conf_state();
+            let mut conf = [
+                cs.voters.clone(),
+                cs.learners.clone(),
+                cs.voters_outgoing.clone(),
+                cs.learners_next.clone(),
+            ];
+            conf.iter_mut().for_each(|ids| ids.sort_unstable());
+            let applied = r.status().applied;
+            match by_applied.get(&applied) {
+                Some((other, seen)) if *seen != conf => problems.push(format!(
+                    "metadata configuration at applied index {applied}: node {id} has \
+                     {conf:?}, node {other} {seen:?}"
+                )),
+                Some(_) => {}
+                None => {
+                    by_applied.insert(applied, (id, conf));
+                }
+            }
+        }
+        problems
     }
 
     /// Every node's directory belongs to the one cluster the metadata log names, from the

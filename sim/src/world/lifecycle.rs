@@ -63,6 +63,7 @@ impl World {
     }
 
     fn node_config(&self, id: NodeId, incarnation: u64) -> NodeConfig {
+        let joins = !self.bootstrap.contains(&id);
         NodeConfig {
             id,
             seed: self.opts.seed ^ (id << 32) ^ incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -87,12 +88,17 @@ impl World {
                 .collect(),
             retention_check_ms: 1_000,
             metadata_voters: self
-                .node_ids
+                .bootstrap
                 .iter()
                 .copied()
                 .take(METADATA_VOTERS_MAX)
                 .collect(),
-            brokers: self.node_ids.clone(),
+            // A joiner's config names the cluster it joins and itself; nobody else's names it.
+            brokers: if joins {
+                self.bootstrap.iter().copied().chain([id]).collect()
+            } else {
+                self.bootstrap.clone()
+            },
             endpoint: Some(BrokerEndpoint {
                 host: format!("sim-node-{id}"),
                 port: 9092,
@@ -111,7 +117,7 @@ impl World {
                 group_initial_rebalance_delay_ms: 200,
                 ..GroupConfig::default()
             },
-            join: false,
+            join: joins,
         }
     }
 

@@ -159,6 +159,17 @@ impl World {
         self.check_metadata_liveness();
         self.check_clock_scenario();
         self.check_reconfigured();
+        self.stats.joins_admitted = self
+            .node_ids
+            .iter()
+            .filter(|id| !self.bootstrap.contains(id))
+            .filter(|id| {
+                self.slots[id]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| !n.is_joining())
+            })
+            .count() as u64;
         self.stats.preferred_leaders = self
             .specs
             .iter()

@@ -58,6 +58,8 @@ use crate::workload::{Role, Workload};
 
 /// Simulated time between two raft ticks of a node.
 pub const TICK_US: u64 = 10_000;
+/// Joiners start no earlier than this into the run.
+const JOIN_FROM_US: u64 = 500_000;
 /// How often the committed-prefix check reads newly committed entries.
 const PREFIX_CHECK_US: u64 = 250_000;
 
@@ -89,7 +91,11 @@ pub enum Scenario {
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     pub seed: u64,
+    /// The nodes that form the cluster (ids 1..=node_count).
     pub node_count: u64,
+    /// Nodes that join the running cluster later (ids after `node_count`, `join` on), at a
+    /// time drawn during the fault phase, or at the heal.
+    pub joiners: u64,
     pub topics: Vec<(String, i32)>,
     pub faults: FaultConfig,
     pub fault_phase_us: u64,
@@ -115,9 +121,12 @@ impl SimOptions {
         let node_count = if rng.gen_bool(0.25) { 5 } else { 3 };
         // Small segments on some seeds so rolling, sealed-segment flips and retention run.
         let segment_bytes = if rng.gen_bool(0.5) { 8 * 1024 } else { 1 << 20 };
+        // Drawn apart, so that the draws above stay what they were before joins existed.
+        let joiners = u64::from(ChaCha8Rng::seed_from_u64(seed ^ 0x0001_0e1a_571c).gen_bool(0.5));
         SimOptions {
             seed,
             node_count,
+            joiners,
             topics: vec![("a".into(), 2), ("b".into(), 2)],
             faults,
             fault_phase_us: 10_000_000,
@@ -141,6 +150,7 @@ impl SimOptions {
         let mut o = SimOptions::from_seed(seed);
         o.scenario = scenario;
         o.node_count = 3;
+        o.joiners = 0;
         o.faults = FaultConfig::none();
         o.log.segment_bytes = 8 * 1024;
         if scenario == Scenario::TornWriteFollower || scenario == Scenario::LeaderCrashMidWrite {
@@ -233,6 +243,8 @@ pub struct RunStats {
     /// Replicas a node created only at a later reconcile (their first open failed), summed
     /// over the nodes up at the end.
     pub replicas_created_late: u64,
+    /// Joiners admitted to the cluster by the end.
+    pub joins_admitted: u64,
     /// Disk counters summed over every node's disk.
     pub disk: DiskStats,
     pub net: NetStats,
@@ -292,6 +304,8 @@ enum Event {
     ClientWake(usize),
     FaultTick,
     Restart(NodeId),
+    /// A joiner starts for the first time (with `join`: it asks to be admitted).
+    Join(NodeId),
     /// Crash the node now if the armed mid-step crash has not happened yet.
     ForceCrash(NodeId, u64),
     /// A graceful stop's handover window ended: (node, incarnation, downtime).
@@ -369,7 +383,10 @@ pub struct World {
     rngs: Rngs,
     net: SimNetwork<Envelope>,
     slots: BTreeMap<NodeId, NodeSlot>,
+    /// Every node, the joiners last.
     node_ids: Vec<NodeId>,
+    /// The nodes that formed the cluster (the others join it).
+    bootstrap: Vec<NodeId>,
     specs: Vec<PartitionSpec>,
     workload: Workload,
     /// Request id -> client, to route a node's replies.
@@ -419,12 +436,15 @@ pub struct World {
 impl World {
     pub fn new(opts: SimOptions) -> World {
         let mut rngs = Rngs::new(opts.seed);
-        let node_ids: Vec<NodeId> = (1..=opts.node_count).collect();
+        let bootstrap: Vec<NodeId> = (1..=opts.node_count).collect();
+        let node_ids: Vec<NodeId> = (1..=opts.node_count + opts.joiners).collect();
         let mut specs = Vec::new();
         let mut k = 0usize;
         for (topic, parts) in &opts.topics {
             for p in 0..*parts {
-                let voters = (0..3).map(|j| node_ids[(k + j) % node_ids.len()]).collect();
+                let voters = (0..3)
+                    .map(|j| bootstrap[(k + j) % bootstrap.len()])
+                    .collect();
                 specs.push(PartitionSpec {
                     tp: TopicPartition::new(topic.clone(), p),
                     voters,
@@ -446,7 +466,7 @@ impl World {
             fixed.push(spec);
             let _ = joiner;
         }
-        let faulty_disk_node = node_ids[rngs.disk.gen_range(0..node_ids.len())];
+        let faulty_disk_node = bootstrap[rngs.disk.gen_range(0..bootstrap.len())];
         let net = SimNetwork::new(&node_ids, &opts.faults, rngs.net.gen());
         let mut slots = BTreeMap::new();
         for &id in &node_ids {
@@ -505,6 +525,7 @@ impl World {
             net,
             slots,
             node_ids,
+            bootstrap,
             specs,
             workload,
             route: BTreeMap::new(),
@@ -539,9 +560,17 @@ impl World {
     fn boot(&mut self) {
         self.draw_clock_offsets();
         for id in self.node_ids.clone() {
-            self.start_node(id);
             let phase = self.rngs.process.gen_range(0..TICK_US);
             self.schedule(phase, Event::Tick(id));
+            if self.bootstrap.contains(&id) {
+                self.start_node(id);
+            } else {
+                let at = self
+                    .rngs
+                    .membership
+                    .gen_range(JOIN_FROM_US..self.opts.fault_phase_us);
+                self.schedule(at, Event::Join(id));
+            }
         }
         for c in 0..self.workload.clients.len() {
             let t = self.rngs.workload.gen_range(0..50_000);
@@ -634,6 +663,11 @@ impl World {
                 if !self.in_liveness {
                     self.fault_tick();
                     self.schedule(self.now + FAULT_TICK_US, Event::FaultTick);
+                }
+            }
+            Event::Join(id) => {
+                if self.slots[&id].node.is_none() && self.slots[&id].incarnation == 0 {
+                    self.start_node(id);
                 }
             }
             Event::Restart(id) => {

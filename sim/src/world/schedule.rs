@@ -52,6 +52,8 @@ pub(super) struct Rngs {
     pub(super) workload: ChaCha8Rng,
     /// Wall-clock skews and steps.
     pub(super) clock: ChaCha8Rng,
+    /// When joiners start.
+    pub(super) membership: ChaCha8Rng,
 }
 
 impl Rngs {
@@ -67,6 +69,7 @@ impl Rngs {
             disk: stream(3),
             workload: stream(4),
             clock: stream(5),
+            membership: stream(6),
         }
     }
 }
