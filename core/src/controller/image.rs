@@ -879,6 +879,7 @@ mod tests {
                 incarnation: 7,
                 raft_host: "10.0.0.2".into(),
                 raft_port: 19092,
+                fenced: false,
             })),
         });
         img.apply(&MetadataRecord {
