@@ -1842,3 +1842,91 @@ fn test_a_node_of_another_cluster_is_refused_and_its_data_untouched() {
         Response::CreateTopic(Ok(()))
     ));
 }
+
+/// A joiner that was admitted but lost its metadata log before it was durable (it crashed
+/// right after storing the cluster's id) is admitted again: its directory still names the
+/// cluster, and it never held anything. The simulator found the stricter rule that refused
+/// every admitted id forever.
+#[test]
+fn test_a_joiner_that_crashed_after_admission_is_admitted_again() {
+    let mut c = Cluster::with(LogConfig::default(), true);
+    let controller = wait_for_controller(&mut c);
+    tick_until(&mut c, 50, "the cluster's id", |c| {
+        c.nodes.iter().all(|n| n.cluster_id().is_some())
+    });
+    let cfg = joiner_config(&c, 4, 0);
+    add_node(&mut c, cfg, Rc::new(MemDisk::new()));
+    tick_until(&mut c, 100, "node 4 admitted", |c| !c.nodes[3].is_joining());
+    let create = Request::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        configs: Default::default(),
+        assignments: vec![vec![4, 1, 2]],
+        validate_only: false,
+    };
+    assert!(matches!(
+        c.request(controller, create),
+        Response::CreateTopic(Ok(()))
+    ));
+    // The crash: the metadata replica's files are gone, `cluster.id` stayed.
+    let disk = c.disks[3].clone();
+    let meta_dir = format!("{}/", metadata_tp().dir());
+    for p in disk
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with(&meta_dir))
+    {
+        disk.remove(&p).unwrap();
+    }
+    c.restart_as(4, joiner_config(&c, 4, 1));
+    assert!(c.node(4).is_joining(), "no metadata log: it asks again");
+    assert!(
+        c.node(4).cluster_id().is_some(),
+        "its directory kept the id"
+    );
+    tick_until(&mut c, 100, "node 4 admitted again and caught up", |c| {
+        let image = c.nodes[controller as usize - 1].metadata();
+        !c.nodes[3].is_joining() && c.nodes[3].metadata() == image
+    });
+}
+
+/// The same id coming back with an empty directory after it was admitted and given
+/// replicas: it may have acknowledged entries it no longer has, so it is refused for good.
+#[test]
+fn test_an_admitted_id_with_replicas_and_an_empty_directory_is_refused() {
+    let mut c = Cluster::with(LogConfig::default(), true);
+    let controller = wait_for_controller(&mut c);
+    tick_until(&mut c, 50, "the cluster's id", |c| {
+        c.nodes.iter().all(|n| n.cluster_id().is_some())
+    });
+    let cfg = joiner_config(&c, 4, 0);
+    add_node(&mut c, cfg, Rc::new(MemDisk::new()));
+    tick_until(&mut c, 100, "node 4 admitted", |c| !c.nodes[3].is_joining());
+    let create = Request::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        configs: Default::default(),
+        assignments: vec![vec![4, 1, 2]],
+        validate_only: false,
+    };
+    assert!(matches!(
+        c.request(controller, create),
+        Response::CreateTopic(Ok(()))
+    ));
+    tick_until(&mut c, 100, "node 4 leads t-0", |c| {
+        c.nodes[3].replica(&tp()).is_some_and(|r| r.is_leader())
+    });
+    assert_eq!(c.produce(4, "acked by node 4", 1_000), Ok(0));
+    // Its disk is replaced by an empty one.
+    c.disks[3] = Rc::new(MemDisk::new());
+    c.restart_as(4, joiner_config(&c, 4, 1));
+    c.may_stop.insert(4);
+    tick_until(&mut c, 50, "node 4 refused", |c| c.stopped.contains_key(&4));
+    let why = &c.stopped[&4];
+    assert!(
+        why.contains("holds replicas") && why.contains("new id"),
+        "{why}"
+    );
+}
