@@ -325,15 +325,7 @@ impl Node {
         if voters.is_empty() || !member || self.membership.joining {
             return Ok(());
         }
-        let mut learners: Vec<NodeId> = self
-            .config
-            .brokers
-            .iter()
-            .copied()
-            .filter(|b| !voters.contains(b))
-            .collect();
-        learners.sort_unstable();
-        learners.dedup();
+        let learners = crate::controller::metadata_learners(&voters, &self.config.brokers);
         self.open_metadata_with(&voters, &learners)
     }
 

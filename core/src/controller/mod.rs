@@ -55,6 +55,20 @@ pub struct ControllerConfig {
     pub topic_defaults: BrokerDefaults,
 }
 
+/// The learners of the metadata group a node creates from its configuration: every
+/// configured broker that is not a voter, sorted. The first controller records the same in
+/// `ClusterCreated`, so the two must come from this one function.
+pub fn metadata_learners(voters: &[NodeId], brokers: &[NodeId]) -> Vec<NodeId> {
+    let mut learners: Vec<NodeId> = brokers
+        .iter()
+        .copied()
+        .filter(|b| !voters.contains(b))
+        .collect();
+    learners.sort_unstable();
+    learners.dedup();
+    learners
+}
+
 /// The replication factor of `__consumer_offsets`, capped at the brokers there are (Kafka's
 /// `offsets.topic.replication.factor`).
 pub const OFFSETS_REPLICATION_FACTOR: usize = 3;
@@ -549,15 +563,7 @@ impl Controller {
         }
         self.lead.identifying = Some(ctx.now_ms);
         let voters = self.config.metadata_voters.clone();
-        let mut learners: Vec<NodeId> = self
-            .config
-            .brokers
-            .iter()
-            .copied()
-            .filter(|b| !voters.contains(b))
-            .collect();
-        learners.sort_unstable();
-        learners.dedup();
+        let learners = metadata_learners(&voters, &self.config.brokers);
         let kind = RecordKind::ClusterCreated(ClusterCreated {
             cluster_id: crate::cluster_id::new_cluster_id(&mut self.rng),
             voters,
