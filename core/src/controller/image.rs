@@ -137,6 +137,15 @@ pub struct RegisterBroker {
     pub fenced: bool,
 }
 
+impl RegisterBroker {
+    /// The raft listener it names, as the image stores it: `None` when absent (empty host,
+    /// port 0) or out of range.
+    pub fn raft_addr(&self) -> Option<(String, u16)> {
+        let port = u16::try_from(self.raft_port).ok().filter(|p| *p != 0)?;
+        (!self.raft_host.is_empty()).then(|| (self.raft_host.clone(), port))
+    }
+}
+
 /// The cluster's identity, written once by the first controller: its id (Kafka's cluster id,
 /// 16 random bytes in unpadded base64url), and the metadata group's configuration at index 0,
 /// which a joining node needs to replay the log from its start.
@@ -369,19 +378,17 @@ impl BrokerMeta {
     /// Reads a registration; `None` if a port is out of range or the id is 0.
     fn from_registration(r: &RegisterBroker, fenced: bool) -> Option<BrokerMeta> {
         let port = u16::try_from(r.port).ok()?;
-        let raft_port = u16::try_from(r.raft_port).ok()?;
+        u16::try_from(r.raft_port).ok()?;
         if r.id == 0 {
             return None;
         }
-        let raft_addr =
-            (!r.raft_host.is_empty() && raft_port != 0).then(|| (r.raft_host.clone(), raft_port));
         Some(BrokerMeta {
             id: r.id,
             host: r.host.clone(),
             port,
             rack: r.rack.clone(),
             incarnation: r.incarnation,
-            raft_addr,
+            raft_addr: r.raft_addr(),
             fenced,
         })
     }

@@ -227,11 +227,10 @@ impl Node {
             });
             return;
         }
-        let registered = self
-            .metadata()
-            .brokers
-            .get(&from)
-            .is_some_and(|b| b.incarnation == reg.incarnation && b.raft_addr == reg_addr(&reg));
+        let registered =
+            self.metadata().brokers.get(&from).is_some_and(|b| {
+                b.incarnation == reg.incarnation && b.raft_addr == reg.raft_addr()
+            });
         if !registered {
             self.command(&meta, Command::Join { registration: reg });
             return;
@@ -388,10 +387,4 @@ impl Node {
         slog::info!(self.logger, "admitted to the cluster"; "cluster_id" => &c.cluster_id);
         Ok(())
     }
-}
-
-/// The raft listener a registration names, as the image stores it.
-fn reg_addr(reg: &RegisterBroker) -> Option<(String, u16)> {
-    let port = u16::try_from(reg.raft_port).ok().filter(|p| *p != 0)?;
-    (!reg.raft_host.is_empty()).then(|| (reg.raft_host.clone(), port))
 }
