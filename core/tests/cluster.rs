@@ -1640,6 +1640,42 @@ fn add_node(c: &mut Cluster, cfg: NodeConfig, disk: Rc<MemDisk>) {
     c.disks.push(disk);
 }
 
+/// A metadata cluster of three whose nodes all store the cluster's id, and its controller.
+fn identified_cluster() -> (Cluster, NodeId) {
+    let mut c = Cluster::with(LogConfig::default(), true);
+    let controller = wait_for_controller(&mut c);
+    tick_until(&mut c, 50, "the cluster's id on every node", |c| {
+        c.nodes.iter().all(|n| n.cluster_id().is_some())
+    });
+    (c, controller)
+}
+
+/// Starts node 4 with `join` on an empty disk and waits until it is admitted.
+fn admit_node_4(c: &mut Cluster) {
+    let cfg = joiner_config(c, 4, 0);
+    add_node(c, cfg, Rc::new(MemDisk::new()));
+    tick_until(c, 100, "node 4 admitted", |c| !c.nodes[3].is_joining());
+}
+
+/// Creates `t` with its one partition on 4, 1, 2 and waits until node 4 leads it.
+fn create_t_on_node_4(c: &mut Cluster, controller: NodeId) {
+    let create = Request::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        configs: Default::default(),
+        assignments: vec![vec![4, 1, 2]],
+        validate_only: false,
+    };
+    assert!(matches!(
+        c.request(controller, create),
+        Response::CreateTopic(Ok(()))
+    ));
+    tick_until(c, 100, "node 4 leads t-0", |c| {
+        c.nodes[3].replica(&tp()).is_some_and(|r| r.is_leader())
+    });
+}
+
 /// Every file of a disk, with its bytes.
 fn disk_contents(d: &MemDisk) -> Vec<(String, Vec<u8>)> {
     d.paths()
@@ -1657,11 +1693,7 @@ fn disk_contents(d: &MemDisk) -> Vec<(String, Vec<u8>)> {
 /// names it and leads it, and rejoins after a restart from its own metadata log.
 #[test]
 fn test_a_node_joins_a_running_cluster() {
-    let mut c = Cluster::with(LogConfig::default(), true);
-    let controller = wait_for_controller(&mut c);
-    tick_until(&mut c, 50, "the cluster's id on every node", |c| {
-        c.nodes.iter().all(|n| n.cluster_id().is_some())
-    });
+    let (mut c, controller) = identified_cluster();
     let id = c.nodes[0].cluster_id().unwrap().to_string();
     assert_eq!(id.len(), 22, "{id}");
     assert!(c.nodes.iter().all(|n| n.cluster_id() == Some(id.as_str())));
@@ -1701,21 +1733,7 @@ fn test_a_node_joins_a_running_cluster() {
     // Every node's peer list comes from the image: node 1 now knows broker 4 is a broker.
     assert!(c.node(1).metadata().brokers.contains_key(&4));
 
-    let create = Request::CreateTopic {
-        name: "t".into(),
-        partitions: 1,
-        replication_factor: 3,
-        configs: Default::default(),
-        assignments: vec![vec![4, 1, 2]],
-        validate_only: false,
-    };
-    assert!(matches!(
-        c.request(controller, create),
-        Response::CreateTopic(Ok(()))
-    ));
-    tick_until(&mut c, 100, "node 4 leads t-0", |c| {
-        c.nodes[3].replica(&tp()).is_some_and(|r| r.is_leader())
-    });
+    create_t_on_node_4(&mut c, controller);
     assert_eq!(c.produce(4, "on the new node", 1_000), Ok(0));
     assert_eq!(c.produce(4, "again", 1_001), Ok(1));
 
@@ -1737,11 +1755,7 @@ fn test_a_node_joins_a_running_cluster() {
 /// could elect a leader without acknowledged entries. The joiner stops with the reason.
 #[test]
 fn test_a_join_under_a_voters_id_is_refused() {
-    let mut c = Cluster::with(LogConfig::default(), true);
-    wait_for_controller(&mut c);
-    tick_until(&mut c, 50, "the cluster's id", |c| {
-        c.nodes.iter().all(|n| n.cluster_id().is_some())
-    });
+    let (mut c, _) = identified_cluster();
     // Node 2's disk dies; an operator starts it empty with `join`.
     c.disks[1] = Rc::new(MemDisk::new());
     let mut cfg = joiner_config(&c, 2, 1);
@@ -1791,11 +1805,7 @@ fn test_a_node_of_another_cluster_is_refused_and_its_data_untouched() {
     drop(other);
     let before = disk_contents(&foreign_disk);
 
-    let mut c = Cluster::with(LogConfig::default(), true);
-    wait_for_controller(&mut c);
-    tick_until(&mut c, 50, "this cluster's id", |c| {
-        c.nodes.iter().all(|n| n.cluster_id().is_some())
-    });
+    let (mut c, _) = identified_cluster();
     let ours = c.nodes[0].cluster_id().unwrap().to_string();
     assert_ne!(ours, theirs, "two clusters, two ids");
     // The other cluster's node 1, started as node 4 against this cluster (joining or not).
@@ -1849,26 +1859,9 @@ fn test_a_node_of_another_cluster_is_refused_and_its_data_untouched() {
 /// every admitted id forever.
 #[test]
 fn test_a_joiner_that_crashed_after_admission_is_admitted_again() {
-    let mut c = Cluster::with(LogConfig::default(), true);
-    let controller = wait_for_controller(&mut c);
-    tick_until(&mut c, 50, "the cluster's id", |c| {
-        c.nodes.iter().all(|n| n.cluster_id().is_some())
-    });
-    let cfg = joiner_config(&c, 4, 0);
-    add_node(&mut c, cfg, Rc::new(MemDisk::new()));
-    tick_until(&mut c, 100, "node 4 admitted", |c| !c.nodes[3].is_joining());
-    let create = Request::CreateTopic {
-        name: "t".into(),
-        partitions: 1,
-        replication_factor: 3,
-        configs: Default::default(),
-        assignments: vec![vec![4, 1, 2]],
-        validate_only: false,
-    };
-    assert!(matches!(
-        c.request(controller, create),
-        Response::CreateTopic(Ok(()))
-    ));
+    let (mut c, controller) = identified_cluster();
+    admit_node_4(&mut c);
+    create_t_on_node_4(&mut c, controller);
     // The crash: the metadata replica's files are gone, `cluster.id` stayed.
     let disk = c.disks[3].clone();
     let meta_dir = format!("{}/", metadata_tp().dir());
@@ -1895,29 +1888,9 @@ fn test_a_joiner_that_crashed_after_admission_is_admitted_again() {
 /// replicas: it may have acknowledged entries it no longer has, so it is refused for good.
 #[test]
 fn test_an_admitted_id_with_replicas_and_an_empty_directory_is_refused() {
-    let mut c = Cluster::with(LogConfig::default(), true);
-    let controller = wait_for_controller(&mut c);
-    tick_until(&mut c, 50, "the cluster's id", |c| {
-        c.nodes.iter().all(|n| n.cluster_id().is_some())
-    });
-    let cfg = joiner_config(&c, 4, 0);
-    add_node(&mut c, cfg, Rc::new(MemDisk::new()));
-    tick_until(&mut c, 100, "node 4 admitted", |c| !c.nodes[3].is_joining());
-    let create = Request::CreateTopic {
-        name: "t".into(),
-        partitions: 1,
-        replication_factor: 3,
-        configs: Default::default(),
-        assignments: vec![vec![4, 1, 2]],
-        validate_only: false,
-    };
-    assert!(matches!(
-        c.request(controller, create),
-        Response::CreateTopic(Ok(()))
-    ));
-    tick_until(&mut c, 100, "node 4 leads t-0", |c| {
-        c.nodes[3].replica(&tp()).is_some_and(|r| r.is_leader())
-    });
+    let (mut c, controller) = identified_cluster();
+    admit_node_4(&mut c);
+    create_t_on_node_4(&mut c, controller);
     assert_eq!(c.produce(4, "acked by node 4", 1_000), Ok(0));
     // Its disk is replaced by an empty one.
     c.disks[3] = Rc::new(MemDisk::new());
