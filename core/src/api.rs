@@ -117,6 +117,18 @@ pub enum Request {
         change: ConfigChange,
         validate_only: bool,
     },
+    /// Move partitions to new replicas through the controller (Kafka's
+    /// AlterPartitionReassignments): each partition's target replicas (first = preferred
+    /// leader), or `None` to cancel its move (back to the replicas it had before). Answered
+    /// once the moves are recorded; the partitions' leaders then carry them out.
+    AlterReassignments {
+        moves: Vec<(TopicPartition, Option<Vec<NodeId>>)>,
+    },
+    /// The moves in flight (Kafka's ListPartitionReassignments), of these partitions only if
+    /// given.
+    ListReassignments {
+        partitions: Option<Vec<TopicPartition>>,
+    },
     /// Hand `tp`'s leadership to its preferred replica (Kafka's ElectLeaders, preferred
     /// election), asked of the partition's leader. Answered once the transfer has started.
     ElectPreferredLeader {
@@ -245,6 +257,9 @@ pub enum ClientError {
     /// INVALID_REPLICA_ASSIGNMENT.
     #[error("invalid replica assignment: {0}")]
     InvalidReplicaAssignment(String),
+    /// A cancel of a partition that is not moving (NO_REASSIGNMENT_IN_PROGRESS).
+    #[error("no reassignment of {0} is in progress")]
+    NoReassignmentInProgress(TopicPartition),
     /// INVALID_REQUEST: e.g. a CreateTopics for an internal topic, which only the cluster
     /// creates.
     #[error("invalid request: {0}")]
@@ -338,6 +353,9 @@ pub enum Response {
     /// (producer id, epoch).
     InitProducerId(Result<(i64, i16), ClientError>),
     Group(crate::groups::GroupResponse),
+    /// One result per move of a [`Request::AlterReassignments`], in its order.
+    AlterReassignments(Result<Vec<Result<(), ClientError>>, ClientError>),
+    ListReassignments(Result<Vec<crate::controller::ReassignmentStatus>, ClientError>),
 }
 
 impl Response {
@@ -362,6 +380,8 @@ impl Response {
             Request::AlterTopicConfigs { .. } => Response::AlterTopicConfigs(Err(err)),
             Request::AlterBrokerConfigs { .. } => Response::AlterBrokerConfigs(Err(err)),
             Request::InitProducerId { .. } => Response::InitProducerId(Err(err)),
+            Request::AlterReassignments { .. } => Response::AlterReassignments(Err(err)),
+            Request::ListReassignments { .. } => Response::ListReassignments(Err(err)),
             Request::Group(r) => {
                 Response::Group(crate::groups::GroupResponse::error_for(r, (&err).into()))
             }

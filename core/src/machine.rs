@@ -93,13 +93,17 @@ pub enum Command {
 /// What the node does for a machine (the metadata log decides which replicas exist).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
-    /// This node should host `tp` (it is one of `replicas`, first = preferred leader).
+    /// This node should host `tp`; a new replica starts from the raft configuration `voters`
+    /// (see [`crate::controller::MetadataImage::initial_voters`]), and campaigns at once when
+    /// `campaign` (the preferred leader of a new partition).
     ReplicaWanted {
         tp: TopicPartition,
-        replicas: Vec<NodeId>,
+        voters: Vec<NodeId>,
         configs: std::collections::BTreeMap<String, String>,
+        campaign: bool,
     },
-    /// `tp` no longer exists: close the local replica and delete its files.
+    /// `tp` no longer exists, or no longer has a replica here: close the local replica and
+    /// delete its files.
     ReplicaGone { tp: TopicPartition },
     /// A topic's config overrides changed: its local replicas take the new settings.
     TopicConfigsChanged {

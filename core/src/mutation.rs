@@ -43,11 +43,16 @@ pub enum Mutation {
     /// The controller admits a joining node with the metadata group's voters at index 0 but
     /// without its learners.
     AdmitWithoutLearners,
+    /// A partition leader promotes a move's learners without waiting for them to catch up.
+    RemoveBeforeCaughtUp,
+    /// A replica a move removes deletes its data when the move starts, not once the new
+    /// configuration has committed.
+    DropDataBeforeCommit,
 }
 
 impl Mutation {
     /// Every mutation, for campaigns and the standing test.
-    pub const ALL: [Mutation; 14] = [
+    pub const ALL: [Mutation; 16] = [
         Mutation::AckBeforeSync,
         Mutation::ServePastHw,
         Mutation::SkipTermCheck,
@@ -62,6 +67,8 @@ impl Mutation {
         Mutation::HideFencedLeaders,
         Mutation::ForgetClusterId,
         Mutation::AdmitWithoutLearners,
+        Mutation::RemoveBeforeCaughtUp,
+        Mutation::DropDataBeforeCommit,
     ];
 
     /// The kebab-case name used on the command line.
@@ -81,6 +88,8 @@ impl Mutation {
             Mutation::HideFencedLeaders => "hide-fenced-leaders",
             Mutation::ForgetClusterId => "forget-cluster-id",
             Mutation::AdmitWithoutLearners => "admit-without-learners",
+            Mutation::RemoveBeforeCaughtUp => "remove-before-caught-up",
+            Mutation::DropDataBeforeCommit => "drop-data-before-commit",
         }
     }
 

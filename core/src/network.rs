@@ -55,6 +55,10 @@ pub struct BrokerHeartbeat {
     /// incarnation, request counter and block size).
     #[prost(message, optional, tag = "4")]
     pub producer_ids: Option<crate::controller::AllocateProducerIds>,
+    /// Moves finished on partitions this broker leads: their committed configuration is the
+    /// target, so the controller may record them done.
+    #[prost(message, repeated, tag = "5")]
+    pub moves_done: Vec<crate::controller::MoveDone>,
 }
 
 /// A node asking the controller quorum to admit it to a running cluster (it has no metadata

@@ -30,6 +30,9 @@ use rand_chacha::ChaCha8Rng;
 use slog::{o, Logger};
 
 mod membership;
+mod moves;
+
+pub use self::moves::{Promotion, CATCH_UPS_PER_LEADER_MAX};
 
 use crate::api::{ClientError, Request, RequestId, Response};
 use crate::cluster_id::{ClusterIdError, ClusterIdFile};
@@ -253,6 +256,8 @@ pub struct Node {
     producer_ids: ProducerIdAllocator,
     /// Cluster identity and joining.
     membership: membership::Membership,
+    /// Partition moves this node leads.
+    moves: moves::Moves,
 }
 
 /// The image of a node without a metadata group.
@@ -299,6 +304,7 @@ impl Node {
             leftovers_pending: true,
             last_reconcile_ms: 0,
             membership: membership::Membership::new(cluster_file),
+            moves: moves::Moves::default(),
         };
         let has_metadata_log = node
             .disk
@@ -381,12 +387,13 @@ impl Node {
         for t in self.metadata().topics.values() {
             for (p, replicas) in &t.partitions {
                 if replicas.contains(&self.id) {
+                    let tp = TopicPartition::new(t.name.clone(), *p);
                     let w = Wanted {
-                        voters: replicas.clone(),
+                        voters: self.metadata().initial_voters(&tp, self.id),
                         learners: Vec::new(),
                         configs: t.configs.clone(),
                     };
-                    wanted.insert(TopicPartition::new(t.name.clone(), *p), w);
+                    wanted.insert(tp, w);
                 }
             }
         }
@@ -536,7 +543,9 @@ impl Node {
             | Request::DeleteTopic { .. }
             | Request::CreatePartitions { .. }
             | Request::AlterTopicConfigs { .. }
-            | Request::AlterBrokerConfigs { .. } => {
+            | Request::AlterBrokerConfigs { .. }
+            | Request::AlterReassignments { .. }
+            | Request::ListReassignments { .. } => {
                 return self.route_to_controller(id, request);
             }
             Request::InitProducerId { current } => {
@@ -647,6 +656,8 @@ impl Node {
             | Request::FetchMany { .. }
             | Request::InitProducerId { .. }
             | Request::AutoCreateTopic { .. }
+            | Request::AlterReassignments { .. }
+            | Request::ListReassignments { .. }
             | Request::Group(_) => unreachable!("handled above"),
         };
         self.replies.push_back((id, reply));
@@ -726,6 +737,7 @@ impl Node {
     /// ElectLeaders (preferred) for one partition this node should lead: starts the transfer
     /// to the preferred replica if that one is in sync.
     fn elect_preferred(&mut self, tp: &TopicPartition) -> Result<(), ClientError> {
+        let preferred = self.preferred_replica(tp);
         let replica = match self.replicas.get_mut(tp) {
             Some(r) if !is_internal_topic(&tp.topic) => r,
             _ => return Err(ClientError::UnknownPartition(tp.clone())),
@@ -734,7 +746,7 @@ impl Node {
             let leader = replica.leader().filter(|l| *l != self.id);
             return Err(ClientError::NotLeader { leader });
         }
-        let preferred = replica.preferred_leader().unwrap_or(self.id);
+        let preferred = preferred.unwrap_or(self.id);
         if preferred == self.id {
             return Err(ClientError::ElectionNotNeeded);
         }
@@ -973,13 +985,14 @@ impl Node {
         match event {
             NodeEvent::ReplicaWanted {
                 tp,
-                replicas,
+                voters,
                 configs,
+                campaign,
             } => {
-                if replicas.contains(&self.id) && !self.replicas.contains_key(&tp) {
-                    slog::info!(self.logger, "creating replica"; "tp" => %tp);
-                    self.open_replica(tp.clone(), &replicas, &[], &configs, None)?;
-                    if replicas.first() == Some(&self.id) {
+                if !self.replicas.contains_key(&tp) {
+                    slog::info!(self.logger, "creating replica"; "tp" => %tp, "voters" => ?voters);
+                    self.open_replica(tp.clone(), &voters, &[], &configs, None)?;
+                    if campaign {
                         let replica = self.replicas.get_mut(&tp).expect("opened above");
                         replica.campaign_fresh(&mut self.rng);
                     }
@@ -1063,11 +1076,13 @@ impl Node {
         }
         self.after_input(&touched, replies);
         self.settle_producer_ids();
+        self.drive_moves();
         // A leadership taken since the last tick is reported now: clients find a new
         // partition's (or a failed-over partition's) leader without waiting a heartbeat period.
         let new_leaderships = leaderships != self.leaderships_reported;
         self.leaderships_reported = leaderships;
         if new_leaderships
+            || std::mem::take(&mut self.moves.report_now)
             || self
                 .last_heartbeat_ms
                 .is_none_or(|t| now_ms - t >= self.config.heartbeat_ms)
@@ -1179,11 +1194,17 @@ impl Node {
     /// NOT_CONTROLLER, which librdkafka does not retry.
     fn restore_preferred_leaders(&mut self) {
         let meta = metadata_tp();
-        for (tp, r) in self.replicas.iter_mut() {
-            if *tp == meta {
-                continue;
-            }
-            let Some(pref) = r.preferred_leader() else {
+        let image = self.metadata();
+        // A moving partition's leadership is the move's to place.
+        let preferred: BTreeMap<TopicPartition, Option<NodeId>> = self
+            .replicas
+            .iter()
+            .filter(|(tp, r)| **tp != meta && r.is_leader() && !image.moves.contains_key(*tp))
+            .map(|(tp, _)| (tp.clone(), self.preferred_replica(tp)))
+            .collect();
+        for (tp, pref) in preferred {
+            let r = self.replicas.get_mut(&tp).expect("collected above");
+            let Some(pref) = pref else {
                 continue;
             };
             if r.is_leader() && pref != self.id && r.in_sync_replicas().contains(&pref) {
@@ -1191,6 +1212,18 @@ impl Node {
                 self.active.insert(tp.clone());
             }
         }
+    }
+
+    /// A partition's preferred leader: the first replica the image assigns it (raft keeps its
+    /// voters unordered, and a move changes them), else the first of its initial voters.
+    fn preferred_replica(&self, tp: &TopicPartition) -> Option<NodeId> {
+        let assigned = self
+            .metadata()
+            .topics
+            .get(&tp.topic)
+            .and_then(|t| t.partitions.get(&tp.partition))
+            .and_then(|replicas| replicas.first().copied());
+        assigned.or_else(|| self.replicas.get(tp)?.preferred_leader())
     }
 
     /// Whether [`Node::step`] has work to do.
@@ -1443,6 +1476,7 @@ impl Node {
             leaders,
             create_topics: std::mem::take(&mut self.auto_create),
             producer_ids: self.producer_ids.wanted().cloned(),
+            moves_done: self.moves_done(),
         }
     }
 

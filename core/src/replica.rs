@@ -558,6 +558,21 @@ impl Replica {
         best.map(|b| b.1)
     }
 
+    /// Whether member `id`'s log has reached this leader's commit index (as its acks say).
+    pub fn caught_up(&self, id: NodeId) -> bool {
+        let committed = self.raw.raft.raft_log.committed;
+        self.raw
+            .raft
+            .prs()
+            .get(id)
+            .is_some_and(|p| p.matched >= committed)
+    }
+
+    /// The raft commit index.
+    pub fn commit_index(&self) -> RaftIndex {
+        self.raw.raft.raft_log.committed
+    }
+
     /// The replica set (raft voters), sorted.
     pub fn voters(&self) -> Vec<NodeId> {
         let mut v = self.raw.store().state().voters.clone();

@@ -48,6 +48,53 @@ pub struct SnapshotFile {
     pub learners: Vec<NodeId>,
     #[prost(bytes = "bytes", tag = "6")]
     pub data: Bytes,
+    /// Set when the snapshot was taken in a joint configuration.
+    #[prost(message, optional, tag = "7")]
+    pub joint: Option<JointConf>,
+}
+
+/// The part of a raft configuration that only a joint one has (a move's `ConfChangeV2` in
+/// flight): kept with the voters and learners, so that a replica restarted in the middle of
+/// joint consensus still needs both majorities, and still leaves the joint state by itself.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct JointConf {
+    #[prost(uint64, repeated, tag = "1")]
+    pub voters_outgoing: Vec<NodeId>,
+    #[prost(uint64, repeated, tag = "2")]
+    pub learners_next: Vec<NodeId>,
+    #[prost(bool, tag = "3")]
+    pub auto_leave: bool,
+}
+
+impl JointConf {
+    /// The joint part of `cs`, if it is joint.
+    pub fn of(cs: &raft::eraftpb::ConfState) -> Option<JointConf> {
+        let joint = !cs.voters_outgoing.is_empty() || !cs.learners_next.is_empty();
+        joint.then(|| JointConf {
+            voters_outgoing: cs.voters_outgoing.clone(),
+            learners_next: cs.learners_next.clone(),
+            auto_leave: cs.auto_leave,
+        })
+    }
+
+    /// The whole configuration, from its voters and learners and this joint part.
+    pub fn conf_state(
+        voters: &[NodeId],
+        learners: &[NodeId],
+        joint: Option<&JointConf>,
+    ) -> raft::eraftpb::ConfState {
+        let mut cs = raft::eraftpb::ConfState {
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+            ..Default::default()
+        };
+        if let Some(j) = joint {
+            cs.voters_outgoing = j.voters_outgoing.clone();
+            cs.learners_next = j.learners_next.clone();
+            cs.auto_leave = j.auto_leave;
+        }
+        cs
+    }
 }
 
 /// The data of a raft snapshot (module docs).
@@ -224,6 +271,7 @@ mod tests {
             voters: vec![1, 2, 3],
             learners: vec![4],
             data: Bytes::from(vec![index as u8; 100]),
+            joint: None,
         }
     }
 

@@ -23,7 +23,7 @@ use crate::disk::{join_path, Disk, DiskError};
 use crate::log::slot::SlotFile;
 use crate::log::{EntryKind, LogConfig, LogError, NewEntry, PartitionLog, SnapshotMeta};
 use crate::partition_command::{self, COMMAND_CONTEXT};
-use crate::snapshot::{self, SnapshotError, SnapshotFile, SnapshotPayload};
+use crate::snapshot::{self, JointConf, SnapshotError, SnapshotFile, SnapshotPayload};
 use crate::types::{NodeId, RaftIndex, Term};
 
 /// File name of the raft state (hard state + conf state) inside a partition directory.
@@ -49,6 +49,9 @@ pub struct PersistedState {
     /// Set when recovery found corruption; cleared once caught up (see module docs).
     #[prost(bool, tag = "6")]
     pub repairing: bool,
+    /// The joint part of the configuration, while one is in force.
+    #[prost(message, optional, tag = "7")]
+    pub joint: Option<JointConf>,
 }
 
 /// Why opening or writing a partition's storage failed.
@@ -348,6 +351,7 @@ impl PartitionStorage {
             voters: self.state.voters.clone(),
             learners: self.state.learners.clone(),
             data,
+            joint: self.state.joint.clone(),
         };
         let compact_to = snapshot::save(&self.disk, &self.dir, &snap)?;
         self.machine_snapshot = Some(snap);
@@ -381,6 +385,7 @@ impl PartitionStorage {
                 voters: cs.voters.clone(),
                 learners: cs.learners.clone(),
                 data: payload.state.clone(),
+                joint: JointConf::of(cs),
             };
             // Durable before the log start moves: a crash in between keeps the old log and
             // a newer snapshot, which open reconciles (the log is replayed from the snapshot).
@@ -395,6 +400,7 @@ impl PartitionStorage {
         let cs = meta.get_conf_state();
         self.state.voters = cs.voters.clone();
         self.state.learners = cs.learners.clone();
+        self.state.joint = JointConf::of(cs);
         if self.state.commit < meta.index {
             self.state.commit = meta.index;
         }
@@ -411,6 +417,7 @@ impl PartitionStorage {
         assert!(!cs.voters.is_empty(), "a configuration without voters");
         self.state.voters = cs.voters.clone();
         self.state.learners = cs.learners.clone();
+        self.state.joint = JointConf::of(cs);
         self.state_dirty = true;
         self.sync()
     }
@@ -434,11 +441,8 @@ impl PartitionStorage {
     }
 
     fn conf_state(&self) -> ConfState {
-        ConfState {
-            voters: self.state.voters.clone(),
-            learners: self.state.learners.clone(),
-            ..Default::default()
-        }
+        let st = &self.state;
+        JointConf::conf_state(&st.voters, &st.learners, st.joint.as_ref())
     }
 }
 
@@ -460,6 +464,7 @@ fn finish_install(
     })?;
     state.voters = m.voters.clone();
     state.learners = m.learners.clone();
+    state.joint = m.joint.clone();
     state.commit = m.index;
     Ok(())
 }
@@ -583,11 +588,7 @@ impl raft::Storage for PartitionStorage {
         };
         let (index, term, payload, cs) = match (&self.machine_snapshot, self.has_machine) {
             (Some(m), true) => {
-                let cs = ConfState {
-                    voters: m.voters.clone(),
-                    learners: m.learners.clone(),
-                    ..Default::default()
-                };
+                let cs = JointConf::conf_state(&m.voters, &m.learners, m.joint.as_ref());
                 let payload = SnapshotPayload::new(m.next_offset, Some(m.data.clone()));
                 (m.index, m.term, payload, cs)
             }

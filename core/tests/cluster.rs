@@ -1903,3 +1903,220 @@ fn test_an_admitted_id_with_replicas_and_an_empty_directory_is_refused() {
         "{why}"
     );
 }
+
+/// A 4-broker metadata cluster (voters 1-3, learner 4) with `t` on 1, 2, 3 led by node 1,
+/// holding `records` records; returns the controller.
+fn cluster_with_t_on_123(records: usize) -> (Cluster, NodeId) {
+    let mut c = Cluster::sized(LogConfig::default(), true, 4);
+    let controller = wait_for_controller(&mut c);
+    tick_until(&mut c, 50, "4 brokers registered", |c| {
+        c.nodes[0].metadata().brokers.len() == 4
+    });
+    let create = Request::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        replication_factor: 3,
+        configs: Default::default(),
+        assignments: vec![vec![1, 2, 3]],
+        validate_only: false,
+    };
+    assert_eq!(c.request(controller, create), Response::CreateTopic(Ok(())));
+    tick_until(&mut c, 100, "node 1 leads t-0", |c| c.leader() == Some(1));
+    for i in 0..records {
+        c.produce(1, &format!("r{i}"), i as i64).unwrap();
+    }
+    (c, controller)
+}
+
+fn reassign(c: &mut Cluster, node: NodeId, target: Option<Vec<NodeId>>) -> Response {
+    let moves = vec![(tp(), target)];
+    c.request(node, Request::AlterReassignments { moves })
+}
+
+/// Whether every node's image has `t-0` on exactly `replicas` with no move, only those nodes
+/// host it, and the leader's committed configuration is that set.
+fn moved_to(c: &Cluster, replicas: &[NodeId]) -> bool {
+    let images = c.nodes.iter().all(|n| {
+        let image = n.metadata();
+        image.moves.is_empty() && image.topics["t"].partitions[&0] == replicas
+    });
+    let hosts: Vec<NodeId> = c
+        .nodes
+        .iter()
+        .filter(|n| n.replica(&tp()).is_some())
+        .map(|n| n.id())
+        .collect();
+    let mut want = replicas.to_vec();
+    want.sort_unstable();
+    let conf = c.leader().map(|l| {
+        let mut v = c.nodes[l as usize - 1].replica(&tp()).unwrap().voters();
+        v.sort_unstable();
+        v
+    });
+    images && hosts == want && conf == Some(want)
+}
+
+/// The committed values of `t-0` as node `id`'s replica holds them (leader or not), from
+/// offset 0.
+fn values_on(c: &Cluster, id: NodeId) -> Vec<String> {
+    let r = c.nodes[id as usize - 1].replica(&tp()).unwrap();
+    let hw = r.status().high_watermark;
+    let fetched = r.storage().log().read(0, hw, u64::MAX).unwrap();
+    fetched
+        .batches
+        .iter()
+        .flat_map(|b| decode_records(b).unwrap())
+        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+        .collect()
+}
+
+/// KIP-455 on raft: moving t-0 from 1, 2, 3 to 2, 3, 4 while its leader is node 1. Node 4
+/// joins as a learner and catches up, leadership moves off node 1 before it is removed, the
+/// configuration becomes 2, 3, 4 by joint consensus, and only then does node 1 delete its
+/// replica. Every record is on the new replica, ListPartitionReassignments shows the move while
+/// it runs, and produce works throughout.
+#[test]
+fn test_a_partition_moves_to_new_replicas_and_its_leader_moves_off_first() {
+    let (mut c, controller) = cluster_with_t_on_123(40);
+    assert_eq!(
+        reassign(&mut c, controller, Some(vec![2, 3, 4])),
+        Response::AlterReassignments(Ok(vec![Ok(())]))
+    );
+    let listed = c.request(controller, Request::ListReassignments { partitions: None });
+    let Response::ListReassignments(Ok(list)) = listed else {
+        panic!("{listed:?}");
+    };
+    let s = list.first().expect("the move is listed while it runs");
+    assert_eq!(s.tp, tp());
+    assert_eq!((s.adding.clone(), s.removing.clone()), (vec![4], vec![1]));
+    assert_eq!(
+        s.replicas,
+        vec![2, 3, 4, 1],
+        "target first, then the leaving ones"
+    );
+    let mut produced = 40;
+    let mut node1_removed_while_leading = false;
+    for _ in 0..300 {
+        if moved_to(&c, &[2, 3, 4]) {
+            break;
+        }
+        c.tick(1);
+        let n1 = c.nodes[0].replica(&tp());
+        if n1.is_some_and(|r| r.is_leader() && !r.conf_state().voters.contains(&1)) {
+            node1_removed_while_leading = true;
+        }
+        // Node 1 keeps its data until the new configuration commits without it.
+        if c.nodes[0].replica(&tp()).is_none() {
+            let l = c.leader().expect("a leader");
+            let conf = c.nodes[l as usize - 1].replica(&tp()).unwrap().conf_state();
+            assert!(!conf.voters.contains(&1) && conf.voters_outgoing.is_empty());
+        }
+        if let Some(l) = c.leader() {
+            if c.produce(l, &format!("r{produced}"), produced).is_ok() {
+                produced += 1;
+            }
+        }
+    }
+    assert!(moved_to(&c, &[2, 3, 4]), "the move finished");
+    assert!(!node1_removed_while_leading, "leadership left node 1 first");
+    assert!(c.disks[0].paths().iter().all(|p| !p.starts_with("t-0")));
+    let want: Vec<String> = (0..produced).map(|i| format!("r{i}")).collect();
+    tick_until(&mut c, 50, "node 4 has every record", |c| {
+        values_on(c, 4).len() == want.len()
+    });
+    assert_eq!(values_on(&c, 4), want);
+    let l = c.leader().unwrap();
+    assert_ne!(l, 1);
+    assert_eq!(c.produce(l, "after", 0).unwrap(), produced);
+}
+
+/// Bad reassignments get Kafka's errors and change nothing; a cancel takes a move that cannot
+/// finish (its new replica is cut off) back to the original replicas, and the would-be new
+/// replica deletes what it had.
+#[test]
+fn test_bad_reassignments_are_refused_and_a_cancel_restores_the_replicas() {
+    let (mut c, controller) = cluster_with_t_on_123(5);
+    let one = |r: Response| match r {
+        Response::AlterReassignments(Ok(v)) => v.into_iter().next().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let bad = [vec![], vec![2, 2, 3], vec![2, 3, 9], vec![0, 2]];
+    for target in bad {
+        let r = one(reassign(&mut c, controller, Some(target.clone())));
+        assert!(
+            matches!(r, Err(ClientError::InvalidReplicaAssignment(_))),
+            "{target:?}: {r:?}"
+        );
+    }
+    let r = one(reassign(&mut c, controller, None));
+    assert_eq!(r, Err(ClientError::NoReassignmentInProgress(tp())));
+    let unknown = vec![(TopicPartition::new("t", 7), Some(vec![1, 2, 3]))];
+    let r = one(c.request(controller, Request::AlterReassignments { moves: unknown }));
+    assert!(matches!(r, Err(ClientError::UnknownPartition(_))), "{r:?}");
+    assert!(c.nodes.iter().all(|n| n.metadata().moves.is_empty()));
+
+    // Node 4 is cut off: the move waits for its learner, then is cancelled.
+    isolate(&mut c, 4, true);
+    tick_until(&mut c, 100, "node 4 fenced", |c| {
+        c.nodes[0].metadata().brokers[&4].fenced
+    });
+    let r = one(reassign(&mut c, controller, Some(vec![2, 3, 4])));
+    assert!(
+        matches!(r, Err(ClientError::InvalidReplicaAssignment(_))),
+        "a fenced broker: {r:?}"
+    );
+    isolate(&mut c, 4, false);
+    tick_until(&mut c, 100, "node 4 unfenced", |c| {
+        !c.nodes[0].metadata().brokers[&4].fenced
+    });
+    // Node 4 hears the metadata log but no partition traffic.
+    for other in 1..=3 {
+        c.cut.insert((other, 4));
+    }
+    let controller = wait_for_controller(&mut c);
+    assert_eq!(
+        one(reassign(&mut c, controller, Some(vec![2, 3, 4]))),
+        Ok(())
+    );
+    c.tick(20);
+    assert!(
+        c.nodes[0].metadata().moves.contains_key(&tp()),
+        "the move waits"
+    );
+    let l = c.leader().unwrap();
+    let conf = c.nodes[l as usize - 1].replica(&tp()).unwrap().conf_state();
+    assert_eq!(conf.learners, vec![4], "node 4 joined as a learner only");
+    let controller = wait_for_controller(&mut c);
+    assert_eq!(one(reassign(&mut c, controller, None)), Ok(()));
+    for other in 1..=3 {
+        c.cut.remove(&(other, 4));
+    }
+    tick_until(&mut c, 200, "back on 1, 2, 3", |c| moved_to(c, &[1, 2, 3]));
+    assert_eq!(values_on(&c, 2).len(), 5);
+}
+
+/// A move survives the loss of the partition's leader and of the controller in the middle:
+/// the next leaders read the committed configuration and the image, and finish it.
+#[test]
+fn test_a_move_survives_leader_and_controller_restarts() {
+    let (mut c, controller) = cluster_with_t_on_123(20);
+    assert_eq!(
+        reassign(&mut c, controller, Some(vec![4, 2, 3])),
+        Response::AlterReassignments(Ok(vec![Ok(())]))
+    );
+    c.tick(2);
+    c.restart(1);
+    c.restart(controller);
+    tick_until(&mut c, 400, "the move finished", |c| {
+        moved_to(c, &[4, 2, 3])
+    });
+    let want: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+    assert_eq!(values_on(&c, 4), want);
+    // The preferred leader is the target's first replica (raft's voters are unordered).
+    let l = c.leader().unwrap();
+    if l != 4 {
+        let elect = c.request(l, Request::ElectPreferredLeader { tp: tp() });
+        assert_eq!(elect, Response::ElectPreferredLeader(Ok(())));
+        tick_until(&mut c, 100, "node 4 leads", |c| c.leader() == Some(4));
+    }
+}

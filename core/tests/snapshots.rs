@@ -74,6 +74,7 @@ fn heartbeat(incarnation: u64) -> Envelope {
             leaders: vec![],
             create_topics: vec![],
             producer_ids: None,
+            moves_done: vec![],
         }),
         ..Envelope::default()
     }

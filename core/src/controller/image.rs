@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use prost::Message as _;
 
+use super::reassign::{MoveSnapshot, ReassignPartitions, Reassignment, ReassignmentDone};
 use crate::batch::{decode_records, BatchBuilder, BatchError};
 use crate::cluster_id::valid_cluster_id;
 use crate::types::{valid_topic_name, Millis, NodeId, PartitionId, TopicPartition};
@@ -55,6 +56,10 @@ pub struct PartitionAssignment {
     /// Replica ids; the first is the preferred leader.
     #[prost(uint64, repeated, tag = "2")]
     pub replicas: Vec<NodeId>,
+    /// In a snapshot, the replicas the partition was created with when a move changed them
+    /// (empty: the same as `replicas`); see [`MetadataImage::initial_voters`].
+    #[prost(uint64, repeated, tag = "3")]
+    pub created: Vec<NodeId>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -232,12 +237,16 @@ pub enum RecordKind {
     AlterBrokerConfigs(AlterBrokerConfigs),
     #[prost(message, tag = "10")]
     ClusterCreated(ClusterCreated),
+    #[prost(message, tag = "11")]
+    ReassignPartitions(ReassignPartitions),
+    #[prost(message, tag = "12")]
+    ReassignmentDone(ReassignmentDone),
 }
 
 /// One metadata change, the value of one record in the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub kind: Option<RecordKind>,
 }
 
@@ -278,6 +287,8 @@ pub struct ImageSnapshot {
     pub broker_configs: Vec<AlterBrokerConfigs>,
     #[prost(message, optional, tag = "8")]
     pub cluster: Option<ClusterCreated>,
+    #[prost(message, repeated, tag = "9")]
+    pub moves: Vec<MoveSnapshot>,
 }
 
 /// A broker's newest producer-id block in a snapshot.
@@ -316,6 +327,8 @@ pub struct TopicMeta {
     pub id: [u8; 16],
     /// Partition -> replicas (first = preferred leader).
     pub partitions: BTreeMap<PartitionId, Vec<NodeId>>,
+    /// Partition -> the replicas it was created with (the configuration its log starts from).
+    pub created: BTreeMap<PartitionId, Vec<NodeId>>,
     pub configs: BTreeMap<String, String>,
 }
 
@@ -341,6 +354,15 @@ pub enum ImageChange {
     /// The cluster got its identity.
     ClusterCreated {
         cluster_id: String,
+    },
+    /// A move started or finished: the partition's replica set is now `replicas` (a moving
+    /// partition's target first, then every replica it may still hold); `leaving` will go
+    /// when the move is done.
+    ReplicasChanged {
+        tp: TopicPartition,
+        replicas: Vec<NodeId>,
+        leaving: Vec<NodeId>,
+        configs: BTreeMap<String, String>,
     },
 }
 
@@ -420,6 +442,8 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// The cluster's identity, once the first controller wrote it.
     pub cluster: Option<ClusterCreated>,
+    /// Partition moves in flight (see [`super::reassign`]).
+    pub moves: BTreeMap<TopicPartition, Reassignment>,
 }
 
 /// Producer ids `first .. first + grant.size`, granted to `grant.broker`.
@@ -451,8 +475,15 @@ impl MetadataImage {
                 let n = c.topic_id.len().min(16);
                 id[..n].copy_from_slice(&c.topic_id[..n]);
                 let mut partitions = BTreeMap::new();
+                let mut created = BTreeMap::new();
                 for p in &c.partitions {
                     partitions.insert(p.partition, p.replicas.clone());
+                    let first = if p.created.is_empty() {
+                        &p.replicas
+                    } else {
+                        &p.created
+                    };
+                    created.insert(p.partition, first.clone());
                     changes.push(ImageChange::PartitionAdded {
                         tp: TopicPartition::new(c.name.clone(), p.partition),
                         replicas: p.replicas.clone(),
@@ -465,6 +496,7 @@ impl MetadataImage {
                         name: c.name.clone(),
                         id,
                         partitions,
+                        created,
                         configs: c.configs.clone(),
                     },
                 );
@@ -474,6 +506,7 @@ impl MetadataImage {
                     for p in t.partitions.keys() {
                         let tp = TopicPartition::new(t.name.clone(), *p);
                         self.leaders.remove(&tp);
+                        self.moves.remove(&tp);
                         changes.push(ImageChange::PartitionRemoved { tp });
                     }
                 }
@@ -553,6 +586,8 @@ impl MetadataImage {
                 });
             }
             Some(RecordKind::AlterBrokerConfigs(_)) => {}
+            Some(RecordKind::ReassignPartitions(r)) => changes = self.apply_reassign(r),
+            Some(RecordKind::ReassignmentDone(d)) => changes = self.apply_reassignment_done(d),
             None => {}
         }
         changes
@@ -588,6 +623,7 @@ impl MetadataImage {
             .iter()
             .map(|p| {
                 topic.partitions.insert(p.partition, p.replicas.clone());
+                topic.created.insert(p.partition, p.replicas.clone());
                 ImageChange::PartitionAdded {
                     tp: TopicPartition::new(c.name.clone(), p.partition),
                     replicas: p.replicas.clone(),
@@ -638,6 +674,12 @@ impl MetadataImage {
                         .map(|(p, r)| PartitionAssignment {
                             partition: *p,
                             replicas: r.clone(),
+                            created: t
+                                .created
+                                .get(p)
+                                .filter(|c| *c != r)
+                                .cloned()
+                                .unwrap_or_default(),
                         })
                         .collect(),
                     configs: t.configs.clone(),
@@ -681,6 +723,7 @@ impl MetadataImage {
                 })
                 .collect(),
             cluster: self.cluster.clone(),
+            moves: self.encode_moves(),
         };
         Bytes::from(snap.encode_to_vec())
     }
@@ -769,6 +812,9 @@ impl MetadataImage {
             }
         }
         image.cluster = snap.cluster;
+        image
+            .decode_moves(&snap.moves)
+            .map_err(MetadataError::Decode)?;
         Ok(image)
     }
 
@@ -800,6 +846,7 @@ impl MetadataImage {
                 );
             }
         }
+        self.check_moves();
         for (id, b) in &self.brokers {
             assert_eq!(*id, b.id, "broker keyed by another id");
             assert_ne!(*id, 0, "broker id 0 is reserved");

@@ -15,6 +15,7 @@
 
 pub mod image;
 pub mod placement;
+pub mod reassign;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -25,10 +26,12 @@ use rand_chacha::ChaCha8Rng;
 
 pub use self::image::*;
 pub use self::placement::*;
+pub use self::reassign::*;
 use crate::api::{ClientError, ConfigChange, Request, RequestId, Response};
 use crate::machine::{
     Command, CommittedEntry, Ctx, Effects, NodeEvent, PartitionMachine, RestoreError,
 };
+use crate::mutation::{self, Mutation};
 use crate::network::{AutoCreateTopic, BrokerHeartbeat};
 use crate::topic_config::{self, AlterError, BrokerDefaults};
 use crate::types::{Millis, NodeId, Offset, PartitionId, TopicPartition};
@@ -99,6 +102,12 @@ enum Proposal {
         request: RequestId,
         resource: String,
     },
+    /// An AlterPartitionReassignments: the result of each of its moves, sent when the record
+    /// of the valid ones commits.
+    Reassign {
+        request: RequestId,
+        results: Vec<Result<(), ClientError>>,
+    },
     /// The controller's own record (registration, fencing, leaderships, auto-create).
     Internal,
 }
@@ -116,6 +125,8 @@ struct Leadership {
     granting: BTreeMap<NodeId, (AllocateProducerIds, Millis)>,
     /// When `ClusterCreated` was proposed.
     identifying: Option<Millis>,
+    /// Moves whose `ReassignmentDone` was proposed (move id, when).
+    completing: BTreeMap<TopicPartition, (u64, Millis)>,
 }
 
 impl Leadership {
@@ -128,6 +139,7 @@ impl Leadership {
         self.creating.clear();
         self.granting.clear();
         self.identifying = None;
+        self.completing.clear();
     }
 }
 
@@ -261,6 +273,11 @@ impl Controller {
                     .map(|()| self.auto_create(t, ctx, fx));
                 fx.reply(id, Response::CreateTopic(reply));
             }
+            Request::AlterReassignments { moves } => self.alter_reassignments(id, moves, ctx, fx),
+            Request::ListReassignments { partitions } => {
+                let list = self.image.reassignments(partitions.as_deref());
+                fx.reply(id, Response::ListReassignments(Ok(list)));
+            }
             other => {
                 let e = ClientError::InvalidRequest("not a controller request".into());
                 fx.reply(id, Response::error_for(&other, e));
@@ -274,7 +291,7 @@ impl Controller {
             | Proposal::Delete { name: n, .. }
             | Proposal::Grow { name: n, .. }
             | Proposal::Alter { name: n, .. } => n == name,
-            Proposal::AlterBroker { .. } | Proposal::Internal => false,
+            Proposal::AlterBroker { .. } | Proposal::Reassign { .. } | Proposal::Internal => false,
         })
     }
 
@@ -632,6 +649,9 @@ impl Controller {
         if let Some(want) = hb.producer_ids.filter(|w| w.broker == from) {
             self.grant_producer_ids(want, ctx, fx);
         }
+        for done in hb.moves_done {
+            self.complete_move(done, ctx, fx);
+        }
     }
 
     /// A broker asked for a block of producer ids: granted once per request.
@@ -771,7 +791,7 @@ impl Controller {
     }
 
     /// Events for the node: the replicas of this node that `changes` create or delete.
-    fn node_events(node: NodeId, changes: Vec<ImageChange>, fx: &mut Effects) {
+    fn node_events(&self, node: NodeId, changes: Vec<ImageChange>, fx: &mut Effects) {
         for change in changes {
             match change {
                 ImageChange::PartitionAdded {
@@ -780,11 +800,31 @@ impl Controller {
                     configs,
                 } if replicas.contains(&node) => fx.node(NodeEvent::ReplicaWanted {
                     tp,
-                    replicas,
+                    campaign: replicas.first() == Some(&node),
+                    voters: replicas,
                     configs,
                 }),
                 ImageChange::PartitionAdded { .. } => {}
                 ImageChange::PartitionRemoved { tp } => fx.node(NodeEvent::ReplicaGone { tp }),
+                ImageChange::ReplicasChanged {
+                    tp,
+                    replicas,
+                    leaving,
+                    ..
+                } if !replicas.contains(&node)
+                    || (leaving.contains(&node)
+                        && mutation::active(Mutation::DropDataBeforeCommit)) =>
+                {
+                    fx.node(NodeEvent::ReplicaGone { tp })
+                }
+                ImageChange::ReplicasChanged { tp, configs, .. } => {
+                    fx.node(NodeEvent::ReplicaWanted {
+                        voters: self.image.initial_voters(&tp, node),
+                        tp,
+                        configs,
+                        campaign: false,
+                    })
+                }
                 ImageChange::ConfigsChanged { topic, configs } => {
                     fx.node(NodeEvent::TopicConfigsChanged { topic, configs })
                 }
@@ -815,7 +855,7 @@ impl PartitionMachine for Controller {
         };
         for r in &records {
             let changes = self.image.apply(r);
-            Controller::node_events(ctx.node, changes, fx);
+            self.node_events(ctx.node, changes, fx);
         }
     }
 
@@ -883,6 +923,10 @@ impl PartitionMachine for Controller {
             Proposal::AlterBroker { request, .. } => {
                 fx.reply(request, Response::AlterBrokerConfigs(result.map(|_| ())))
             }
+            Proposal::Reassign { request, results } => fx.reply(
+                request,
+                Response::AlterReassignments(result.map(|_| results)),
+            ),
             // Lost or failed: let the next heartbeats propose it again.
             Proposal::Internal if result.is_err() => self.lead.forget_proposals(),
             Proposal::Internal => {}
@@ -902,7 +946,10 @@ impl PartitionMachine for Controller {
         image.check_invariants();
         let before = self.image.assignments();
         let after = image.assignments();
-        for tp in before.keys().filter(|tp| !after.contains_key(*tp)) {
+        let here = |a: &BTreeMap<TopicPartition, Vec<NodeId>>, tp: &TopicPartition| {
+            a.get(tp).is_some_and(|r| r.contains(&ctx.node))
+        };
+        for tp in before.keys().filter(|tp| !here(&after, tp)) {
             fx.node(NodeEvent::ReplicaGone { tp: tp.clone() });
         }
         for (name, t) in &image.topics {
@@ -935,8 +982,9 @@ impl PartitionMachine for Controller {
             if replicas.contains(&ctx.node) {
                 fx.node(NodeEvent::ReplicaWanted {
                     tp: tp.clone(),
-                    replicas: replicas.clone(),
+                    voters: image.initial_voters(tp, ctx.node),
                     configs,
+                    campaign: false,
                 });
             }
         }

@@ -65,6 +65,7 @@ pub fn check_assignment(
         .map(|(p, replicas)| PartitionAssignment {
             partition: p as PartitionId,
             replicas: replicas.clone(),
+            created: Vec::new(),
         })
         .collect())
 }
@@ -123,6 +124,7 @@ fn place(
             replicas: (0..replication_factor as usize)
                 .map(|j| ids[(start + p + j) % n])
                 .collect(),
+            created: Vec::new(),
         })
         .collect())
 }
