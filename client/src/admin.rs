@@ -14,7 +14,11 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
     CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
     DescribeGroupsRequest, GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest, TopicName,
 };
@@ -110,6 +114,19 @@ pub struct ClusterDescription {
     pub controller: Option<i32>,
     /// The brokers.
     pub brokers: Vec<BrokerMeta>,
+}
+
+/// A partition move in flight, as ListPartitionReassignments reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionReassignment {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// Every replica it holds now (the target first, then the replicas leaving).
+    pub replicas: Vec<i32>,
+    /// Target replicas that are joining.
+    pub adding: Vec<i32>,
+    /// Replicas that leave when the move is done.
+    pub removing: Vec<i32>,
 }
 
 /// A group as ListGroups lists it.
@@ -322,6 +339,90 @@ impl Admin {
                     )?;
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    /// Moves partitions to new replicas (first = preferred leader), or cancels their moves
+    /// (`None`: back to the replicas they had), through AlterPartitionReassignments. Returns
+    /// once the controller has recorded every move; [`Admin::list_partition_reassignments`]
+    /// shows them until they are done.
+    pub async fn alter_partition_reassignments(
+        &self,
+        moves: &[(TopicPartition, Option<Vec<i32>>)],
+    ) -> Result<()> {
+        let timeout_ms = self.timeout_ms();
+        let mut topics: Vec<ReassignableTopic> = Vec::new();
+        for (tp, target) in moves {
+            let p = ReassignablePartition::default()
+                .with_partition_index(tp.partition)
+                .with_replicas(
+                    target
+                        .as_ref()
+                        .map(|r| r.iter().map(|b| BrokerId(*b)).collect()),
+                );
+            match topics.last_mut() {
+                Some(t) if t.name.as_str() == tp.topic => t.partitions.push(p),
+                _ => topics.push(
+                    ReassignableTopic::default()
+                        .with_name(topic_name(&tp.topic))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let req = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(timeout_ms)
+            .with_topics(topics);
+        self.cluster
+            .retry(|| async {
+                let conn = self.cluster.any_connection().await?;
+                let resp = conn.call(&req).await?;
+                let what = "AlterPartitionReassignments";
+                check_code(resp.error_code, conn.broker().clone(), what, || {
+                    resp.error_message.as_ref().map(|m| m.to_string())
+                })?;
+                for t in &resp.responses {
+                    for p in &t.partitions {
+                        let tp = format!("{}-{}", t.name.as_str(), p.partition_index);
+                        check_code(p.error_code, conn.broker().clone(), what, || {
+                            Some(context(&tp, p.error_message.as_ref()))
+                        })?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every partition move in flight.
+    pub async fn list_partition_reassignments(&self) -> Result<Vec<PartitionReassignment>> {
+        let req = ListPartitionReassignmentsRequest::default().with_timeout_ms(self.timeout_ms());
+        self.cluster
+            .retry(|| async {
+                let conn = self.cluster.any_connection().await?;
+                let resp = conn.call(&req).await?;
+                check_code(
+                    resp.error_code,
+                    conn.broker().clone(),
+                    "ListPartitionReassignments",
+                    || resp.error_message.as_ref().map(|m| m.to_string()),
+                )?;
+                let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<i32>>();
+                Ok(resp
+                    .topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions.iter().map(|p| PartitionReassignment {
+                            tp: TopicPartition {
+                                topic: t.name.to_string(),
+                                partition: p.partition_index,
+                            },
+                            replicas: ids(&p.replicas),
+                            adding: ids(&p.adding_replicas),
+                            removing: ids(&p.removing_replicas),
+                        })
+                    })
+                    .collect())
             })
             .await
     }

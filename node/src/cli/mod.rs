@@ -1,4 +1,5 @@
-//! The client subcommands of `railyard` (`topic`, `produce`, `consume`, `group`, `cluster`),
+//! The client subcommands of `railyard` (`topic`, `produce`, `consume`, `group`, `cluster`,
+//! `partition`),
 //! in the manner of Redpanda's `rpk`, built on `railyard-client`: they speak only the Kafka
 //! protocol, so they work against any broker of the same API versions.
 //!
@@ -11,6 +12,7 @@ pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod output;
+pub mod partition;
 pub mod produce;
 pub mod topic;
 
@@ -32,6 +34,8 @@ pub enum ClientCommand {
     Group(group::GroupArgs),
     /// Describe the cluster: its id, controller and brokers.
     Cluster(cluster::ClusterArgs),
+    /// Move partitions to new replicas, and list the moves in flight.
+    Partition(partition::PartitionArgs),
 }
 
 /// How to reach the cluster; every client subcommand has these.
@@ -131,6 +135,7 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Consume(a) => consume::run(a).await,
         ClientCommand::Group(a) => group::run(a).await,
         ClientCommand::Cluster(a) => cluster::run(a).await,
+        ClientCommand::Partition(a) => partition::run(a).await,
     }
 }
 

@@ -65,6 +65,7 @@ pub fn client_error_code(e: &ClientError) -> i16 {
         ClientError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         ClientError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         ClientError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ClientError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
         ClientError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
         ClientError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         ClientError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,

@@ -20,6 +20,7 @@
 //! - [`topics`]: CreateTopics and DeleteTopics (the controller APIs are forwarded to the
 //!   controller: [`crate::kafka::forward`]).
 //! - [`partitions`]: CreatePartitions, growing a topic.
+//! - [`reassignments`]: AlterPartitionReassignments and ListPartitionReassignments (moves).
 //! - [`log_dirs`]: DescribeLogDirs, the data dir and its partitions.
 //! - [`elect_leaders`]: ElectLeaders (preferred elections).
 //! - [`delete_records`]: DeleteRecords, through each partition's raft log.
@@ -50,6 +51,7 @@ pub mod offsets;
 pub mod partitions;
 pub mod produce;
 pub mod producers;
+pub mod reassignments;
 pub mod topics;
 
 use std::future::Future;
@@ -85,6 +87,18 @@ impl<B: Broker> Api<B> {
         Api::of::<alter_configs::AlterConfigs>(ApiKey::AlterConfigs, 0, 2),
         Api::of::<alter_configs::IncrementalAlterConfigs>(ApiKey::IncrementalAlterConfigs, 0, 1),
         Api::of::<partitions::CreatePartitions>(ApiKey::CreatePartitions, 0, 3),
+        // v1 adds allow_replication_factor_change (KIP-860): a client that sets it false
+        // needs v1; the default (true) works over v0.
+        Api::of::<reassignments::AlterPartitionReassignments>(
+            ApiKey::AlterPartitionReassignments,
+            0,
+            0,
+        ),
+        Api::of::<reassignments::ListPartitionReassignments>(
+            ApiKey::ListPartitionReassignments,
+            0,
+            0,
+        ),
         Api::of::<log_dirs::DescribeLogDirs>(ApiKey::DescribeLogDirs, 1, 4),
         Api::of::<elect_leaders::ElectLeaders>(ApiKey::ElectLeaders, 0, 2),
         Api::of::<delete_records::DeleteRecords>(ApiKey::DeleteRecords, 0, 2),
