@@ -35,7 +35,12 @@ enum PartitionCommand {
         #[arg(value_parser = parse_partition)]
         partition: TopicPartition,
         /// The new replicas, `2,3,4` (the first is the preferred leader).
-        #[arg(long, value_delimiter = ',', required_unless_present = "cancel", conflicts_with = "cancel")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "cancel",
+            conflicts_with = "cancel"
+        )]
         replicas: Vec<i32>,
         /// Cancel the partition's move: back to the replicas it had.
         #[arg(long)]

@@ -118,9 +118,9 @@ async fn alter<B: Broker>(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let r = results.next().unwrap_or(Err(ClientError::InvalidRequest(
-                        "no result".into(),
-                    )));
+                    let r = results
+                        .next()
+                        .unwrap_or(Err(ClientError::InvalidRequest("no result".into())));
                     partition_result(p.partition_index, r)
                 })
                 .collect();
@@ -215,7 +215,10 @@ async fn list<B: Broker>(
             .collect()
     });
     let resp = ListPartitionReassignmentsResponse::default();
-    let list = match broker.request(Request::ListReassignments { partitions }).await {
+    let list = match broker
+        .request(Request::ListReassignments { partitions })
+        .await
+    {
         Response::ListReassignments(Ok(list)) => list,
         Response::ListReassignments(Err(e)) => {
             let e = AdminError::core(&e);
