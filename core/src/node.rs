@@ -1171,6 +1171,11 @@ impl Node {
         roles + self.metadata().records_applied + self.replica_set_version + identified
     }
 
+    /// A number that grows whenever a replica is created or deleted here.
+    pub fn replica_set_version(&self) -> u64 {
+        self.replica_set_version
+    }
+
     /// A number that changes whenever a replica's durable commit index moves, i.e. whenever a
     /// high watermark may have moved: the runtime wakes long-polling fetches on a change.
     pub fn commit_version(&self) -> u64 {

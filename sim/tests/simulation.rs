@@ -81,6 +81,7 @@ fn add_stats(total: &mut railyard_sim::world::RunStats, s: &railyard_sim::world:
     total.delete_records_acked += s.delete_records_acked;
     total.acked_all += s.acked_all;
     total.joins_admitted += s.joins_admitted;
+    total.moves_completed += s.moves_completed;
     total.disk.read_errors += s.disk.read_errors;
     total.disk.torn_writes += s.disk.torn_writes;
     total.disk.ops_lost += s.disk.ops_lost;
@@ -113,6 +114,7 @@ fn missing(total: &railyard_sim::world::RunStats) -> Vec<&'static str> {
         ("partition-blocked messages", total.net.blocked),
         ("acks=all writes", total.acked_all),
         ("nodes joined to a running cluster", total.joins_admitted),
+        ("partition moves completed", total.moves_completed),
         ("wall-clock steps", total.clock_steps),
         ("graceful stops", total.graceful_stops),
         ("topic churn through the controller", total.churn_requests),

@@ -27,6 +27,11 @@ pub(super) const CHURN_EVERY_US: u64 = 700_000;
 /// Most churn topics alive at once.
 const CHURN_TOPICS_MAX: usize = 3;
 
+/// The membership nemesis's first move comes between this and twice this into the run.
+pub(super) const MOVES_FROM_US: u64 = 1_000_000;
+/// The mean time between two of its moves during the fault phase.
+pub(super) const MOVE_EVERY_US: u64 = 1_500_000;
+
 /// How often the admin client deletes records during the fault phase.
 pub(super) const DELETE_RECORDS_EVERY_US: u64 = 900_000;
 
@@ -88,6 +93,12 @@ impl World {
                     .as_ref()
                     .is_some_and(|n| n.controller() == Some(*id))
         })
+    }
+
+    /// The metadata image of the node that believes it is the controller.
+    pub(super) fn controller_image(&self) -> Option<&railyard_core::metadata::MetadataImage> {
+        let id = self.controller_node()?;
+        Some(self.slots[&id].node.as_ref()?.metadata())
     }
 
     /// Topic churn: the admin client creates a new topic (placed by the controller) or deletes
@@ -181,6 +192,79 @@ impl World {
                     change: ConfigChange::Incremental(ops),
                     validate_only: false,
                 }
+            }
+        }
+    }
+
+    /// The membership nemesis: moves a random workload partition to three drawn brokers of
+    /// the image (any registered one, joiners included; sometimes a fenced one, which the
+    /// controller must refuse), retargets a moving one, or cancels its move.
+    pub(super) fn reassign(&mut self) {
+        let Some(id) = self.controller_node() else {
+            return;
+        };
+        let workload: Vec<TopicPartition> = self
+            .specs
+            .iter()
+            .filter(|s| !self.fixed.contains(s))
+            .map(|s| s.tp.clone())
+            .collect();
+        let rng = &mut self.rngs.moves;
+        let tp = workload[rng.gen_range(0..workload.len())].clone();
+        let image = self.slots[&id].node.as_ref().expect("up").metadata();
+        let moving = image.moves.contains_key(&tp);
+        let target = if moving && rng.gen_bool(0.4) {
+            None
+        } else {
+            let mut brokers: Vec<NodeId> = image.brokers.keys().copied().collect();
+            let mut target = Vec::new();
+            while target.len() < 3 && !brokers.is_empty() {
+                target.push(brokers.swap_remove(rng.gen_range(0..brokers.len())));
+            }
+            Some(target)
+        };
+        self.admin_sent += 1;
+        self.stats.moves_requested += 1;
+        let request = Request::AlterReassignments {
+            moves: vec![(tp, target)],
+        };
+        let now_ms = (self.now / 1000) as i64;
+        let request_id = ADMIN_REQUEST_BASE + self.admin_sent;
+        let node = self.slots.get_mut(&id).and_then(|s| s.node.as_mut());
+        node.expect("up")
+            .handle_request(now_ms, request_id, request);
+        self.trace(19, id, self.admin_sent);
+        self.pump(id);
+    }
+
+    /// Records the moves in flight in the controller's image, and counts those that finished
+    /// (left the image with the partition on their target) since.
+    pub(super) fn note_moves(&mut self) {
+        let Some(id) = self.controller_node() else {
+            return;
+        };
+        let image = self.slots[&id].node.as_ref().expect("up").metadata();
+        for (tp, m) in &image.moves {
+            let key = (tp.clone(), m.id);
+            if !self.moves_seen.contains_key(&key) {
+                self.stats.moves_started += 1;
+                self.moves_seen.insert(key, m.target.clone());
+            }
+        }
+        let gone: Vec<(TopicPartition, u64)> = self
+            .moves_seen
+            .keys()
+            .filter(|(tp, move_id)| image.moves.get(tp).is_none_or(|m| m.id != *move_id))
+            .cloned()
+            .collect();
+        for key in gone {
+            let target = self.moves_seen.remove(&key).expect("listed above");
+            let replicas = image
+                .topics
+                .get(&key.0.topic)
+                .and_then(|t| t.partitions.get(&key.0.partition));
+            if !image.moves.contains_key(&key.0) && replicas == Some(&target) {
+                self.stats.moves_completed += 1;
             }
         }
     }

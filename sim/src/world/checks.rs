@@ -7,7 +7,7 @@
 //! (`check_metadata`). At the end: the scenarios' own outcomes (clock steps fenced no broker;
 //! the reconfiguration finished in the intended configuration).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use raft::StateRole;
 use railyard_core::batch::decode_records;
@@ -51,6 +51,24 @@ impl World {
             return;
         };
         let mut problems = Vec::new();
+        // A replica deleted here (a move took it away) starts again from nothing if it comes
+        // back: its watermark history goes with it.
+        let version = node.replica_set_version();
+        if self.replica_sets_seen.insert(id, version) != Some(version) {
+            let hosted: BTreeSet<usize> = node
+                .replicas()
+                .filter_map(|r| self.tp_index.get(r.tp()).copied())
+                .collect();
+            let stale: Vec<(NodeId, usize)> = self
+                .hw_seen
+                .range((id, 0)..=(id, usize::MAX))
+                .map(|(k, _)| *k)
+                .filter(|(_, i)| !hosted.contains(i))
+                .collect();
+            for k in stale {
+                self.hw_seen.remove(&k);
+            }
+        }
         for r in node.replicas() {
             let st = r.status();
             let tp = r.tp();
@@ -228,6 +246,31 @@ impl World {
     /// number of records hold the same image; every recorded leadership names the node that
     /// really led the partition in that term (as `check_node` saw it); and every leader the
     /// published view names is in its broker list.
+    /// Every learner a move promoted had caught up: its log (on its own node, read here, not
+    /// as the leader believes) reaches the commit index the leader had when it proposed the
+    /// promotion. A learner that is down is checked at none of its promotions: its durable
+    /// log is what a restart reads, and the leader's count of it was only ever of acks sent
+    /// after syncing.
+    pub(super) fn check_promotions(&mut self, id: NodeId) {
+        let promotions = match self.slots.get_mut(&id).and_then(|s| s.node.as_mut()) {
+            Some(node) => node.take_promotions(),
+            None => return,
+        };
+        for p in promotions {
+            let log_end = self.slots[&p.learner]
+                .node
+                .as_ref()
+                .and_then(|n| n.replica(&p.tp))
+                .map(|r| r.storage().log().last_index());
+            if let Some(end) = log_end.filter(|end| *end < p.commit) {
+                self.violation(format!(
+                    "{}: node {id} promoted learner {} at commit {} with its log ending at {end}",
+                    p.tp, p.learner, p.commit
+                ));
+            }
+        }
+    }
+
     pub(super) fn check_metadata(&mut self) {
         let mut problems = self.identity_problems();
         problems.extend(self.metadata_conf_problems());

@@ -184,6 +184,7 @@ impl World {
             self.fail_stop(id, &e.to_string());
             return;
         }
+        self.check_promotions(id);
         self.pump(id);
     }
 

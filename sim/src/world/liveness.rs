@@ -122,6 +122,9 @@ impl World {
                     ));
                 }
             }
+            for tp in image.moves.keys() {
+                problems.push(format!("liveness: node {id}'s metadata still moves {tp}"));
+            }
             // The replicas a node hosts are exactly those its image assigns to it: creation
             // and deletion followed the metadata log through every fault.
             let node = self.slots[&id].node.as_ref().unwrap();
@@ -170,10 +173,15 @@ impl World {
                     .is_some_and(|n| !n.is_joining())
             })
             .count() as u64;
+        let preferred = |w: &World, s: &railyard_core::node::PartitionSpec| {
+            let image = w.controller_image();
+            let assigned = image.and_then(|i| i.topics.get(&s.tp.topic)?.partitions.get(&s.tp.partition)?.first().copied());
+            assigned.or(s.voters.first().copied())
+        };
         self.stats.preferred_leaders = self
             .specs
             .iter()
-            .filter(|s| self.leader_of(&s.tp) == s.voters.first().copied())
+            .filter(|s| self.leader_of(&s.tp) == preferred(&self, s))
             .count() as u64;
         self.stats.replicas_created_late = self
             .up_nodes()

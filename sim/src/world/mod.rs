@@ -48,7 +48,9 @@ use railyard_jepsen::{CheckReport, History};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use self::admin::{ADMIN_EVERY_US, CHURN_EVERY_US, DELETE_RECORDS_EVERY_US};
+use self::admin::{
+    ADMIN_EVERY_US, CHURN_EVERY_US, DELETE_RECORDS_EVERY_US, MOVES_FROM_US, MOVE_EVERY_US,
+};
 use self::scenarios::{Reconfig, ScriptStep, RECONFIG_EVERY_US, RECONFIG_TOPIC};
 use self::schedule::{Rngs, FAULT_TICK_US};
 use crate::disk::{DiskStats, SimDisk};
@@ -96,6 +98,9 @@ pub struct SimOptions {
     /// Nodes that join the running cluster later (ids after `node_count`, `join` on), at a
     /// time drawn during the fault phase, or at the heal.
     pub joiners: u64,
+    /// The membership nemesis: the admin client moves workload partitions to drawn replica
+    /// sets (and cancels moves) while the faults run.
+    pub moves: bool,
     pub topics: Vec<(String, i32)>,
     pub faults: FaultConfig,
     pub fault_phase_us: u64,
@@ -123,10 +128,12 @@ impl SimOptions {
         let segment_bytes = if rng.gen_bool(0.5) { 8 * 1024 } else { 1 << 20 };
         // Drawn apart, so that the draws above stay what they were before joins existed.
         let joiners = u64::from(ChaCha8Rng::seed_from_u64(seed ^ 0x0001_0e1a_571c).gen_bool(0.5));
+        let moves = ChaCha8Rng::seed_from_u64(seed ^ 0x0000_3073_e5ab).gen_bool(0.5);
         SimOptions {
             seed,
             node_count,
             joiners,
+            moves,
             topics: vec![("a".into(), 2), ("b".into(), 2)],
             faults,
             fault_phase_us: 10_000_000,
@@ -151,6 +158,7 @@ impl SimOptions {
         o.scenario = scenario;
         o.node_count = 3;
         o.joiners = 0;
+        o.moves = false;
         o.faults = FaultConfig::none();
         o.log.segment_bytes = 8 * 1024;
         if scenario == Scenario::TornWriteFollower || scenario == Scenario::LeaderCrashMidWrite {
@@ -245,6 +253,10 @@ pub struct RunStats {
     pub replicas_created_late: u64,
     /// Joiners admitted to the cluster by the end.
     pub joins_admitted: u64,
+    /// Reassignments the admin client sent, and moves seen started and finished.
+    pub moves_requested: u64,
+    pub moves_started: u64,
+    pub moves_completed: u64,
     /// Disk counters summed over every node's disk.
     pub disk: DiskStats,
     pub net: NetStats,
@@ -325,6 +337,8 @@ enum Event {
     /// The admin client deletes the records of a workload partition that the consumers have
     /// all read.
     DeleteRecords,
+    /// The membership nemesis moves a workload partition (or cancels a move).
+    Reassign,
     /// The reconfiguration scenario's driver looks at `r-0` and proposes its next change.
     Reconfigure,
     Liveness,
@@ -401,6 +415,8 @@ pub struct World {
     tp_index: BTreeMap<TopicPartition, usize>,
     leaders: BTreeMap<(usize, Term), NodeId>,
     hw_seen: BTreeMap<(NodeId, usize), Offset>,
+    /// Each node's replica-set version when `hw_seen` was last pruned for it.
+    replica_sets_seen: BTreeMap<NodeId, u64>,
     committed: BTreeMap<TopicPartition, BTreeMap<RaftIndex, (Term, u32)>>,
     committed_values: BTreeMap<(TopicPartition, Offset), u64>,
     prefix_checked: BTreeMap<(NodeId, TopicPartition), RaftIndex>,
@@ -431,6 +447,9 @@ pub struct World {
     /// (each has the committed command in its log). A deposed leader of an older term that has
     /// not noticed yet may: it serves a stale but committed view, as a Kafka zombie leader does.
     acked_starts: BTreeMap<TopicPartition, BTreeMap<Term, Offset>>,
+    /// Moves in flight in the controller's image when last looked: (partition, move id) ->
+    /// target.
+    moves_seen: BTreeMap<(TopicPartition, u64), Vec<NodeId>>,
 }
 
 impl World {
@@ -536,6 +555,7 @@ impl World {
             tp_index,
             leaders: BTreeMap::new(),
             hw_seen: BTreeMap::new(),
+            replica_sets_seen: BTreeMap::new(),
             committed: BTreeMap::new(),
             committed_values: BTreeMap::new(),
             prefix_checked: BTreeMap::new(),
@@ -552,6 +572,7 @@ impl World {
             reconfig: Reconfig::default(),
             deletes_in_flight: BTreeMap::new(),
             acked_starts: BTreeMap::new(),
+            moves_seen: BTreeMap::new(),
         };
         w.boot();
         w
@@ -592,6 +613,10 @@ impl World {
         if self.opts.scenario == Scenario::Swarm {
             self.schedule(CHURN_EVERY_US, Event::Churn);
             self.schedule(DELETE_RECORDS_EVERY_US, Event::DeleteRecords);
+            if self.opts.moves {
+                let first = self.rngs.moves.gen_range(MOVES_FROM_US..2 * MOVES_FROM_US);
+                self.schedule(first, Event::Reassign);
+            }
         }
         self.schedule(self.opts.fault_phase_us, Event::Liveness);
         let end = self.opts.fault_phase_us + self.opts.liveness_us;
@@ -692,6 +717,7 @@ impl World {
                 self.slots[&id].disk.set_capacity(None);
             }
             Event::PrefixCheck => {
+                self.note_moves();
                 self.check_committed_prefixes();
                 self.check_metadata();
                 self.check_settings();
@@ -714,6 +740,13 @@ impl World {
                 if !self.in_liveness {
                     self.delete_records();
                     self.schedule(self.now + DELETE_RECORDS_EVERY_US, Event::DeleteRecords);
+                }
+            }
+            Event::Reassign => {
+                if !self.in_liveness {
+                    self.reassign();
+                    let next = self.rngs.moves.gen_range(MOVE_EVERY_US / 2..MOVE_EVERY_US * 3 / 2);
+                    self.schedule(self.now + next, Event::Reassign);
                 }
             }
             Event::Liveness => self.start_liveness(),

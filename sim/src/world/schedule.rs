@@ -54,6 +54,8 @@ pub(super) struct Rngs {
     pub(super) clock: ChaCha8Rng,
     /// When joiners start.
     pub(super) membership: ChaCha8Rng,
+    /// The membership nemesis: which partitions move where, and when.
+    pub(super) moves: ChaCha8Rng,
 }
 
 impl Rngs {
@@ -70,6 +72,7 @@ impl Rngs {
             workload: stream(4),
             clock: stream(5),
             membership: stream(6),
+            moves: stream(7),
         }
     }
 }
