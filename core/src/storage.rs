@@ -80,6 +80,8 @@ pub struct OpenReport {
     pub commit_clamped_from: Option<RaftIndex>,
     /// State machine snapshot files that failed their checksum (never applied).
     pub corrupt_snapshots: usize,
+    /// No raft state file existed: a new replica, with no term, vote or log.
+    pub fresh: bool,
 }
 
 /// raft-rs storage for one partition. See the module docs.
@@ -140,6 +142,7 @@ impl PartitionStorage {
             corruption: recovery.corruption,
             commit_clamped_from: None,
             corrupt_snapshots,
+            fresh: payload.is_none(),
         };
         let mut state_dirty = false;
         let mut state = match payload {

@@ -290,7 +290,7 @@ fn test_scenario_follower_then_leader_crash() {
 // this binary so that it runs beside the long swarm test instead of after it.
 
 /// (mutation, scenario, seed that catches it, what the check's report starts with).
-const CANARIES: [(Mutation, Scenario, u64, &str); 14] = [
+const CANARIES: [(Mutation, Scenario, u64, &str); 16] = [
     (
         Mutation::AckBeforeSync,
         Scenario::FollowerThenLeaderCrash,
@@ -313,19 +313,24 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 14] = [
         Mutation::LoseTruncation,
         Scenario::Swarm,
         2,
-        "__consumer_offsets-1: committed entry",
+        "b-0: committed entry",
     ),
     (
         Mutation::ApplyBeforeCommit,
         Scenario::Swarm,
         1,
-        "b-0: DeleteRecords before 1 answered log start 0",
+        "b-1: DeleteRecords before 3 answered log start 0",
     ),
-    (Mutation::ForgetHardState, Scenario::Swarm, 1, "two leaders"),
+    (
+        Mutation::ForgetHardState,
+        Scenario::Swarm,
+        87,
+        "two leaders",
+    ),
     (
         Mutation::AcceptDuplicateSequence,
         Scenario::Swarm,
-        1,
+        4,
         "checker: duplicate",
     ),
     (
@@ -337,14 +342,14 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 14] = [
     (
         Mutation::AckCommitBeforeCommitted,
         Scenario::Swarm,
-        4,
+        16,
         "group sim-group: committed offset",
     ),
     (
         Mutation::ForgetDeletedRecordsAtOpen,
         Scenario::Swarm,
-        1,
-        "node 1 b-1: leader serves from offset",
+        4,
+        "node 4 a-0: leader serves from offset",
     ),
     (
         Mutation::IgnoreBrokerConfigsChanged,
@@ -355,8 +360,8 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 14] = [
     (
         Mutation::HideFencedLeaders,
         Scenario::Swarm,
-        4,
-        "node 1's view names 3 leader of __consumer_offsets/1",
+        1,
+        "node 1's view names 3 leader of __consumer_offsets/0",
     ),
     (
         Mutation::ForgetClusterId,
@@ -369,6 +374,18 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 14] = [
         Scenario::Swarm,
         20,
         "metadata configuration at applied index",
+    ),
+    (
+        Mutation::RemoveBeforeCaughtUp,
+        Scenario::Swarm,
+        3,
+        "b-1: node 2 promoted learner 4 at commit",
+    ),
+    (
+        Mutation::DropDataBeforeCommit,
+        Scenario::Swarm,
+        4,
+        "a-0: node 3 opened a fresh replica after holding durable state",
     ),
 ];
 

@@ -53,11 +53,11 @@ impl World {
         let mut problems = Vec::new();
         // A replica deleted here (a move took it away) starts again from nothing if it comes
         // back: its watermark history goes with it.
-        let version = node.replica_set_version();
-        if self.replica_sets_seen.insert(id, version) != Some(version) {
+        let version = (self.slots[&id].incarnation, node.replica_set_version());
+        if self.replica_sets_seen.get(&id).map(|(v, _)| *v) != Some(version) {
             let hosted: BTreeSet<usize> = node
                 .replicas()
-                .filter_map(|r| self.tp_index.get(r.tp()).copied())
+                .map(|r| tp_key(&mut self.tp_index, r.tp()))
                 .collect();
             let stale: Vec<(NodeId, usize)> = self
                 .hw_seen
@@ -68,10 +68,22 @@ impl World {
             for k in stale {
                 self.hw_seen.remove(&k);
             }
+            let opened: BTreeSet<usize> = match self.replica_sets_seen.remove(&id) {
+                Some(((incarnation, _), before)) if incarnation == version.0 => {
+                    hosted.difference(&before).copied().collect()
+                }
+                _ => hosted.clone(),
+            };
+            problems.extend(self.forgotten_voters(id, &opened));
+            self.replica_sets_seen.insert(id, (version, hosted));
         }
         for r in node.replicas() {
             let st = r.status();
             let tp = r.tp();
+            if r.storage().durable_commit() > 0 {
+                let key = (id, tp_key(&mut self.tp_index, tp));
+                self.durable_replicas.insert(key);
+            }
             if st.role == StateRole::Leader {
                 let key = (tp_key(&mut self.tp_index, tp), st.term);
                 match self.leaders.get(&key) {
@@ -246,6 +258,39 @@ impl World {
     /// number of records hold the same image; every recorded leadership names the node that
     /// really led the partition in that term (as `check_node` saw it); and every leader the
     /// published view names is in its broker list.
+    /// A replica that node `id` opened fresh (no raft state on disk) where it had durable raft
+    /// state before, while every other replica of the partition still counts it a voter: it
+    /// lost the log and the votes the others count on (a deletion before the configuration
+    /// without it committed). Only a removed replica's data may go.
+    fn forgotten_voters(&self, id: NodeId, opened: &BTreeSet<usize>) -> Vec<String> {
+        let Some(node) = self.slots[&id].node.as_ref() else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        for (tp, report) in node.open_reports() {
+            let Some(i) = self.tp_index.get(tp).filter(|i| opened.contains(i)) else {
+                continue;
+            };
+            if !report.fresh || !self.durable_replicas.contains(&(id, *i)) {
+                continue;
+            }
+            let others: Vec<bool> = self
+                .up_nodes()
+                .into_iter()
+                .filter(|o| *o != id)
+                .filter_map(|o| self.slots[&o].node.as_ref()?.replica(tp))
+                .map(|r| r.conf_state().voters.contains(&id))
+                .collect();
+            if !others.is_empty() && others.iter().all(|v| *v) {
+                problems.push(format!(
+                    "{tp}: node {id} opened a fresh replica after holding durable state, while \
+                     every other replica counts it a voter"
+                ));
+            }
+        }
+        problems
+    }
+
     /// Every learner a move promoted had caught up: its log (on its own node, read here, not
     /// as the leader believes) reaches the commit index the leader had when it proposed the
     /// promotion. A learner that is down is checked at none of its promotions: its durable

@@ -175,7 +175,14 @@ impl World {
             .count() as u64;
         let preferred = |w: &World, s: &railyard_core::node::PartitionSpec| {
             let image = w.controller_image();
-            let assigned = image.and_then(|i| i.topics.get(&s.tp.topic)?.partitions.get(&s.tp.partition)?.first().copied());
+            let assigned = image.and_then(|i| {
+                i.topics
+                    .get(&s.tp.topic)?
+                    .partitions
+                    .get(&s.tp.partition)?
+                    .first()
+                    .copied()
+            });
             assigned.or(s.voters.first().copied())
         };
         self.stats.preferred_leaders = self

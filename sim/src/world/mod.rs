@@ -415,8 +415,11 @@ pub struct World {
     tp_index: BTreeMap<TopicPartition, usize>,
     leaders: BTreeMap<(usize, Term), NodeId>,
     hw_seen: BTreeMap<(NodeId, usize), Offset>,
-    /// Each node's replica-set version when `hw_seen` was last pruned for it.
-    replica_sets_seen: BTreeMap<NodeId, u64>,
+    /// Each node's (incarnation, replica-set version) when its replicas were last looked at,
+    /// with the partitions (`tp_index`) it hosted then.
+    replica_sets_seen: BTreeMap<NodeId, ((u64, u64), BTreeSet<usize>)>,
+    /// (node, partition) pairs seen with a durable commit index above 0.
+    durable_replicas: BTreeSet<(NodeId, usize)>,
     committed: BTreeMap<TopicPartition, BTreeMap<RaftIndex, (Term, u32)>>,
     committed_values: BTreeMap<(TopicPartition, Offset), u64>,
     prefix_checked: BTreeMap<(NodeId, TopicPartition), RaftIndex>,
@@ -556,6 +559,7 @@ impl World {
             leaders: BTreeMap::new(),
             hw_seen: BTreeMap::new(),
             replica_sets_seen: BTreeMap::new(),
+            durable_replicas: BTreeSet::new(),
             committed: BTreeMap::new(),
             committed_values: BTreeMap::new(),
             prefix_checked: BTreeMap::new(),
@@ -745,7 +749,10 @@ impl World {
             Event::Reassign => {
                 if !self.in_liveness {
                     self.reassign();
-                    let next = self.rngs.moves.gen_range(MOVE_EVERY_US / 2..MOVE_EVERY_US * 3 / 2);
+                    let next = self
+                        .rngs
+                        .moves
+                        .gen_range(MOVE_EVERY_US / 2..MOVE_EVERY_US * 3 / 2);
                     self.schedule(self.now + next, Event::Reassign);
                 }
             }
