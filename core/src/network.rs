@@ -14,6 +14,10 @@ use raft::eraftpb::Message as RaftMessage;
 use crate::metadata::{PartitionLeader, RegisterBroker};
 use crate::types::{NodeId, PartitionId, TopicPartition};
 
+/// Most raft payload bytes one envelope carries (a single larger message goes alone): a
+/// transport frame holds one envelope, and a catch-up step can produce hundreds of MiB.
+pub const ENVELOPE_BYTES_MAX: usize = 8 << 20;
+
 /// One raft message for one partition.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GroupMessage {

@@ -46,7 +46,9 @@ use crate::log::LogConfig;
 use crate::machine::{Command, Effect, NodeEvent, PartitionMachine};
 use crate::metadata::PartitionLeader;
 use crate::mutation::{self, Mutation};
-use crate::network::{AutoCreateTopic, BrokerHeartbeat, Envelope, GroupMessage, Network};
+use crate::network::{
+    AutoCreateTopic, BrokerHeartbeat, Envelope, GroupMessage, Network, ENVELOPE_BYTES_MAX,
+};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::producers::ProducerTable;
 use crate::replica::{is_vote_request, Replica, ReplicaConfig, Replies};
@@ -1530,25 +1532,47 @@ impl Node {
         net: &mut impl Network,
     ) {
         for (to, messages) in std::mem::take(outbox) {
-            self.stats.envelopes_sent += 1;
-            self.stats.raft_messages_sent += messages.len() as u64;
-            let heartbeat = match heartbeat.take() {
+            let mut heartbeat_to = match heartbeat.take() {
                 Some((hb_to, hb)) if hb_to == to => Some(hb),
                 other => {
                     *heartbeat = other;
                     None
                 }
             };
-            net.send(Envelope {
-                from,
-                to,
-                messages,
-                heartbeat,
-                cluster_id: self.cluster_id().map(str::to_string),
-                ..Envelope::default()
-            });
+            for messages in split_by_size(messages, ENVELOPE_BYTES_MAX) {
+                self.stats.envelopes_sent += 1;
+                self.stats.raft_messages_sent += messages.len() as u64;
+                net.send(Envelope {
+                    from,
+                    to,
+                    messages,
+                    heartbeat: heartbeat_to.take(),
+                    cluster_id: self.cluster_id().map(str::to_string),
+                    ..Envelope::default()
+                });
+            }
         }
     }
+}
+
+/// Splits one step's messages for a peer into envelopes of at most `bytes_max` of raft
+/// payload each (a larger message goes alone), in order. A leader catching up a replica puts
+/// up to `max_inflight_msgs` appends of `max_size_per_msg` in one step: as one envelope that
+/// is hundreds of MiB, more than a transport frame may carry. Always at least one envelope.
+fn split_by_size(messages: Vec<GroupMessage>, bytes_max: usize) -> Vec<Vec<GroupMessage>> {
+    let mut out: Vec<Vec<GroupMessage>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for m in messages {
+        let len = m.raft.len();
+        let last = out.last_mut().expect("never empty");
+        if !last.is_empty() && bytes + len > bytes_max {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += len;
+        out.last_mut().expect("never empty").push(m);
+    }
+    out
 }
 
 /// Wraps a partition's storage failure as the node's fail-stop error.
@@ -1644,4 +1668,39 @@ fn remove_dir_files(disk: &dyn Disk, dir: &str) {
 /// Whether a deletion of `dir`'s files was cut short by a crash.
 fn deletion_unfinished(disk: &dyn Disk, dir: &str) -> bool {
     disk.exists(&crate::disk::join_path(dir, DELETING_MARKER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(bytes: usize) -> GroupMessage {
+        GroupMessage {
+            topic: "t".into(),
+            partition: 0,
+            raft: bytes::Bytes::from(vec![0u8; bytes]),
+        }
+    }
+
+    #[test]
+    fn test_envelopes_are_split_by_size_in_order() {
+        let sizes = |v: &[Vec<GroupMessage>]| -> Vec<Vec<usize>> {
+            v.iter()
+                .map(|e| e.iter().map(|m| m.raft.len()).collect())
+                .collect()
+        };
+        let split = split_by_size((1..=5).map(message).collect(), 6);
+        assert_eq!(sizes(&split), vec![vec![1, 2, 3], vec![4], vec![5]]);
+        let split = split_by_size(vec![message(10), message(1)], 6);
+        assert_eq!(
+            sizes(&split),
+            vec![vec![10], vec![1]],
+            "a large one goes alone"
+        );
+        assert_eq!(
+            split_by_size(Vec::new(), 6).len(),
+            1,
+            "a heartbeat still goes"
+        );
+    }
 }
