@@ -366,3 +366,80 @@ async fn test_bad_input_gets_one_line_and_a_non_zero_exit() {
         "{stderr}"
     );
 }
+
+/// `partition reassign` moves (here: reorders) a partition's replicas and waits for it,
+/// `partition reassignments` lists nothing afterwards, and bad reassignments get one line
+/// with Kafka's error code, or a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_partition_reassign_and_its_bad_input() {
+    let c = cluster().await;
+    let b = c.bootstrap();
+    let b = b.as_str();
+    for target in ["3,1,2", "2,3,1"] {
+        let out = ok(
+            b,
+            &[
+                "partition",
+                "reassign",
+                "events:0",
+                "--replicas",
+                target,
+                "--wait",
+            ],
+            "",
+        );
+        assert_eq!(out, "events:0 reassigned (done)\n");
+    }
+    let listed = ok(b, &["partition", "reassignments"], "");
+    assert_eq!(listed, "TOPIC  PARTITION  REPLICAS  ADDING  REMOVING\n");
+    let json = ok(b, &["partition", "reassignments", "--format", "json"], "");
+    assert!(json.contains("\"reassignments\": []"), "{json}");
+    // The reordered replicas, preferred leader first, as Metadata reports them.
+    let described = ok(b, &["topic", "describe", "events"], "");
+    let row = described
+        .lines()
+        .skip_while(|l| !l.starts_with("PARTITION "))
+        .nth(1);
+    let cells: Vec<&str> = row.unwrap_or_default().split_whitespace().collect();
+    assert_eq!(cells.get(3), Some(&"2,3,1"), "{described}");
+
+    for target in ["1,1,2", "1,2,9"] {
+        let e = fails(
+            b,
+            &["partition", "reassign", "events:0", "--replicas", target],
+            1,
+        );
+        assert!(e.contains("INVALID_REPLICA_ASSIGNMENT (code 39)"), "{e}");
+    }
+    let e = fails(b, &["partition", "reassign", "events:0", "--cancel"], 1);
+    assert!(e.contains("NO_REASSIGNMENT_IN_PROGRESS (code 85)"), "{e}");
+    let e = fails(
+        b,
+        &[
+            "partition",
+            "reassign",
+            "events:7",
+            "--replicas",
+            "1,2,3",
+            "--timeout-ms",
+            "2000",
+        ],
+        1,
+    );
+    assert!(e.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{e}");
+    for usage in [
+        &["partition", "reassign", "events:0"][..],
+        &["partition", "reassign", "events", "--replicas", "1"],
+        &[
+            "partition",
+            "reassign",
+            "events:0",
+            "--replicas",
+            "1",
+            "--cancel",
+        ],
+        &["partition", "reassign", "events:0", "--replicas", "x"],
+    ] {
+        fails(b, usage, 2);
+    }
+}
