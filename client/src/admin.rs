@@ -19,9 +19,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, ListPartitionReassignmentsRequest,
-    TopicName,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest, ListPartitionReassignmentsRequest,
+    TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -115,6 +115,19 @@ pub struct ClusterDescription {
     pub controller: Option<i32>,
     /// The brokers.
     pub brokers: Vec<BrokerMeta>,
+}
+
+/// A registered broker as DescribeCluster (v2, fenced brokers included) reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerStatus {
+    /// Its node id.
+    pub node_id: i32,
+    /// `host:port` of its Kafka listener.
+    pub addr: String,
+    /// Its rack, if it has one.
+    pub rack: Option<String>,
+    /// Not heard from within its session: stopped, or cut off from the controller.
+    pub fenced: bool,
 }
 
 /// A partition move in flight, as ListPartitionReassignments reports it.
@@ -422,6 +435,55 @@ impl Admin {
                             adding: ids(&p.adding_replicas),
                             removing: ids(&p.removing_replicas),
                         })
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    /// Takes broker `node_id` out of the cluster (UnregisterBroker). Railyard drains it first:
+    /// this returns once the decommission is recorded; every replica then moves off the
+    /// broker, and once it holds none and is stopped it is unregistered (no longer listed by
+    /// [`Admin::describe_brokers`]).
+    pub async fn unregister_broker(&self, node_id: i32) -> Result<()> {
+        let req = UnregisterBrokerRequest::default().with_broker_id(BrokerId(node_id));
+        self.cluster
+            .retry(|| async {
+                let conn = self.cluster.any_connection().await?;
+                let resp = conn.call(&req).await?;
+                check_code(
+                    resp.error_code,
+                    conn.broker().clone(),
+                    "UnregisterBroker",
+                    || resp.error_message.as_ref().map(|m| m.to_string()),
+                )
+            })
+            .await
+    }
+
+    /// Every registered broker, fenced ones included (DescribeCluster v2, KIP-1073).
+    pub async fn describe_brokers(&self) -> Result<Vec<BrokerStatus>> {
+        let req = DescribeClusterRequest::default()
+            .with_endpoint_type(1)
+            .with_include_fenced_brokers(true);
+        self.cluster
+            .retry(|| async {
+                let conn = self.cluster.any_connection().await?;
+                let resp = conn.call(&req).await?;
+                check_code(
+                    resp.error_code,
+                    conn.broker().clone(),
+                    "DescribeCluster",
+                    || resp.error_message.as_ref().map(|m| m.to_string()),
+                )?;
+                Ok(resp
+                    .brokers
+                    .iter()
+                    .map(|b| BrokerStatus {
+                        node_id: b.broker_id.0,
+                        addr: format!("{}:{}", b.host.as_str(), b.port),
+                        rack: b.rack.as_ref().map(|r| r.to_string()),
+                        fenced: b.is_fenced,
                     })
                     .collect())
             })

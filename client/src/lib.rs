@@ -28,7 +28,7 @@ pub mod producer;
 mod random;
 mod tasks;
 
-pub use admin::{Admin, NewTopic, OffsetSpec, PartitionReassignment};
+pub use admin::{Admin, BrokerStatus, NewTopic, OffsetSpec, PartitionReassignment};
 pub use cluster::ClientConfig;
 pub use codec::Compression;
 pub use consumer::assignor::Assignor;

@@ -129,6 +129,12 @@ pub enum Request {
     ListReassignments {
         partitions: Option<Vec<TopicPartition>>,
     },
+    /// Take a broker out of the cluster (Kafka's UnregisterBroker, draining first: see
+    /// [`crate::controller::balance`]). Answered once the decommission is recorded (or the
+    /// broker, already empty and stopped, unregistered).
+    UnregisterBroker {
+        broker: NodeId,
+    },
     /// Hand `tp`'s leadership to its preferred replica (Kafka's ElectLeaders, preferred
     /// election), asked of the partition's leader. Answered once the transfer has started.
     ElectPreferredLeader {
@@ -260,6 +266,13 @@ pub enum ClientError {
     /// A cancel of a partition that is not moving (NO_REASSIGNMENT_IN_PROGRESS).
     #[error("no reassignment of {0} is in progress")]
     NoReassignmentInProgress(TopicPartition),
+    /// A broker id with no registration (BROKER_ID_NOT_REGISTERED).
+    #[error("broker {0} is not registered")]
+    BrokerNotRegistered(NodeId),
+    /// A decommission that would leave a partition short of brokers for its replication
+    /// factor (INVALID_REPLICATION_FACTOR); nothing changed.
+    #[error("{0}")]
+    BelowReplicationFactor(String),
     /// INVALID_REQUEST: e.g. a CreateTopics for an internal topic, which only the cluster
     /// creates.
     #[error("invalid request: {0}")]
@@ -356,6 +369,7 @@ pub enum Response {
     /// One result per move of a [`Request::AlterReassignments`], in its order.
     AlterReassignments(Result<Vec<Result<(), ClientError>>, ClientError>),
     ListReassignments(Result<Vec<crate::controller::ReassignmentStatus>, ClientError>),
+    UnregisterBroker(Result<(), ClientError>),
 }
 
 impl Response {
@@ -382,6 +396,7 @@ impl Response {
             Request::InitProducerId { .. } => Response::InitProducerId(Err(err)),
             Request::AlterReassignments { .. } => Response::AlterReassignments(Err(err)),
             Request::ListReassignments { .. } => Response::ListReassignments(Err(err)),
+            Request::UnregisterBroker { .. } => Response::UnregisterBroker(Err(err)),
             Request::Group(r) => {
                 Response::Group(crate::groups::GroupResponse::error_for(r, (&err).into()))
             }

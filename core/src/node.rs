@@ -547,7 +547,8 @@ impl Node {
             | Request::AlterTopicConfigs { .. }
             | Request::AlterBrokerConfigs { .. }
             | Request::AlterReassignments { .. }
-            | Request::ListReassignments { .. } => {
+            | Request::ListReassignments { .. }
+            | Request::UnregisterBroker { .. } => {
                 return self.route_to_controller(id, request);
             }
             Request::InitProducerId { current } => {
@@ -660,6 +661,7 @@ impl Node {
             | Request::AutoCreateTopic { .. }
             | Request::AlterReassignments { .. }
             | Request::ListReassignments { .. }
+            | Request::UnregisterBroker { .. }
             | Request::Group(_) => unreachable!("handled above"),
         };
         self.replies.push_back((id, reply));

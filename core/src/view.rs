@@ -96,6 +96,22 @@ pub fn brokers(node: &Node, configured: &[BrokerInfo], topics: &[TopicView]) -> 
     out
 }
 
+/// The registered brokers that `live` (what [`brokers`] returned) leaves out, fenced ones:
+/// DescribeCluster lists them when asked (KIP-1073). An unregistered broker is in neither.
+pub fn fenced_brokers(node: &Node, live: &[BrokerInfo]) -> Vec<BrokerInfo> {
+    node.metadata()
+        .brokers
+        .values()
+        .filter(|m| m.fenced && !live.iter().any(|b| b.id == m.id))
+        .map(|m| BrokerInfo {
+            id: m.id,
+            host: m.host.clone(),
+            port: m.port,
+            rack: m.rack.clone(),
+        })
+        .collect()
+}
+
 /// Every topic of the image with its partitions' leaderships (module docs), by name.
 pub fn topics(node: &Node) -> Vec<TopicView> {
     let image = node.metadata();

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use railyard_core::api::{Acks, ClientError, OffsetSpec, Produced, Request, Response};
 use railyard_core::batch::{decode_records, BatchBuilder};
+use railyard_core::controller::METADATA_TOPIC;
 use railyard_core::disk::{Disk, MemDisk};
 use railyard_core::groups::{
     coordinator_partition, FetchedOffset, GroupConfig, GroupError, GroupRequest, GroupResponse,
@@ -2119,4 +2120,207 @@ fn test_a_move_survives_leader_and_controller_restarts() {
         assert_eq!(elect, Response::ElectPreferredLeader(Ok(())));
         tick_until(&mut c, 100, "node 4 leads", |c| c.leader() == Some(4));
     }
+}
+
+/// Replicas (and preferred leaderships, counted by the first replica) per broker in node
+/// `id`'s image, over brokers 1..=n.
+fn loads(c: &Cluster, id: NodeId, n: NodeId) -> (Vec<usize>, Vec<usize>) {
+    let image = c.nodes[id as usize - 1].metadata();
+    let mut replicas = vec![0; n as usize];
+    let mut leaders = vec![0; n as usize];
+    for (tp, r) in image.assignments() {
+        if tp.topic == METADATA_TOPIC {
+            continue;
+        }
+        for (i, b) in r.iter().enumerate() {
+            replicas[*b as usize - 1] += 1;
+            leaders[*b as usize - 1] += usize::from(i == 0);
+        }
+    }
+    (replicas, leaders)
+}
+
+/// Automatic balancing and decommission, end to end in core: a fourth broker joins a cluster
+/// whose 12 RF-2 partitions sit on three, and the controller moves replicas and preferred
+/// leaders until every broker is within 1 of the mean; bad decommissions are refused with
+/// their codes and change nothing; a decommission of the new broker drains it with every
+/// partition keeping its replication factor and its spread over racks, and once it stops it is unregistered and leaves
+/// the metadata group.
+#[test]
+fn test_a_joined_broker_is_balanced_onto_then_decommissioned() {
+    let (mut c, controller) = identified_cluster();
+    let create = Request::CreateTopic {
+        name: "b".into(),
+        partitions: 12,
+        replication_factor: 2,
+        configs: Default::default(),
+        assignments: vec![],
+        validate_only: false,
+    };
+    assert_eq!(c.request(controller, create), Response::CreateTopic(Ok(())));
+    assert_eq!(loads(&c, 1, 3).0, vec![8, 8, 8]);
+    admit_node_4(&mut c);
+    tick_until(&mut c, 600, "balanced onto node 4", |c| {
+        c.nodes.iter().all(|n| {
+            let image = n.metadata();
+            let (replicas, leaders) = loads(c, n.id(), 4);
+            image.moves.is_empty()
+                && replicas.iter().all(|r| (5..=7).contains(r))
+                && leaders.iter().all(|l| (2..=4).contains(l))
+        })
+    });
+    let hosted = |c: &Cluster, id: NodeId| {
+        (0..12)
+            .filter(|p| {
+                c.nodes[id as usize - 1]
+                    .replica(&TopicPartition::new("b", *p))
+                    .is_some()
+            })
+            .count()
+    };
+    assert_eq!(
+        hosted(&c, 4),
+        loads(&c, 1, 4).0[3],
+        "node 4 hosts what its image says"
+    );
+
+    let unregister = |c: &mut Cluster, broker| {
+        let controller = wait_for_controller(c);
+        match c.request(controller, Request::UnregisterBroker { broker }) {
+            Response::UnregisterBroker(r) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        unregister(&mut c, 9),
+        Err(ClientError::BrokerNotRegistered(9))
+    );
+    assert!(
+        matches!(unregister(&mut c, 1), Err(ClientError::InvalidRequest(m)) if m.contains("controller voter"))
+    );
+    let wide = Request::CreateTopic {
+        name: "wide".into(),
+        partitions: 1,
+        replication_factor: 4,
+        configs: Default::default(),
+        assignments: vec![],
+        validate_only: false,
+    };
+    assert_eq!(c.request(controller, wide), Response::CreateTopic(Ok(())));
+    assert!(matches!(
+        unregister(&mut c, 4),
+        Err(ClientError::BelowReplicationFactor(m)) if m.contains("wide-0")
+    ));
+    assert!(
+        c.nodes[0].metadata().decommissioning.is_empty(),
+        "a refusal changes nothing"
+    );
+    let delete = Request::DeleteTopic {
+        name: "wide".into(),
+    };
+    assert_eq!(c.request(controller, delete), Response::DeleteTopic(Ok(())));
+
+    // Racks (see `endpoint`): 1 and 3 on rack-1, 2 and 4 on rack-0.
+    let racks = |r: &[NodeId]| r.iter().map(|b| b % 2).collect::<BTreeSet<_>>().len();
+    let spread_before: Vec<usize> = c.nodes[0]
+        .metadata()
+        .assignments()
+        .values()
+        .map(|r| racks(r))
+        .collect();
+    assert_eq!(unregister(&mut c, 4), Ok(()));
+    tick_until(&mut c, 600, "node 4 drained", |c| {
+        c.nodes
+            .iter()
+            .all(|n| !n.metadata().hosts_replicas(4) && n.metadata().moves.is_empty())
+            && hosted(c, 4) == 0
+    });
+    let image = c.nodes[0].metadata();
+    assert!(!image.brokers[&4].fenced && image.decommissioning.contains(&4));
+    for (tp, r) in image.assignments() {
+        if tp.topic == "b" {
+            assert_eq!(r.len(), 2, "{tp} keeps its replication factor: {r:?}");
+        }
+    }
+    let spread_after: Vec<usize> = image.assignments().values().map(|r| racks(r)).collect();
+    assert_eq!(
+        spread_before, spread_after,
+        "no partition narrows its spread over racks"
+    );
+    let (replicas, _) = loads(&c, 1, 3);
+    assert_eq!(replicas.iter().sum::<usize>(), 24);
+
+    isolate(&mut c, 4, true);
+    tick_until(&mut c, 200, "node 4 unregistered", |c| {
+        c.nodes[..3].iter().all(|n| {
+            let image = n.metadata();
+            !image.brokers.contains_key(&4) && image.unregistered.contains(&4)
+        })
+    });
+    tick_until(&mut c, 100, "node 4 out of the metadata group", |c| {
+        let l = c.nodes[..3]
+            .iter()
+            .find(|n| n.replica(&metadata_tp()).is_some_and(|r| r.is_leader()));
+        l.is_some_and(|n| {
+            let cs = n.replica(&metadata_tp()).unwrap().conf_state();
+            !cs.learners.contains(&4) && !cs.voters.contains(&4)
+        })
+    });
+}
+
+/// The balancer's switch is a cluster-wide boolean config: refused with INVALID_CONFIG on one
+/// broker or with a non-boolean value; once `false`, a joining broker gets nothing moved onto
+/// it, and deleting the config turns balancing back on.
+#[test]
+fn test_balancing_can_be_turned_off_for_the_cluster() {
+    use railyard_core::api::ConfigChange;
+    use railyard_core::controller::AUTOBALANCE_CONFIG;
+    use railyard_core::topic_config::AlterOp;
+    let (mut c, controller) = identified_cluster();
+    let alter = |c: &mut Cluster, broker, op| {
+        let change = ConfigChange::Incremental(vec![(AUTOBALANCE_CONFIG.to_string(), op)]);
+        let req = Request::AlterBrokerConfigs {
+            broker,
+            change,
+            validate_only: false,
+        };
+        match c.request(controller, req) {
+            Response::AlterBrokerConfigs(r) => r,
+            other => panic!("{other:?}"),
+        }
+    };
+    let off = || AlterOp::Set("false".into());
+    assert!(matches!(
+        alter(&mut c, Some(1), off()),
+        Err(ClientError::InvalidConfig(_))
+    ));
+    let maybe = AlterOp::Set("maybe".into());
+    assert!(matches!(
+        alter(&mut c, None, maybe),
+        Err(ClientError::InvalidConfig(_))
+    ));
+    assert!(c.nodes[0].metadata().balancing_enabled());
+    assert_eq!(alter(&mut c, None, off()), Ok(()));
+    assert!(c.nodes.iter().all(|n| !n.metadata().balancing_enabled()));
+    let create = Request::CreateTopic {
+        name: "b".into(),
+        partitions: 6,
+        replication_factor: 2,
+        configs: Default::default(),
+        assignments: vec![],
+        validate_only: false,
+    };
+    assert_eq!(c.request(controller, create), Response::CreateTopic(Ok(())));
+    admit_node_4(&mut c);
+    c.tick(100);
+    assert_eq!(
+        loads(&c, 1, 4).0,
+        vec![4, 4, 4, 0],
+        "nothing moves while balancing is off"
+    );
+    assert_eq!(alter(&mut c, None, AlterOp::Delete), Ok(()));
+    tick_until(&mut c, 600, "balanced once it is on again", |c| {
+        let (replicas, _) = loads(c, 1, 4);
+        c.nodes[0].metadata().moves.is_empty() && replicas[3] >= 2
+    });
 }

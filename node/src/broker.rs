@@ -39,6 +39,8 @@ pub struct ClusterView {
     topic_id_index: BTreeMap<[u8; 16], usize>,
     /// Dynamic broker configs by resource ("" = cluster-wide defaults, else a broker id).
     broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Registered brokers left out of `brokers` because they are fenced, by id.
+    fenced: Vec<BrokerInfo>,
 }
 
 impl ClusterView {
@@ -77,7 +79,22 @@ impl ClusterView {
             topic_index,
             topic_id_index,
             broker_configs: BTreeMap::new(),
+            fenced: Vec::new(),
         }
+    }
+
+    /// This view with the registered brokers it leaves out for being fenced.
+    pub fn with_fenced(mut self, mut fenced: Vec<BrokerInfo>) -> ClusterView {
+        fenced.retain(|b| !self.broker_index.contains_key(&b.id));
+        fenced.sort_by_key(|b| b.id);
+        self.fenced = fenced;
+        self
+    }
+
+    /// The registered brokers that are fenced and not listed (DescribeCluster v2 lists them
+    /// when asked).
+    pub fn fenced(&self) -> &[BrokerInfo] {
+        &self.fenced
     }
 
     /// This view with the metadata image's dynamic broker configs.

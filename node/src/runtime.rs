@@ -665,8 +665,10 @@ fn publish(node: &Node, p: &Published) {
     let topics = railyard_core::view::topics(node);
     let brokers = railyard_core::view::brokers(node, p.base.brokers(), &topics);
     let cluster_id = node.cluster_id().unwrap_or(p.base.cluster_id());
+    let fenced = railyard_core::view::fenced_brokers(node, &brokers);
     let v = ClusterView::new(cluster_id.to_owned(), node.controller(), brokers, topics)
-        .with_broker_configs(node.metadata().broker_configs.clone());
+        .with_broker_configs(node.metadata().broker_configs.clone())
+        .with_fenced(fenced);
     // Most refreshes (at least one a second) change nothing: keep the old snapshot then.
     let unchanged = p.view.read().is_ok_and(|current| **current == v);
     if !unchanged {

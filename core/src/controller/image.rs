@@ -12,11 +12,12 @@
 //! The image is also the controller's snapshot ([`MetadataImage::encode`]), which lets the
 //! metadata log be truncated before it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use prost::Message as _;
 
+use super::balance::{DecommissionBroker, UnregisterBroker};
 use super::reassign::{MoveSnapshot, ReassignPartitions, Reassignment, ReassignmentDone};
 use crate::batch::{decode_records, BatchBuilder, BatchError};
 use crate::cluster_id::valid_cluster_id;
@@ -241,12 +242,19 @@ pub enum RecordKind {
     ReassignPartitions(ReassignPartitions),
     #[prost(message, tag = "12")]
     ReassignmentDone(ReassignmentDone),
+    #[prost(message, tag = "13")]
+    DecommissionBroker(DecommissionBroker),
+    #[prost(message, tag = "14")]
+    UnregisterBroker(UnregisterBroker),
 }
 
 /// One metadata change, the value of one record in the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "RecordKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(
+        oneof = "RecordKind",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14"
+    )]
     pub kind: Option<RecordKind>,
 }
 
@@ -289,6 +297,10 @@ pub struct ImageSnapshot {
     pub cluster: Option<ClusterCreated>,
     #[prost(message, repeated, tag = "9")]
     pub moves: Vec<MoveSnapshot>,
+    #[prost(uint64, repeated, tag = "10")]
+    pub decommissioning: Vec<NodeId>,
+    #[prost(uint64, repeated, tag = "11")]
+    pub unregistered: Vec<NodeId>,
 }
 
 /// A broker's newest producer-id block in a snapshot.
@@ -444,6 +456,11 @@ pub struct MetadataImage {
     pub cluster: Option<ClusterCreated>,
     /// Partition moves in flight (see [`super::reassign`]).
     pub moves: BTreeMap<TopicPartition, Reassignment>,
+    /// Registered brokers being drained (see [`super::balance`]).
+    pub decommissioning: BTreeSet<NodeId>,
+    /// Brokers unregistered after a decommission: a heartbeat does not register them again,
+    /// only a join does.
+    pub unregistered: BTreeSet<NodeId>,
 }
 
 /// Producer ids `first .. first + grant.size`, granted to `grant.broker`.
@@ -514,6 +531,7 @@ impl MetadataImage {
             Some(RecordKind::RegisterBroker(r)) => {
                 if let Some(b) = BrokerMeta::from_registration(r, r.fenced) {
                     self.brokers.insert(r.id, b);
+                    self.unregistered.remove(&r.id);
                 }
             }
             // The first identity wins: a second controller's proposal lost the race.
@@ -588,6 +606,8 @@ impl MetadataImage {
             Some(RecordKind::AlterBrokerConfigs(_)) => {}
             Some(RecordKind::ReassignPartitions(r)) => changes = self.apply_reassign(r),
             Some(RecordKind::ReassignmentDone(d)) => changes = self.apply_reassignment_done(d),
+            Some(RecordKind::DecommissionBroker(d)) => self.apply_decommission(d),
+            Some(RecordKind::UnregisterBroker(u)) => self.apply_unregister(u),
             None => {}
         }
         changes
@@ -653,6 +673,7 @@ impl MetadataImage {
             .copied()
             .chain(self.brokers.keys().copied())
             .filter(|id| !self.brokers.get(id).is_some_and(|b| b.fenced))
+            .filter(|id| !self.decommissioning.contains(id) && !self.unregistered.contains(id))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -724,6 +745,8 @@ impl MetadataImage {
                 .collect(),
             cluster: self.cluster.clone(),
             moves: self.encode_moves(),
+            decommissioning: self.decommissioning.iter().copied().collect(),
+            unregistered: self.unregistered.iter().copied().collect(),
         };
         Bytes::from(snap.encode_to_vec())
     }
@@ -815,6 +838,19 @@ impl MetadataImage {
         image
             .decode_moves(&snap.moves)
             .map_err(MetadataError::Decode)?;
+        image.decommissioning = snap.decommissioning.iter().copied().collect();
+        image.unregistered = snap.unregistered.iter().copied().collect();
+        let stray = image
+            .decommissioning
+            .iter()
+            .any(|b| !image.brokers.contains_key(b))
+            || image
+                .unregistered
+                .iter()
+                .any(|b| image.brokers.contains_key(b));
+        if stray {
+            return Err(MetadataError::Decode("decommissioned brokers".into()));
+        }
         Ok(image)
     }
 
@@ -847,6 +883,18 @@ impl MetadataImage {
             }
         }
         self.check_moves();
+        for b in &self.decommissioning {
+            assert!(
+                self.brokers.contains_key(b),
+                "decommissioning unknown broker {b}"
+            );
+        }
+        for b in &self.unregistered {
+            assert!(
+                !self.brokers.contains_key(b),
+                "broker {b} unregistered and registered"
+            );
+        }
         for (id, b) in &self.brokers {
             assert_eq!(*id, b.id, "broker keyed by another id");
             assert_ne!(*id, 0, "broker id 0 is reserved");

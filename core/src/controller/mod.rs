@@ -13,6 +13,7 @@
 //! an entry older than the session timeout no longer blocks a retry, so a lost proposal is
 //! retried. All timers run on the monotonic clock (`Ctx::now_ms`).
 
+pub mod balance;
 pub mod image;
 pub mod placement;
 pub mod reassign;
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+pub use self::balance::*;
 pub use self::image::*;
 pub use self::placement::*;
 pub use self::reassign::*;
@@ -108,6 +110,12 @@ enum Proposal {
         request: RequestId,
         results: Vec<Result<(), ClientError>>,
     },
+    /// An UnregisterBroker: a decommission (or an unregistration) recorded.
+    Decommission {
+        request: RequestId,
+    },
+    /// The balancer's moves.
+    Balance,
     /// The controller's own record (registration, fencing, leaderships, auto-create).
     Internal,
 }
@@ -127,6 +135,14 @@ struct Leadership {
     identifying: Option<Millis>,
     /// Moves whose `ReassignmentDone` was proposed (move id, when).
     completing: BTreeMap<TopicPartition, (u64, Millis)>,
+    /// Drained brokers whose `UnregisterBroker` was proposed.
+    unregistering: BTreeMap<NodeId, Millis>,
+    /// When the balancer's moves were proposed (until they commit or fail).
+    balancing: Option<Millis>,
+    /// When the balancer last ran.
+    balanced_at: Millis,
+    /// A move finished since the balancer last ran: run it at the next tick.
+    move_finished: bool,
 }
 
 impl Leadership {
@@ -140,6 +156,8 @@ impl Leadership {
         self.granting.clear();
         self.identifying = None;
         self.completing.clear();
+        self.unregistering.clear();
+        self.balancing = None;
     }
 }
 
@@ -278,6 +296,7 @@ impl Controller {
                 let list = self.image.reassignments(partitions.as_deref());
                 fx.reply(id, Response::ListReassignments(Ok(list)));
             }
+            Request::UnregisterBroker { broker } => self.decommission(id, broker, ctx, fx),
             other => {
                 let e = ClientError::InvalidRequest("not a controller request".into());
                 fx.reply(id, Response::error_for(&other, e));
@@ -291,7 +310,11 @@ impl Controller {
             | Proposal::Delete { name: n, .. }
             | Proposal::Grow { name: n, .. }
             | Proposal::Alter { name: n, .. } => n == name,
-            Proposal::AlterBroker { .. } | Proposal::Reassign { .. } | Proposal::Internal => false,
+            Proposal::AlterBroker { .. }
+            | Proposal::Reassign { .. }
+            | Proposal::Decommission { .. }
+            | Proposal::Balance
+            | Proposal::Internal => false,
         })
     }
 
@@ -383,6 +406,13 @@ impl Controller {
             .get(resource)
             .cloned()
             .unwrap_or_default();
+        // The cluster configs (the balancer's switch) are not topic-config defaults: checked
+        // on their own, and only on the cluster-wide resource.
+        let (cluster_now, current): (BTreeMap<_, _>, BTreeMap<_, _>) = current
+            .into_iter()
+            .partition(|(k, _)| k == AUTOBALANCE_CONFIG);
+        let mut cluster = cluster_now;
+        let change = split_cluster_configs(change, &mut cluster, resource)?;
         let next = match change {
             ConfigChange::Replace(configs) => BrokerDefaults(configs.clone())
                 .validate()
@@ -392,10 +422,12 @@ impl Controller {
                 topic_config::apply_broker_incremental(&current, &ops)
             }
         };
-        next.map_err(|e| match e {
+        let mut next = next.map_err(|e| match e {
             AlterError::Duplicate { .. } => ClientError::InvalidRequest(e.to_string()),
             other => ClientError::InvalidConfig(other.to_string()),
-        })
+        })?;
+        next.extend(cluster);
+        Ok(next)
     }
 
     /// Checks a CreatePartitions and places the new partitions: a client topic that exists and
@@ -703,6 +735,9 @@ impl Controller {
     }
 
     fn register(&mut self, reg: RegisterBroker, ctx: &Ctx, fx: &mut Effects) {
+        if self.image.unregistered.contains(&reg.id) {
+            return; // Decommissioned: it comes back only by joining again.
+        }
         let now = ctx.now_ms;
         let window = self.config.session_timeout_ms;
         let current = self
@@ -854,6 +889,9 @@ impl PartitionMachine for Controller {
             }
         };
         for r in &records {
+            if matches!(r.kind, Some(RecordKind::ReassignmentDone(_))) {
+                self.lead.move_finished = true;
+            }
             let changes = self.image.apply(r);
             self.node_events(ctx.node, changes, fx);
         }
@@ -884,6 +922,8 @@ impl PartitionMachine for Controller {
             self.identify_cluster(ctx, fx);
             self.fence_silent(ctx, fx);
             self.create_offsets_topic(ctx, fx);
+            self.unregister_drained(ctx, fx);
+            self.balance(ctx, fx);
         }
     }
 
@@ -927,6 +967,10 @@ impl PartitionMachine for Controller {
                 request,
                 Response::AlterReassignments(result.map(|_| results)),
             ),
+            Proposal::Decommission { request } => {
+                fx.reply(request, Response::UnregisterBroker(result.map(|_| ())))
+            }
+            Proposal::Balance => self.lead.balancing = None,
             // Lost or failed: let the next heartbeats propose it again.
             Proposal::Internal if result.is_err() => self.lead.forget_proposals(),
             Proposal::Internal => {}
@@ -1004,6 +1048,64 @@ impl PartitionMachine for Controller {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// Takes the cluster configs ([`AUTOBALANCE_CONFIG`]) out of a broker-config change and
+/// applies them to `cluster`: a boolean, on the cluster-wide resource (`""`) only. A Replace
+/// (AlterConfigs) that leaves one out resets it, as it resets every other config.
+fn split_cluster_configs(
+    change: ConfigChange,
+    cluster: &mut BTreeMap<String, String>,
+    resource: &str,
+) -> Result<ConfigChange, ClientError> {
+    let check = |name: &str, value: Option<&str>| {
+        if !resource.is_empty() {
+            return Err(ClientError::InvalidConfig(format!(
+                "{name} is cluster-wide: set it on the default broker resource"
+            )));
+        }
+        match value {
+            None | Some("true") | Some("false") => Ok(()),
+            Some(v) => Err(ClientError::InvalidConfig(format!(
+                "{name} must be true or false, not {v:?}"
+            ))),
+        }
+    };
+    Ok(match change {
+        ConfigChange::Replace(mut configs) => {
+            cluster.clear();
+            if let Some(v) = configs.remove(AUTOBALANCE_CONFIG) {
+                check(AUTOBALANCE_CONFIG, Some(&v))?;
+                cluster.insert(AUTOBALANCE_CONFIG.to_string(), v);
+            }
+            ConfigChange::Replace(configs)
+        }
+        ConfigChange::Incremental(ops) => {
+            let mut rest = Vec::new();
+            for (name, op) in ops {
+                if name != AUTOBALANCE_CONFIG {
+                    rest.push((name, op));
+                    continue;
+                }
+                match op {
+                    topic_config::AlterOp::Set(v) => {
+                        check(&name, Some(&v))?;
+                        cluster.insert(name, v);
+                    }
+                    topic_config::AlterOp::Delete => {
+                        check(&name, None)?;
+                        cluster.remove(&name);
+                    }
+                    _ => {
+                        return Err(ClientError::InvalidConfig(format!(
+                            "cannot APPEND or SUBTRACT on {name}: it is not a list config"
+                        )))
+                    }
+                }
+            }
+            ConfigChange::Incremental(rest)
+        }
+    })
 }
 
 fn placement_error(e: PlacementError) -> ClientError {

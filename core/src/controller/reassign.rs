@@ -121,12 +121,6 @@ fn minus(a: &[NodeId], b: &[NodeId]) -> Vec<NodeId> {
     a.iter().copied().filter(|x| !b.contains(x)).collect()
 }
 
-fn same_set(a: &[NodeId], b: &[NodeId]) -> bool {
-    let a: BTreeSet<_> = a.iter().collect();
-    let b: BTreeSet<_> = b.iter().collect();
-    a == b
-}
-
 /// Whether `replicas` is a non-empty list of distinct, non-zero ids.
 pub fn valid_replica_list(replicas: &[NodeId]) -> bool {
     let set: BTreeSet<_> = replicas.iter().collect();
@@ -363,6 +357,9 @@ impl Controller {
             match self.image.brokers.get(b) {
                 None => return invalid(format!("broker {b} is not registered")),
                 Some(m) if m.fenced => return invalid(format!("broker {b} is fenced")),
+                Some(_) if self.image.decommissioning.contains(b) => {
+                    return invalid(format!("broker {b} is being decommissioned"))
+                }
                 Some(_) => {}
             }
         }
@@ -523,14 +520,6 @@ impl MetadataImage {
 pub fn completes(image: &MetadataImage, done: &MoveDone) -> bool {
     let tp = TopicPartition::new(done.topic.clone(), done.partition);
     image.moves.get(&tp).is_some_and(|m| m.id == done.move_id)
-}
-
-/// Whether a committed configuration is exactly `target`: no joint state, no learners.
-pub fn conf_is(conf: &ConfState, target: &[NodeId]) -> bool {
-    conf.voters_outgoing.is_empty()
-        && conf.learners.is_empty()
-        && conf.learners_next.is_empty()
-        && same_set(&conf.voters, target)
 }
 
 #[cfg(test)]

@@ -307,9 +307,48 @@ impl Node {
         })
     }
 
+    /// On the metadata leader: drops an unregistered (decommissioned) broker from the metadata
+    /// group's learners, one configuration change at a time, so that the leader stops
+    /// replicating to it. A broker the image registers again (it joined anew) stays.
+    fn prune_metadata_learners(&mut self) {
+        let meta = metadata_tp();
+        let Some(replica) = self.replicas.get(&meta).filter(|r| r.is_leader()) else {
+            return;
+        };
+        if replica.has_pending_conf() {
+            return;
+        }
+        let image = self.metadata();
+        let Some(gone) = replica
+            .conf_state()
+            .learners
+            .iter()
+            .copied()
+            .find(|l| image.unregistered.contains(l) && !image.brokers.contains_key(l))
+        else {
+            return;
+        };
+        let mut remove = ConfChangeSingle::default();
+        remove.set_change_type(ConfChangeType::RemoveNode);
+        remove.node_id = gone;
+        let cc = ConfChangeV2 {
+            changes: vec![remove].into(),
+            ..ConfChangeV2::default()
+        };
+        match self.propose_conf_change(&meta, cc) {
+            Ok(()) => {
+                slog::info!(self.logger, "removing an unregistered broker from the metadata group";
+                "peer" => gone)
+            }
+            Err(e) => slog::warn!(self.logger, "cannot remove an unregistered broker yet";
+                "peer" => gone, "error" => %e),
+        }
+    }
+
     /// The membership part of a tick: applies an admission, asks to join or probes the quorum
     /// when due, and stops the node once every controller voter refused it.
     pub(super) fn tick_membership(&mut self) -> Result<(), NodeError> {
+        self.prune_metadata_learners();
         if let Some(c) = self.membership.admission.take() {
             self.finish_join(c)?;
         }

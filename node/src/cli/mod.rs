@@ -1,5 +1,5 @@
 //! The client subcommands of `railyard` (`topic`, `produce`, `consume`, `group`, `cluster`,
-//! `partition`),
+//! `partition`, `broker`),
 //! in the manner of Redpanda's `rpk`, built on `railyard-client`: they speak only the Kafka
 //! protocol, so they work against any broker of the same API versions.
 //!
@@ -8,6 +8,7 @@
 //! line on stderr that names the broker and the Kafka error code ([`CliError`]), with exit
 //! code 1; a bad flag value is clap's usage error, exit code 2.
 
+pub mod broker;
 pub mod cluster;
 pub mod consume;
 pub mod group;
@@ -36,6 +37,8 @@ pub enum ClientCommand {
     Cluster(cluster::ClusterArgs),
     /// Move partitions to new replicas, and list the moves in flight.
     Partition(partition::PartitionArgs),
+    /// List brokers, and decommission one.
+    Broker(broker::BrokerArgs),
 }
 
 /// How to reach the cluster; every client subcommand has these.
@@ -136,6 +139,7 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Group(a) => group::run(a).await,
         ClientCommand::Cluster(a) => cluster::run(a).await,
         ClientCommand::Partition(a) => partition::run(a).await,
+        ClientCommand::Broker(a) => broker::run(a).await,
     }
 }
 

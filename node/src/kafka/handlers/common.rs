@@ -66,6 +66,8 @@ pub fn client_error_code(e: &ClientError) -> i16 {
         ClientError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         ClientError::InvalidRequest(_) => ResponseError::InvalidRequest,
         ClientError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
+        ClientError::BrokerNotRegistered(_) => ResponseError::BrokerIdNotRegistered,
+        ClientError::BelowReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         ClientError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
         ClientError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         ClientError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,

@@ -223,15 +223,23 @@ pub fn describe_cluster(
             )))
             .with_endpoint_type(req.endpoint_type);
     }
-    let brokers = view
-        .brokers()
-        .iter()
-        .map(|b| {
+    // v2 (KIP-1073): fenced brokers too, when asked, marked as such. A decommissioned broker
+    // is unregistered, so it is in neither list.
+    let fenced = if version >= 2 && req.include_fenced_brokers {
+        view.fenced()
+    } else {
+        &[]
+    };
+    let listed = view.brokers().iter().map(|b| (b, false));
+    let brokers = listed
+        .chain(fenced.iter().map(|b| (b, true)))
+        .map(|(b, is_fenced)| {
             DescribeClusterBroker::default()
                 .with_broker_id(broker_id(b.id))
                 .with_host(str_bytes(&b.host))
                 .with_port(i32::from(b.port))
                 .with_rack(b.rack.as_deref().map(str_bytes))
+                .with_is_fenced(is_fenced)
         })
         .collect();
     DescribeClusterResponse::default()

@@ -21,6 +21,7 @@
 //!   controller: [`crate::kafka::forward`]).
 //! - [`partitions`]: CreatePartitions, growing a topic.
 //! - [`reassignments`]: AlterPartitionReassignments and ListPartitionReassignments (moves).
+//! - [`brokers`]: UnregisterBroker (decommission: drain, then unregister).
 //! - [`log_dirs`]: DescribeLogDirs, the data dir and its partitions.
 //! - [`elect_leaders`]: ElectLeaders (preferred elections).
 //! - [`delete_records`]: DeleteRecords, through each partition's raft log.
@@ -36,6 +37,7 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod brokers;
 pub mod common;
 pub mod configs;
 pub mod coordinator;
@@ -78,7 +80,8 @@ impl<B: Broker> Api<B> {
         Api::of::<metadata::Metadata>(ApiKey::Metadata, 0, 12),
         Api::of::<offsets::OffsetForLeaderEpoch>(ApiKey::OffsetForLeaderEpoch, 2, 4),
         Api::of::<api_versions::ApiVersions>(ApiKey::ApiVersions, 0, 4),
-        Api::of::<metadata::DescribeCluster>(ApiKey::DescribeCluster, 0, 1),
+        // v2 lists fenced brokers when asked (KIP-1073).
+        Api::of::<metadata::DescribeCluster>(ApiKey::DescribeCluster, 0, 2),
         Api::of::<topics::CreateTopics>(ApiKey::CreateTopics, 2, 7),
         // v6 names topics by name or by id.
         Api::of::<topics::DeleteTopics>(ApiKey::DeleteTopics, 1, 6),
@@ -99,6 +102,7 @@ impl<B: Broker> Api<B> {
             0,
             0,
         ),
+        Api::of::<brokers::UnregisterBroker>(ApiKey::UnregisterBroker, 0, 0),
         Api::of::<log_dirs::DescribeLogDirs>(ApiKey::DescribeLogDirs, 1, 4),
         Api::of::<elect_leaders::ElectLeaders>(ApiKey::ElectLeaders, 0, 2),
         Api::of::<delete_records::DeleteRecords>(ApiKey::DeleteRecords, 0, 2),
