@@ -249,6 +249,9 @@ pub struct Node {
     active: BTreeSet<TopicPartition>,
     /// Grows whenever a replica is created or deleted (see [`Node::view_version`]).
     replica_set_version: u64,
+    /// The `replica_set_version` each hosted replica was created at: tells a replica deleted
+    /// and created again apart from one that stayed.
+    replica_born: BTreeMap<TopicPartition, u64>,
     /// Partition files the image does not name wait to be deleted until the metadata replica
     /// has left repair mode: a metadata log that lost committed records to corruption replays
     /// into an image that lacks topics, and their data must not go with them.
@@ -303,6 +306,7 @@ impl Node {
             producer_ids,
             active: BTreeSet::new(),
             replica_set_version: 0,
+            replica_born: BTreeMap::new(),
             leftovers_pending: true,
             last_reconcile_ms: 0,
             membership: membership::Membership::new(cluster_file),
@@ -1034,6 +1038,7 @@ impl Node {
                     self.open_reports.remove(&tp);
                     self.active.remove(&tp);
                     self.replica_set_version += 1;
+                    self.replica_born.remove(&tp);
                     drop(r);
                     remove_dir_files(&*self.disk, &tp.dir());
                 }
@@ -1178,6 +1183,12 @@ impl Node {
     /// A number that grows whenever a replica is created or deleted here.
     pub fn replica_set_version(&self) -> u64 {
         self.replica_set_version
+    }
+
+    /// The [`Node::replica_set_version`] at which `tp`'s replica here was created (within this
+    /// start of the node): it changes when the replica is deleted and created again.
+    pub fn replica_generation(&self, tp: &TopicPartition) -> Option<u64> {
+        self.replica_born.get(tp).copied()
     }
 
     /// A number that changes whenever a replica's durable commit index moves, i.e. whenever a
@@ -1429,8 +1440,10 @@ impl Node {
         replica.set_settings(TopicSettings::resolve(&defaults, configs));
         self.replicas.insert(tp.clone(), replica);
         self.active.insert(tp.clone());
-        self.open_reports.insert(tp, report);
         self.replica_set_version += 1;
+        self.replica_born
+            .insert(tp.clone(), self.replica_set_version);
+        self.open_reports.insert(tp, report);
         Ok(())
     }
 

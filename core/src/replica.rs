@@ -685,7 +685,12 @@ impl Replica {
 
     /// Snapshots the machine at the applied index once `snapshot_entries` were applied since
     /// the last one, then compacts the log (module docs of [`crate::snapshot`]).
+    /// A peer that needs a snapshot the stored one cannot serve gets a fresh one as soon as an
+    /// entry was applied since the last (see `PartitionStorage::take_snapshot_wanted`).
     fn maybe_snapshot(&mut self) -> Result<(), StorageError> {
+        if self.raw.store().take_snapshot_wanted() {
+            return self.snapshot_after(1);
+        }
         self.snapshot_after(self.config.snapshot_entries)
     }
 

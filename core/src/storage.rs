@@ -102,6 +102,11 @@ pub struct PartitionStorage {
     /// log start (its log must start where the leader's does, or consumers would lose data
     /// that retention still keeps) and keeps the table it had.
     has_machine: bool,
+    /// The leader needed a snapshot for a peer that the stored one cannot serve: older than
+    /// the peer needs, or from a configuration that lacks the peer (a learner added since,
+    /// which raft-rs refuses to restore it on). The replica takes a fresh one at its next
+    /// tick. A `Cell` because raft-rs asks for snapshots through `&self`.
+    snapshot_wanted: std::cell::Cell<bool>,
     disk: Rc<dyn Disk>,
     dir: String,
     /// What recovery found at open.
@@ -109,6 +114,11 @@ pub struct PartitionStorage {
 }
 
 impl PartitionStorage {
+    /// Whether the leader asked for a snapshot the stored one cannot give (clears the flag).
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
     /// Opens (or creates, with `voters` and `learners` as the initial configuration) a
     /// partition's storage. An existing partition keeps the configuration it persisted.
     pub fn open(
@@ -212,6 +222,7 @@ impl PartitionStorage {
                 durable_commit,
                 machine_snapshot,
                 has_machine: false,
+                snapshot_wanted: std::cell::Cell::new(false),
                 disk,
                 dir: dir.to_string(),
                 report: report.clone(),
@@ -583,7 +594,7 @@ impl raft::Storage for PartitionStorage {
     /// A partition with a state machine offers its newest machine snapshot instead (never a
     /// metadata-only one: the follower would lack the state the log before it built). Its
     /// index is at or above the log start, since the log is compacted only below it.
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let unavailable = || {
             Err(raft::Error::Store(
                 RaftStorageError::SnapshotTemporarilyUnavailable,
@@ -602,7 +613,17 @@ impl raft::Storage for PartitionStorage {
                 (meta.index, meta.term, payload, self.conf_state())
             }
         };
-        if index == 0 || index < request_index {
+        let members = [
+            &cs.voters,
+            &cs.learners,
+            &cs.voters_outgoing,
+            &cs.learners_next,
+        ];
+        let serves_peer = members.iter().any(|ids| ids.contains(&to));
+        if index == 0 || index < request_index || !serves_peer {
+            if self.has_machine {
+                self.snapshot_wanted.set(true);
+            }
             return unavailable();
         }
         let mut snap = Snapshot::default();

@@ -2324,3 +2324,29 @@ fn test_balancing_can_be_turned_off_for_the_cluster() {
         c.nodes[0].metadata().moves.is_empty() && replicas[3] >= 2
     });
 }
+
+/// A partition moves back onto a broker that held it before (and deleted its data when it
+/// left): the broker's new replica catches up from the leader like any new one.
+#[test]
+fn test_a_partition_moves_back_onto_a_former_replica() {
+    let (mut c, controller) = cluster_with_t_on_123(30);
+    assert_eq!(
+        reassign(&mut c, controller, Some(vec![2, 3, 4])),
+        Response::AlterReassignments(Ok(vec![Ok(())]))
+    );
+    tick_until(&mut c, 400, "t-0 on 2, 3, 4", |c| moved_to(c, &[2, 3, 4]));
+    let leader = c.leader().unwrap();
+    for i in 30..40 {
+        c.produce(leader, &format!("r{i}"), i as i64).unwrap();
+    }
+    let controller = wait_for_controller(&mut c);
+    assert_eq!(
+        reassign(&mut c, controller, Some(vec![1, 2, 3])),
+        Response::AlterReassignments(Ok(vec![Ok(())]))
+    );
+    tick_until(&mut c, 400, "t-0 back on 1, 2, 3", |c| {
+        moved_to(c, &[1, 2, 3])
+    });
+    let want: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+    assert_eq!(values_on(&c, 1), want, "node 1 has every record again");
+}

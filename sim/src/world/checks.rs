@@ -115,9 +115,14 @@ impl World {
                     st.log_start_offset
                 ));
             }
-            let prev = self
-                .hw_seen
-                .insert((id, tp_key(&mut self.tp_index, tp)), st.high_watermark);
+            let key = (id, tp_key(&mut self.tp_index, tp));
+            // A replica deleted and created again between two looks starts from nothing.
+            let generation = (self.slots[&id].incarnation, node.replica_generation(tp));
+            let seen = self.hw_generations.insert(key, generation);
+            if seen.is_some_and(|(inc, g)| inc == generation.0 && g != generation.1) {
+                self.hw_seen.remove(&key);
+            }
+            let prev = self.hw_seen.insert(key, st.high_watermark);
             if prev.is_some_and(|p| st.high_watermark < p) {
                 problems.push(format!(
                     "node {id} {tp}: high watermark went backwards {:?} -> {}",

@@ -122,8 +122,28 @@ impl World {
                     ));
                 }
             }
-            for tp in image.moves.keys() {
-                problems.push(format!("liveness: node {id}'s metadata still moves {tp}"));
+            for (tp, m) in &image.moves {
+                let confs: Vec<String> = self
+                    .up_nodes()
+                    .into_iter()
+                    .filter_map(|n| {
+                        let r = self.slots[&n].node.as_ref()?.replica(tp)?;
+                        let cs = r.conf_state();
+                        Some(format!(
+                            "{n}{}: voters {:?} learners {:?} commit {}",
+                            if r.is_leader() { " (leader)" } else { "" },
+                            cs.voters,
+                            cs.learners,
+                            r.commit_index()
+                        ))
+                    })
+                    .collect();
+                problems.push(format!(
+                    "liveness: node {id}'s metadata still moves {tp} ({:?} to {:?}; {})",
+                    m.original,
+                    m.target,
+                    confs.join(", ")
+                ));
             }
             // The replicas a node hosts are exactly those its image assigns to it: creation
             // and deletion followed the metadata log through every fault.

@@ -415,6 +415,8 @@ pub struct World {
     tp_index: BTreeMap<TopicPartition, usize>,
     leaders: BTreeMap<(usize, Term), NodeId>,
     hw_seen: BTreeMap<(NodeId, usize), Offset>,
+    /// The (incarnation, replica generation) each `hw_seen` entry was seen at.
+    hw_generations: BTreeMap<(NodeId, usize), (u64, Option<u64>)>,
     /// Each node's (incarnation, replica-set version) when its replicas were last looked at,
     /// with the partitions (`tp_index`) it hosted then.
     replica_sets_seen: BTreeMap<NodeId, ((u64, u64), BTreeSet<usize>)>,
@@ -558,6 +560,7 @@ impl World {
             tp_index,
             leaders: BTreeMap::new(),
             hw_seen: BTreeMap::new(),
+            hw_generations: BTreeMap::new(),
             replica_sets_seen: BTreeMap::new(),
             durable_replicas: BTreeSet::new(),
             committed: BTreeMap::new(),
