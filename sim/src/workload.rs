@@ -216,6 +216,14 @@ impl Workload {
         Some((node, request_id, request))
     }
 
+    /// A broker left the cluster for good: no client picks it, or keeps it as a leader hint.
+    pub fn forget_node(&mut self, id: NodeId) {
+        self.nodes.retain(|n| *n != id);
+        for c in &mut self.clients {
+            c.leader_hint.retain(|_, n| *n != id);
+        }
+    }
+
     pub fn add_client(&mut self, role: Role, keys: Vec<TopicPartition>) -> usize {
         let id = self.clients.len();
         let process = self.new_process();

@@ -82,6 +82,7 @@ fn add_stats(total: &mut railyard_sim::world::RunStats, s: &railyard_sim::world:
     total.acked_all += s.acked_all;
     total.joins_admitted += s.joins_admitted;
     total.moves_completed += s.moves_completed;
+    total.brokers_unregistered += s.brokers_unregistered;
     total.disk.read_errors += s.disk.read_errors;
     total.disk.torn_writes += s.disk.torn_writes;
     total.disk.ops_lost += s.disk.ops_lost;
@@ -115,6 +116,10 @@ fn missing(total: &railyard_sim::world::RunStats) -> Vec<&'static str> {
         ("acks=all writes", total.acked_all),
         ("nodes joined to a running cluster", total.joins_admitted),
         ("partition moves completed", total.moves_completed),
+        (
+            "brokers decommissioned and unregistered",
+            total.brokers_unregistered,
+        ),
         ("wall-clock steps", total.clock_steps),
         ("graceful stops", total.graceful_stops),
         ("topic churn through the controller", total.churn_requests),
@@ -307,19 +312,19 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 16] = [
         Mutation::SkipTermCheck,
         Scenario::Swarm,
         56,
-        "a-1: committed entry",
+        "__consumer_offsets-1: committed entry",
     ),
     (
         Mutation::LoseTruncation,
         Scenario::Swarm,
-        2,
-        "b-0: committed entry",
+        3,
+        "__cluster_metadata-0: committed entry",
     ),
     (
         Mutation::ApplyBeforeCommit,
         Scenario::Swarm,
         1,
-        "b-1: DeleteRecords before 3 answered log start 0",
+        "a-1: DeleteRecords before 6 answered log start 0",
     ),
     (
         Mutation::ForgetHardState,
@@ -336,8 +341,8 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 16] = [
     (
         Mutation::KeepProducerStateOnTruncation,
         Scenario::Swarm,
-        2,
-        "node 3 b-0: producer table holds",
+        6,
+        "node 2 a-1: producer table holds",
     ),
     (
         Mutation::AckCommitBeforeCommitted,
@@ -349,19 +354,19 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 16] = [
         Mutation::ForgetDeletedRecordsAtOpen,
         Scenario::Swarm,
         4,
-        "node 4 a-0: leader serves from offset",
+        "node 3 b-0: leader serves from offset",
     ),
     (
         Mutation::IgnoreBrokerConfigsChanged,
         Scenario::Swarm,
-        1,
-        "node 1 a-0: log settings",
+        2,
+        "node 2 a-0: log settings",
     ),
     (
         Mutation::HideFencedLeaders,
         Scenario::Swarm,
-        1,
-        "node 1's view names 3 leader of __consumer_offsets/0",
+        22,
+        "node 4's view names 5 leader of __consumer_offsets/2",
     ),
     (
         Mutation::ForgetClusterId,
@@ -379,13 +384,13 @@ const CANARIES: [(Mutation, Scenario, u64, &str); 16] = [
         Mutation::RemoveBeforeCaughtUp,
         Scenario::Swarm,
         3,
-        "b-1: node 2 promoted learner 4 at commit",
+        "a-0: node 1 promoted learner 4 at commit",
     ),
     (
         Mutation::DropDataBeforeCommit,
         Scenario::Swarm,
         4,
-        "a-0: node 3 opened a fresh replica after holding durable state",
+        "__consumer_offsets-0: node 3 opened a fresh replica after holding durable state",
     ),
 ];
 

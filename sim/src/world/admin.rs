@@ -31,6 +31,11 @@ const CHURN_TOPICS_MAX: usize = 3;
 pub(super) const MOVES_FROM_US: u64 = 1_000_000;
 /// The mean time between two of its moves during the fault phase.
 pub(super) const MOVE_EVERY_US: u64 = 1_500_000;
+/// Decommissions the membership nemesis asks for in one run (some are refused: controller
+/// voters, or too few brokers left), so that the cluster keeps enough brokers to move to.
+pub(super) const DECOMMISSIONS_PER_RUN_MAX: u64 = 2;
+/// The chance that a membership-nemesis event is a decommission rather than a move.
+const DECOMMISSION_CHANCE: f64 = 0.15;
 
 /// How often the admin client deletes records during the fault phase.
 pub(super) const DELETE_RECORDS_EVERY_US: u64 = 900_000;
@@ -210,6 +215,11 @@ impl World {
             .map(|s| s.tp.clone())
             .collect();
         let rng = &mut self.rngs.moves;
+        if self.decommissions_sent < DECOMMISSIONS_PER_RUN_MAX && rng.gen_bool(DECOMMISSION_CHANCE)
+        {
+            return self.decommission(id);
+        }
+        let rng = &mut self.rngs.moves;
         let tp = workload[rng.gen_range(0..workload.len())].clone();
         let image = self.slots[&id].node.as_ref().expect("up").metadata();
         let moving = image.moves.contains_key(&tp);
@@ -237,13 +247,79 @@ impl World {
         self.pump(id);
     }
 
+    /// Asks controller node `id` to decommission a drawn broker (UnregisterBroker): any broker
+    /// but one hosting a fixed-layout partition, which the image cannot move. A controller
+    /// voter is refused, as is a broker the cluster cannot spare.
+    fn decommission(&mut self, id: NodeId) {
+        let joiner = self.node_ids.last().copied();
+        let candidates: Vec<NodeId> = self
+            .node_ids
+            .iter()
+            .copied()
+            .filter(|b| !self.retired.contains(b))
+            .filter(|b| self.fixed.is_empty() || Some(*b) != joiner)
+            .filter(|b| {
+                !self
+                    .fixed
+                    .iter()
+                    .any(|s| s.voters.contains(b) || s.learners.contains(b))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let broker = candidates[self.rngs.moves.gen_range(0..candidates.len())];
+        self.decommissions_sent += 1;
+        self.stats.decommissions_requested += 1;
+        self.admin_sent += 1;
+        let now_ms = (self.now / 1000) as i64;
+        let request_id = ADMIN_REQUEST_BASE + self.admin_sent;
+        let node = self.slots.get_mut(&id).and_then(|s| s.node.as_mut());
+        node.expect("up")
+            .handle_request(now_ms, request_id, Request::UnregisterBroker { broker });
+        self.trace(20, id, broker);
+        self.pump(id);
+    }
+
+    /// A decommissioned broker that the controller's image shows drained is stopped for good,
+    /// as an operator would once `railyard broker decommission --wait` returns.
+    fn retire_drained(&mut self, image: &railyard_core::controller::MetadataImage) {
+        let drained: Vec<NodeId> = image
+            .decommissioning
+            .iter()
+            .copied()
+            .filter(|b| !image.hosts_replicas(*b) && !self.retired.contains(b))
+            .filter(|b| self.slots.contains_key(b))
+            .collect();
+        for b in drained {
+            self.retired.insert(b);
+            self.stats.brokers_retired += 1;
+            // Clients learn from the metadata that it is gone.
+            self.workload.forget_node(b);
+            let slot = &self.slots[&b];
+            if slot.paused_until.is_some() || slot.restart_after.is_some() {
+                self.crash_now(b, 0);
+            } else {
+                self.graceful_stop(b, 0);
+            }
+        }
+    }
+
     /// Records the moves in flight in the controller's image, and counts those that finished
-    /// (left the image with the partition on their target) since.
+    /// (left the image with the partition on their target) since; stops drained decommissioned
+    /// brokers.
     pub(super) fn note_moves(&mut self) {
         let Some(id) = self.controller_node() else {
             return;
         };
-        let image = self.slots[&id].node.as_ref().expect("up").metadata();
+        let image = self.slots[&id]
+            .node
+            .as_ref()
+            .expect("up")
+            .metadata()
+            .clone();
+        self.retire_drained(&image);
+        let image = &image;
         for (tp, m) in &image.moves {
             let key = (tp.clone(), m.id);
             if !self.moves_seen.contains_key(&key) {

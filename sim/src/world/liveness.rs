@@ -26,6 +26,9 @@ impl World {
         for id in self.node_ids.clone() {
             let slot = &self.slots[&id];
             slot.disk.set_faults_enabled(false);
+            if self.retired.contains(&id) {
+                continue; // Decommissioned and stopped for good.
+            }
             slot.disk.set_capacity(None);
             if slot.restart_after.is_some() {
                 self.crash_now(id, 0);
@@ -103,6 +106,10 @@ impl World {
             let image = self.slots[&id].node.as_ref().unwrap().metadata();
             for b in &self.node_ids {
                 match image.brokers.get(b) {
+                    None if self.retired.contains(b) => {}
+                    Some(_) if self.retired.contains(b) => problems.push(format!(
+                        "liveness: node {id}'s metadata still registers decommissioned broker {b}"
+                    )),
                     Some(m) if !m.fenced => {}
                     other => problems.push(format!(
                         "liveness: node {id}'s metadata has broker {b} as {other:?} after the heal"
@@ -121,6 +128,15 @@ impl World {
                         s.tp
                     ));
                 }
+            }
+            for b in image
+                .decommissioning
+                .iter()
+                .filter(|b| image.hosts_replicas(**b))
+            {
+                problems.push(format!(
+                    "liveness: node {id}'s metadata still has replicas on decommissioned broker {b}"
+                ));
             }
             for (tp, m) in &image.moves {
                 let confs: Vec<String> = self
@@ -182,6 +198,17 @@ impl World {
         self.check_metadata_liveness();
         self.check_clock_scenario();
         self.check_reconfigured();
+        self.stats.brokers_unregistered = self
+            .up_nodes()
+            .first()
+            .map(|n| {
+                let image = self.slots[n].node.as_ref().expect("up").metadata();
+                self.retired
+                    .iter()
+                    .filter(|b| image.unregistered.contains(b))
+                    .count()
+            })
+            .unwrap_or(0) as u64;
         self.stats.joins_admitted = self
             .node_ids
             .iter()

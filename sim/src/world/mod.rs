@@ -49,7 +49,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use self::admin::{
-    ADMIN_EVERY_US, CHURN_EVERY_US, DELETE_RECORDS_EVERY_US, MOVES_FROM_US, MOVE_EVERY_US,
+    ADMIN_EVERY_US, CHURN_EVERY_US, DECOMMISSIONS_PER_RUN_MAX, DELETE_RECORDS_EVERY_US,
+    MOVES_FROM_US, MOVE_EVERY_US,
 };
 use self::scenarios::{Reconfig, ScriptStep, RECONFIG_EVERY_US, RECONFIG_TOPIC};
 use self::schedule::{Rngs, FAULT_TICK_US};
@@ -257,6 +258,11 @@ pub struct RunStats {
     pub moves_requested: u64,
     pub moves_started: u64,
     pub moves_completed: u64,
+    /// UnregisterBroker requests the membership nemesis sent, brokers it stopped for good once
+    /// drained, and brokers the controller then unregistered.
+    pub decommissions_requested: u64,
+    pub brokers_retired: u64,
+    pub brokers_unregistered: u64,
     /// Disk counters summed over every node's disk.
     pub disk: DiskStats,
     pub net: NetStats,
@@ -399,6 +405,11 @@ pub struct World {
     slots: BTreeMap<NodeId, NodeSlot>,
     /// Every node, the joiners last.
     node_ids: Vec<NodeId>,
+    /// Brokers whose decommission the controller recorded, drained and stopped for good (an
+    /// operator's last step): never restarted, and expected unregistered after the heal.
+    retired: BTreeSet<NodeId>,
+    /// Decommissions sent this run (bounded by [`DECOMMISSIONS_PER_RUN_MAX`]).
+    decommissions_sent: u64,
     /// The nodes that formed the cluster (the others join it).
     bootstrap: Vec<NodeId>,
     specs: Vec<PartitionSpec>,
@@ -549,6 +560,8 @@ impl World {
             net,
             slots,
             node_ids,
+            retired: BTreeSet::new(),
+            decommissions_sent: 0,
             bootstrap,
             specs,
             workload,
@@ -704,7 +717,7 @@ impl World {
             }
             Event::Restart(id) => {
                 self.trace(6, id, 0);
-                if self.slots[&id].node.is_none() {
+                if self.slots[&id].node.is_none() && !self.retired.contains(&id) {
                     self.start_node(id);
                 }
             }
