@@ -18,10 +18,10 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest, ListPartitionReassignmentsRequest,
-    TopicName, UnregisterBrokerRequest,
+    AddRaftVoterRequest, AlterPartitionReassignmentsRequest, BrokerId, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    ListPartitionReassignmentsRequest, RemoveRaftVoterRequest, TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -455,6 +455,50 @@ impl Admin {
                     resp.error_code,
                     conn.broker().clone(),
                     "UnregisterBroker",
+                    || resp.error_message.as_ref().map(|m| m.to_string()),
+                )
+            })
+            .await
+    }
+
+    /// Promotes broker `node_id` to controller voter (AddRaftVoter, KIP-853); returns once the
+    /// new configuration applied. Retries while another change is in flight or the broker's
+    /// metadata log is catching up.
+    pub async fn add_controller_voter(&self, node_id: i32) -> Result<()> {
+        let cluster_id = self.cluster.metadata().cluster_id.clone();
+        let req = AddRaftVoterRequest::default()
+            .with_cluster_id(cluster_id.map(StrBytes::from_string))
+            .with_timeout_ms(self.timeout_ms())
+            .with_voter_id(node_id);
+        self.cluster
+            .retry(|| async {
+                let conn = self.cluster.any_connection().await?;
+                let resp = conn.call(&req).await?;
+                check_code(
+                    resp.error_code,
+                    conn.broker().clone(),
+                    "AddRaftVoter",
+                    || resp.error_message.as_ref().map(|m| m.to_string()),
+                )
+            })
+            .await
+    }
+
+    /// Demotes controller voter `node_id` to a learner (RemoveRaftVoter, KIP-853); it stays a
+    /// broker. Refused for the last voter, or when too few voters would be left caught up.
+    pub async fn remove_controller_voter(&self, node_id: i32) -> Result<()> {
+        let cluster_id = self.cluster.metadata().cluster_id.clone();
+        let req = RemoveRaftVoterRequest::default()
+            .with_cluster_id(cluster_id.map(StrBytes::from_string))
+            .with_voter_id(node_id);
+        self.cluster
+            .retry(|| async {
+                let conn = self.cluster.any_connection().await?;
+                let resp = conn.call(&req).await?;
+                check_code(
+                    resp.error_code,
+                    conn.broker().clone(),
+                    "RemoveRaftVoter",
                     || resp.error_message.as_ref().map(|m| m.to_string()),
                 )
             })

@@ -135,6 +135,15 @@ pub enum Request {
     UnregisterBroker {
         broker: NodeId,
     },
+    /// Promote a broker to controller voter (Kafka's AddRaftVoter), asked of the metadata
+    /// leader; answered once the configuration applied (see `node::quorum`).
+    AddControllerVoter {
+        broker: NodeId,
+    },
+    /// Demote a controller voter to a learner (Kafka's RemoveRaftVoter); it stays a broker.
+    RemoveControllerVoter {
+        broker: NodeId,
+    },
     /// Hand `tp`'s leadership to its preferred replica (Kafka's ElectLeaders, preferred
     /// election), asked of the partition's leader. Answered once the transfer has started.
     ElectPreferredLeader {
@@ -273,6 +282,16 @@ pub enum ClientError {
     /// factor (INVALID_REPLICATION_FACTOR); nothing changed.
     #[error("{0}")]
     BelowReplicationFactor(String),
+    /// Promoting a broker that already votes (DUPLICATE_VOTER).
+    #[error("broker {0} is already a controller voter")]
+    DuplicateVoter(NodeId),
+    /// Demoting a broker that does not vote (VOTER_NOT_FOUND).
+    #[error("broker {0} is not a controller voter")]
+    VoterNotFound(NodeId),
+    /// A quorum change that must wait: another is in flight, or the learner is catching up
+    /// (REQUEST_TIMED_OUT, retriable).
+    #[error("{0}")]
+    QuorumChangePending(String),
     /// INVALID_REQUEST: e.g. a CreateTopics for an internal topic, which only the cluster
     /// creates.
     #[error("invalid request: {0}")]
@@ -370,6 +389,8 @@ pub enum Response {
     AlterReassignments(Result<Vec<Result<(), ClientError>>, ClientError>),
     ListReassignments(Result<Vec<crate::controller::ReassignmentStatus>, ClientError>),
     UnregisterBroker(Result<(), ClientError>),
+    /// AddControllerVoter and RemoveControllerVoter.
+    QuorumChange(Result<(), ClientError>),
 }
 
 impl Response {
@@ -397,6 +418,9 @@ impl Response {
             Request::AlterReassignments { .. } => Response::AlterReassignments(Err(err)),
             Request::ListReassignments { .. } => Response::ListReassignments(Err(err)),
             Request::UnregisterBroker { .. } => Response::UnregisterBroker(Err(err)),
+            Request::AddControllerVoter { .. } | Request::RemoveControllerVoter { .. } => {
+                Response::QuorumChange(Err(err))
+            }
             Request::Group(r) => {
                 Response::Group(crate::groups::GroupResponse::error_for(r, (&err).into()))
             }

@@ -31,6 +31,7 @@ use slog::{o, Logger};
 
 mod membership;
 mod moves;
+mod quorum;
 
 pub use self::moves::{Promotion, CATCH_UPS_PER_LEADER_MAX};
 
@@ -263,6 +264,8 @@ pub struct Node {
     membership: membership::Membership,
     /// Partition moves this node leads.
     moves: moves::Moves,
+    /// A controller quorum change proposed here, answered once it applies.
+    quorum_change: Option<quorum::PendingQuorumChange>,
 }
 
 /// The image of a node without a metadata group.
@@ -311,6 +314,7 @@ impl Node {
             last_reconcile_ms: 0,
             membership: membership::Membership::new(cluster_file),
             moves: moves::Moves::default(),
+            quorum_change: None,
         };
         let has_metadata_log = node
             .disk
@@ -551,9 +555,22 @@ impl Node {
             | Request::AlterTopicConfigs { .. }
             | Request::AlterBrokerConfigs { .. }
             | Request::AlterReassignments { .. }
-            | Request::ListReassignments { .. }
-            | Request::UnregisterBroker { .. } => {
+            | Request::ListReassignments { .. } => {
                 return self.route_to_controller(id, request);
+            }
+            Request::UnregisterBroker { broker } => {
+                if let Some(e) = self.voter_decommission(*broker) {
+                    return self
+                        .replies
+                        .push_back((id, Response::UnregisterBroker(Err(e))));
+                }
+                return self.route_to_controller(id, request);
+            }
+            Request::AddControllerVoter { broker } => {
+                return self.change_quorum(id, *broker, true);
+            }
+            Request::RemoveControllerVoter { broker } => {
+                return self.change_quorum(id, *broker, false);
             }
             Request::InitProducerId { current } => {
                 return self.init_producer_id(id, *current);
@@ -666,6 +683,8 @@ impl Node {
             | Request::AlterReassignments { .. }
             | Request::ListReassignments { .. }
             | Request::UnregisterBroker { .. }
+            | Request::AddControllerVoter { .. }
+            | Request::RemoveControllerVoter { .. }
             | Request::Group(_) => unreachable!("handled above"),
         };
         self.replies.push_back((id, reply));
@@ -1086,6 +1105,7 @@ impl Node {
         self.after_input(&touched, replies);
         self.settle_producer_ids();
         self.drive_moves();
+        self.settle_quorum_change();
         // A leadership taken since the last tick is reported now: clients find a new
         // partition's (or a failed-over partition's) leader without waiting a heartbeat period.
         let new_leaderships = leaderships != self.leaderships_reported;

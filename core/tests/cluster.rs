@@ -2350,3 +2350,132 @@ fn test_a_partition_moves_back_onto_a_former_replica() {
     let want: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
     assert_eq!(values_on(&c, 1), want, "node 1 has every record again");
 }
+
+/// Asks the controller for a quorum change, following NOT_CONTROLLER (a leader demoting itself
+/// hands over first).
+fn quorum_change(c: &mut Cluster, promote: bool, broker: NodeId) -> Result<(), ClientError> {
+    for _ in 0..20 {
+        let controller = wait_for_controller(c);
+        let req = if promote {
+            Request::AddControllerVoter { broker }
+        } else {
+            Request::RemoveControllerVoter { broker }
+        };
+        match c.request(controller, req) {
+            Response::QuorumChange(Err(ClientError::NotController { .. }))
+            | Response::QuorumChange(Err(ClientError::QuorumChangePending(_))) => c.tick(5),
+            Response::QuorumChange(r) => return r,
+            other => panic!("{other:?}"),
+        }
+    }
+    panic!("quorum change of {broker} kept failing over");
+}
+
+fn metadata_voters(c: &Cluster) -> Vec<NodeId> {
+    let l = c
+        .nodes
+        .iter()
+        .find(|n| n.replica(&metadata_tp()).is_some_and(|r| r.is_leader()))
+        .expect("a metadata leader");
+    let mut v = l.controller_voters().unwrap();
+    v.sort_unstable();
+    v
+}
+
+/// Controller quorum changes (KIP-853 in spirit): a joined broker is promoted to voter, a voter
+/// (the leader too, which hands over first) is demoted to learner and stays a broker; bad
+/// changes are refused with their codes and change nothing: a duplicate voter, an unknown
+/// broker, a non-voter, a removal that would leave too few caught-up voters for a quorum, and
+/// the last voter. A voter cannot be decommissioned until it is demoted.
+#[test]
+fn test_controller_voters_are_added_and_removed_by_joint_consensus() {
+    let (mut c, _) = identified_cluster();
+    admit_node_4(&mut c);
+    tick_until(&mut c, 100, "node 4 registered", |c| {
+        c.nodes[0]
+            .metadata()
+            .brokers
+            .get(&4)
+            .is_some_and(|b| !b.fenced)
+    });
+    assert_eq!(quorum_change(&mut c, true, 4), Ok(()));
+    assert_eq!(metadata_voters(&c), vec![1, 2, 3, 4]);
+    assert_eq!(
+        quorum_change(&mut c, true, 4),
+        Err(ClientError::DuplicateVoter(4))
+    );
+    assert_eq!(
+        quorum_change(&mut c, true, 9),
+        Err(ClientError::BrokerNotRegistered(9))
+    );
+    assert_eq!(
+        quorum_change(&mut c, false, 9),
+        Err(ClientError::VoterNotFound(9))
+    );
+
+    let leader = wait_for_controller(&mut c);
+    let refused = c.request(leader, Request::UnregisterBroker { broker: leader });
+    assert!(
+        matches!(&refused, Response::UnregisterBroker(Err(ClientError::InvalidRequest(m))) if m.contains("controller voter")),
+        "{refused:?}"
+    );
+    // Demoting the leader itself: it hands over, and the next leader demotes it.
+    assert_eq!(quorum_change(&mut c, false, leader), Ok(()));
+    let mut left: Vec<NodeId> = vec![1, 2, 3, 4];
+    left.retain(|v| *v != leader);
+    assert_eq!(metadata_voters(&c), left);
+    let now_leading = wait_for_controller(&mut c);
+    let cs = c.nodes[now_leading as usize - 1]
+        .replica(&metadata_tp())
+        .unwrap()
+        .conf_state();
+    assert!(
+        cs.learners.contains(&leader),
+        "a demoted voter stays a learner: {cs:?}"
+    );
+    // A demoted voter is an ordinary broker: it may be decommissioned.
+    let controller = wait_for_controller(&mut c);
+    let demoted = c.request(controller, Request::UnregisterBroker { broker: leader });
+    assert_eq!(demoted, Response::UnregisterBroker(Ok(())));
+
+    // With one of the three voters cut off, removing another would leave one caught up of two.
+    let controller = wait_for_controller(&mut c);
+    let cut = *left.iter().find(|v| **v != controller).unwrap();
+    let other = *left
+        .iter()
+        .find(|v| **v != controller && **v != cut)
+        .unwrap();
+    isolate(&mut c, cut, true);
+    for i in 0..3 {
+        create(&mut c, controller, &format!("q{i}"), 1, 1);
+    }
+    c.tick(5);
+    let r = quorum_change(&mut c, false, other);
+    assert!(
+        matches!(&r, Err(ClientError::InvalidRequest(m)) if m.contains("short of a quorum")),
+        "{r:?}"
+    );
+    assert_eq!(metadata_voters(&c), left, "a refusal changes nothing");
+    isolate(&mut c, cut, false);
+    c.tick(20);
+
+    // Down to one voter, which cannot go.
+    for v in left.clone() {
+        let last = metadata_voters(&c).len() == 1;
+        let r = quorum_change(&mut c, false, v);
+        if last {
+            assert!(
+                matches!(&r, Err(ClientError::InvalidRequest(m)) if m.contains("last controller voter")),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(r, Ok(()), "removing {v}");
+        }
+    }
+    assert_eq!(metadata_voters(&c).len(), 1);
+    let only = metadata_voters(&c)[0];
+    assert!(matches!(
+        quorum_change(&mut c, false, only),
+        Err(ClientError::InvalidRequest(_))
+    ));
+}

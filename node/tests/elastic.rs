@@ -6,8 +6,9 @@
 //! offset it was acknowledged at, and the producer sees no failure (librdkafka retries the
 //! retriable errors the moves cause, as it should).
 //!
-//! Node 1 is not a controller voter here (`controller_voters = [2, 3]`): a voter leaves the
-//! quorum first, which this test does not cover. `RAILYARD_BALANCE_PARTITIONS` sets the topic's
+//! Node 1 is not a controller voter here (`controller_voters = [2, 3]`); node 4 joins the
+//! quorum with `railyard controller add-voter 4` before node 1 leaves, and bad quorum changes
+//! and decommissions get their Kafka codes. `RAILYARD_BALANCE_PARTITIONS` sets the topic's
 //! partitions (default 24, replication factor 3); the time to balance them onto the new node is
 //! printed for the closing note, not asserted.
 
@@ -47,6 +48,18 @@ fn cli(bootstrap: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// `railyard <args> -b bootstrap`, which must fail; its stderr.
+fn cli_fails(bootstrap: &str, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .args(args)
+        .args(["-b", bootstrap, "--timeout-ms", "10000"])
+        .output()
+        .expect("running the CLI");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "railyard {args:?}: {err}");
+    err
 }
 
 /// `railyard broker list --format json`: id -> (replicas, leaders, fenced).
@@ -158,6 +171,18 @@ fn test_a_joined_node_is_balanced_onto_and_a_node_decommissioned_under_load() {
         started.elapsed().as_secs_f64(),
         broker_loads(&bootstrap)
     );
+
+    // The new node joins the controller quorum (2, 3, then 4); bad changes are refused.
+    let out = cli(&bootstrap, &["controller", "add-voter", "4"]);
+    assert!(out.contains("broker 4 is a controller voter"), "{out}");
+    let err = cli_fails(&bootstrap, &["controller", "add-voter", "4"]);
+    assert!(err.contains("DUPLICATE_VOTER"), "{err}");
+    let err = cli_fails(&bootstrap, &["controller", "remove-voter", "1"]);
+    assert!(err.contains("VOTER_NOT_FOUND"), "{err}");
+    let err = cli_fails(&bootstrap, &["broker", "decommission", "2"]);
+    assert!(err.contains("controller voter"), "{err}");
+    let err = cli_fails(&bootstrap, &["broker", "decommission", "9"]);
+    assert!(err.contains("BROKER_ID_NOT_REGISTERED"), "{err}");
 
     let started = Instant::now();
     let out = cli(&bootstrap, &["broker", "decommission", "1", "--wait"]);

@@ -380,12 +380,8 @@ impl Controller {
         let Some(meta) = self.image.brokers.get(&broker) else {
             return reply(fx, Err(ClientError::BrokerNotRegistered(broker)));
         };
-        if self.metadata_voters().contains(&broker) {
-            let why = format!(
-                "broker {broker} is a controller voter: remove it from the controller quorum first"
-            );
-            return reply(fx, Err(ClientError::InvalidRequest(why)));
-        }
+        // A controller voter is refused by the metadata leader's node (`node::quorum`): the
+        // voters are the raft configuration, not the image.
         if self.image.decommissioning.contains(&broker) {
             return reply(fx, Ok(()));
         }
@@ -403,15 +399,6 @@ impl Controller {
             RecordKind::DecommissionBroker(DecommissionBroker { id: broker })
         };
         self.propose(Proposal::Decommission { request: id }, kind, ctx, fx);
-    }
-
-    /// The metadata group's voters as this controller knows them.
-    fn metadata_voters(&self) -> Vec<NodeId> {
-        let mut voters = self.config.metadata_voters.clone();
-        if let Some(c) = &self.image.cluster {
-            voters.extend(&c.voters);
-        }
-        voters
     }
 
     /// Unregisters every drained decommissioned broker whose session expired.

@@ -1,5 +1,5 @@
 //! The client subcommands of `railyard` (`topic`, `produce`, `consume`, `group`, `cluster`,
-//! `partition`, `broker`),
+//! `partition`, `broker`, `controller`),
 //! in the manner of Redpanda's `rpk`, built on `railyard-client`: they speak only the Kafka
 //! protocol, so they work against any broker of the same API versions.
 //!
@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod consume;
+pub mod controller;
 pub mod group;
 pub mod output;
 pub mod partition;
@@ -39,6 +40,8 @@ pub enum ClientCommand {
     Partition(partition::PartitionArgs),
     /// List brokers, and decommission one.
     Broker(broker::BrokerArgs),
+    /// Add or remove controller voters.
+    Controller(controller::ControllerArgs),
 }
 
 /// How to reach the cluster; every client subcommand has these.
@@ -140,6 +143,7 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Cluster(a) => cluster::run(a).await,
         ClientCommand::Partition(a) => partition::run(a).await,
         ClientCommand::Broker(a) => broker::run(a).await,
+        ClientCommand::Controller(a) => controller::run(a).await,
     }
 }
 

@@ -49,8 +49,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use self::admin::{
-    ADMIN_EVERY_US, CHURN_EVERY_US, DECOMMISSIONS_PER_RUN_MAX, DELETE_RECORDS_EVERY_US,
-    MOVES_FROM_US, MOVE_EVERY_US,
+    ADMIN_EVERY_US, CHURN_EVERY_US, DELETE_RECORDS_EVERY_US, MOVES_FROM_US, MOVE_EVERY_US,
 };
 use self::scenarios::{Reconfig, ScriptStep, RECONFIG_EVERY_US, RECONFIG_TOPIC};
 use self::schedule::{Rngs, FAULT_TICK_US};
@@ -408,7 +407,7 @@ pub struct World {
     /// Brokers whose decommission the controller recorded, drained and stopped for good (an
     /// operator's last step): never restarted, and expected unregistered after the heal.
     retired: BTreeSet<NodeId>,
-    /// Decommissions sent this run (bounded by [`DECOMMISSIONS_PER_RUN_MAX`]).
+    /// Decommissions sent this run (bounded by [`admin::DECOMMISSIONS_PER_RUN_MAX`]).
     decommissions_sent: u64,
     /// The nodes that formed the cluster (the others join it).
     bootstrap: Vec<NodeId>,

@@ -22,6 +22,7 @@
 //! - [`partitions`]: CreatePartitions, growing a topic.
 //! - [`reassignments`]: AlterPartitionReassignments and ListPartitionReassignments (moves).
 //! - [`brokers`]: UnregisterBroker (decommission: drain, then unregister).
+//! - [`quorum`]: AddRaftVoter and RemoveRaftVoter (controller quorum changes).
 //! - [`log_dirs`]: DescribeLogDirs, the data dir and its partitions.
 //! - [`elect_leaders`]: ElectLeaders (preferred elections).
 //! - [`delete_records`]: DeleteRecords, through each partition's raft log.
@@ -53,6 +54,7 @@ pub mod offsets;
 pub mod partitions;
 pub mod produce;
 pub mod producers;
+pub mod quorum;
 pub mod reassignments;
 pub mod topics;
 
@@ -103,6 +105,8 @@ impl<B: Broker> Api<B> {
             0,
         ),
         Api::of::<brokers::UnregisterBroker>(ApiKey::UnregisterBroker, 0, 0),
+        Api::of::<quorum::AddRaftVoter>(ApiKey::AddRaftVoter, 0, 0),
+        Api::of::<quorum::RemoveRaftVoter>(ApiKey::RemoveRaftVoter, 0, 0),
         Api::of::<log_dirs::DescribeLogDirs>(ApiKey::DescribeLogDirs, 1, 4),
         Api::of::<elect_leaders::ElectLeaders>(ApiKey::ElectLeaders, 0, 2),
         Api::of::<delete_records::DeleteRecords>(ApiKey::DeleteRecords, 0, 2),
