@@ -33,6 +33,8 @@ use crate::producer::accumulator::TopicPartition;
 
 /// The config resource type of a topic in DescribeConfigs and IncrementalAlterConfigs.
 const TOPIC_RESOURCE: i8 = 2;
+/// The config resource type of a broker (its id) or of the cluster-wide defaults (`""`).
+const BROKER_RESOURCE: i8 = 4;
 
 /// A topic to create.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,12 +88,12 @@ impl OffsetSpec {
     }
 }
 
-/// One config of a topic as the broker describes it.
+/// One config of a topic or a broker as the broker describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigEntry {
     /// The value (`None` for a sensitive or unset config).
     pub value: Option<String>,
-    /// Whether it is the default (not set on the topic).
+    /// Whether it is the default (not set on the resource).
     pub is_default: bool,
     /// Whether it cannot be altered.
     pub read_only: bool,
@@ -283,13 +285,53 @@ impl Admin {
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         self.cluster.refresh_metadata().await?;
         let meta = self.cluster.topic(name).await?;
-        let configs = self
-            .cluster
+        let configs = self.describe_configs(TOPIC_RESOURCE, name).await?;
+        Ok(TopicDescription { meta, configs })
+    }
+
+    /// Sets (`Some`) or deletes back to the default (`None`) topic configs.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: &[(&str, Option<&str>)],
+    ) -> Result<()> {
+        self.alter_configs(TOPIC_RESOURCE, name, changes).await
+    }
+
+    /// A broker's configs (`Some(id)`), or the cluster-wide dynamic defaults (`None`, the
+    /// default broker resource of `kafka-configs.sh --entity-default`, which also holds the
+    /// cluster switches such as `partition.autobalancing.enable`).
+    pub async fn describe_broker_config(
+        &self,
+        broker: Option<i32>,
+    ) -> Result<BTreeMap<String, ConfigEntry>> {
+        let name = broker.map(|b| b.to_string()).unwrap_or_default();
+        self.describe_configs(BROKER_RESOURCE, &name).await
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a broker's dynamic configs (`Some(id)`) or the
+    /// cluster-wide ones (`None`).
+    pub async fn alter_broker_config(
+        &self,
+        broker: Option<i32>,
+        changes: &[(&str, Option<&str>)],
+    ) -> Result<()> {
+        let name = broker.map(|b| b.to_string()).unwrap_or_default();
+        self.alter_configs(BROKER_RESOURCE, &name, changes).await
+    }
+
+    /// DescribeConfigs of one resource, every key.
+    async fn describe_configs(
+        &self,
+        resource_type: i8,
+        name: &str,
+    ) -> Result<BTreeMap<String, ConfigEntry>> {
+        self.cluster
             .retry(|| async {
                 let conn = self.cluster.any_connection().await?;
                 let req = DescribeConfigsRequest::default().with_resources(vec![
                     DescribeConfigsResource::default()
-                        .with_resource_type(TOPIC_RESOURCE)
+                        .with_resource_type(resource_type)
                         .with_resource_name(StrBytes::from_string(name.to_string()))
                         .with_configuration_keys(None),
                 ]);
@@ -300,7 +342,13 @@ impl Admin {
                         r.error_code,
                         conn.broker().clone(),
                         "DescribeConfigs",
-                        || Some(context(name, r.error_message.as_ref())),
+                        || {
+                            Some(resource_context(
+                                resource_type,
+                                name,
+                                r.error_message.as_ref(),
+                            ))
+                        },
                     )?;
                     for c in r.configs {
                         // Config sources: 5 is DEFAULT_CONFIG, 1 DYNAMIC_TOPIC_CONFIG.
@@ -314,13 +362,13 @@ impl Admin {
                 }
                 Ok(out)
             })
-            .await?;
-        Ok(TopicDescription { meta, configs })
+            .await
     }
 
-    /// Sets (`Some`) or deletes back to the default (`None`) topic configs.
-    pub async fn alter_topic_config(
+    /// IncrementalAlterConfigs of one resource: SET for `Some`, DELETE for `None`.
+    async fn alter_configs(
         &self,
+        resource_type: i8,
         name: &str,
         changes: &[(&str, Option<&str>)],
     ) -> Result<()> {
@@ -339,7 +387,7 @@ impl Admin {
                     .collect();
                 let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
                     AlterConfigsResource::default()
-                        .with_resource_type(TOPIC_RESOURCE)
+                        .with_resource_type(resource_type)
                         .with_resource_name(StrBytes::from_string(name.to_string()))
                         .with_configs(configs),
                 ]);
@@ -349,7 +397,13 @@ impl Admin {
                         r.error_code,
                         conn.broker().clone(),
                         "IncrementalAlterConfigs",
-                        || Some(context(name, r.error_message.as_ref())),
+                        || {
+                            Some(resource_context(
+                                resource_type,
+                                name,
+                                r.error_message.as_ref(),
+                            ))
+                        },
                     )?;
                 }
                 Ok(())
@@ -764,6 +818,22 @@ impl Admin {
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// The error context of a config resource: the topic, the broker or the cluster.
+fn resource_context(resource_type: i8, name: &str, message: Option<&StrBytes>) -> String {
+    match (resource_type, name) {
+        (TOPIC_RESOURCE, _) => context(name, message),
+        (_, "") => with_message("the cluster-wide broker configs".into(), message),
+        _ => with_message(format!("broker {name}"), message),
+    }
+}
+
+fn with_message(what: String, message: Option<&StrBytes>) -> String {
+    match message {
+        Some(m) => format!("{what}: {m}"),
+        None => what,
+    }
 }
 
 fn context(name: &str, message: Option<&StrBytes>) -> String {

@@ -32,8 +32,10 @@ use slog::{o, Logger};
 mod membership;
 mod moves;
 mod quorum;
+mod throttle;
 
 pub use self::moves::{Promotion, CATCH_UPS_PER_LEADER_MAX};
+pub use self::throttle::LEARNER_RECOVERY_BYTES_PER_S_DEFAULT;
 
 use crate::api::{ClientError, Request, RequestId, Response};
 use crate::cluster_id::{ClusterIdError, ClusterIdFile};
@@ -266,6 +268,8 @@ pub struct Node {
     moves: moves::Moves,
     /// A controller quorum change proposed here, answered once it applies.
     quorum_change: Option<quorum::PendingQuorumChange>,
+    /// The bandwidth bound on log data sent to learners (module docs of `throttle`).
+    recovery: throttle::RecoveryThrottle,
 }
 
 /// The image of a node without a metadata group.
@@ -315,6 +319,7 @@ impl Node {
             membership: membership::Membership::new(cluster_file),
             moves: moves::Moves::default(),
             quorum_change: None,
+            recovery: throttle::RecoveryThrottle::new(LEARNER_RECOVERY_BYTES_PER_S_DEFAULT),
         };
         let has_metadata_log = node
             .disk
@@ -482,6 +487,13 @@ impl Node {
 
     pub fn stats(&self) -> &NodeStats {
         &self.stats
+    }
+
+    /// The learner recovery throttle: messages it held, bytes it let through to learners, and
+    /// bytes waiting now.
+    pub fn recovery_stats(&self) -> (u64, u64, u64) {
+        let r = &self.recovery;
+        (r.held_total, r.sent_bytes_total, r.queued_bytes())
     }
 
     /// Wall-clock steps this node noticed (each logged once as a warning).
@@ -1077,6 +1089,7 @@ impl Node {
         let free = self.disk.available_bytes();
         self.disk_low = free.is_some_and(|f| f < self.config.min_free_bytes);
         self.disk_critical = free.is_some_and(|f| f < self.config.min_free_bytes / 2);
+        self.refill_recovery(now_ms);
         // Before the raft ticks: a tick may run check_quorum, which clears every follower's
         // `recent_active`; checked after it, the preferred leader would look out of sync on
         // every check that lands on such a tick (with a check period a multiple of the
@@ -1270,6 +1283,7 @@ impl Node {
     pub fn has_ready(&self) -> bool {
         self.heartbeat_out.is_some()
             || !self.membership.outgoing.is_empty()
+            || self.recovery.ready()
             || self
                 .active
                 .iter()
@@ -1304,8 +1318,9 @@ impl Node {
             let Some(replica) = self.replicas.get_mut(tp) else {
                 continue;
             };
-            let repairing = replica.is_repairing();
-            let mut send = |m: RaftMessage| queue(&mut outbox, tp, repairing, m);
+            let to = Recipients::of(replica);
+            let recovery = &mut self.recovery;
+            let mut send = |m: RaftMessage| to.queue(&mut outbox, recovery, tp, m);
             let rd = replica.ready_write(&mut send).map_err(storage_error(tp))?;
             if let Some(rd) = rd {
                 readies.push((tp.clone(), rd));
@@ -1315,6 +1330,8 @@ impl Node {
             self.stats.envelopes_sent += 1;
             net.send(env);
         }
+        self.recovery
+            .release(|to, m| outbox.entry(to).or_default().push(m));
         let mut heartbeat = self.heartbeat_out.take();
         if let Some((to, _)) = &heartbeat {
             // Rides with this step's raft messages for the controller, or goes alone.
@@ -1374,8 +1391,9 @@ impl Node {
         let mut replies = Replies::new();
         for (tp, rd) in readies {
             let replica = self.replicas.get_mut(&tp).expect("ready taken above");
-            let repairing = replica.is_repairing();
-            let mut send = |m: RaftMessage| queue(outbox, &tp, repairing, m);
+            let to = Recipients::of(replica);
+            let recovery = &mut self.recovery;
+            let mut send = |m: RaftMessage| to.queue(outbox, recovery, &tp, m);
             replica
                 .ready_finish(rd, &mut send, &mut self.rng, &mut replies)
                 .map_err(storage_error(&tp))?;
@@ -1540,6 +1558,22 @@ impl Node {
         })
     }
 
+    /// Takes the learner recovery rate the cluster sets (`raft.learner.recovery.rate`, else the
+    /// default), then refills the bucket for the time since the last tick.
+    fn refill_recovery(&mut self, now_ms: Millis) {
+        let rate = self
+            .metadata()
+            .broker_configs
+            .get("")
+            .and_then(|c| c.get(throttle::LEARNER_RECOVERY_CONFIG))
+            .and_then(|v| throttle::parse_rate(v))
+            .unwrap_or(LEARNER_RECOVERY_BYTES_PER_S_DEFAULT);
+        if rate != self.recovery.rate_bytes_per_s() {
+            self.recovery.set_rate(rate);
+        }
+        self.recovery.refill(now_ms);
+    }
+
     /// Sends this broker's heartbeat to the controller (handled in place when this node is the
     /// controller). Without a metadata group or an endpoint there is nothing to report.
     fn send_heartbeat(&mut self) {
@@ -1624,21 +1658,49 @@ fn carries_data(t: raft::eraftpb::MessageType) -> bool {
     matches!(t, T::MsgAppend | T::MsgSnapshot)
 }
 
-/// Queues one raft message for its peer. A replica in repair mode sends no vote requests (see
-/// `storage` module docs).
-fn queue(
-    outbox: &mut BTreeMap<NodeId, Vec<GroupMessage>>,
-    tp: &TopicPartition,
+/// What one replica's outgoing messages need to know about their recipients.
+struct Recipients {
+    /// A replica in repair mode sends no vote requests (see `storage` module docs).
     repairing: bool,
-    m: RaftMessage,
-) {
-    if repairing && is_vote_request(m.get_msg_type()) {
-        return;
+    /// Learners of the partition this node leads: log data for them goes through the
+    /// recovery throttle.
+    learners: Vec<NodeId>,
+}
+
+impl Recipients {
+    fn of(replica: &Replica) -> Recipients {
+        let learners = if replica.is_leader() && replica.has_learners() {
+            replica.conf_state().learners
+        } else {
+            Vec::new()
+        };
+        Recipients {
+            repairing: replica.is_repairing(),
+            learners,
+        }
     }
-    outbox
-        .entry(m.to)
-        .or_default()
-        .push(GroupMessage::encode(tp, &m));
+
+    /// Queues one raft message for its peer, or holds it in the throttle.
+    fn queue(
+        &self,
+        outbox: &mut BTreeMap<NodeId, Vec<GroupMessage>>,
+        recovery: &mut throttle::RecoveryThrottle,
+        tp: &TopicPartition,
+        m: RaftMessage,
+    ) {
+        if self.repairing && is_vote_request(m.get_msg_type()) {
+            return;
+        }
+        let to = m.to;
+        let mut encoded = GroupMessage::encode(tp, &m);
+        if carries_data(m.get_msg_type()) && self.learners.contains(&to) {
+            match recovery.admit(to, encoded) {
+                Some(m) => encoded = m,
+                None => return,
+            }
+        }
+        outbox.entry(to).or_default().push(encoded);
+    }
 }
 
 /// The log config of a partition: the node's log config, with each retention and segment

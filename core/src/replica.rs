@@ -1303,6 +1303,11 @@ impl Replica {
         self.raw.raft.has_pending_conf()
     }
 
+    /// Whether the current raft configuration has learners (without copying it).
+    pub fn has_learners(&self) -> bool {
+        !self.raw.raft.prs().conf().learners().is_empty()
+    }
+
     /// The current raft configuration: voters, learners, and the outgoing voters while a joint
     /// configuration is in force.
     pub fn conf_state(&self) -> raft::eraftpb::ConfState {

@@ -2351,6 +2351,93 @@ fn test_a_partition_moves_back_onto_a_former_replica() {
     assert_eq!(values_on(&c, 1), want, "node 1 has every record again");
 }
 
+/// Sets (or with `None` deletes) one cluster-wide config through the controller.
+fn alter_cluster_config(
+    c: &mut Cluster,
+    resource: Option<NodeId>,
+    name: &str,
+    value: Option<&str>,
+) -> Result<(), ClientError> {
+    use railyard_core::api::ConfigChange;
+    use railyard_core::topic_config::AlterOp;
+    let op = value.map_or(AlterOp::Delete, |v| AlterOp::Set(v.into()));
+    let req = Request::AlterBrokerConfigs {
+        broker: resource,
+        change: ConfigChange::Incremental(vec![(name.to_string(), op)]),
+        validate_only: false,
+    };
+    let controller = wait_for_controller(c);
+    match c.request(controller, req) {
+        Response::AlterBrokerConfigs(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The learner recovery throttle: at `raft.learner.recovery.rate` = 64 KiB/s, a move of a
+/// partition holding 640 KiB takes at least the time the rate allows (less the bucket's
+/// burst); unthrottled (0), moving it back is several times faster. Bad values, and the
+/// config on one broker, are refused.
+#[test]
+fn test_learner_recovery_is_throttled_by_the_cluster_config() {
+    use railyard_core::controller::LEARNER_RECOVERY_CONFIG;
+    let (mut c, _) = cluster_with_t_on_123(0);
+    let value = "v".repeat(16 << 10);
+    for i in 0..40 {
+        c.produce(1, &value, i).unwrap();
+    }
+    for (resource, bad) in [(None, "fast"), (None, "-1"), (Some(1), "1000")] {
+        let r = alter_cluster_config(&mut c, resource, LEARNER_RECOVERY_CONFIG, Some(bad));
+        assert!(
+            matches!(r, Err(ClientError::InvalidConfig(_))),
+            "{bad}: {r:?}"
+        );
+    }
+    let rate_bytes_per_s = 64 << 10;
+    let rate = rate_bytes_per_s.to_string();
+    alter_cluster_config(&mut c, None, LEARNER_RECOVERY_CONFIG, Some(&rate)).unwrap();
+    c.tick(2);
+    let started_ms = c.now_ms;
+    let controller = wait_for_controller(&mut c);
+    assert_eq!(
+        reassign(&mut c, controller, Some(vec![2, 3, 4])),
+        Response::AlterReassignments(Ok(vec![Ok(())]))
+    );
+    tick_until(&mut c, 1_000, "t-0 on 2, 3, 4", |c| moved_to(c, &[2, 3, 4]));
+    let throttled_ms = c.now_ms - started_ms;
+    // 640 KiB of values at 64 KiB/s: 10 s, less the 100 ms burst.
+    assert!(throttled_ms >= 9_000, "moved in {throttled_ms} ms");
+    let (held, sent_bytes, _) = c.nodes[0].recovery_stats();
+    assert!(
+        held > 0,
+        "node 1 led the move and held data for the learner"
+    );
+    assert!(
+        sent_bytes >= 640 << 10,
+        "node 1 sent {sent_bytes} bytes to the learner"
+    );
+    eprintln!("throttled move: {throttled_ms} ms, {held} messages held");
+
+    alter_cluster_config(&mut c, None, LEARNER_RECOVERY_CONFIG, Some("0")).unwrap();
+    c.tick(2);
+    let started_ms = c.now_ms;
+    let controller = wait_for_controller(&mut c);
+    assert_eq!(
+        reassign(&mut c, controller, Some(vec![1, 2, 3])),
+        Response::AlterReassignments(Ok(vec![Ok(())]))
+    );
+    tick_until(&mut c, 1_000, "t-0 back on 1, 2, 3", |c| {
+        moved_to(c, &[1, 2, 3])
+    });
+    let free_ms = c.now_ms - started_ms;
+    eprintln!("unthrottled move: {free_ms} ms");
+    assert!(
+        free_ms * 3 < throttled_ms,
+        "unthrottled {free_ms} ms, throttled {throttled_ms} ms"
+    );
+    let want = vec![value; 40];
+    assert_eq!(values_on(&c, 1), want, "node 1 has every record again");
+}
+
 /// Asks the controller for a quorum change, following NOT_CONTROLLER (a leader demoting itself
 /// hands over first).
 fn quorum_change(c: &mut Cluster, promote: bool, broker: NodeId) -> Result<(), ClientError> {

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use railyard_tests::{topic, Disks, InProcessCluster, Spec};
+use railyard_tests::{eventually, topic, Disks, InProcessCluster, Spec};
 
 /// Elections of a fresh cluster.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -367,14 +367,54 @@ async fn test_bad_input_gets_one_line_and_a_non_zero_exit() {
     );
 }
 
-/// `partition reassign` moves (here: reorders) a partition's replicas and waits for it,
-/// `partition reassignments` lists nothing afterwards, and bad reassignments get one line
-/// with Kafka's error code, or a usage error.
+/// `cluster config set` turns the balancer off (and refuses bad values and a per-broker
+/// switch); then `partition reassign` moves (here: reorders) a partition's replicas and waits
+/// for it, `partition reassignments` lists nothing afterwards, and bad reassignments get one
+/// line with Kafka's error code, or a usage error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_partition_reassign_and_its_bad_input() {
     let c = cluster().await;
     let b = c.bootstrap();
     let b = b.as_str();
+    // With the balancer on, it would answer our reorders by reordering other partitions.
+    let set = ok(
+        b,
+        &[
+            "cluster",
+            "config",
+            "set",
+            "partition.autobalancing.enable=false",
+        ],
+        "",
+    );
+    assert_eq!(
+        set,
+        "NAME                            VALUE  SOURCE\npartition.autobalancing.enable  false  set\n"
+    );
+    let got = ok(b, &["cluster", "config", "get", "--format", "json"], "");
+    assert!(
+        got.contains("\"partition.autobalancing.enable\": {\n      \"value\": \"false\""),
+        "{got}"
+    );
+    for (args, code) in [
+        (
+            &["partition.autobalancing.enable=maybe"][..],
+            "INVALID_CONFIG",
+        ),
+        (
+            &["--broker", "2", "partition.autobalancing.enable=false"],
+            "INVALID_CONFIG",
+        ),
+    ] {
+        let e = fails(b, &[&["cluster", "config", "set"][..], args].concat(), 1);
+        assert!(e.contains(code), "{e}");
+    }
+    fails(b, &["cluster", "config", "set", "novalue"], 2);
+    // Moves the balancer started before it was turned off finish on their own.
+    eventually("no moves in flight", SETTLE, || {
+        let listed = ok(b, &["partition", "reassignments"], "");
+        (listed.lines().count() == 1).then_some(()).ok_or(listed)
+    });
     for target in ["3,1,2", "2,3,1"] {
         let out = ok(
             b,

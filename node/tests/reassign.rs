@@ -3,6 +3,8 @@
 //! by default; `RAILYARD_MOVE_MIB` sets it) from nodes 1, 2, 3 to 4, 2, 3 while a producer
 //! keeps writing to it with acks=all. Every acknowledged record is on the new replicas, in
 //! order, the producer loses nothing, and node 1 deletes its copy once the move is done.
+//! Balancing is turned off first, so that the move measured is the only one;
+//! `RAILYARD_MOVE_RATE` sets the learner recovery rate (bytes per second, 0 unthrottled).
 //!
 //! The figures for the closing note are printed, not asserted (machines differ): the move time
 //! next to single-stream loopback TCP measured in the same run, and the producer's p99
@@ -143,6 +145,21 @@ fn test_a_partition_moves_onto_a_joined_node_under_load() {
     let mut before = replicas(addr1, "moving", 0).expect("moving-0's replicas");
     before.sort_unstable();
     assert_eq!(before, vec![1, 2, 3]);
+    // The figure is one move's: the balancer would move replicas onto the new node too.
+    cli(
+        &c.bootstrap(),
+        &[
+            "cluster",
+            "config",
+            "set",
+            "partition.autobalancing.enable=false",
+        ],
+    );
+    // The learner recovery rate, bytes per second (default 100 MiB/s; 0 unthrottled).
+    if let Ok(rate) = std::env::var("RAILYARD_MOVE_RATE") {
+        let set = format!("raft.learner.recovery.rate={rate}");
+        cli(&c.bootstrap(), &["cluster", "config", "set", &set]);
+    }
     c.add_joiner(4, None).start();
     eventually("broker 4 registered", WAIT, || {
         brokers(addr1)

@@ -406,11 +406,11 @@ impl Controller {
             .get(resource)
             .cloned()
             .unwrap_or_default();
-        // The cluster configs (the balancer's switch) are not topic-config defaults: checked
-        // on their own, and only on the cluster-wide resource.
+        // The cluster configs (the balancer's switch, the recovery rate) are not topic-config
+        // defaults: checked on their own, and only on the cluster-wide resource.
         let (cluster_now, current): (BTreeMap<_, _>, BTreeMap<_, _>) = current
             .into_iter()
-            .partition(|(k, _)| k == AUTOBALANCE_CONFIG);
+            .partition(|(k, _)| CLUSTER_CONFIGS.contains(&k.as_str()));
         let mut cluster = cluster_now;
         let change = split_cluster_configs(change, &mut cluster, resource)?;
         let next = match change {
@@ -1050,50 +1050,81 @@ impl PartitionMachine for Controller {
     }
 }
 
-/// Takes the cluster configs ([`AUTOBALANCE_CONFIG`]) out of a broker-config change and
-/// applies them to `cluster`: a boolean, on the cluster-wide resource (`""`) only. A Replace
-/// (AlterConfigs) that leaves one out resets it, as it resets every other config.
+/// The cluster-wide dynamic configs that are not topic-config defaults: the balancer's
+/// switch and the learner recovery rate (`node::throttle`), in bytes per second.
+pub const CLUSTER_CONFIGS: [&str; 2] = [AUTOBALANCE_CONFIG, LEARNER_RECOVERY_CONFIG];
+
+/// The cluster-wide dynamic config of the rate at which leaders send log data to learners,
+/// per node, in bytes per second (0: unthrottled).
+pub const LEARNER_RECOVERY_CONFIG: &str = "raft.learner.recovery.rate";
+
+/// Checks one cluster config ([`CLUSTER_CONFIGS`]): set on the cluster-wide resource (`""`)
+/// only, and of its type.
+fn check_cluster_config(
+    name: &str,
+    value: Option<&str>,
+    resource: &str,
+) -> Result<(), ClientError> {
+    if !resource.is_empty() {
+        return Err(ClientError::InvalidConfig(format!(
+            "{name} is cluster-wide: set it on the default broker resource"
+        )));
+    }
+    let Some(v) = value else {
+        return Ok(());
+    };
+    let ok = if name == AUTOBALANCE_CONFIG {
+        v == "true" || v == "false"
+    } else {
+        v.parse::<u64>().is_ok()
+    };
+    if ok {
+        return Ok(());
+    }
+    let wanted = if name == AUTOBALANCE_CONFIG {
+        "true or false"
+    } else {
+        "a number of bytes per second (0: unthrottled)"
+    };
+    Err(ClientError::InvalidConfig(format!(
+        "{name} must be {wanted}, not {v:?}"
+    )))
+}
+
+/// Takes the cluster configs ([`CLUSTER_CONFIGS`]) out of a broker-config change and applies
+/// them to `cluster`, each checked ([`check_cluster_config`]). A Replace (AlterConfigs) that
+/// leaves one out resets it, as it resets every other config.
 fn split_cluster_configs(
     change: ConfigChange,
     cluster: &mut BTreeMap<String, String>,
     resource: &str,
 ) -> Result<ConfigChange, ClientError> {
-    let check = |name: &str, value: Option<&str>| {
-        if !resource.is_empty() {
-            return Err(ClientError::InvalidConfig(format!(
-                "{name} is cluster-wide: set it on the default broker resource"
-            )));
-        }
-        match value {
-            None | Some("true") | Some("false") => Ok(()),
-            Some(v) => Err(ClientError::InvalidConfig(format!(
-                "{name} must be true or false, not {v:?}"
-            ))),
-        }
-    };
+    let is_cluster = |name: &str| CLUSTER_CONFIGS.contains(&name);
     Ok(match change {
-        ConfigChange::Replace(mut configs) => {
+        ConfigChange::Replace(configs) => {
             cluster.clear();
-            if let Some(v) = configs.remove(AUTOBALANCE_CONFIG) {
-                check(AUTOBALANCE_CONFIG, Some(&v))?;
-                cluster.insert(AUTOBALANCE_CONFIG.to_string(), v);
+            let (ours, rest): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                configs.into_iter().partition(|(k, _)| is_cluster(k));
+            for (name, v) in ours {
+                check_cluster_config(&name, Some(&v), resource)?;
+                cluster.insert(name, v);
             }
-            ConfigChange::Replace(configs)
+            ConfigChange::Replace(rest)
         }
         ConfigChange::Incremental(ops) => {
             let mut rest = Vec::new();
             for (name, op) in ops {
-                if name != AUTOBALANCE_CONFIG {
+                if !is_cluster(&name) {
                     rest.push((name, op));
                     continue;
                 }
                 match op {
                     topic_config::AlterOp::Set(v) => {
-                        check(&name, Some(&v))?;
+                        check_cluster_config(&name, Some(&v), resource)?;
                         cluster.insert(name, v);
                     }
                     topic_config::AlterOp::Delete => {
-                        check(&name, None)?;
+                        check_cluster_config(&name, None, resource)?;
                         cluster.remove(&name);
                     }
                     _ => {
