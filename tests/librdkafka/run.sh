@@ -190,6 +190,16 @@ start_cluster() {
   for pid in "${PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "a railyard node exited; see $nodes" >&2; exit 1; }
   done
+  # The suite's tests are written against a Kafka that never moves a replica on its own, and
+  # several count rebalances. Railyard's balancer does move them: five tests at once create
+  # RF=1 topics, their replicas land unevenly and are moved seconds later, and librdkafka's
+  # consumers rejoin their group when a subscribed partition's replica racks change (its
+  # KIP-881 rack-aware metadata check), which 0091_max_poll_interval_timeout counts as an
+  # extra rebalance. Balancing has its own tests (node/tests/elastic.rs, the simulator).
+  await_cmd "$BIN" cluster config set partition.autobalancing.enable=false -b "$BOOT" || {
+    echo "could not turn automatic balancing off" >&2
+    exit 1
+  }
 }
 
 # --- 3. the suite ------------------------------------------------------------------------------
