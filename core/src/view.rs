@@ -3,7 +3,8 @@
 //! runtime publishes exactly what [`brokers`] and [`topics`] return.
 //!
 //! - **Brokers:** the configured ones with the listener and rack they registered, plus any
-//!   other registered broker, minus the fenced (Kafka lists only live brokers). A node always
+//!   other registered broker, minus the fenced (Kafka lists only live brokers) and the
+//!   unregistered (decommissioned: gone, even when still in a config's peers). A node always
 //!   lists itself and every broker its view names a partition's leader: the controller fences
 //!   a broker silent towards it, which may still lead a raft group its followers reach, and a
 //!   client must be able to reach the leader it is told of (librdkafka takes a leader missing
@@ -67,8 +68,13 @@ pub fn brokers(node: &Node, configured: &[BrokerInfo], topics: &[TopicView]) -> 
     if mutation::active(Mutation::HideFencedLeaders) {
         leaders.clear();
     }
+    // A configured broker the image does not know is listed (it has not registered yet),
+    // unless it was decommissioned and unregistered: then it is gone, configured or not.
     let listed = |id: NodeId| {
-        id == node.id() || leaders.contains(&id) || image.brokers.get(&id).is_none_or(|m| !m.fenced)
+        id == node.id()
+            || leaders.contains(&id)
+            || (!image.unregistered.contains(&id)
+                && image.brokers.get(&id).is_none_or(|m| !m.fenced))
     };
     let mut out: Vec<BrokerInfo> = configured
         .iter()

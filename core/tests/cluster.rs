@@ -2144,8 +2144,8 @@ fn loads(c: &Cluster, id: NodeId, n: NodeId) -> (Vec<usize>, Vec<usize>) {
 /// whose 12 RF-2 partitions sit on three, and the controller moves replicas and preferred
 /// leaders until every broker is within 1 of the mean; bad decommissions are refused with
 /// their codes and change nothing; a decommission of the new broker drains it with every
-/// partition keeping its replication factor and its spread over racks, and once it stops it is unregistered and leaves
-/// the metadata group.
+/// partition keeping its replication factor and its spread over racks, and once it stops it is
+/// unregistered (no view lists it, though configured) and leaves the metadata group.
 #[test]
 fn test_a_joined_broker_is_balanced_onto_then_decommissioned() {
     let (mut c, controller) = identified_cluster();
@@ -2257,6 +2257,23 @@ fn test_a_joined_broker_is_balanced_onto_then_decommissioned() {
             !image.brokers.contains_key(&4) && image.unregistered.contains(&4)
         })
     });
+    // Gone from every view, even for a node configured with it as a peer.
+    let configured: Vec<railyard_core::view::BrokerInfo> = (1..=4)
+        .map(|id| railyard_core::view::BrokerInfo {
+            id,
+            host: format!("node-{id}"),
+            port: 9092,
+            rack: None,
+        })
+        .collect();
+    for n in &c.nodes[..3] {
+        let topics = railyard_core::view::topics(n);
+        let listed: Vec<NodeId> = railyard_core::view::brokers(n, &configured, &topics)
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        assert!(!listed.contains(&4), "node {} lists {listed:?}", n.id());
+    }
     tick_until(&mut c, 100, "node 4 out of the metadata group", |c| {
         let l = c.nodes[..3]
             .iter()

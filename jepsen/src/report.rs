@@ -1465,6 +1465,7 @@ fn kind_colour(kind: &str) -> &'static str {
         "partition" => "#8c564b",
         "clock" => "#bcbd22",
         "rolling" => "#1f77b4",
+        "membership" => "#e377c2",
         _ => "#7f7f7f",
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use railyard_client::{
@@ -124,6 +124,30 @@ impl std::fmt::Display for WorkloadError {
 
 impl std::error::Error for WorkloadError {}
 
+/// The clients' bootstrap list, shared with whoever changes the cluster's membership: a
+/// process made after a broker left bootstraps from the brokers there are now, as a client
+/// behind a DNS name that operators keep current would.
+#[derive(Clone, Debug)]
+pub struct Bootstrap(Arc<RwLock<String>>);
+
+impl Bootstrap {
+    /// The list now (comma-separated `host:port`).
+    pub fn get(&self) -> String {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the list; processes made from now on use it.
+    pub fn set(&self, list: String) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+}
+
+impl From<String> for Bootstrap {
+    fn from(list: String) -> Bootstrap {
+        Bootstrap(Arc::new(RwLock::new(list)))
+    }
+}
+
 /// An admin client with short timeouts, for the questions of the harness and the tests.
 pub async fn admin(bootstrap: &str) -> Result<Admin, WorkloadError> {
     let mut config = ClientConfig::new(bootstrap);
@@ -227,7 +251,13 @@ pub fn key_of(partition: i32) -> String {
 }
 
 /// Starts the producers and consumers. Each gets its own RNG stream from the seed.
-pub fn start(opts: &WorkloadOpts, seed: u64, bootstrap: String, rec: Arc<Recorder>) -> Workload {
+pub fn start(
+    opts: &WorkloadOpts,
+    seed: u64,
+    bootstrap: impl Into<Bootstrap>,
+    rec: Arc<Recorder>,
+) -> Workload {
+    let bootstrap = bootstrap.into();
     let (stop, stopped) = watch::channel(false);
     let processes = (opts.producers + opts.consumers).max(1) as f64;
     let pace = Duration::from_secs_f64(processes / opts.rate.max(0.01));
@@ -269,7 +299,7 @@ pub fn start(opts: &WorkloadOpts, seed: u64, bootstrap: String, rec: Arc<Recorde
 }
 
 struct ProducerProc {
-    bootstrap: String,
+    bootstrap: Bootstrap,
     keys: u32,
     acks: AcksArg,
     idempotent: bool,
@@ -288,7 +318,7 @@ enum Outcome {
 
 impl ProducerProc {
     fn config(&self) -> ProducerConfig {
-        let mut c = ProducerConfig::new(&self.bootstrap);
+        let mut c = ProducerConfig::new(&self.bootstrap.get());
         c.client.connect_timeout_ms = 1_000;
         c.client.request_timeout_ms = 5_000;
         c.client.default_api_timeout_ms = 5_000;
@@ -366,7 +396,7 @@ async fn send(producer: &Producer, partition: i32, value: u64) -> Outcome {
 }
 
 struct ConsumerProc {
-    bootstrap: String,
+    bootstrap: Bootstrap,
     keys: u32,
     subscribe: bool,
     rng: ChaCha8Rng,
@@ -376,7 +406,7 @@ struct ConsumerProc {
 
 impl ConsumerProc {
     fn config(&self) -> ConsumerConfig {
-        let mut c = ConsumerConfig::new(&self.bootstrap);
+        let mut c = ConsumerConfig::new(&self.bootstrap.get());
         c.client.connect_timeout_ms = 1_000;
         c.client.request_timeout_ms = 5_000;
         c.client.default_api_timeout_ms = 5_000;

@@ -7,6 +7,11 @@
 //! 10.A.B.i:9093, so its peer connections leave from its own address and a DROP rule in its
 //! namespace's INPUT chain cuts exactly one direction of one link, silently. The clients run
 //! in the root namespace (source 10.A.B.254) and are never cut off.
+//!
+//! Node ids are the host part of the address and are never reused: a broker the membership
+//! nemesis adds gets the next id and a namespace of its own, and a decommissioned broker's
+//! namespace stays (empty) until the cleanup. Only the cluster's current members are started,
+//! faulted and healed.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -18,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::nemesis::NemesisKind;
+use super::workload::Bootstrap;
 use super::{RunOpts, TOPIC};
 
 /// Clients' port on every node.
@@ -44,6 +50,8 @@ const LIBFAKETIME: [&str; 3] = [
 ];
 /// Prefix of every namespace, veth and bridge name the harness makes.
 const NAME_PREFIX: &str = "ryj";
+/// Node ids are address host parts: 254 is the bridge's.
+const NODE_ID_MAX: u64 = 253;
 
 /// Why the lab could not do what was asked.
 #[derive(Debug)]
@@ -93,6 +101,10 @@ struct Node {
     clock: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// In the cluster now: started, faulted and healed. False once decommissioned.
+    member: bool,
+    /// A controller (metadata raft group) voter, as the harness made it.
+    voter: bool,
 }
 
 impl Node {
@@ -112,6 +124,8 @@ pub struct Lab {
     faketime: Option<PathBuf>,
     dir: PathBuf,
     cleaned: bool,
+    /// The workload's bootstrap list, kept to the members.
+    shared_bootstrap: Bootstrap,
 }
 
 impl Lab {
@@ -145,9 +159,14 @@ impl Lab {
             faketime,
             dir: dir.to_path_buf(),
             cleaned: false,
+            shared_bootstrap: Bootstrap::from(String::new()),
         };
-        lab.make_network(opts.nodes)?;
+        lab.make_bridge()?;
+        for id in 1..=u64::from(opts.nodes) {
+            lab.add_namespace(id)?;
+        }
         lab.write_configs(opts)?;
+        lab.shared_bootstrap.set(lab.bootstrap());
         Ok(lab)
     }
 
@@ -155,52 +174,55 @@ impl Lab {
         Ipv4Addr::new(self.subnet[0], self.subnet[1], self.subnet[2], host)
     }
 
-    fn make_network(&mut self, nodes: u8) -> Result<(), LabError> {
+    fn make_bridge(&mut self) -> Result<(), LabError> {
         let hub = format!("{}/24", self.ip(254));
         run_cmd("ip", &["link", "add", &self.bridge, "type", "bridge"])?;
         self.bridge_made = true;
         run_cmd("ip", &["addr", "add", &hub, "dev", &self.bridge])?;
-        run_cmd("ip", &["link", "set", &self.bridge, "up"])?;
-        for i in 1..=nodes {
-            let node = Node {
-                id: u64::from(i),
-                ns: format!("{}n{i}", self.tag),
-                veth: format!("{}v{i}", self.tag),
-                ip: self.ip(i),
-                config: self.dir.join(format!("n{i}.toml")),
-                log: self.dir.join(format!("n{i}.log")),
-                clock: self.dir.join(format!("n{i}.faketime")),
-                child: None,
-                paused: false,
-            };
-            run_cmd("ip", &["netns", "add", &node.ns])?;
-            let (ns, veth) = (node.ns.clone(), node.veth.clone());
-            self.nodes.push(node);
-            let addr = format!("{}/24", self.ip(i));
-            run_cmd(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                ],
-            )?;
-            run_cmd("ip", &["link", "set", &veth, "master", &self.bridge, "up"])?;
-            run_cmd("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-            run_cmd("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-            run_cmd("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(())
+        run_cmd("ip", &["link", "set", &self.bridge, "up"])
+    }
+
+    /// Makes node `id`'s namespace and its veth on the bridge; the node is a member, a voter
+    /// when it is one of the nodes the cluster forms with.
+    fn add_namespace(&mut self, id: u64) -> Result<(), LabError> {
+        let host = u8::try_from(id)
+            .ok()
+            .filter(|_| id <= NODE_ID_MAX)
+            .ok_or_else(|| LabError::Setup(format!("node id {id} exceeds {NODE_ID_MAX}")))?;
+        let node = Node {
+            id,
+            ns: format!("{}n{id}", self.tag),
+            veth: format!("{}v{id}", self.tag),
+            ip: self.ip(host),
+            config: self.dir.join(format!("n{id}.toml")),
+            log: self.dir.join(format!("n{id}.log")),
+            clock: self.dir.join(format!("n{id}.faketime")),
+            child: None,
+            paused: false,
+            member: true,
+            voter: true,
+        };
+        run_cmd("ip", &["netns", "add", &node.ns])?;
+        let (ns, veth) = (node.ns.clone(), node.veth.clone());
+        self.nodes.push(node);
+        let addr = format!("{}/24", self.ip(host));
+        run_cmd(
+            "ip",
+            &[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        )?;
+        run_cmd("ip", &["link", "set", &veth, "master", &self.bridge, "up"])?;
+        run_cmd("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+        run_cmd("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+        run_cmd("ip", &["-n", &ns, "link", "set", "lo", "up"])
     }
 
     fn write_configs(&self, opts: &RunOpts) -> Result<(), LabError> {
         let replication = opts.nodes.min(3);
         let mut peers = String::new();
         for n in &self.nodes {
-            peers.push_str(&format!(
-                "[[peers]]\nid = {}\nraft_addr = \"{}:{RAFT_PORT}\"\nkafka_addr = \"{}\"\n\n",
-                n.id,
-                n.ip,
-                n.kafka_addr()
-            ));
+            peers.push_str(&peer_toml(n.id, n.ip, n.kafka_addr()));
         }
         for n in &self.nodes {
             let data = self.dir.join("data").join(format!("n{}", n.id));
@@ -220,9 +242,64 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts every node.
+    /// Adds a broker with the next node id, in a namespace of its own, configured to join the
+    /// running cluster through the controller voters (`join = true`), and starts it. Returns
+    /// its index once it accepts clients.
+    pub async fn add_joiner(&mut self) -> Result<usize, LabError> {
+        let id = self.next_id();
+        let voters: Vec<&Node> = self.nodes.iter().filter(|n| n.member && n.voter).collect();
+        let ids: Vec<u64> = voters.iter().map(|n| n.id).collect();
+        let mut peers = String::new();
+        for n in &voters {
+            peers.push_str(&peer_toml(n.id, n.ip, n.kafka_addr()));
+        }
+        self.add_namespace(id)?;
+        let i = self.nodes.len() - 1;
+        let me = &mut self.nodes[i];
+        me.voter = false;
+        peers.push_str(&peer_toml(me.id, me.ip, me.kafka_addr()));
+        let data = self.dir.join("data").join(format!("n{id}"));
+        let text = format!(
+            "id = {id}\ndata_dir = \"{}\"\nkafka_listen = \"{}\"\nraft_listen = \"{}:{RAFT_PORT}\"\n\
+             tick_ms = {TICK_MS}\njoin = true\ncontroller_voters = {ids:?}\n\n{peers}",
+            data.display(),
+            me.kafka_addr(),
+            me.ip,
+        );
+        write_file(&me.config, &text)?;
+        write_file(&me.clock, "+0\n")?;
+        self.start(i)?;
+        self.wait_listening(i).await?;
+        self.shared_bootstrap.set(self.bootstrap());
+        Ok(i)
+    }
+
+    /// The id the next joiner gets.
+    pub fn next_id(&self) -> u64 {
+        self.nodes.len() as u64 + 1
+    }
+
+    /// Records whether node `i` is a controller voter (the harness changed it).
+    pub fn set_voter(&mut self, i: usize, voter: bool) {
+        self.nodes[i].voter = voter;
+    }
+
+    /// Whether node `i` is a controller voter.
+    pub fn is_voter(&self, i: usize) -> bool {
+        self.nodes[i].voter
+    }
+
+    /// Stops decommissioned node `i` for good (SIGTERM): it is no longer a member, and
+    /// nothing starts it again.
+    pub async fn retire(&mut self, i: usize) -> Result<(), LabError> {
+        self.nodes[i].member = false;
+        self.shared_bootstrap.set(self.bootstrap());
+        self.terminate(i).await
+    }
+
+    /// Starts every member.
     pub fn start_all(&mut self) -> Result<(), LabError> {
-        for i in 0..self.nodes.len() {
+        for i in self.members() {
             self.start(i)?;
         }
         Ok(())
@@ -278,19 +355,27 @@ impl Lab {
         Ok(())
     }
 
-    /// The clients' bootstrap list: every node.
+    /// The clients' bootstrap list: every member.
     pub fn bootstrap(&self) -> String {
         let addrs: Vec<String> = self
             .nodes
             .iter()
+            .filter(|n| n.member)
             .map(|n| n.kafka_addr().to_string())
             .collect();
         addrs.join(",")
     }
 
-    /// Nodes in the cluster.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
+    /// The workload's bootstrap list, which follows the membership.
+    pub fn shared_bootstrap(&self) -> Bootstrap {
+        self.shared_bootstrap.clone()
+    }
+
+    /// The indices of the cluster's members now, in id order.
+    pub fn members(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].member)
+            .collect()
     }
 
     /// The node id of index `i`.
@@ -303,9 +388,9 @@ impl Lab {
         self.nodes.iter().position(|n| n.id == id)
     }
 
-    /// Waits until every running node accepts clients and every key has a leader.
+    /// Waits until every member accepts clients and every key has a leader.
     pub async fn wait_ready(&mut self, keys: u32) -> Result<(), LabError> {
-        for i in 0..self.nodes.len() {
+        for i in self.members() {
             self.wait_listening(i).await?;
         }
         let admin = super::workload::admin(&self.bootstrap()).await?;
@@ -466,12 +551,12 @@ impl Lab {
         std::fs::rename(&tmp, path).map_err(|e| setup_io(path, e))
     }
 
-    /// Heals every fault: resumes paused nodes, starts stopped ones, lets every packet
+    /// Heals every fault: resumes paused nodes, starts stopped members, lets every packet
     /// through and puts every clock back.
     pub async fn heal_all(&mut self) -> Result<(), LabError> {
         self.check_alive()?;
         let none = BTreeSet::new();
-        for i in 0..self.nodes.len() {
+        for i in self.members() {
             self.set_grudge(i, &none)?;
             if self.faketime.is_some() {
                 self.set_clock(i, "+0")?;
@@ -541,6 +626,11 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.cleanup();
     }
+}
+
+/// One `[[peers]]` entry of a node's config.
+fn peer_toml(id: u64, ip: Ipv4Addr, kafka: SocketAddrV4) -> String {
+    format!("[[peers]]\nid = {id}\nraft_addr = \"{ip}:{RAFT_PORT}\"\nkafka_addr = \"{kafka}\"\n\n")
 }
 
 /// How many keys have a leader that the metadata also lists as a live broker.

@@ -11,7 +11,8 @@
 //!    time each, recorded as a history in CHECKER.md's format. A process that sees an
 //!    indeterminate result is crashed (its client dropped) and replaced by a new process id.
 //! 3. [`nemesis`]: faults drawn from the seed, one at a time, each held for the nemesis
-//!    interval and then healed, with a quiet interval between.
+//!    interval and then healed, with a quiet interval between; a [`membership`] turn adds a
+//!    broker, moves partitions onto it and decommissions another.
 //! 4. The final phase: every fault healed, the cluster waited for, then every key assigned
 //!    from the beginning and read up to its end offset.
 //! 5. [`results`]: the checker's verdict, the figures and the report, in
@@ -25,6 +26,7 @@
 
 mod check_cmd;
 mod lab;
+mod membership;
 mod nemesis;
 mod results;
 pub use railyard_jepsen::workload;
@@ -63,7 +65,8 @@ enum Command {
 /// Settings of `railyard-jepsen run`.
 #[derive(Args, Clone, Debug)]
 pub struct RunOpts {
-    /// Nodes in the cluster (every one a controller voter).
+    /// Nodes the cluster forms with (every one a controller voter); the membership nemesis
+    /// replaces them one at a time, keeping the count.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
     pub nodes: u8,
     /// Seconds of workload under the nemesis, before the final phase.
@@ -76,7 +79,7 @@ pub struct RunOpts {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,pause,partition,clock,rolling"
+        default_value = "kill,pause,partition,clock,rolling,membership"
     )]
     pub nemesis: Vec<NemesisKind>,
     /// Seconds each fault is held, and seconds of quiet between two faults.
@@ -266,7 +269,12 @@ async fn run_in(
     lab.start_all()?;
     lab.wait_ready(opts.keys).await?;
     let recorder = Arc::new(Recorder::new());
-    let workload = workload::start(&opts.workload(), seed, lab.bootstrap(), recorder.clone());
+    let workload = workload::start(
+        &opts.workload(),
+        seed,
+        lab.shared_bootstrap(),
+        recorder.clone(),
+    );
     let deadline = recorder.now_ns() + opts.time_limit * 1_000_000_000;
     let faults = nemesis::run(opts, seed, lab, &recorder, deadline).await?;
     workload.stop().await;

@@ -5,7 +5,8 @@
 //! seconds holds every kind at least once; the target of each fault (which node, which
 //! grouping) is drawn from the seed too. Faults aimed at "the leader of a key" ask the
 //! cluster who leads it, so the same seed gives the same schedule of kinds and draws, but the
-//! node hit depends on the cluster's answers.
+//! node hit depends on the cluster's answers. Every fault targets the cluster's members at
+//! the time: after a membership turn, the new node can be killed and the old one cannot.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::lab::{Lab, LabError};
+use super::membership;
 use super::workload::{key_of, Recorder};
 use super::{RunOpts, TOPIC};
 
@@ -34,6 +36,10 @@ pub enum NemesisKind {
     Clock,
     /// Every node stopped (SIGTERM) and restarted in turn.
     Rolling,
+    /// A new broker joins, key partitions are reassigned onto it, and another broker (a
+    /// controller voter hands its vote to the new one first) is decommissioned, drained and
+    /// stopped.
+    Membership,
 }
 
 impl NemesisKind {
@@ -45,6 +51,7 @@ impl NemesisKind {
             NemesisKind::Partition => "partition",
             NemesisKind::Clock => "clock",
             NemesisKind::Rolling => "rolling",
+            NemesisKind::Membership => "membership",
         }
     }
 }
@@ -67,6 +74,8 @@ enum Plan {
     Partition(BTreeMap<usize, BTreeSet<usize>>),
     Clock(usize, &'static str),
     Rolling,
+    /// The member that leaves (an index), and the keys moved onto the one that joins.
+    Membership(usize, Vec<i32>),
 }
 
 /// Runs faults until `deadline_ns` (on the recorder's clock), and returns them. Every fault
@@ -100,7 +109,7 @@ pub async fn run(
         let start_ns = rec.now_ns();
         println!("railyard-jepsen: nemesis {}: {detail}", kind.name());
         apply(lab, &plan).await?;
-        if !matches!(plan, Plan::Rolling) {
+        if !matches!(plan, Plan::Rolling | Plan::Membership(..)) {
             tokio::time::sleep(interval).await;
         }
         heal(lab, &plan).await?;
@@ -126,7 +135,7 @@ async fn draw(
     lab: &Lab,
     opts: &RunOpts,
 ) -> (Plan, String) {
-    let n = lab.len();
+    let members = lab.members();
     let names = |set: &[usize]| -> String {
         let ids: Vec<String> = set.iter().map(|&i| lab.id(i).to_string()).collect();
         ids.join(",")
@@ -152,39 +161,57 @@ async fn draw(
             (Plan::Partition(grudge), what)
         }
         NemesisKind::Clock => {
-            let node = rng.gen_range(0..n);
+            let node = *members.choose(rng).expect("the cluster has members");
             let step = if rng.gen_bool(0.5) { "+1h" } else { "-1h" };
             let detail = format!("wall clock of node {} set to {step}", lab.id(node));
             (Plan::Clock(node, step), detail)
         }
         NemesisKind::Rolling => (
             Plan::Rolling,
-            format!(
-                "rolling restart of nodes {}",
-                names(&(0..n).collect::<Vec<_>>())
-            ),
+            format!("rolling restart of nodes {}", names(&members)),
         ),
+        NemesisKind::Membership => {
+            let leaving = *members.choose(rng).expect("the cluster has members");
+            let mut keys: Vec<i32> = (0..opts.keys as i32).collect();
+            keys.shuffle(rng);
+            keys.truncate(MEMBERSHIP_KEYS_MAX);
+            keys.sort();
+            let shown: Vec<String> = keys.iter().map(|&p| key_of(p)).collect();
+            let detail = format!(
+                "node {} joins, {} move onto it, node {} leaves",
+                lab.next_id(),
+                shown.join(","),
+                lab.id(leaving)
+            );
+            (Plan::Membership(leaving, keys), detail)
+        }
     }
 }
 
-/// A random node, a key's leader, or a minority.
+/// Keys a membership turn reassigns onto the node that joins (the balancer and the
+/// decommission move the rest).
+const MEMBERSHIP_KEYS_MAX: usize = 3;
+
+/// A random member, a key's leader, or a minority of the members.
 async fn targets(rng: &mut ChaCha8Rng, lab: &Lab, opts: &RunOpts) -> (Vec<usize>, String) {
-    let n = lab.len();
+    let members = lab.members();
+    let n = members.len();
+    let any = |rng: &mut ChaCha8Rng| *members.choose(rng).expect("the cluster has members");
     match rng.gen_range(0..3) {
-        0 => (vec![rng.gen_range(0..n)], "a random node".into()),
+        0 => (vec![any(rng)], "a random node".into()),
         1 => {
             let partition = rng.gen_range(0..opts.keys) as i32;
             let key = key_of(partition);
             match leader_of(lab, partition).await {
                 Some(i) => (vec![i], format!("leader of {key}")),
                 None => (
-                    vec![rng.gen_range(0..n)],
+                    vec![any(rng)],
                     format!("a random node: no leader known for {key}"),
                 ),
             }
         }
         _ => {
-            let mut all: Vec<usize> = (0..n).collect();
+            let mut all = members.clone();
             all.shuffle(rng);
             all.truncate(((n - 1) / 2).max(1));
             all.sort();
@@ -233,8 +260,8 @@ async fn partition(
     lab: &Lab,
     opts: &RunOpts,
 ) -> (BTreeMap<usize, BTreeSet<usize>>, String) {
-    let n = lab.len();
-    let mut shuffled: Vec<usize> = (0..n).collect();
+    let mut shuffled = lab.members();
+    let n = shuffled.len();
     shuffled.shuffle(rng);
     let ids = |set: &[usize]| -> String {
         let mut ids: Vec<u64> = set.iter().map(|&i| lab.id(i)).collect();
@@ -270,7 +297,7 @@ async fn partition(
         _ => {
             let partition = rng.gen_range(0..opts.keys) as i32;
             let leader = leader_of(lab, partition).await.unwrap_or(shuffled[0]);
-            let rest: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
+            let rest: Vec<usize> = lab.members().into_iter().filter(|&i| i != leader).collect();
             let what = format!(
                 "isolate node {} (leader of {})",
                 lab.id(leader),
@@ -333,11 +360,15 @@ async fn apply(lab: &mut Lab, plan: &Plan) -> Result<(), LabError> {
         }
         Plan::Clock(i, step) => lab.set_clock(*i, step)?,
         Plan::Rolling => {
-            for i in 0..lab.len() {
+            for i in lab.members() {
                 lab.restart(i).await?;
                 // Let it catch up before the next one goes down, as an operator would.
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
+        }
+        Plan::Membership(leaving, keys) => {
+            let done = membership::turn(lab, *leaving, keys).await?;
+            println!("railyard-jepsen: membership: {done}");
         }
     }
     Ok(())
@@ -358,7 +389,7 @@ async fn heal(lab: &mut Lab, plan: &Plan) -> Result<(), LabError> {
             }
         }
         Plan::Clock(i, _) => lab.set_clock(*i, "+0")?,
-        Plan::Rolling => {}
+        Plan::Rolling | Plan::Membership(..) => {}
     }
     Ok(())
 }
