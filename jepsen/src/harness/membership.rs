@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use railyard_client::{Admin, Error, ResponseError, TopicPartition};
 
 use super::lab::{Lab, LabError};
+use super::workload::key_of;
 use super::TOPIC;
 
 /// Each step of a turn must finish within this.
@@ -80,7 +81,8 @@ async fn move_keys(admin: &Admin, keys: &[i32], new: i32, old: i32) -> Result<St
     let Some(topic) = meta.topics.get(TOPIC) else {
         return Err(LabError::NotReady(format!("membership: no topic {TOPIC}")));
     };
-    let mut moves = Vec::new();
+    // As AlterPartitionReassignments takes them: `Some(target)`, never a cancel.
+    let mut moves: Vec<(TopicPartition, Option<Vec<i32>>)> = Vec::new();
     for &p in keys {
         let Some(part) = topic.partitions.get(p as usize) else {
             continue;
@@ -97,14 +99,13 @@ async fn move_keys(admin: &Admin, keys: &[i32], new: i32, old: i32) -> Result<St
             topic: TOPIC.to_string(),
             partition: p,
         };
-        moves.push((tp, target));
+        moves.push((tp, Some(target)));
     }
-    let asks: Vec<(TopicPartition, Option<Vec<i32>>)> = moves
-        .iter()
-        .map(|(tp, target)| (tp.clone(), Some(target.clone())))
-        .collect();
+    if moves.is_empty() {
+        return Ok("no key (the balancer had moved them)".to_string());
+    }
     until("the reassignments recorded", || async {
-        match admin.alter_partition_reassignments(&asks).await {
+        match admin.alter_partition_reassignments(&moves).await {
             Ok(()) => Step::Done(()),
             Err(e) => step_error(e),
         }
@@ -136,13 +137,15 @@ async fn move_keys(admin: &Admin, keys: &[i32], new: i32, old: i32) -> Result<St
     .await?;
     let shown: Vec<String> = moves
         .iter()
-        .map(|(tp, target)| format!("{TOPIC}-{} to {target:?}", tp.partition))
+        .map(|(tp, target)| {
+            format!(
+                "{} to {:?}",
+                key_of(tp.partition),
+                target.as_deref().unwrap_or_default()
+            )
+        })
         .collect();
-    Ok(if shown.is_empty() {
-        "no key (the balancer had moved them)".to_string()
-    } else {
-        shown.join(", ")
-    })
+    Ok(shown.join(", "))
 }
 
 /// Promotes `new` to controller voter and demotes `old`. A retry after an answer that was
@@ -224,7 +227,8 @@ where
 {
     let deadline = Instant::now() + STEP_WITHIN;
     loop {
-        let last = match tokio::time::timeout(STEP_WITHIN, step()).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let last = match tokio::time::timeout(left, step()).await {
             Ok(Step::Done(v)) => return Ok(v),
             Ok(Step::NotYet(why)) => why,
             Ok(Step::Fatal(e)) => {
